@@ -1,0 +1,1 @@
+"""The coordinator: the hub that stores studies, schedules trials and leases them to nodes."""

@@ -1,0 +1,74 @@
+"""The scheduling core: searchers decide what to try, trial schedulers decide when to stop.
+
+Pure and deterministic (no I/O, no clock, no threads). :func:`build_tuner` turns a study's
+``[search]`` settings into a :class:`Tuner`; users can also compose one by hand and drive it
+with ask/tell, without the coordinator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from coordinator.scheduling._base import (
+    AskStatus,
+    Decision,
+    Searcher,
+    Suggestion,
+    TrialScheduler,
+)
+from coordinator.scheduling._fifo import FIFOScheduler
+from coordinator.scheduling._grid import GridSearcher
+from coordinator.scheduling._random import RandomSearcher
+from coordinator.scheduling._tuner import TrialRecord, Tuner
+from tunefleet.errors import InvalidInputError
+from tunefleet.space import SearchSpace
+from tunefleet.study import Fidelity, StudySpec
+
+__all__ = [
+    "AskStatus",
+    "Decision",
+    "Searcher",
+    "Suggestion",
+    "TrialScheduler",
+    "TrialRecord",
+    "Tuner",
+    "GridSearcher",
+    "RandomSearcher",
+    "FIFOScheduler",
+    "SEARCHER_FACTORIES",
+    "SCHEDULER_FACTORIES",
+    "build_tuner",
+]
+
+SearcherFactory = Callable[[SearchSpace, int], Searcher]
+SchedulerFactory = Callable[[Fidelity, int], TrialScheduler]
+
+SEARCHER_FACTORIES: dict[str, SearcherFactory] = {
+    "grid": lambda space, seed: GridSearcher(space, seed),
+    "random": lambda space, seed: RandomSearcher(space, seed),
+}
+SCHEDULER_FACTORIES: dict[str, SchedulerFactory] = {
+    "fifo": lambda fidelity, seed: FIFOScheduler(),
+}
+
+
+def check_available(spec: StudySpec) -> None:
+    """Raise :class:`InvalidInputError` if this coordinator cannot run the study's search."""
+    if spec.search.searcher not in SEARCHER_FACTORIES:
+        raise InvalidInputError(
+            "search.searcher", spec.search.searcher,
+            f"is not available in this coordinator; available: {sorted(SEARCHER_FACTORIES)}",
+        )
+    if spec.search.scheduler not in SCHEDULER_FACTORIES:
+        raise InvalidInputError(
+            "search.scheduler", spec.search.scheduler,
+            f"is not available in this coordinator; available: {sorted(SCHEDULER_FACTORIES)}",
+        )
+
+
+def build_tuner(spec: StudySpec) -> Tuner:
+    """The tuner a study's settings select, seeded from ``search.seed``."""
+    check_available(spec)
+    searcher = SEARCHER_FACTORIES[spec.search.searcher](spec.space, spec.search.seed)
+    scheduler = SCHEDULER_FACTORIES[spec.search.scheduler](spec.fidelity, spec.search.seed)
+    return Tuner(searcher, scheduler, spec.objective.mode, spec.budget.max_trials)

@@ -1,0 +1,106 @@
+"""The contracts of the scheduling core: searchers, trial schedulers and the ask/tell tuner.
+
+Everything here is pure and deterministic: no I/O, no wall clock, no threads. Given the same seed
+and the same sequence of calls, every object makes the same decisions, so the coordinator can
+rebuild one after a restart by replaying its stored events, and a simulator can run a whole
+study in virtual time.
+
+Values passed to searchers and trial schedulers are always *to be minimised*: the
+:class:`~coordinator.scheduling.Tuner` negates them for a study whose mode is ``max``.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+from tunefleet.space import ParamValue, SearchSpace
+
+__all__ = ["Decision", "AskStatus", "Suggestion", "Searcher", "TrialScheduler"]
+
+Config = dict[str, ParamValue]
+
+
+class Decision(enum.Enum):
+    """What a running trial should do after a report."""
+
+    CONTINUE = "continue"
+    STOP = "stop"
+
+
+class AskStatus(enum.Enum):
+    """The outcome of :meth:`Tuner.ask`."""
+
+    READY = "ready"  # a new trial: ``trial_id`` and ``params`` are set
+    WAIT = "wait"  # nothing to start now; ask again after the next tell
+    EXHAUSTED = "exhausted"  # the search or the budget is spent: no new trial will come
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    status: AskStatus
+    trial_id: int | None = None
+    params: Config | None = None
+
+
+class Searcher(abc.ABC):
+    """Decides *what* to try.
+
+    Contract: :meth:`suggest` is called with consecutive trial ids starting at 0 and returns a
+    configuration of the space, or ``None`` when the searcher has nothing more to offer (a
+    finished grid). Trials that were suggested and have not been completed or failed are
+    *pending*; a searcher that models results must account for them so that many suggestions in
+    a row stay diverse. Results arrive through :meth:`on_report` (intermediate, at a step) and
+    :meth:`on_complete` (final value, or ``None`` when the trial never reported one).
+    """
+
+    def __init__(self, space: SearchSpace, seed: int) -> None:
+        self.space = space
+        self.seed = seed
+
+    @abc.abstractmethod
+    def suggest(self, trial_id: int) -> Config | None:
+        """Return the configuration for ``trial_id``, or ``None`` when exhausted."""
+
+    def on_report(self, trial_id: int, step: int, value: float) -> None:
+        """An intermediate result of ``trial_id`` at ``step`` (to be minimised)."""
+
+    def on_complete(self, trial_id: int, value: float | None) -> None:
+        """``trial_id`` ended (completed or pruned) with its last value, if any."""
+
+    def on_fail(self, trial_id: int) -> None:
+        """``trial_id`` failed: it has no valid result."""
+
+
+class TrialScheduler(abc.ABC):
+    """Decides *when* a running trial should stop.
+
+    Contract: :meth:`on_add` is called once for every trial the tuner starts, then
+    :meth:`on_report` for each of its reports in order, and it answers CONTINUE or STOP. A trial
+    that got STOP is expected to end (it will be completed as pruned). :meth:`on_complete` and
+    :meth:`on_fail` end a trial. :meth:`can_start` lets a scheduler hold new trials back (for
+    example while it would rather promote a paused one); the default always allows.
+    """
+
+    def on_add(self, trial_id: int) -> None:
+        """A trial started."""
+
+    @abc.abstractmethod
+    def on_report(self, trial_id: int, step: int, value: float) -> Decision:
+        """Decide after a report of ``trial_id`` at ``step`` (value to be minimised)."""
+
+    def on_complete(self, trial_id: int, value: float | None) -> None:
+        """A trial ended with its last value, if any."""
+
+    def on_fail(self, trial_id: int) -> None:
+        """A trial failed."""
+
+    def can_start(self) -> bool:
+        return True
+
+
+def describe(obj: Any) -> str:
+    """A short name of a searcher or scheduler for logs."""
+    return type(obj).__name__

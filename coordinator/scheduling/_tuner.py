@@ -1,0 +1,143 @@
+"""The ask/tell tuner: a searcher and a trial scheduler composed, with a trial budget.
+
+This is the public face of the scheduling core. A user can drive it directly::
+
+    tuner = build_tuner(spec)          # or Tuner(RandomSearcher(space, 0), FIFOScheduler(), ...)
+    s = tuner.ask()
+    if s.status is AskStatus.READY:
+        for step in range(1, 10):
+            if tuner.tell_report(s.trial_id, step, loss(s.params, step)) is Decision.STOP:
+                break
+        tuner.tell_complete(s.trial_id)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from coordinator.scheduling._base import (
+    AskStatus,
+    Config,
+    Decision,
+    Searcher,
+    Suggestion,
+    TrialScheduler,
+)
+from tunefleet.errors import StateError
+from tunefleet.study import Mode
+
+__all__ = ["Tuner", "TrialRecord"]
+
+
+@dataclass
+class TrialRecord:
+    """What the tuner knows of one trial. ``value`` is in the study's own sign."""
+
+    trial_id: int
+    params: Config
+    step: int | None = None
+    value: float | None = None
+    state: str = "running"  # running | completed | pruned | failed
+
+
+class Tuner:
+    """Composes a :class:`Searcher` and a :class:`TrialScheduler` under a trial budget.
+
+    Contract: :meth:`ask` hands out consecutive trial ids; it returns EXHAUSTED once
+    ``max_trials`` trials were handed out or the searcher has nothing left, WAIT when the
+    scheduler holds new trials back. Reports of a trial must have increasing steps; a report of
+    a trial that is not running, or a step that does not increase, raises
+    :class:`~tunefleet.errors.StateError` and changes nothing. A non-finite value counts as the
+    worst possible result and stops the trial.
+    """
+
+    def __init__(
+        self,
+        searcher: Searcher,
+        scheduler: TrialScheduler,
+        mode: Mode = Mode.MIN,
+        max_trials: int | None = None,
+    ) -> None:
+        self.searcher = searcher
+        self.scheduler = scheduler
+        self.mode = mode
+        self.max_trials = max_trials
+        self.trials: dict[int, TrialRecord] = {}
+        self._exhausted = False
+
+    def _sign(self, value: float) -> float:
+        if not math.isfinite(value):
+            return math.inf
+        return value if self.mode is Mode.MIN else -value
+
+    def ask(self) -> Suggestion:
+        """Return the next trial to start, or WAIT, or EXHAUSTED."""
+        if self._exhausted or (
+            self.max_trials is not None and len(self.trials) >= self.max_trials
+        ):
+            return Suggestion(AskStatus.EXHAUSTED)
+        if not self.scheduler.can_start():
+            return Suggestion(AskStatus.WAIT)
+        trial_id = len(self.trials)
+        params = self.searcher.suggest(trial_id)
+        if params is None:
+            self._exhausted = True
+            return Suggestion(AskStatus.EXHAUSTED)
+        self.trials[trial_id] = TrialRecord(trial_id, dict(params))
+        self.scheduler.on_add(trial_id)
+        return Suggestion(AskStatus.READY, trial_id, dict(params))
+
+    def _running(self, trial_id: int) -> TrialRecord:
+        record = self.trials.get(trial_id)
+        if record is None:
+            raise StateError(f"trial {trial_id} was never suggested by this tuner")
+        if record.state not in ("running", "stopping"):
+            raise StateError(f"trial {trial_id} is {record.state}, not running")
+        return record
+
+    def tell_report(self, trial_id: int, step: int, value: float) -> Decision:
+        """Record an intermediate result and decide whether the trial goes on."""
+        record = self._running(trial_id)
+        if record.step is not None and step <= record.step:
+            raise StateError(
+                f"trial {trial_id}: steps must increase, but got step {step} after {record.step}"
+            )
+        record.step, record.value = step, value
+        signed = self._sign(value)
+        self.searcher.on_report(trial_id, step, signed)
+        decision = self.scheduler.on_report(trial_id, step, signed)
+        if not math.isfinite(value):
+            decision = Decision.STOP
+        if decision is Decision.STOP:
+            record.state = "stopping"
+        return decision
+
+    def tell_complete(self, trial_id: int) -> None:
+        """The trial ended; it counts as pruned if the scheduler stopped it."""
+        record = self._running(trial_id)
+        record.state = "pruned" if record.state == "stopping" else "completed"
+        signed = None if record.value is None else self._sign(record.value)
+        self.searcher.on_complete(trial_id, signed)
+        self.scheduler.on_complete(trial_id, signed)
+
+    def tell_failed(self, trial_id: int) -> None:
+        """The trial failed: it has no valid result."""
+        record = self._running(trial_id)
+        record.state = "failed"
+        self.searcher.on_fail(trial_id)
+        self.scheduler.on_fail(trial_id)
+
+    @property
+    def running(self) -> list[int]:
+        return [t for t, r in self.trials.items() if r.state in ("running", "stopping")]
+
+    def best(self) -> TrialRecord | None:
+        """The finished trial with the best value under the study's mode, if any."""
+        best: TrialRecord | None = None
+        for record in self.trials.values():
+            if record.state in ("completed", "pruned") and record.value is not None and (
+                math.isfinite(record.value)
+            ) and (best is None or self.mode.better(record.value, best.value or 0.0)):
+                best = record
+        return best

@@ -1,0 +1,273 @@
+"""Search spaces: the parameters a study tunes and the values each may take.
+
+A :class:`SearchSpace` is an ordered mapping from parameter name to a parameter definition:
+:class:`FloatParam`, :class:`IntParam` or :class:`CategoricalParam`. Every definition maps
+between its values and the unit interval (``to_unit`` / ``from_unit``), which is all that
+samplers need: a sampler works on ``[0, 1]^d`` and the space turns points into configurations.
+
+Spaces are built from plain mappings (the ``[space]`` table of a study file) by
+:meth:`SearchSpace.from_mapping`, which raises :class:`~tunefleet.errors.InvalidInputError`
+naming the parameter, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Union
+
+import numpy as np
+
+from tunefleet.errors import InvalidInputError
+
+__all__ = [
+    "FloatParam",
+    "IntParam",
+    "CategoricalParam",
+    "Param",
+    "ParamValue",
+    "SearchSpace",
+    "PARAM_TYPES",
+]
+
+ParamValue = Union[float, int, str, bool]
+PARAM_TYPES = ("float", "int", "categorical")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class FloatParam:
+    """A real number in ``[low, high]``, sampled uniformly or, with ``log``, log-uniformly."""
+
+    low: float
+    high: float
+    log: bool = False
+
+    type_name = "float"
+
+    def from_unit(self, u: float) -> float:
+        u = min(max(u, 0.0), 1.0)
+        if self.log:
+            value = math.exp(math.log(self.low) + u * (math.log(self.high) - math.log(self.low)))
+        else:
+            value = self.low + u * (self.high - self.low)
+        return float(min(max(value, self.low), self.high))
+
+    def to_unit(self, value: ParamValue) -> float:
+        v = float(value)
+        if self.log:
+            return (math.log(v) - math.log(self.low)) / (math.log(self.high) - math.log(self.low))
+        return (v - self.low) / (self.high - self.low)
+
+    def contains(self, value: Any) -> bool:
+        return _is_number(value) and self.low <= float(value) <= self.high
+
+    def grid(self, points: int) -> list[ParamValue]:
+        return [self.from_unit(i / (points - 1)) for i in range(points)] if points > 1 else [
+            self.from_unit(0.5)
+        ]
+
+
+@dataclass(frozen=True)
+class IntParam:
+    """An integer in ``[low, high]`` (both included), uniform or, with ``log``, log-uniform."""
+
+    low: int
+    high: int
+    log: bool = False
+
+    type_name = "int"
+
+    def from_unit(self, u: float) -> int:
+        u = min(max(u, 0.0), 1.0)
+        # Widen the range by half a step on each side so every integer gets an equal share.
+        lo, hi = self.low - 0.5, self.high + 0.5
+        if self.log:
+            lo, hi = max(self.low - 0.5, 0.5), self.high + 0.5
+            value = math.exp(math.log(lo) + u * (math.log(hi) - math.log(lo)))
+        else:
+            value = lo + u * (hi - lo)
+        return int(min(max(round(value), self.low), self.high))
+
+    def to_unit(self, value: ParamValue) -> float:
+        v = float(value)
+        lo, hi = self.low - 0.5, self.high + 0.5
+        if self.log:
+            lo = max(self.low - 0.5, 0.5)
+            return (math.log(v) - math.log(lo)) / (math.log(hi) - math.log(lo))
+        return (v - lo) / (hi - lo)
+
+    def contains(self, value: Any) -> bool:
+        return (
+            _is_number(value) and float(value).is_integer() and self.low <= value <= self.high
+        )
+
+    def grid(self, points: int) -> list[ParamValue]:
+        if self.high - self.low + 1 <= points:
+            return list(range(self.low, self.high + 1))
+        values = sorted({self.from_unit((i + 0.5) / points) for i in range(points)})
+        return list(values)
+
+
+@dataclass(frozen=True)
+class CategoricalParam:
+    """One of a fixed, non-empty tuple of distinct choices (strings, numbers or booleans)."""
+
+    choices: tuple[ParamValue, ...]
+
+    type_name = "categorical"
+
+    def from_unit(self, u: float) -> ParamValue:
+        index = min(int(min(max(u, 0.0), 1.0) * len(self.choices)), len(self.choices) - 1)
+        return self.choices[index]
+
+    def to_unit(self, value: ParamValue) -> float:
+        return (self.index(value) + 0.5) / len(self.choices)
+
+    def index(self, value: ParamValue) -> int:
+        for i, choice in enumerate(self.choices):
+            if type(choice) is type(value) and choice == value:
+                return i
+        raise InvalidInputError("value", value, f"must be one of {list(self.choices)}")
+
+    def contains(self, value: Any) -> bool:
+        return any(type(c) is type(value) and c == value for c in self.choices)
+
+    def grid(self, points: int) -> list[ParamValue]:
+        return list(self.choices)
+
+
+Param = Union[FloatParam, IntParam, CategoricalParam]
+
+
+def _param_from_mapping(name: str, spec: Any) -> Param:
+    where = f"space.{name}"
+    if not isinstance(spec, Mapping):
+        raise InvalidInputError(where, spec, "must be a table such as {type = \"float\", ...}")
+    kind = spec.get("type")
+    if kind not in PARAM_TYPES:
+        raise InvalidInputError(f"{where}.type", kind, f"must be one of {list(PARAM_TYPES)}")
+    allowed_keys = {"type", "choices"} if kind == "categorical" else {"type", "low", "high", "log"}
+    for key in spec:
+        if key not in allowed_keys:
+            raise InvalidInputError(
+                f"{where}.{key}", spec[key], f"is not a key of a {kind} parameter; "
+                f"allowed keys are {sorted(allowed_keys)}"
+            )
+    if kind == "categorical":
+        choices = spec.get("choices")
+        if not isinstance(choices, (list, tuple)) or len(choices) == 0:
+            raise InvalidInputError(f"{where}.choices", choices, "must be a non-empty list")
+        for choice in choices:
+            if not isinstance(choice, (str, int, float, bool)):
+                raise InvalidInputError(
+                    f"{where}.choices", choice, "each choice must be a string, number or boolean"
+                )
+        seen: list[ParamValue] = []
+        for choice in choices:
+            if any(type(c) is type(choice) and c == choice for c in seen):
+                raise InvalidInputError(f"{where}.choices", choice, "choices must be distinct")
+            seen.append(choice)
+        return CategoricalParam(tuple(choices))
+    for key in ("low", "high"):
+        if key not in spec:
+            raise InvalidInputError(f"{where}.{key}", None, f"is required for a {kind} parameter")
+    low, high, log = spec["low"], spec["high"], spec.get("log", False)
+    if not isinstance(log, bool):
+        raise InvalidInputError(f"{where}.log", log, "must be true or false")
+    for key, value in (("low", low), ("high", high)):
+        if not _is_number(value) or not math.isfinite(float(value)):
+            raise InvalidInputError(f"{where}.{key}", value, "must be a finite number")
+        if kind == "int" and not float(value).is_integer():
+            raise InvalidInputError(f"{where}.{key}", value, "must be an integer")
+    if not low < high:
+        raise InvalidInputError(
+            where, {"low": low, "high": high}, f"`low < high` must hold, but got ({low=}, {high=})"
+        )
+    if log and low <= 0:
+        raise InvalidInputError(f"{where}.low", low, "must be > 0 when log = true")
+    if kind == "int":
+        return IntParam(int(low), int(high), log)
+    return FloatParam(float(low), float(high), log)
+
+
+class SearchSpace(Mapping[str, Param]):
+    """An ordered, immutable mapping from parameter names to parameter definitions."""
+
+    def __init__(self, params: Mapping[str, Param]) -> None:
+        self._params: dict[str, Param] = dict(params)
+
+    @classmethod
+    def from_mapping(cls, mapping: Any) -> SearchSpace:
+        """Build a space from a study file's ``[space]`` table; raise on any invalid entry."""
+        if not isinstance(mapping, Mapping) or len(mapping) == 0:
+            raise InvalidInputError("space", mapping, "must be a non-empty table of parameters")
+        params: dict[str, Param] = {}
+        for name, spec in mapping.items():
+            if not isinstance(name, str) or not name.isidentifier():
+                raise InvalidInputError("space", name, "parameter names must be identifiers")
+            params[name] = _param_from_mapping(name, spec)
+        return cls(params)
+
+    def to_mapping(self) -> dict[str, dict[str, Any]]:
+        """The inverse of :meth:`from_mapping`."""
+        out: dict[str, dict[str, Any]] = {}
+        for name, p in self._params.items():
+            if isinstance(p, CategoricalParam):
+                out[name] = {"type": "categorical", "choices": list(p.choices)}
+            else:
+                out[name] = {"type": p.type_name, "low": p.low, "high": p.high, "log": p.log}
+        return out
+
+    def __getitem__(self, name: str) -> Param:
+        return self._params[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._params)
+
+    def __len__(self) -> int:
+        return len(self._params)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SearchSpace) and self._params == other._params
+
+    def __hash__(self) -> int:
+        return hash(tuple(self._params.items()))
+
+    def __repr__(self) -> str:
+        return f"SearchSpace({self._params!r})"
+
+    def from_unit(self, point: Any) -> dict[str, ParamValue]:
+        """Turn a point of ``[0, 1]^d`` (in parameter order) into a configuration."""
+        return {name: p.from_unit(float(u)) for (name, p), u in zip(self._params.items(), point)}
+
+    def to_unit(self, config: Mapping[str, ParamValue]) -> np.ndarray:
+        """Turn a configuration into a point of ``[0, 1]^d`` (in parameter order)."""
+        return np.array([p.to_unit(config[name]) for name, p in self._params.items()])
+
+    def sample(self, rng: np.random.Generator) -> dict[str, ParamValue]:
+        """Draw one configuration uniformly (log-uniformly for log parameters)."""
+        return self.from_unit(rng.random(len(self._params)))
+
+    def validate_config(self, config: Mapping[str, Any], field: str = "params") -> None:
+        """Raise :class:`InvalidInputError` unless ``config`` gives every parameter a valid value."""
+        for name in config:
+            if name not in self._params:
+                raise InvalidInputError(
+                    f"{field}.{name}", config[name], f"is not a parameter; known: {list(self)}"
+                )
+        for name, p in self._params.items():
+            if name not in config:
+                raise InvalidInputError(f"{field}.{name}", None, "is missing")
+            if not p.contains(config[name]):
+                raise InvalidInputError(f"{field}.{name}", config[name], _describe(p))
+
+
+def _describe(p: Param) -> str:
+    if isinstance(p, CategoricalParam):
+        return f"must be one of {list(p.choices)}"
+    return f"must be {'an integer' if isinstance(p, IntParam) else 'a number'} in [{p.low}, {p.high}]"

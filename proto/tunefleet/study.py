@@ -1,0 +1,260 @@
+"""The study file: the keys every tool agrees on, and their validation.
+
+:meth:`StudySpec.from_mapping` turns the parsed ``study.toml`` (or the coordinator's view of a
+submitted study) into a validated :class:`StudySpec`. Any constraint that fails raises
+:class:`~tunefleet.errors.InvalidInputError` naming the key, the value and what is allowed; the
+same function runs in the client (before anything is uploaded) and in the coordinator (before
+anything is stored), so the two cannot disagree.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from tunefleet.errors import InvalidInputError
+from tunefleet.space import SearchSpace
+
+__all__ = [
+    "Mode",
+    "Objective",
+    "Budget",
+    "SearchConfig",
+    "Fidelity",
+    "Resources",
+    "StudySpec",
+    "SEARCHERS",
+    "SCHEDULERS",
+    "load_study_file",
+]
+
+SEARCHERS = ("grid", "random", "quasirandom", "tpe", "gp")
+SCHEDULERS = ("fifo", "asha", "hyperband", "median")
+DEFAULT_SEARCHER = "random"
+DEFAULT_SCHEDULER = "fifo"
+MAX_TRIALS_LIMIT = 1_000_000
+
+
+class Mode(enum.Enum):
+    """Whether the objective metric is minimised or maximised."""
+
+    MIN = "min"
+    MAX = "max"
+
+    def better(self, a: float, b: float) -> bool:
+        """True when ``a`` is strictly better than ``b`` under this mode."""
+        return a < b if self is Mode.MIN else a > b
+
+
+@dataclass(frozen=True)
+class Objective:
+    metric: str
+    mode: Mode = Mode.MIN
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much a study may spend. ``max_trials`` is the number of trials created."""
+
+    max_trials: int | None = None
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    searcher: str = DEFAULT_SEARCHER
+    scheduler: str = DEFAULT_SCHEDULER
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    """The range of the ``step`` that training code reports; ``max`` is where a trial ends."""
+
+    min: int = 1
+    max: int = 1
+    eta: int = 3
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one trial needs: ``gpus`` GPUs each with ``min_gpu_memory_gb``, or a CPU slot."""
+
+    gpus: int = 0
+    min_gpu_memory_gb: float = 0.0
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """A validated study definition. ``bundle`` is a local directory (client side only)."""
+
+    name: str
+    objective: Objective
+    space: SearchSpace
+    budget: Budget = field(default_factory=Budget)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    fidelity: Fidelity = field(default_factory=Fidelity)
+    resources: Resources = field(default_factory=Resources)
+    entrypoint: str = "train.py"
+    bundle: str = "."
+
+    @classmethod
+    def from_mapping(cls, data: Any) -> StudySpec:
+        """Validate a parsed study file and build the spec; raise on the first problem."""
+        if not isinstance(data, Mapping):
+            raise InvalidInputError("study", type(data).__name__, "must be a table")
+        _check_keys(
+            "study",
+            data,
+            {"name", "bundle", "entrypoint", "objective", "budget", "search", "fidelity",
+             "space", "resources"},
+        )
+        name = data.get("name")
+        if not isinstance(name, str) or not name.strip() or len(name) > 100:
+            raise InvalidInputError("name", name, "must be a non-empty string of at most 100 chars")
+        bundle = data.get("bundle", ".")
+        if not isinstance(bundle, str) or not bundle:
+            raise InvalidInputError("bundle", bundle, "must be a directory path")
+        entrypoint = data.get("entrypoint", "train.py")
+        _check_entrypoint(entrypoint)
+        objective = _objective(data.get("objective"))
+        budget = _budget(_table(data, "budget"))
+        search = _search(_table(data, "search"))
+        fidelity = _fidelity(_table(data, "fidelity"))
+        resources = _resources(_table(data, "resources"))
+        space = SearchSpace.from_mapping(data.get("space"))
+        if budget.max_trials is None and search.searcher != "grid":
+            raise InvalidInputError(
+                "budget.max_trials", None, f"is required with searcher {search.searcher!r} "
+                "(only a grid search ends by itself)"
+            )
+        return cls(
+            name=name, objective=objective, space=space, budget=budget, search=search,
+            fidelity=fidelity, resources=resources, entrypoint=entrypoint, bundle=bundle,
+        )
+
+    def to_mapping(self) -> dict[str, Any]:
+        """The inverse of :meth:`from_mapping` (``budget`` keys that are unset are left out)."""
+        budget = {} if self.budget.max_trials is None else {"max_trials": self.budget.max_trials}
+        return {
+            "name": self.name,
+            "bundle": self.bundle,
+            "entrypoint": self.entrypoint,
+            "objective": {"metric": self.objective.metric, "mode": self.objective.mode.value},
+            "budget": budget,
+            "search": {
+                "searcher": self.search.searcher,
+                "scheduler": self.search.scheduler,
+                "seed": self.search.seed,
+            },
+            "fidelity": {"min": self.fidelity.min, "max": self.fidelity.max, "eta": self.fidelity.eta},
+            "space": self.space.to_mapping(),
+            "resources": {
+                "gpus": self.resources.gpus,
+                "min_gpu_memory_gb": self.resources.min_gpu_memory_gb,
+            },
+        }
+
+
+def load_study_file(path: str | Path) -> StudySpec:
+    """Read and validate a ``study.toml``; raise :class:`InvalidInputError` on a bad file."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise InvalidInputError("study file", str(p), f"must be a readable file ({exc.strerror})")
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidInputError("study file", str(p), f"must be valid TOML ({exc})") from None
+    return StudySpec.from_mapping(data)
+
+
+def _check_keys(where: str, table: Mapping[str, Any], allowed: set[str]) -> None:
+    for key in table:
+        if key not in allowed:
+            name = key if where == "study" else f"{where}.{key}"
+            raise InvalidInputError(name, table[key], f"is not a known key; allowed: {sorted(allowed)}")
+
+
+def _table(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, Mapping):
+        raise InvalidInputError(key, value, "must be a table")
+    return value
+
+
+def _int(where: str, value: Any, low: int, high: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInputError(where, value, "must be an integer")
+    if value < low or (high is not None and value > high):
+        bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise InvalidInputError(where, value, f"must be {bound}")
+    return value
+
+
+def _check_entrypoint(entrypoint: Any) -> None:
+    if not isinstance(entrypoint, str) or not entrypoint.endswith(".py"):
+        raise InvalidInputError("entrypoint", entrypoint, "must be a relative path to a .py file")
+    path = PurePosixPath(entrypoint)
+    if path.is_absolute() or ".." in path.parts or "\\" in entrypoint:
+        raise InvalidInputError("entrypoint", entrypoint, "must stay inside the bundle directory")
+
+
+def _objective(table: Any) -> Objective:
+    if not isinstance(table, Mapping):
+        raise InvalidInputError("objective", table, "is required: a table with metric and mode")
+    _check_keys("objective", table, {"metric", "mode"})
+    metric = table.get("metric")
+    if not isinstance(metric, str) or not metric.isidentifier():
+        raise InvalidInputError(
+            "objective.metric", metric, "is required: the name of a metric that trial.report gets"
+        )
+    mode = table.get("mode", "min")
+    if mode not in ("min", "max"):
+        raise InvalidInputError("objective.mode", mode, "must be 'min' or 'max'")
+    return Objective(metric, Mode(mode))
+
+
+def _budget(table: Mapping[str, Any]) -> Budget:
+    _check_keys("budget", table, {"max_trials"})
+    if "max_trials" not in table:
+        return Budget()
+    return Budget(_int("budget.max_trials", table["max_trials"], 1, MAX_TRIALS_LIMIT))
+
+
+def _search(table: Mapping[str, Any]) -> SearchConfig:
+    _check_keys("search", table, {"searcher", "scheduler", "seed"})
+    searcher = table.get("searcher", DEFAULT_SEARCHER)
+    if searcher not in SEARCHERS:
+        raise InvalidInputError("search.searcher", searcher, f"must be one of {list(SEARCHERS)}")
+    scheduler = table.get("scheduler", DEFAULT_SCHEDULER)
+    if scheduler not in SCHEDULERS:
+        raise InvalidInputError("search.scheduler", scheduler, f"must be one of {list(SCHEDULERS)}")
+    seed = _int("search.seed", table.get("seed", 0), 0, 2**63 - 1)
+    return SearchConfig(searcher, scheduler, seed)
+
+
+def _fidelity(table: Mapping[str, Any]) -> Fidelity:
+    _check_keys("fidelity", table, {"min", "max", "eta"})
+    low = _int("fidelity.min", table.get("min", 1), 1)
+    high = _int("fidelity.max", table.get("max", max(low, 1)), 1)
+    if low > high:
+        raise InvalidInputError(
+            "fidelity", {"min": low, "max": high}, f"`min <= max` must hold, but got ({low=}, {high=})"
+        )
+    eta = _int("fidelity.eta", table.get("eta", 3), 2)
+    return Fidelity(low, high, eta)
+
+
+def _resources(table: Mapping[str, Any]) -> Resources:
+    _check_keys("resources", table, {"gpus", "min_gpu_memory_gb"})
+    gpus = _int("resources.gpus", table.get("gpus", 0), 0, 64)
+    mem = table.get("min_gpu_memory_gb", 0.0)
+    if isinstance(mem, bool) or not isinstance(mem, (int, float)) or not math.isfinite(mem) or mem < 0:
+        raise InvalidInputError("resources.min_gpu_memory_gb", mem, "must be a number >= 0")
+    return Resources(gpus, float(mem))
