@@ -129,6 +129,13 @@ class Tuner:
         self.scheduler.on_fail(trial_id)
 
     @property
+    def exhausted(self) -> bool:
+        """True once no new trial will come: the budget is spent or the searcher has run dry."""
+        return self._exhausted or (
+            self.max_trials is not None and len(self.trials) >= self.max_trials
+        )
+
+    @property
     def running(self) -> list[int]:
         return [t for t, r in self.trials.items() if r.state in ("running", "stopping")]
 
