@@ -9,6 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from tunefleet.errors import InvalidInputError
+from tunefleet.space import SearchSpace
+from tunefleet.study import Fidelity, StudySpec
+
+from coordinator.scheduling._asha import ASHAScheduler
 from coordinator.scheduling._base import (
     AskStatus,
     Decision,
@@ -17,12 +22,14 @@ from coordinator.scheduling._base import (
     TrialScheduler,
 )
 from coordinator.scheduling._fifo import FIFOScheduler
+from coordinator.scheduling._gp import GPSearcher
 from coordinator.scheduling._grid import GridSearcher
+from coordinator.scheduling._hyperband import HyperbandScheduler
+from coordinator.scheduling._median import MedianStoppingScheduler
+from coordinator.scheduling._quasirandom import QuasiRandomSearcher
 from coordinator.scheduling._random import RandomSearcher
+from coordinator.scheduling._tpe import TPESearcher
 from coordinator.scheduling._tuner import TrialRecord, Tuner
-from tunefleet.errors import InvalidInputError
-from tunefleet.space import SearchSpace
-from tunefleet.study import Fidelity, StudySpec
 
 __all__ = [
     "AskStatus",
@@ -34,7 +41,13 @@ __all__ = [
     "Tuner",
     "GridSearcher",
     "RandomSearcher",
+    "QuasiRandomSearcher",
+    "TPESearcher",
+    "GPSearcher",
     "FIFOScheduler",
+    "ASHAScheduler",
+    "HyperbandScheduler",
+    "MedianStoppingScheduler",
     "SEARCHER_FACTORIES",
     "SCHEDULER_FACTORIES",
     "build_tuner",
@@ -46,9 +59,15 @@ SchedulerFactory = Callable[[Fidelity, int], TrialScheduler]
 SEARCHER_FACTORIES: dict[str, SearcherFactory] = {
     "grid": lambda space, seed: GridSearcher(space, seed),
     "random": lambda space, seed: RandomSearcher(space, seed),
+    "quasirandom": lambda space, seed: QuasiRandomSearcher(space, seed),
+    "tpe": lambda space, seed: TPESearcher(space, seed),
+    "gp": lambda space, seed: GPSearcher(space, seed),
 }
 SCHEDULER_FACTORIES: dict[str, SchedulerFactory] = {
     "fifo": lambda fidelity, seed: FIFOScheduler(),
+    "asha": lambda fidelity, seed: ASHAScheduler(fidelity, seed),
+    "hyperband": lambda fidelity, seed: HyperbandScheduler(fidelity, seed),
+    "median": lambda fidelity, seed: MedianStoppingScheduler(fidelity, seed),
 }
 
 

@@ -1,0 +1,123 @@
+"""ASHA: asynchronous successive halving, stopping variant, with rungs checked for trust.
+
+A trial is judged at each *rung* ``min * eta**k`` below ``max``: it goes on only if its value
+there is within the best ``1/eta`` quantile of the values recorded at that rung so far. The
+:class:`RungTrust` check turns a rung off while the ranking it gives disagrees with the ranking
+at full fidelity (learning curves that cross), so a misleading early step stops no one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from tunefleet.errors import InvalidInputError
+from tunefleet.study import Fidelity
+
+from coordinator.scheduling._base import Decision, TrialScheduler
+from coordinator.scheduling._history import rank_agreement
+
+__all__ = ["ASHAScheduler", "Rungs", "RungTrust", "rung_levels"]
+
+
+def rung_levels(fidelity: Fidelity) -> list[int]:
+    """The steps ``min * eta**k`` strictly below ``max`` (empty when ``min == max``)."""
+    if fidelity.min < 1 or fidelity.max < fidelity.min or fidelity.eta < 2:
+        raise InvalidInputError(
+            "fidelity", fidelity, "`1 <= min <= max` and `eta >= 2` must hold"
+        )
+    levels, step = [], fidelity.min
+    while step < fidelity.max:
+        levels.append(step)
+        step *= fidelity.eta
+    return levels
+
+
+class RungTrust:
+    """Whether each rung's ranking agrees with the ranking at full fidelity.
+
+    Contract: :meth:`record` every rung value and every full-fidelity value of a trial.
+    :meth:`trusted` is true until ``min_pairs`` trials have both a value at the rung and at full
+    fidelity; after that, it is true while Kendall's tau between the two is at least
+    ``threshold``. ``threshold=None`` trusts every rung always.
+    """
+
+    def __init__(self, threshold: float | None = 0.1, min_pairs: int = 6) -> None:
+        self.threshold = threshold
+        self.min_pairs = min_pairs
+        self._at_rung: dict[int, dict[int, float]] = {}
+        self._final: dict[int, float] = {}
+        self._cache: dict[int, tuple[int, bool]] = {}
+
+    def record(self, rung: int, trial_id: int, value: float) -> None:
+        self._at_rung.setdefault(rung, {}).setdefault(trial_id, value)
+
+    def record_final(self, trial_id: int, value: float) -> None:
+        self._final.setdefault(trial_id, value)
+
+    def trusted(self, rung: int) -> bool:
+        if self.threshold is None:
+            return True
+        values = self._at_rung.get(rung, {})
+        pairs = [(values[t], f) for t, f in self._final.items() if t in values]
+        if len(pairs) < self.min_pairs:
+            return True
+        cached = self._cache.get(rung)
+        if cached is not None and cached[0] == len(pairs):
+            return cached[1]
+        a, b = np.array(pairs).T
+        ok = rank_agreement(a, b) >= self.threshold
+        self._cache[rung] = (len(pairs), ok)
+        return ok
+
+
+class Rungs:
+    """The values recorded at each rung of one successive-halving bracket."""
+
+    def __init__(self, levels: list[int], eta: int) -> None:
+        self.levels = levels
+        self.eta = eta
+        self.values: list[list[float]] = [[] for _ in levels]
+        self._next: dict[int, int] = {}
+
+    def on_report(self, trial_id: int, step: int, value: float, trust: RungTrust) -> Decision:
+        """Record ``value`` at every rung that ``step`` passed and judge the trial there."""
+        k = self._next.get(trial_id, 0)
+        decision = Decision.CONTINUE
+        while k < len(self.levels) and step >= self.levels[k]:
+            recorded = self.values[k]
+            recorded.append(value)
+            trust.record(self.levels[k], trial_id, value)
+            cutoff = float(np.quantile(recorded, 1.0 / self.eta))
+            k += 1
+            if value > cutoff and trust.trusted(self.levels[k - 1]):
+                decision = Decision.STOP
+                break
+        self._next[trial_id] = k
+        return decision
+
+
+class ASHAScheduler(TrialScheduler):
+    """Asynchronous successive halving (stopping variant) over ``fidelity``.
+
+    Contract: rungs are at ``min * eta**k < max``. At each rung a trial continues when its value
+    is at most the ``1/eta`` quantile of all values recorded there (its own included), so the
+    first trial at a rung always continues. A trial reaching ``max`` is never stopped. Rungs whose
+    ranking disagrees with full fidelity (see :class:`RungTrust`) stop no one while that lasts.
+    """
+
+    def __init__(
+        self, fidelity: Fidelity, seed: int = 0, trust_threshold: float | None = 0.1
+    ) -> None:
+        self.fidelity = fidelity
+        self.seed = seed
+        self._rungs = Rungs(rung_levels(fidelity), fidelity.eta)
+        self._trust = RungTrust(trust_threshold)
+
+    @property
+    def levels(self) -> list[int]:
+        return list(self._rungs.levels)
+
+    def on_report(self, trial_id: int, step: int, value: float) -> Decision:
+        if step >= self.fidelity.max:
+            self._trust.record_final(trial_id, value)
+            return Decision.CONTINUE
+        return self._rungs.on_report(trial_id, step, value, self._trust)

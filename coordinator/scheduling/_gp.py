@@ -1,0 +1,232 @@
+"""GP-EI: a Gaussian-process searcher with expected improvement.
+
+The model is a zero-mean GP with a Matern 5/2 kernel with one length scale per input dimension
+(categorical parameters are one-hot encoded), a signal variance and a noise variance, all fitted
+by maximising the log marginal likelihood (with weak log-normal priors) with L-BFGS-B and an
+analytic gradient. Values are standardised (zero mean, unit variance) before fitting.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.linalg import cho_solve, solve_triangular
+from scipy.optimize import minimize
+from scipy.special import log_ndtr
+from tunefleet.errors import InvalidInputError
+from tunefleet.space import CategoricalParam, SearchSpace
+
+from coordinator.scheduling._base import Config, Searcher
+from coordinator.scheduling._history import TrialHistory
+from coordinator.scheduling._quasirandom import SobolPoints
+
+__all__ = ["GPSearcher", "Matern52GP"]
+
+_SQRT5 = math.sqrt(5.0)
+
+
+def _encode_columns(space: SearchSpace) -> list[tuple[int, int]]:
+    """Per parameter: (unit-cube index, number of one-hot columns; 0 for a numeric one)."""
+    return [
+        (i, len(p.choices) if isinstance(p, CategoricalParam) else 0)
+        for i, p in enumerate(space.values())
+    ]
+
+
+def encode(points: np.ndarray, columns: list[tuple[int, int]]) -> np.ndarray:
+    """Unit-cube points to GP inputs: numeric columns as they are, categoricals one-hot."""
+    parts = []
+    for i, k in columns:
+        u = points[:, i]
+        if k == 0:
+            parts.append(u[:, None])
+        else:
+            idx = np.minimum((u * k).astype(int), k - 1)
+            parts.append(np.eye(k)[idx])
+    return np.concatenate(parts, axis=1) if parts else np.zeros((len(points), 0))
+
+
+class Matern52GP:
+    """A zero-mean GP with an ARD Matern 5/2 kernel; ``theta`` = log(length scales, sf2, sn2)."""
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+        self.theta = np.concatenate([np.full(dim, math.log(0.5)), [0.0, math.log(1e-2)]])
+        self._lo = np.concatenate([np.full(dim, math.log(0.01)), [math.log(0.05), math.log(1e-6)]])
+        self._hi = np.concatenate([np.full(dim, math.log(20.0)), [math.log(20.0), math.log(0.5)]])
+
+    @staticmethod
+    def _kernel(x1: np.ndarray, x2: np.ndarray, ls: np.ndarray, sf2: float) -> np.ndarray:
+        diff = (x1[:, None, :] - x2[None, :, :]) / ls
+        r = np.sqrt(np.maximum((diff * diff).sum(axis=2), 0.0))
+        return sf2 * (1.0 + _SQRT5 * r + 5.0 / 3.0 * r * r) * np.exp(-_SQRT5 * r)
+
+    def _neg_lml(self, theta: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+        d = self.dim
+        ls, sf2, sn2 = np.exp(theta[:d]), math.exp(theta[d]), math.exp(theta[d + 1])
+        n = len(y)
+        sq = (x[:, None, :] - x[None, :, :]) ** 2 / (ls * ls)  # n x n x d
+        r = np.sqrt(sq.sum(axis=2))
+        e = np.exp(-_SQRT5 * r)
+        k = sf2 * (1.0 + _SQRT5 * r + 5.0 / 3.0 * r * r) * e
+        kn = k + (sn2 + 1e-8) * np.eye(n)
+        try:
+            chol = np.linalg.cholesky(kn)
+        except np.linalg.LinAlgError:
+            return 1e10, np.zeros_like(theta)
+        alpha = cho_solve((chol, True), y)
+        nll = 0.5 * y @ alpha + np.log(np.diag(chol)).sum() + 0.5 * n * math.log(2 * math.pi)
+        w = np.outer(alpha, alpha) - cho_solve((chol, True), np.eye(n))  # dL/dK, times 2
+        grad = np.empty_like(theta)
+        common = sf2 * 5.0 / 3.0 * (1.0 + _SQRT5 * r) * e  # dK/dlog(ls_j) = common * sq_j
+        grad[:d] = -0.5 * np.einsum("ij,ijk->k", w * common, sq)
+        grad[d] = -0.5 * (w * k).sum()
+        grad[d + 1] = -0.5 * np.trace(w) * sn2
+        # weak priors: length scales around 0.5, signal variance around 1 (standardised)
+        prior_mu = np.concatenate([np.full(d, math.log(0.5)), [0.0]])
+        dev = theta[: d + 1] - prior_mu
+        nll += 0.5 * (dev * dev).sum() / 1.5**2
+        grad[: d + 1] += dev / 1.5**2
+        return float(nll), grad
+
+    def fit(self, x: np.ndarray, y: np.ndarray, max_iter: int = 60) -> None:
+        """Fit the hyperparameters (warm-started from the last fit) and condition on ``(x, y)``."""
+        best_theta, best_val = self.theta, math.inf
+        starts = [self.theta, np.concatenate([np.full(self.dim, math.log(0.5)), [0.0, -4.6]])]
+        for start in starts:
+            result = minimize(
+                self._neg_lml, np.clip(start, self._lo, self._hi), args=(x, y), jac=True,
+                method="L-BFGS-B", bounds=list(zip(self._lo, self._hi, strict=True)),
+                options={"maxiter": max_iter},
+            )
+            if np.isfinite(result.fun) and result.fun < best_val:
+                best_theta, best_val = np.asarray(result.x), float(result.fun)
+        self.theta = best_theta
+        self.condition(x, y)
+
+    def condition(self, x: np.ndarray, y: np.ndarray) -> None:
+        """Condition on ``(x, y)`` with the current hyperparameters."""
+        d = self.dim
+        ls, sf2, sn2 = np.exp(self.theta[:d]), math.exp(self.theta[d]), math.exp(self.theta[d + 1])
+        kn = self._kernel(x, x, ls, sf2) + (sn2 + 1e-6) * np.eye(len(x))
+        self._x, self._chol = x, np.linalg.cholesky(kn)
+        self._alpha = cho_solve((self._chol, True), y)
+
+    def predict(self, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior mean and standard deviation (of the latent function) at ``xs``."""
+        d = self.dim
+        ls, sf2 = np.exp(self.theta[:d]), math.exp(self.theta[d])
+        ks = self._kernel(xs, self._x, ls, sf2)
+        mean = ks @ self._alpha
+        v = solve_triangular(self._chol, ks.T, lower=True)
+        var = np.maximum(sf2 - (v * v).sum(axis=0), 1e-12)
+        return mean, np.sqrt(var)
+
+
+def log_expected_improvement(mean: np.ndarray, std: np.ndarray, best: float) -> np.ndarray:
+    """log EI for minimisation, stable far into the tail."""
+    z = (best - mean) / std
+    out = np.empty_like(z)
+    mid = z > -6.0
+    zm = z[mid]
+    h = np.exp(-0.5 * zm * zm) / math.sqrt(2 * math.pi) + zm * np.exp(log_ndtr(zm))
+    out[mid] = np.log(np.maximum(h, 1e-300))
+    zt = z[~mid]
+    out[~mid] = -0.5 * zt * zt - 0.5 * math.log(2 * math.pi) - 2.0 * np.log(-zt)
+    return out + np.log(std)
+
+
+def standardise(y: np.ndarray) -> np.ndarray:
+    """Values to zero mean and unit variance (a constant vector maps to zeros)."""
+    std = float(y.std())
+    return (y - y.mean()) / (std if std > 0 else 1.0)
+
+
+class GPSearcher(Searcher):
+    """GP with expected improvement; pending trials enter as fantasies (kriging believer).
+
+    Contract: the first ``n_startup`` trials, and every trial while fewer than ``n_startup``
+    trials have results, get scrambled-Sobol points. Each suggestion refits the GP on the
+    fitted level (see :class:`~coordinator.scheduling._history.TrialHistory`); trials that
+    stopped below it count with the worst observed score; pending trials are added at the
+    posterior mean, which removes the model's uncertainty around them so EI looks elsewhere.
+    At most ``max_points`` observations are used (the best half and an even spread of the rest).
+    """
+
+    def __init__(
+        self, space: SearchSpace, seed: int, n_startup: int | None = None,
+        n_candidates: int = 1024, max_points: int = 300,
+    ) -> None:
+        super().__init__(space, seed)
+        if n_candidates < 1:
+            raise InvalidInputError("n_candidates", n_candidates, "must be >= 1")
+        if max_points < 10:
+            raise InvalidInputError("max_points", max_points, "must be >= 10")
+        self.n_startup = n_startup if n_startup is not None else max(8, len(space) + 2)
+        if self.n_startup < 2:
+            raise InvalidInputError("n_startup", n_startup, "must be >= 2")
+        self.n_candidates = n_candidates
+        self.max_points = max_points
+        self._columns = _encode_columns(space)
+        self._sobol = SobolPoints(len(space), seed)
+        self._history = TrialHistory(len(space))
+        self._gp = Matern52GP(sum(max(k, 1) for _, k in self._columns))
+
+    def suggest(self, trial_id: int) -> Config | None:
+        point = self._suggest_point(trial_id)
+        config = self.space.from_unit(point)
+        self._history.add(trial_id, self.space.to_unit(config))
+        return config
+
+    def _suggest_point(self, trial_id: int) -> np.ndarray:
+        if trial_id < self.n_startup:
+            return self._sobol[trial_id]
+        data = self._history.training_set(self.n_startup)
+        if data is None:
+            return self._sobol[trial_id]
+        rng = np.random.default_rng([self.seed, trial_id, 0x69])
+        x_unit, y = data.x, data.y
+        if len(y) > self.max_points:
+            order = np.argsort(y, kind="stable")
+            half = self.max_points // 2
+            rest = order[half:][np.linspace(0, len(order) - half - 1, half).astype(int)]
+            keep = np.concatenate([order[:half], rest])
+            x_unit, y = x_unit[keep], y[keep]
+        scores = standardise(y)
+        if len(data.below):
+            below = data.below[: self.max_points // 2]
+            x_unit = np.concatenate([x_unit, below])
+            scores = np.concatenate([scores, np.full(len(below), scores.max())])
+        x = encode(x_unit, self._columns)
+        self._gp.fit(x, scores)
+        best = float(scores.min())
+        if len(data.pending):
+            xp = encode(data.pending, self._columns)
+            fantasy, _ = self._gp.predict(xp)
+            self._gp.condition(np.concatenate([x, xp]), np.concatenate([scores, fantasy]))
+        candidates = self._candidates(rng, x_unit[np.argsort(scores)[:5]])
+        mean, std = self._gp.predict(encode(candidates, self._columns))
+        acq = log_expected_improvement(mean, std, best)
+        return np.asarray(candidates[int(np.argmax(acq))])
+
+    def _candidates(self, rng: np.random.Generator, incumbents: np.ndarray) -> np.ndarray:
+        d = len(self.space)
+        uniform = rng.random((self.n_candidates, d))
+        local = []
+        per = max(self.n_candidates // (2 * max(len(incumbents), 1)), 1)
+        for scale in (0.02, 0.1):
+            for inc in incumbents:
+                step = rng.normal(0.0, scale, (per, d))
+                mask = rng.random((per, d)) < min(1.0, 3.0 / d)
+                local.append(np.clip(inc + step * mask, 0.0, 1.0))
+        return np.concatenate([uniform, *local])
+
+    def on_report(self, trial_id: int, step: int, value: float) -> None:
+        self._history.report(trial_id, step, value)
+
+    def on_complete(self, trial_id: int, value: float | None) -> None:
+        self._history.finish(trial_id, value)
+
+    def on_fail(self, trial_id: int) -> None:
+        self._history.fail(trial_id)

@@ -1,0 +1,98 @@
+"""TPE: a tree-structured Parzen estimator searcher, multivariate, over the unit cube.
+
+The finished trials are split into a *good* group (the best ``gamma`` fraction, at most
+``max_good``) and a *bad* group; a new configuration maximises the ratio of the good density to
+the bad one among candidates drawn from the good density. With a multi-fidelity scheduler the
+model is fitted on the highest step that enough trials reached (BOHB style, see
+:class:`~coordinator.scheduling._history.TrialHistory`); trials that stopped below that step join
+the bad group.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from tunefleet.errors import InvalidInputError
+from tunefleet.space import SearchSpace
+
+from coordinator.scheduling._base import Config, Searcher
+from coordinator.scheduling._history import TrialHistory
+from coordinator.scheduling._parzen import DimensionKinds, ParzenEstimator
+from coordinator.scheduling._quasirandom import SobolPoints
+
+__all__ = ["TPESearcher"]
+
+
+class TPESearcher(Searcher):
+    """Multivariate TPE with a constant liar for pending trials.
+
+    Contract: the first ``n_startup`` trials, and every trial while fewer than ``n_startup``
+    trials have results, get scrambled-Sobol points. Pending trials (suggested, not yet
+    finished) that have no value at the fitted level count as *bad* (a constant liar), so a
+    burst of suggestions spreads out instead of piling onto the current best region. A
+    ``random_fraction`` of suggestions (chosen from ``(seed, trial_id)``) stays quasi-random,
+    which keeps the search from locking onto a misleading model.
+    """
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        seed: int,
+        n_startup: int | None = None,
+        gamma: float = 0.15,
+        max_good: int = 25,
+        n_candidates: int = 64,
+        random_fraction: float = 0.1,
+        widen: float = 3.0,
+    ) -> None:
+        super().__init__(space, seed)
+        if not 0.0 < gamma < 1.0:
+            raise InvalidInputError("gamma", gamma, "must be in (0, 1)")
+        if n_candidates < 1:
+            raise InvalidInputError("n_candidates", n_candidates, "must be >= 1")
+        if not 0.0 <= random_fraction <= 1.0:
+            raise InvalidInputError("random_fraction", random_fraction, "must be in [0, 1]")
+        self.n_startup = n_startup if n_startup is not None else max(10, len(space) + 2)
+        if self.n_startup < 2:
+            raise InvalidInputError("n_startup", n_startup, "must be >= 2")
+        self.gamma = gamma
+        self.max_good = max_good
+        self.n_candidates = n_candidates
+        self.random_fraction = random_fraction
+        self.widen = widen
+        self._kinds = DimensionKinds.of(space)
+        self._sobol = SobolPoints(len(space), seed)
+        self._history = TrialHistory(len(space))
+
+    def suggest(self, trial_id: int) -> Config | None:
+        point = self._suggest_point(trial_id)
+        config = self.space.from_unit(point)
+        self._history.add(trial_id, self.space.to_unit(config))
+        return config
+
+    def _suggest_point(self, trial_id: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, trial_id, 0x7E5])
+        if trial_id < self.n_startup or rng.random() < self.random_fraction:
+            return self._sobol[trial_id]
+        data = self._history.training_set(self.n_startup)
+        if data is None:
+            return self._sobol[trial_id]
+        order = np.argsort(data.y, kind="stable")
+        n_good = min(max(1, math.ceil(self.gamma * len(order))), self.max_good)
+        good = data.x[order[:n_good]]
+        bad = np.concatenate([data.x[order[n_good:]], data.below, data.pending])
+        l_model = ParzenEstimator(good, self._kinds)
+        g_model = ParzenEstimator(bad, self._kinds)
+        candidates = l_model.sample(rng, self.n_candidates, from_prior=False, widen=self.widen)
+        score = l_model.log_pdf(candidates) - g_model.log_pdf(candidates)
+        return np.asarray(candidates[int(np.argmax(score))])
+
+    def on_report(self, trial_id: int, step: int, value: float) -> None:
+        self._history.report(trial_id, step, value)
+
+    def on_complete(self, trial_id: int, value: float | None) -> None:
+        self._history.finish(trial_id, value)
+
+    def on_fail(self, trial_id: int) -> None:
+        self._history.fail(trial_id)
