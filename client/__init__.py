@@ -1,0 +1,1 @@
+"""The researcher's CLI (``tunefleet``) and SDK (:class:`client.sdk.Client`)."""

@@ -1,0 +1,302 @@
+"""The researcher's command line: ``tunefleet``."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from client.config import ENV_COORDINATOR, key_path, researcher_identity
+from client.local import LocalCluster
+from client.results import StudyStatus, TrialResult
+from client.sdk import Client
+from tunefleet.errors import InvalidInputError, TunefleetError
+from tunefleet.keys import load_or_create
+from tunefleet.space import CategoricalParam, IntParam
+from tunefleet.study import StudySpec, load_study_file
+from tunefleet.trial import ENV_TRIAL
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tunefleet",
+        description="Tune hyperparameters on a pool of GPU machines. Write train.py and "
+        "study.toml (`tunefleet init`), try it (`tunefleet try`), run it locally "
+        "(`tunefleet run --local 2`) or on a coordinator (`tunefleet submit`).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_coordinator(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--coordinator", default=os.environ.get(ENV_COORDINATOR),
+                       help=f"coordinator HOST:PORT (default: ${ENV_COORDINATOR})")
+
+    p = sub.add_parser("keygen", help="create your researcher signing key")
+    p.add_argument("--force", action="store_true", help="replace an existing key")
+    p = sub.add_parser("init", help="write the digits MLP template study into DIR")
+    p.add_argument("dir", type=Path)
+    p = sub.add_parser("submit", help="validate, sign, upload and submit a study; prints its id")
+    p.add_argument("study", type=Path)
+    with_coordinator(p)
+    for name, text in (("status", "a study's state and trial counts"),
+                       ("watch", "follow a study live until it ends"),
+                       ("stop", "stop a study: no new trials, running ones end")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("study_id")
+        with_coordinator(p)
+    p = sub.add_parser("best", help="the best trial of a study")
+    p.add_argument("study_id")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    with_coordinator(p)
+    p = sub.add_parser("trials", help="every trial of a study")
+    p.add_argument("study_id")
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    p.add_argument("--reports", action="store_true", help="with --format json: every report")
+    with_coordinator(p)
+    p = sub.add_parser("studies", help="every study on the coordinator")
+    with_coordinator(p)
+    p = sub.add_parser(
+        "run", help="run a study to the end on an embedded coordinator with local agents"
+    )
+    p.add_argument("study", type=Path)
+    p.add_argument("--local", type=int, required=True, metavar="N",
+                   help="number of local node agents (one trial each at a time)")
+    p.add_argument("--state-dir", type=Path, default=None,
+                   help="keep the coordinator database and logs here (default: a temp dir)")
+    p.add_argument("--json", action="store_true", help="print the best trial as JSON")
+    p = sub.add_parser("try", help="run a training script once, standalone, printing its reports")
+    p.add_argument("script", type=Path)
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="a parameter value (repeatable); others come from study.toml beside "
+                   "the script (the middle of each range, the first choice)")
+    p.add_argument("--study", type=Path, default=None,
+                   help="study file for the space (default: study.toml beside the script)")
+    return parser
+
+
+def _client(args: argparse.Namespace) -> Client:
+    if not args.coordinator:
+        raise TunefleetError(f"--coordinator HOST:PORT (or ${ENV_COORDINATOR}) is required")
+    identity, created = researcher_identity()
+    if created:
+        print(f"created researcher key {key_path()}", file=sys.stderr)
+    return Client(args.coordinator, identity)
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.6g}" if math.isfinite(value) else str(value)
+
+
+def _params_text(params: dict[str, Any]) -> str:
+    return " ".join(f"{k}={_fmt(v) if isinstance(v, float) else v}" for k, v in params.items())
+
+
+def _progress_line(status: StudyStatus, started: float) -> str:
+    c = status.counts
+    done = c["completed"] + c["pruned"] + c["failed"]
+    total = status.max_trials if status.max_trials is not None else "?"
+    best = "-"
+    if status.best is not None:
+        best = f"{status.metric}={_fmt(status.best.value)} (trial {status.best.trial_id})"
+    return (f"[{time.monotonic() - started:6.1f}s] {status.state:<9} done {done}/{total}  "
+            f"running {c['running']}  pruned {c['pruned']}  failed {c['failed']}  best {best}")
+
+
+def _watch(client: Client, study_id: str) -> StudyStatus:
+    started = time.monotonic()
+    last: StudyStatus | None = None
+    for status in client.watch(study_id):
+        print(_progress_line(status, started), flush=True)
+        last = status
+    return last if last is not None else client.status(study_id)
+
+
+def _print_best(status: StudyStatus, as_json: bool) -> int:
+    if as_json:
+        print(json.dumps(None if status.best is None else {
+            "study_id": status.study_id, "metric": status.metric, "mode": status.mode,
+            **status.best.to_dict()}, indent=2))
+        return 0 if status.best is not None else 1
+    if status.best is None:
+        print(f"study {status.study_id} has no completed trial with a value yet")
+        return 1
+    b = status.best
+    print(f"best trial {b.trial_id}: {status.metric}={_fmt(b.value)} at step {b.step}")
+    for name, value in b.params.items():
+        shown = _fmt(value) if isinstance(value, float) else repr(value)
+        print(f"  {name} = {shown}")
+    return 0
+
+
+def _print_trials(trials: list[TrialResult], fmt: str) -> None:
+    if fmt == "json":
+        print(json.dumps([t.to_dict() for t in trials], indent=2))
+        return
+    names = sorted({k for t in trials for k in t.params})
+    if fmt == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["trial_id", "state", *names, "value", "step", "attempts", "error"])
+        for t in trials:
+            writer.writerow([t.trial_id, t.state, *[t.params.get(n, "") for n in names],
+                             "" if t.value is None else t.value, t.step, t.attempts, t.error])
+        return
+    print(f"{'id':>4}  {'state':<10}{'value':>12}{'step':>6}{'att':>5}  params")
+    for t in trials:
+        print(f"{t.trial_id:>4}  {t.state:<10}{_fmt(t.value):>12}{t.step:>6}{t.attempts:>5}  "
+              f"{_params_text(t.params)}")
+        if t.error:
+            for line in t.error.strip().splitlines()[-5:]:
+                print(f"{'':>6}! {line}")
+
+
+def _init(target: Path) -> None:
+    files = ("study.toml", "train.py")
+    for name in files:
+        if (target / name).exists():
+            raise TunefleetError(f"{target / name} already exists; choose an empty directory")
+    target.mkdir(parents=True, exist_ok=True)
+    template = resources.files("client.templates.digits")
+    for name in files:
+        (target / name).write_text(template.joinpath(name).read_text())
+    print(f"wrote {target}/study.toml and {target}/train.py")
+    print(f"next: tunefleet try {target}/train.py   then: tunefleet run {target}/study.toml --local 2")
+
+
+def _run_local(args: argparse.Namespace) -> int:
+    spec = load_study_file(args.study)
+    bundle_dir = (args.study.parent / spec.bundle).resolve()
+    identity, _ = researcher_identity()
+    print(f"starting an embedded coordinator and {args.local} local agent(s)", flush=True)
+    with LocalCluster(args.local, state_dir=args.state_dir) as cluster:
+        with Client(cluster.address, identity) as client:
+            status = client.submit(spec, bundle_dir)
+            print(f"study {status.study_id} ({spec.name}): {spec.search.searcher} + "
+                  f"{spec.search.scheduler}, {spec.budget.max_trials or 'grid'} trials",
+                  flush=True)
+            final = _watch(client, status.study_id)
+            failed = [t for t in client.trials(status.study_id) if t.state == "failed"]
+        if args.state_dir is not None:
+            print(f"state kept in {args.state_dir}")
+    for t in failed[:3]:
+        last = t.error.strip().splitlines()[-1:] or ["no error text"]
+        print(f"trial {t.trial_id} failed: {last[0]}", file=sys.stderr)
+    return _print_best(final, args.json)
+
+
+def _coerce(name: str, text: str, spec: StudySpec | None) -> Any:
+    param = spec.space.get(name) if spec is not None else None
+    if isinstance(param, CategoricalParam):
+        for choice in param.choices:
+            if str(choice).lower() == text.lower():
+                return choice
+        raise InvalidInputError(f"--param {name}", text, f"must be one of {list(param.choices)}")
+    for cast in (int, float):
+        try:
+            value = cast(text)
+        except ValueError:
+            continue
+        return float(value) if param is not None and not isinstance(param, IntParam) else value
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
+def _try(args: argparse.Namespace) -> int:
+    script: Path = args.script
+    if not script.is_file():
+        raise InvalidInputError("script", str(script), "must be an existing file")
+    study_path = args.study or script.parent / "study.toml"
+    spec = load_study_file(study_path) if study_path.is_file() else None
+    params: dict[str, Any] = {}
+    if spec is not None:
+        params = {name: p.from_unit(0.5) for name, p in spec.space.items()}
+    for item in args.param:
+        name, sep, text = item.partition("=")
+        if not sep or not name:
+            raise InvalidInputError("--param", item, "must look like NAME=VALUE")
+        if spec is not None and name not in spec.space:
+            raise InvalidInputError(f"--param {name}", text,
+                                    f"is not a parameter of the study; known: {list(spec.space)}")
+        params[name] = _coerce(name, text, spec)
+    if spec is not None:
+        spec.space.validate_config(params, field="--param")
+    fidelity = spec.fidelity.max if spec is not None else None
+    print(f"trying {script} with {_params_text(params)}", flush=True)
+    env = {**os.environ, ENV_TRIAL: json.dumps({"params": params, "fidelity_max": fidelity})}
+    return subprocess.call([sys.executable, script.name], cwd=script.parent.resolve(), env=env)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "keygen":
+            path = key_path()
+            if path.exists() and args.force:
+                path.unlink()
+            identity, created = load_or_create(path)
+            print(f"{'created' if created else 'existing'} key {path}")
+            print(f"key id {identity.key_id}")
+        elif args.command == "init":
+            _init(args.dir)
+        elif args.command == "submit":
+            with _client(args) as client:
+                study_id = client.submit_file(args.study)
+                print(f"submitted study {args.study} to {args.coordinator}")
+                print(study_id)
+        elif args.command == "status":
+            with _client(args) as client:
+                s = client.status(args.study_id)
+            c = s.counts
+            print(f"study {s.study_id} ({s.name}): {s.state}")
+            print(f"  trials: {c['completed']} completed, {c['pruned']} pruned, "
+                  f"{c['failed']} failed, {c['running']} running, {c['pending']} pending"
+                  + (f" of {s.max_trials}" if s.max_trials else ""))
+            if s.best is not None:
+                print(f"  best: trial {s.best.trial_id} {s.metric}={_fmt(s.best.value)}")
+        elif args.command == "watch":
+            with _client(args) as client:
+                final = _watch(client, args.study_id)
+            return _print_best(final, False) if final.best else 0
+        elif args.command == "best":
+            with _client(args) as client:
+                return _print_best(client.status(args.study_id), args.json)
+        elif args.command == "trials":
+            with _client(args) as client:
+                _print_trials(client.trials(args.study_id, args.reports), args.format)
+        elif args.command == "stop":
+            with _client(args) as client:
+                s = client.stop(args.study_id)
+            print(f"study {s.study_id}: {s.state}; running trials are being stopped")
+        elif args.command == "studies":
+            with _client(args) as client:
+                started = time.monotonic()
+                for s in client.studies():
+                    print(f"{s.study_id}  {s.name:<24} {_progress_line(s, started)[10:]}")
+        elif args.command == "run":
+            return _run_local(args)
+        elif args.command == "try":
+            return _try(args)
+    except TunefleetError as exc:
+        print(f"tunefleet: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("tunefleet: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

@@ -1,0 +1,137 @@
+"""An embedded pool: a coordinator and N node agents as child processes on loopback.
+
+``tunefleet run study.toml --local N`` uses it; so do the integration tests. Each part starts
+through its public entry point (``python -m coordinator serve``, ``python -m node_agent
+start``), exactly as an operator or a provider would start it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+
+from tunefleet.errors import TunefleetError
+
+__all__ = ["LocalCluster"]
+
+LISTEN_LINE = re.compile(rb"coordinator listening on (\S+)")
+
+
+class LocalCluster:
+    """Start with :meth:`start` (or ``with``); :attr:`address` is the coordinator's HOST:PORT."""
+
+    def __init__(
+        self, agents: int, state_dir: Path | None = None, slots_per_agent: int = 1,
+        lease_seconds: float = 30.0, log_to: IO[str] | None = None,
+        agent_args: Sequence[str] = (), coordinator_args: Sequence[str] = (),
+    ) -> None:
+        if agents < 0:
+            raise TunefleetError(f"--local: got {agents}; must be >= 0 agents")
+        self._tmp = None if state_dir is not None else tempfile.TemporaryDirectory(
+            prefix="tunefleet-local-"
+        )
+        self.state_dir = state_dir or Path(self._tmp.name)  # type: ignore[union-attr]
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.db_path = self.state_dir / "coordinator.db"
+        self.n_agents = agents
+        self.slots = slots_per_agent
+        self.lease_seconds = lease_seconds
+        self.agent_args = list(agent_args)
+        self.coordinator_args = list(coordinator_args)
+        self.address = ""
+        self.coordinator: subprocess.Popen[bytes] | None = None
+        self.agents: list[subprocess.Popen[bytes]] = []
+        self._log_to = log_to
+
+    def __enter__(self) -> LocalCluster:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object | TracebackType) -> None:
+        self.close()
+
+    def _log_path(self, name: str) -> Path:
+        return self.state_dir / f"{name}.log"
+
+    def start_coordinator(self, listen: str = "127.0.0.1:0") -> str:
+        """Start (or restart, on the same database) the coordinator; returns its address."""
+        log = open(self._log_path("coordinator"), "ab")  # noqa: SIM115
+        self.coordinator = subprocess.Popen(
+            [sys.executable, "-m", "coordinator", "serve", "--db", str(self.db_path),
+             "--listen", listen, "--lease-seconds", str(self.lease_seconds),
+             *self.coordinator_args],
+            stdout=subprocess.PIPE, stderr=log, start_new_session=True,
+        )
+        stdout = self.coordinator.stdout
+        if stdout is None:
+            raise TunefleetError("coordinator started without a stdout pipe")
+        line = stdout.readline()
+        match = LISTEN_LINE.search(line)
+        if match is None:
+            self.coordinator.wait(timeout=10)
+            raise TunefleetError(
+                "the coordinator did not start; see " + str(self._log_path("coordinator"))
+            )
+        self.address = match.group(1).decode()
+        threading.Thread(target=_pump, args=(stdout, log), daemon=True).start()
+        return self.address
+
+    def start_agent(self, index: int) -> subprocess.Popen[bytes]:
+        log = open(self._log_path(f"agent-{index}"), "ab")  # noqa: SIM115
+        home = self.state_dir / f"agent-{index}"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "node_agent", "start", "--coordinator", self.address,
+             "--home", str(home), "--slots", str(self.slots), "--name", f"local-{index}",
+             *self.agent_args],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        return proc
+
+    def start(self) -> None:
+        self.start_coordinator()
+        self.agents = [self.start_agent(i) for i in range(self.n_agents)]
+
+    def wait_for_nodes(self, count: int, timeout: float = 30.0) -> None:
+        """Block until ``count`` nodes have registered with the coordinator."""
+        import sqlite3
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with sqlite3.connect(self.db_path) as conn:
+                    if conn.execute("SELECT COUNT(*) FROM nodes").fetchone()[0] >= count:
+                        return
+            except sqlite3.Error:
+                pass
+            time.sleep(0.1)
+        raise TunefleetError(f"{count} node agents did not register within {timeout}s")
+
+    def close(self) -> None:
+        procs = [*self.agents, *([self.coordinator] if self.coordinator else [])]
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+
+def _pump(source: IO[bytes], sink: IO[bytes]) -> None:
+    for line in source:
+        sink.write(line)
+        sink.flush()

@@ -1,0 +1,91 @@
+"""Plain Python views of studies and trials, as the SDK returns them."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from tunefleet import serde
+from tunefleet.v1 import researcher_pb2
+
+__all__ = ["TrialResult", "StudyStatus", "trial_from_proto", "status_from_proto"]
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    trial_id: int
+    state: str
+    params: dict[str, Any]
+    value: float | None
+    step: int
+    attempts: int
+    node_id: str = ""
+    error: str = ""
+    reports: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {
+            "trial_id": self.trial_id, "state": self.state, "params": self.params,
+            "value": self.value, "step": self.step, "attempts": self.attempts,
+            "node_id": self.node_id, "error": self.error,
+        }
+        if self.reports:
+            out["reports"] = self.reports
+        return out
+
+
+@dataclass(frozen=True)
+class StudyStatus:
+    study_id: str
+    name: str
+    state: str
+    metric: str
+    mode: str
+    counts: dict[str, int]
+    best: TrialResult | None
+    max_trials: int | None
+    created_at: float
+    ended_at: float
+
+    @property
+    def finished(self) -> bool:
+        return self.state != "running"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "study_id": self.study_id, "name": self.name, "state": self.state,
+            "objective": {"metric": self.metric, "mode": self.mode}, "counts": self.counts,
+            "max_trials": self.max_trials,
+            "best": None if self.best is None else self.best.to_dict(),
+        }
+
+
+def trial_from_proto(message: researcher_pb2.TrialInfo) -> TrialResult:
+    return TrialResult(
+        trial_id=message.trial_id, state=message.state,
+        params=serde.params_from_proto(message.params),
+        value=message.value if message.HasField("value") else None,
+        step=message.step, attempts=message.attempts, node_id=message.node_id,
+        error=message.error,
+        reports=[{"step": p.step, **{k: _finite(v) for k, v in p.metrics.items()}}
+                 for p in message.reports],
+    )
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def status_from_proto(message: researcher_pb2.StudyInfo) -> StudyStatus:
+    c = message.counts
+    budget = message.spec.budget
+    return StudyStatus(
+        study_id=message.study_id, name=message.name, state=message.state,
+        metric=message.spec.objective.metric, mode=message.spec.objective.mode,
+        counts={"pending": c.pending, "running": c.running, "completed": c.completed,
+                "pruned": c.pruned, "failed": c.failed},
+        best=trial_from_proto(message.best) if message.HasField("best") else None,
+        max_trials=budget.max_trials if budget.HasField("max_trials") else None,
+        created_at=message.created_at, ended_at=message.ended_at,
+    )

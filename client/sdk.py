@@ -1,0 +1,170 @@
+"""The researcher SDK: submit studies and read their results from a coordinator.
+
+    from client.sdk import Client
+    with Client("127.0.0.1:7070") as c:
+        study_id = c.submit_file("study.toml")
+        for status in c.watch(study_id):
+            print(status.counts)
+        print(c.status(study_id).best)
+
+Every call raises :class:`client.sdk.CoordinatorError` with the coordinator's status code and
+message when the coordinator refuses it or cannot be reached.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+
+import grpc
+
+from client.results import StudyStatus, TrialResult, status_from_proto, trial_from_proto
+from tunefleet import serde
+from tunefleet.bundle import SignedBundle, pack_directory
+from tunefleet.envelope import seal
+from tunefleet.errors import TunefleetError
+from tunefleet.keys import Identity
+from tunefleet.study import StudySpec, load_study_file
+from tunefleet.v1 import common_pb2, researcher_pb2, researcher_pb2_grpc
+
+__all__ = ["Client", "CoordinatorError", "build_bundle"]
+
+CHUNK = 1024 * 1024
+
+
+class CoordinatorError(TunefleetError):
+    """The coordinator refused a call, or could not be reached."""
+
+    def __init__(self, code: grpc.StatusCode, details: str, address: str) -> None:
+        self.code = code
+        self.details = details
+        if code is grpc.StatusCode.UNAVAILABLE:
+            text = f"cannot reach the coordinator at {address} ({details})"
+        else:
+            text = f"{code.name}: {details}"
+        super().__init__(text)
+
+
+def build_bundle(spec: StudySpec, directory: Path, identity: Identity) -> SignedBundle:
+    """Pack and sign a study's bundle directory with its manifest."""
+    if not (directory / spec.entrypoint).is_file():
+        raise TunefleetError(f"entrypoint {spec.entrypoint} not found in {directory}")
+    manifest = {
+        "entrypoint": spec.entrypoint,
+        "requirements": _requirements(directory),
+        "resources": {"gpus": spec.resources.gpus,
+                      "min_gpu_memory_gb": spec.resources.min_gpu_memory_gb},
+    }
+    return pack_directory(directory, manifest, identity)
+
+
+def _requirements(directory: Path) -> list[str]:
+    path = directory / "requirements.txt"
+    if not path.is_file():
+        return []
+    lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
+    return [line for line in lines if line]
+
+
+class Client:
+    """A connection to a coordinator, acting as the researcher ``identity``."""
+
+    def __init__(self, address: str, identity: Identity, timeout: float = 30.0) -> None:
+        self.address = address
+        self.identity = identity
+        self.timeout = timeout
+        self._channel = grpc.insecure_channel(address)
+        self._stub = researcher_pb2_grpc.ResearcherServiceStub(self._channel)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object | TracebackType) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def _error(self, exc: grpc.RpcError) -> CoordinatorError:
+        return CoordinatorError(exc.code(), exc.details() or "", self.address)  # type: ignore[attr-defined]
+
+    def upload(self, bundle: SignedBundle) -> bool:
+        """Upload a signed bundle; returns whether the coordinator already had it."""
+        def chunks() -> Iterator[common_pb2.BundleChunk]:
+            header = common_pb2.BundleHeader(
+                digest=bundle.digest, size=len(bundle.data),
+                publisher_key=bundle.publisher_key, signature=bundle.signature,
+            )
+            yield common_pb2.BundleChunk(header=header, data=bundle.data[:CHUNK])
+            for offset in range(CHUNK, len(bundle.data), CHUNK):
+                yield common_pb2.BundleChunk(data=bundle.data[offset: offset + CHUNK])
+
+        try:
+            reply = self._stub.UploadBundle(chunks(), timeout=self.timeout * 4)
+        except grpc.RpcError as exc:
+            raise self._error(exc) from None
+        return bool(reply.already_present)
+
+    def submit(self, spec: StudySpec, bundle_dir: Path) -> StudyStatus:
+        """Pack, sign and upload the bundle, then submit the study."""
+        bundle = build_bundle(spec, bundle_dir, self.identity)
+        self.upload(bundle)
+        return self.submit_spec(serde.spec_to_proto(spec, bundle.digest))
+
+    def submit_spec(self, message: common_pb2.StudySpec) -> StudyStatus:
+        """Submit an already built study message (its bundle must be uploaded)."""
+        try:
+            reply = self._stub.SubmitStudy(seal(self.identity, message), timeout=self.timeout)
+        except grpc.RpcError as exc:
+            raise self._error(exc) from None
+        return status_from_proto(reply)
+
+    def submit_file(self, path: str | Path) -> str:
+        """Validate a study file, submit it, and return the study id."""
+        path = Path(path)
+        spec = load_study_file(path)
+        return self.submit(spec, (path.parent / spec.bundle).resolve()).study_id
+
+    def status(self, study_id: str) -> StudyStatus:
+        try:
+            reply = self._stub.GetStudy(researcher_pb2.StudyRef(study_id=study_id),
+                                        timeout=self.timeout)
+        except grpc.RpcError as exc:
+            raise self._error(exc) from None
+        return status_from_proto(reply)
+
+    def studies(self) -> list[StudyStatus]:
+        try:
+            reply = self._stub.ListStudies(researcher_pb2.ListStudiesRequest(),
+                                           timeout=self.timeout)
+        except grpc.RpcError as exc:
+            raise self._error(exc) from None
+        return [status_from_proto(s) for s in reply.studies]
+
+    def trials(self, study_id: str, include_reports: bool = False) -> list[TrialResult]:
+        request = researcher_pb2.ListTrialsRequest(
+            study_id=study_id, include_reports=include_reports
+        )
+        try:
+            reply = self._stub.ListTrials(request, timeout=self.timeout)
+        except grpc.RpcError as exc:
+            raise self._error(exc) from None
+        return [trial_from_proto(t) for t in reply.trials]
+
+    def stop(self, study_id: str) -> StudyStatus:
+        request = researcher_pb2.StopStudyRequest(study_id=study_id, time=time.time())
+        try:
+            reply = self._stub.StopStudy(seal(self.identity, request), timeout=self.timeout)
+        except grpc.RpcError as exc:
+            raise self._error(exc) from None
+        return status_from_proto(reply)
+
+    def watch(self, study_id: str) -> Iterator[StudyStatus]:
+        """Yield the study's status whenever it changes, until it ends."""
+        try:
+            for info in self._stub.WatchStudy(researcher_pb2.StudyRef(study_id=study_id)):
+                yield status_from_proto(info)
+        except grpc.RpcError as exc:
+            raise self._error(exc) from None

@@ -1,0 +1,1 @@
+"""Study templates that ``tunefleet init`` writes."""

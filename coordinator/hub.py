@@ -1,0 +1,481 @@
+"""The coordinator's core: studies, trials, attempts and leases, driven by events.
+
+The hub is synchronous and single-threaded by contract: the server calls it from one dedicated
+thread (see :mod:`coordinator.hub_thread`), so it needs no locks and never blocks the event
+loop. Every method that changes state commits it to the store before it returns; a method's
+return value (acknowledgements, assignments, stop orders) is what the server then sends, so
+nothing is acknowledged before it is durable.
+
+Messages to nodes are returned as an *outbox*: a list of ``(node_id, CoordinatorMessage)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from coordinator.models import Attempt, AttemptState, Study, StudyState, Trial, TrialState
+from coordinator.scheduling import AskStatus, Decision, Tuner, build_tuner, check_available
+from coordinator.store import Store
+from tunefleet import serde
+from tunefleet.errors import InvalidInputError, NotFoundError, StateError
+from tunefleet.study import StudySpec
+from tunefleet.v1 import common_pb2, node_pb2
+
+__all__ = ["Hub", "Outbox", "StudyView", "NodeSession", "PermissionDeniedError"]
+
+log = logging.getLogger(__name__)
+Outbox = list[tuple[str, node_pb2.CoordinatorMessage]]
+
+
+class PermissionDeniedError(StateError):
+    """The caller is authenticated but not allowed to do this."""
+
+
+@dataclass
+class StudyRuntime:
+    study: Study
+    spec: StudySpec
+    tuner: Tuner
+
+
+@dataclass
+class NodeSession:
+    """A connected node as the hub sees it."""
+
+    node_id: str
+    inventory: node_pb2.Inventory
+    draining: bool = False
+
+
+@dataclass
+class StudyView:
+    study: Study
+    spec: StudySpec
+    counts: dict[TrialState, int]
+    best: Trial | None
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+class Hub:
+    """Owns the scheduling state of every running study and the leases of every attempt."""
+
+    def __init__(
+        self,
+        store: Store,
+        clock: Callable[[], float] = time.time,
+        lease_seconds: float = 30.0,
+        max_attempts: int = 3,
+    ) -> None:
+        if lease_seconds <= 0:
+            raise InvalidInputError("lease_seconds", lease_seconds, "must be > 0")
+        if max_attempts < 1:
+            raise InvalidInputError("max_attempts", max_attempts, "must be >= 1")
+        self.store = store
+        self.clock = clock
+        self.lease_seconds = lease_seconds
+        self.max_attempts = max_attempts
+        self.sessions: dict[str, NodeSession] = {}
+        self.studies: dict[str, StudyRuntime] = {}
+        self.refused_reports = 0
+        for study in store.list_studies(StudyState.RUNNING):
+            self.studies[study.id] = self._rebuild(study)
+
+    # scheduling state ----------------------------------------------------------------------
+
+    def _rebuild(self, study: Study) -> StudyRuntime:
+        """Build a study's tuner from its seed and replay its stored events."""
+        message = common_pb2.StudySpec.FromString(study.spec)
+        spec, _ = serde.spec_from_proto(message)
+        tuner = build_tuner(spec)
+        for kind, trial, step, value in self.store.events(study.id):
+            if kind == "ask":
+                suggestion = tuner.ask()
+                if suggestion.trial_id != trial:
+                    raise StateError(
+                        f"replay of study {study.id} diverged: expected trial {trial}, "
+                        f"got {suggestion}"
+                    )
+            elif kind == "report":
+                tuner.tell_report(trial, int(step or 0), float("nan") if value is None else value)
+            elif kind == "complete":
+                tuner.tell_complete(trial)
+            elif kind == "fail":
+                tuner.tell_failed(trial)
+        return StudyRuntime(study, spec, tuner)
+
+    def _runtime(self, study_id: str) -> StudyRuntime:
+        runtime = self.studies.get(study_id)
+        if runtime is None:
+            raise NotFoundError(f"study {study_id!r} is not running")
+        return runtime
+
+    # bundles and studies -------------------------------------------------------------------
+
+    def put_bundle(
+        self, digest: str, data: bytes, publisher_key: bytes, key_id: str, signature: bytes
+    ) -> bool:
+        """Store a verified bundle; returns whether it was already present."""
+        if self.store.has_bundle(digest):
+            return True
+        with self.store.atomic():
+            self.store.put_bundle(digest, data, publisher_key, key_id, signature, self.clock())
+        return False
+
+    def get_bundle(self, digest: str) -> tuple[bytes, bytes, bytes]:
+        """``(data, publisher_key, signature)`` of a stored bundle."""
+        row = self.store.get_bundle(digest)
+        return row["data"], row["publisher_key"], row["signature"]
+
+    def submit_study(
+        self, spec: StudySpec, digest: str, spec_bytes: bytes, owner_key_id: str
+    ) -> str:
+        """Store a validated study and start scheduling it; returns its id."""
+        check_available(spec)
+        if not self.store.has_bundle(digest):
+            raise InvalidInputError(
+                "bundle_digest", digest, "must name an uploaded bundle; upload it first"
+            )
+        study = Study(
+            id=uuid.uuid4().hex[:12], name=spec.name, owner_key_id=owner_key_id,
+            spec=spec_bytes, bundle_digest=digest, state=StudyState.RUNNING,
+            created_at=self.clock(),
+        )
+        tuner = build_tuner(spec)
+        with self.store.atomic():
+            self.store.insert_study(study)
+        self.studies[study.id] = StudyRuntime(study, spec, tuner)
+        log.info("study %s (%s) submitted", study.id, spec.name)
+        return study.id
+
+    def study_view(self, study_id: str) -> StudyView:
+        study = self.store.get_study(study_id)
+        spec, _ = serde.spec_from_proto(common_pb2.StudySpec.FromString(study.spec))
+        return StudyView(study, spec, self.store.trial_counts(study_id), self._best(study, spec))
+
+    def _best(self, study: Study, spec: StudySpec) -> Trial | None:
+        best: Trial | None = None
+        for trial in self.store.list_trials(study.id, TrialState.COMPLETED):
+            if trial.value is None or not math.isfinite(trial.value):
+                continue
+            if best is None or spec.objective.mode.better(trial.value, best.value or 0.0):
+                best = trial
+        return best
+
+    def list_studies(self) -> list[StudyView]:
+        return [self.study_view(s.id) for s in self.store.list_studies()]
+
+    def stop_study(self, study_id: str, key_id: str) -> Outbox:
+        """Stop a study at its owner's request: no new trials, running ones are told to stop."""
+        study = self.store.get_study(study_id)
+        if key_id != study.owner_key_id:
+            raise PermissionDeniedError(f"only the owner of study {study_id} may stop it")
+        if study.state is not StudyState.RUNNING:
+            return []
+        now = self.clock()
+        outbox: Outbox = []
+        with self.store.atomic():
+            self.store.end_study(study_id, StudyState.STOPPED, now, "stopped by its owner")
+            for trial in self.store.list_trials(study_id, TrialState.PENDING):
+                trial.state, trial.error, trial.ended_at = (
+                    TrialState.FAILED, "study stopped before it ran", now
+                )
+                self.store.update_trial(trial)
+            for attempt in self.store.running_attempts():
+                if attempt.study_id == study_id:
+                    outbox.append((attempt.node_id, _stop(attempt.id, "study stopped")))
+        self.studies.pop(study_id, None)
+        return outbox
+
+    # nodes ---------------------------------------------------------------------------------
+
+    def register_node(
+        self, node_id: str, public_key: bytes, name: str, inventory: node_pb2.Inventory
+    ) -> None:
+        from coordinator.models import Node
+
+        now = self.clock()
+        with self.store.atomic():
+            try:
+                registered = self.store.get_node(node_id).registered_at
+            except NotFoundError:
+                registered = now
+            self.store.upsert_node(
+                Node(node_id, public_key, name or node_id[:8], inventory.SerializeToString(),
+                     registered, now)
+            )
+
+    def node_connected(self, node_id: str, hello: node_pb2.Hello) -> Outbox:
+        """A node opened its session; reconcile what it runs with what the store says."""
+        self.store.get_node(node_id)
+        self.sessions[node_id] = NodeSession(node_id, hello.inventory, hello.draining)
+        outbox = self._reconcile(node_id, list(hello.running_attempts), forget_missing=True)
+        return outbox + self.assign(node_id)
+
+    def node_disconnected(self, node_id: str) -> None:
+        """The session closed. Its attempts keep their leases until they expire."""
+        self.sessions.pop(node_id, None)
+
+    def heartbeat(self, node_id: str, beat: node_pb2.Heartbeat) -> Outbox:
+        session = self.sessions.get(node_id)
+        if session is not None:
+            session.draining = beat.draining
+        return self._reconcile(node_id, list(beat.running_attempts), forget_missing=False)
+
+    def _reconcile(self, node_id: str, running: list[int], forget_missing: bool) -> Outbox:
+        """Extend the leases of attempts the node runs; stop those it should not run.
+
+        With ``forget_missing`` (a fresh session), attempts the store has running on this node
+        but the node does not list are lost now rather than at lease expiry.
+        """
+        now = self.clock()
+        outbox: Outbox = []
+        mine = {a.id: a for a in self.store.running_attempts(node_id)}
+        with self.store.atomic():
+            self.store.extend_leases(node_id, [a for a in running if a in mine],
+                                     now + self.lease_seconds)
+            for attempt_id in running:
+                if attempt_id not in mine:
+                    outbox.append((node_id, _stop(attempt_id, "attempt is no longer leased")))
+            if forget_missing:
+                for attempt_id, attempt in mine.items():
+                    if attempt_id not in running:
+                        outbox += self._lose(attempt, "the node restarted without it", now)
+        return outbox
+
+    # leases --------------------------------------------------------------------------------
+
+    def expire_leases(self) -> Outbox:
+        """Mark attempts whose lease ran out LOST and requeue their trials."""
+        now = self.clock()
+        outbox: Outbox = []
+        expired = [a for a in self.store.running_attempts() if a.lease_deadline < now]
+        if not expired:
+            return outbox
+        with self.store.atomic():
+            for attempt in expired:
+                outbox += self._lose(attempt, "lease expired", now)
+        for node_id in list(self.sessions):
+            outbox += self.assign(node_id)
+        return outbox
+
+    def _lose(self, attempt: Attempt, reason: str, now: float) -> Outbox:
+        attempt.state, attempt.ended_at, attempt.error = AttemptState.LOST, now, reason
+        self.store.update_attempt(attempt)
+        log.warning("attempt %d on node %s lost: %s", attempt.id, attempt.node_id[:8], reason)
+        self._retry_or_fail(attempt, f"attempt {attempt.id} lost ({reason})", now)
+        return [(attempt.node_id, _stop(attempt.id, f"attempt lost: {reason}"))]
+
+    def _retry_or_fail(self, attempt: Attempt, why: str, now: float) -> None:
+        trial = self.store.get_trial(attempt.study_id, attempt.trial_number)
+        runtime = self.studies.get(attempt.study_id)
+        if runtime is not None and trial.attempts < self.max_attempts:
+            trial.state, trial.error = TrialState.PENDING, why
+            self.store.update_trial(trial)
+            return
+        trial.state, trial.ended_at = TrialState.FAILED, now
+        trial.error = why if runtime is None else f"gave up after {trial.attempts} attempts: {why}"
+        self.store.update_trial(trial)
+        if runtime is not None:
+            runtime.tuner.tell_failed(trial.number)
+            self.store.append_event(trial.study_id, "fail", trial.number)
+            self._maybe_complete(runtime, now)
+
+    # assignment ----------------------------------------------------------------------------
+
+    def assign_all(self) -> Outbox:
+        outbox: Outbox = []
+        for node_id in list(self.sessions):
+            outbox += self.assign(node_id)
+        return outbox
+
+    def assign(self, node_id: str) -> Outbox:
+        """Lease work to every free GPU and CPU slot of a node that some study can use."""
+        session = self.sessions.get(node_id)
+        if session is None or session.draining:
+            return []
+        running = self.store.running_attempts(node_id)
+        busy = {uuid_ for a in running for uuid_ in a.gpu_uuids}
+        free_gpus = [g for g in session.inventory.gpus if g.uuid not in busy]
+        free_cpu = session.inventory.cpu_slots - sum(1 for a in running if not a.gpu_uuids)
+        outbox: Outbox = []
+        for runtime in sorted(self.studies.values(), key=lambda r: r.study.created_at):
+            need = runtime.spec.resources
+            while True:
+                if need.gpus > 0:
+                    fit = [g for g in free_gpus if g.memory_total_gb >= need.min_gpu_memory_gb]
+                    if len(fit) < need.gpus:
+                        break
+                    gpus = fit[: need.gpus]
+                elif free_cpu <= 0:
+                    break
+                else:
+                    gpus = []
+                message = self._lease(runtime, node_id, [g.uuid for g in gpus])
+                if message is None:
+                    break
+                outbox.append((node_id, message))
+                if gpus:
+                    free_gpus = [g for g in free_gpus if g not in gpus]
+                else:
+                    free_cpu -= 1
+        return outbox
+
+    def _lease(
+        self, runtime: StudyRuntime, node_id: str, gpu_uuids: list[str]
+    ) -> node_pb2.CoordinatorMessage | None:
+        """Start an attempt of a pending trial, or of a new trial the tuner suggests."""
+        study_id = runtime.study.id
+        now = self.clock()
+        pending = self.store.list_trials(study_id, TrialState.PENDING)
+        with self.store.atomic():
+            if pending:
+                trial = pending[0]
+            else:
+                suggestion = runtime.tuner.ask()
+                if suggestion.status is not AskStatus.READY:
+                    if suggestion.status is AskStatus.EXHAUSTED:
+                        self._maybe_complete(runtime, now)
+                    return None
+                if suggestion.trial_id is None or suggestion.params is None:
+                    raise StateError("tuner returned READY without a trial")
+                trial = Trial(study_id, suggestion.trial_id, suggestion.params,
+                              TrialState.PENDING, created_at=now)
+                self.store.insert_trial(trial)
+                self.store.append_event(study_id, "ask", trial.number)
+            trial.state, trial.attempts = TrialState.RUNNING, trial.attempts + 1
+            self.store.update_trial(trial)
+            attempt = Attempt(0, study_id, trial.number, node_id, AttemptState.RUNNING,
+                              gpu_uuids, now + self.lease_seconds, now)
+            self.store.insert_attempt(attempt)
+        spec = runtime.spec
+        message = node_pb2.CoordinatorMessage(
+            assignment=node_pb2.Assignment(
+                attempt_id=attempt.id, study_id=study_id, trial_id=trial.number,
+                bundle_digest=runtime.study.bundle_digest, entrypoint=spec.entrypoint,
+                fidelity_max=spec.fidelity.max, gpu_uuids=gpu_uuids,
+                lease_seconds=self.lease_seconds, metric=spec.objective.metric,
+            )
+        )
+        serde.params_to_proto(trial.params, message.assignment.params)
+        log.info("trial %s/%d attempt %d -> node %s", study_id, trial.number, attempt.id,
+                 node_id[:8])
+        return message
+
+    def _maybe_complete(self, runtime: StudyRuntime, now: float) -> None:
+        if not runtime.tuner.exhausted:
+            return
+        counts = self.store.trial_counts(runtime.study.id)
+        if counts[TrialState.RUNNING] or counts[TrialState.PENDING]:
+            return
+        self.store.end_study(runtime.study.id, StudyState.COMPLETED, now, "budget spent")
+        self.studies.pop(runtime.study.id, None)
+        log.info("study %s completed", runtime.study.id)
+
+    # reports and completions ---------------------------------------------------------------
+
+    def _attempt_of(self, node_id: str, attempt_id: int) -> Attempt | None:
+        try:
+            attempt = self.store.get_attempt(attempt_id)
+        except NotFoundError:
+            return None
+        return attempt if attempt.node_id == node_id else None
+
+    def report(
+        self, node_id: str, report: node_pb2.MetricReport, envelope: bytes
+    ) -> Outbox:
+        """Commit a verified metric report and answer with the scheduler's decision."""
+        attempt = self._attempt_of(node_id, report.attempt_id)
+        if attempt is None:
+            self.refused_reports += 1
+            return [(node_id, _stop(report.attempt_id, "no such attempt leased to this node"))]
+        if attempt.state is not AttemptState.RUNNING:
+            self.refused_reports += 1
+            with self.store.atomic():
+                attempt.late_reports += 1
+                self.store.update_attempt(attempt)
+            return [(node_id, _stop(attempt.id, f"attempt is {attempt.state.value}"))]
+        previous = self.store.get_report_decision(attempt.id, report.seq)
+        if previous is not None:  # a resend: counted once, answered the same way
+            return [(node_id, _ack(attempt.id, report.seq, previous))]
+        runtime = self.studies.get(attempt.study_id)
+        metrics = dict(report.metrics)
+        now = self.clock()
+        decision = Decision.STOP.value if runtime is None else Decision.CONTINUE.value
+        try:
+            with self.store.atomic():
+                if runtime is not None:
+                    decision = self._feed(runtime, attempt, report.step, metrics)
+                self.store.insert_report(attempt, report.seq, report.step, metrics, decision,
+                                         envelope, now)
+                self.store.extend_leases(node_id, [attempt.id], now + self.lease_seconds)
+        except BaseException:
+            if runtime is not None:  # the tuner saw an event the store did not keep
+                self.studies[attempt.study_id] = self._rebuild(runtime.study)
+            raise
+        return [(node_id, _ack(attempt.id, report.seq, decision))]
+
+    def _feed(self, runtime: StudyRuntime, attempt: Attempt, step: int,
+              metrics: dict[str, float]) -> str:
+        trial = self.store.get_trial(attempt.study_id, attempt.trial_number)
+        record = runtime.tuner.trials[trial.number]
+        if record.state == "stopping":
+            return Decision.STOP.value
+        value = metrics.get(runtime.spec.objective.metric)
+        if value is None or (trial.step is not None and step <= trial.step):
+            return Decision.CONTINUE.value
+        decision = runtime.tuner.tell_report(trial.number, step, value)
+        self.store.append_event(trial.study_id, "report", trial.number, step,
+                                value if math.isfinite(value) else None)
+        trial.step, trial.value = step, value
+        self.store.update_trial(trial)
+        return decision.value
+
+    def finished(self, node_id: str, done: node_pb2.AttemptFinished) -> Outbox:
+        """An attempt's child exited; end the attempt and its trial, then lease more work."""
+        outbox: Outbox = [(node_id, node_pb2.CoordinatorMessage(
+            finished_ack=node_pb2.FinishedAck(attempt_id=done.attempt_id)))]
+        attempt = self._attempt_of(node_id, done.attempt_id)
+        if attempt is None or attempt.state is not AttemptState.RUNNING:
+            return outbox + self.assign(node_id)
+        now = self.clock()
+        runtime = self.studies.get(attempt.study_id)
+        attempt.ended_at, attempt.exit_code = now, done.exit_code
+        attempt.error = done.error or None
+        attempt.gpu_seconds, attempt.wall_seconds = done.gpu_seconds, done.wall_seconds
+        with self.store.atomic():
+            trial = self.store.get_trial(attempt.study_id, attempt.trial_number)
+            if done.outcome == "failed":
+                attempt.state = AttemptState.FAILED
+                self.store.update_attempt(attempt)
+                self._retry_or_fail(attempt, done.error or f"exit code {done.exit_code}", now)
+            else:
+                stopping = runtime is not None and (
+                    runtime.tuner.trials[trial.number].state == "stopping"
+                )
+                pruned = stopping or done.outcome == "stopped" or runtime is None
+                attempt.state = AttemptState.PRUNED if pruned else AttemptState.COMPLETED
+                self.store.update_attempt(attempt)
+                trial.state = TrialState.PRUNED if pruned else TrialState.COMPLETED
+                trial.ended_at, trial.error = now, None
+                self.store.update_trial(trial)
+                if runtime is not None:
+                    runtime.tuner.tell_complete(trial.number)
+                    self.store.append_event(trial.study_id, "complete", trial.number)
+            if runtime is not None:
+                self._maybe_complete(runtime, now)
+        return outbox + self.assign(node_id)
+
+
+def _stop(attempt_id: int, reason: str) -> node_pb2.CoordinatorMessage:
+    return node_pb2.CoordinatorMessage(stop=node_pb2.StopOrder(attempt_id=attempt_id, reason=reason))
+
+
+def _ack(attempt_id: int, seq: int, decision: str) -> node_pb2.CoordinatorMessage:
+    return node_pb2.CoordinatorMessage(
+        report_ack=node_pb2.ReportAck(attempt_id=attempt_id, seq=seq, decision=decision)
+    )

@@ -1,0 +1,150 @@
+"""The researcher-facing gRPC service: translates messages and delegates to the hub."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+import grpc
+
+from coordinator.grpc_errors import guarded
+from coordinator.models import StudyState
+from coordinator.views import study_info_to_proto, trial_info_to_proto
+from tunefleet import serde
+from tunefleet.bundle import MAX_BUNDLE_BYTES, verify_bundle
+from tunefleet.envelope import open_envelope
+from tunefleet.errors import InvalidInputError, SignatureError
+from tunefleet.keys import key_id_of
+from tunefleet.v1 import common_pb2, researcher_pb2, researcher_pb2_grpc
+
+if TYPE_CHECKING:
+    from coordinator.server import CoordinatorServer
+
+__all__ = ["ResearcherServicer"]
+
+MAX_CLOCK_SKEW = 300.0
+WATCH_POLL_SECONDS = 0.5
+
+
+class ResearcherServicer(researcher_pb2_grpc.ResearcherServiceServicer):
+    def __init__(self, server: CoordinatorServer) -> None:
+        self.server = server
+        self.hub = server.hub_thread
+
+    async def UploadBundle(
+        self, request_iterator: AsyncIterator[common_pb2.BundleChunk],
+        context: grpc.aio.ServicerContext,
+    ) -> researcher_pb2.BundleRef:
+        async def work() -> researcher_pb2.BundleRef:
+            header: common_pb2.BundleHeader | None = None
+            parts: list[bytes] = []
+            received = 0
+            async for chunk in request_iterator:
+                if header is None:
+                    if not chunk.HasField("header"):
+                        raise InvalidInputError("header", None, "the first chunk must carry it")
+                    header = chunk.header
+                    if not 0 < header.size <= MAX_BUNDLE_BYTES:
+                        raise InvalidInputError(
+                            "header.size", header.size, f"must be in [1, {MAX_BUNDLE_BYTES}]"
+                        )
+                received += len(chunk.data)
+                if received > header.size:
+                    raise InvalidInputError("data", received, f"exceeds header.size {header.size}")
+                parts.append(chunk.data)
+            if header is None:
+                raise InvalidInputError("chunks", 0, "a bundle upload needs at least one chunk")
+            data = b"".join(parts)
+            verify_bundle(data, header.digest, header.publisher_key, header.signature)
+            present = await self.hub.call(
+                self.server.hub.put_bundle, header.digest, data, header.publisher_key,
+                key_id_of(header.publisher_key), header.signature,
+            )
+            return researcher_pb2.BundleRef(digest=header.digest, already_present=present)
+
+        return await guarded(context, work())
+
+    async def SubmitStudy(
+        self, request: common_pb2.SignedEnvelope, context: grpc.aio.ServicerContext
+    ) -> researcher_pb2.StudyInfo:
+        async def work() -> researcher_pb2.StudyInfo:
+            message, signer = open_envelope(request, common_pb2.StudySpec)
+            spec, digest = serde.spec_from_proto(message)
+            hub = self.server.hub
+            study_id = await self.hub.call(hub.submit_study, spec, digest, request.body, signer)
+            await self.server.deliver(await self.hub.call(hub.assign_all))
+            return study_info_to_proto(await self.hub.call(hub.study_view, study_id))
+
+        return await guarded(context, work())
+
+    async def GetStudy(
+        self, request: researcher_pb2.StudyRef, context: grpc.aio.ServicerContext
+    ) -> researcher_pb2.StudyInfo:
+        async def work() -> researcher_pb2.StudyInfo:
+            view = await self.hub.call(self.server.hub.study_view, request.study_id)
+            return study_info_to_proto(view)
+
+        return await guarded(context, work())
+
+    async def ListStudies(
+        self, request: researcher_pb2.ListStudiesRequest, context: grpc.aio.ServicerContext
+    ) -> researcher_pb2.StudyList:
+        async def work() -> researcher_pb2.StudyList:
+            views = await self.hub.call(self.server.hub.list_studies)
+            return researcher_pb2.StudyList(studies=[study_info_to_proto(v) for v in views])
+
+        return await guarded(context, work())
+
+    async def ListTrials(
+        self, request: researcher_pb2.ListTrialsRequest, context: grpc.aio.ServicerContext
+    ) -> researcher_pb2.TrialList:
+        def collect() -> researcher_pb2.TrialList:
+            store = self.server.hub.store
+            store.get_study(request.study_id)
+            by_trial: dict[int, list[dict[str, object]]] = {}
+            if request.include_reports:
+                for r in store.reports_of_study(request.study_id):
+                    by_trial.setdefault(r["trial_number"], []).append(r)
+            out = researcher_pb2.TrialList()
+            for trial in store.list_trials(request.study_id):
+                attempts = store.attempts_of_trial(request.study_id, trial.number)
+                node = attempts[-1].node_id if attempts else ""
+                info = trial_info_to_proto(trial, node, by_trial.get(trial.number))
+                if not info.error and attempts and attempts[-1].error:
+                    info.error = attempts[-1].error
+                out.trials.append(info)
+            return out
+
+        return await guarded(context, self.hub.call(collect))
+
+    async def StopStudy(
+        self, request: common_pb2.SignedEnvelope, context: grpc.aio.ServicerContext
+    ) -> researcher_pb2.StudyInfo:
+        async def work() -> researcher_pb2.StudyInfo:
+            message, signer = open_envelope(request, researcher_pb2.StopStudyRequest)
+            if abs(time.time() - message.time) > MAX_CLOCK_SKEW:
+                raise SignatureError("stop request is stale or from the future; check the clock")
+            hub = self.server.hub
+            await self.server.deliver(await self.hub.call(hub.stop_study, message.study_id, signer))
+            return study_info_to_proto(await self.hub.call(hub.study_view, message.study_id))
+
+        return await guarded(context, work())
+
+    async def WatchStudy(
+        self, request: researcher_pb2.StudyRef, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[researcher_pb2.StudyInfo]:
+        last: bytes | None = None
+        while True:
+            view = await guarded(
+                context, self.hub.call(self.server.hub.study_view, request.study_id)
+            )
+            info = study_info_to_proto(view)
+            encoded = info.SerializeToString()
+            if encoded != last:
+                last = encoded
+                yield info
+            if view.study.state is not StudyState.RUNNING:
+                return
+            await asyncio.sleep(WATCH_POLL_SECONDS)

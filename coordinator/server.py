@@ -1,0 +1,106 @@
+"""The coordinator process: a grpc.aio server around the hub, plus the lease sweeper."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+
+import grpc
+
+from coordinator.hub import Hub, Outbox
+from coordinator.hub_thread import HubThread
+from coordinator.node_service import NodeServicer
+from coordinator.researcher_service import ResearcherServicer
+from coordinator.store import Store
+from tunefleet.v1 import node_pb2, node_pb2_grpc, researcher_pb2_grpc
+
+__all__ = ["CoordinatorServer", "MAX_MESSAGE_BYTES"]
+
+log = logging.getLogger(__name__)
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
+
+class CoordinatorServer:
+    """Owns the store, the hub, its thread, the gRPC server and the node sessions' queues."""
+
+    def __init__(
+        self, db_path: str | Path, listen: str = "127.0.0.1:0", lease_seconds: float = 30.0,
+        max_attempts: int = 3,
+    ) -> None:
+        self.listen = listen
+        self.store = Store(db_path)
+        self.hub = Hub(self.store, lease_seconds=lease_seconds, max_attempts=max_attempts)
+        self.hub_thread = HubThread()
+        self.sessions: dict[str, asyncio.Queue[node_pb2.CoordinatorMessage | None]] = {}
+        self.port = 0
+        self._server: grpc.aio.Server | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def start(self) -> int:
+        """Bind and start serving; returns the bound port."""
+        options = [
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.keepalive_time_ms", 20_000),
+            ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+            ("grpc.keepalive_permit_without_calls", 1),
+        ]
+        server = grpc.aio.server(options=options)
+        researcher_pb2_grpc.add_ResearcherServiceServicer_to_server(
+            ResearcherServicer(self), server
+        )
+        node_pb2_grpc.add_NodeServiceServicer_to_server(NodeServicer(self), server)
+        self.port = server.add_insecure_port(self.listen)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {self.listen}")
+        await server.start()
+        self._server = server
+        self._sweeper = asyncio.create_task(self._sweep())
+        return self.port
+
+    async def _sweep(self) -> None:
+        interval = min(1.0, self.hub.lease_seconds / 4)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.deliver(await self.hub_thread.call(self.hub.expire_leases))
+            except Exception:  # keep sweeping whatever one round hit
+                log.exception("lease sweep failed")
+
+    def open_session(self, node_id: str) -> asyncio.Queue[node_pb2.CoordinatorMessage | None]:
+        old = self.sessions.get(node_id)
+        if old is not None:
+            old.put_nowait(None)  # a reconnect replaces the old session
+        queue: asyncio.Queue[node_pb2.CoordinatorMessage | None] = asyncio.Queue()
+        self.sessions[node_id] = queue
+        return queue
+
+    def close_session(
+        self, node_id: str, queue: asyncio.Queue[node_pb2.CoordinatorMessage | None]
+    ) -> None:
+        if self.sessions.get(node_id) is queue:
+            del self.sessions[node_id]
+
+    async def deliver(self, outbox: Outbox) -> None:
+        for node_id, message in outbox:
+            queue = self.sessions.get(node_id)
+            if queue is not None:
+                queue.put_nowait(message)
+
+    async def wait(self) -> None:
+        if self._server is not None:
+            await self._server.wait_for_termination()
+
+    async def stop(self, grace: float = 2.0) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        for queue in self.sessions.values():
+            queue.put_nowait(None)
+        if self._server is not None:
+            await self._server.stop(grace)
+        self.hub_thread.shutdown()
+        self.store.close()

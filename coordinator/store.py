@@ -1,0 +1,338 @@
+"""The coordinator's SQLite store (through sqlite-utils, WAL mode, numbered migrations).
+
+The coordinator is the only writer. Every method runs on the caller's thread; the hub calls the
+store from one dedicated thread only. :meth:`Store.atomic` groups writes into one transaction:
+a state change is committed before anything acknowledges it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from coordinator.migrations import migrate
+from coordinator.models import (
+    Attempt,
+    AttemptState,
+    Node,
+    Study,
+    StudyState,
+    Trial,
+    TrialState,
+)
+from tunefleet.errors import NotFoundError
+
+__all__ = ["Store", "SchedulerEvent"]
+
+SchedulerEvent = tuple[str, int, int | None, float | None]  # kind, trial, step, value
+
+
+class Store:
+    """Persistent state: bundles, studies, trials, attempts, reports, nodes, scheduler events."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self.db = sqlite_utils.Database(conn)
+        self.db.enable_wal()
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA busy_timeout = 5000")
+        self.conn = conn
+        self._depth = 0
+        migrate_conn = conn
+        migrate_conn.isolation_level = ""  # let migrate's `with conn:` own its transactions
+        migrate(migrate_conn)
+        migrate_conn.isolation_level = None
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @contextmanager
+    def atomic(self) -> Iterator[None]:
+        """One transaction (nested calls join the outer one); rolled back on any exception."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        self._depth = 1
+        try:
+            yield
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        else:
+            self.conn.execute("COMMIT")
+        finally:
+            self._depth = 0
+
+    def _insert(self, table: str, row: dict[str, Any], or_ignore: bool = False) -> None:
+        # Plain SQL rather than Table.insert: sqlite-utils commits inside its own `with conn`,
+        # which would end an enclosing atomic() transaction early.
+        columns = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        verb = "INSERT OR IGNORE" if or_ignore else "INSERT"
+        self.conn.execute(f"{verb} INTO {table} ({columns}) VALUES ({marks})", tuple(row.values()))
+
+    def _one(self, sql: str, params: tuple[Any, ...] = ()) -> dict[str, Any] | None:
+        rows = list(self.db.query(sql, params))
+        return rows[0] if rows else None
+
+    # bundles -------------------------------------------------------------------------------
+
+    def has_bundle(self, digest: str) -> bool:
+        return self._one("SELECT 1 AS x FROM bundles WHERE digest = ?", (digest,)) is not None
+
+    def put_bundle(
+        self, digest: str, data: bytes, publisher_key: bytes, key_id: str, signature: bytes,
+        now: float,
+    ) -> None:
+        self._insert(
+            "bundles",
+            {
+                "digest": digest, "size": len(data), "publisher_key": publisher_key,
+                "publisher_key_id": key_id, "signature": signature, "data": data,
+                "uploaded_at": now,
+            },
+            or_ignore=True,
+        )
+
+    def get_bundle(self, digest: str) -> dict[str, Any]:
+        row = self._one("SELECT * FROM bundles WHERE digest = ?", (digest,))
+        if row is None:
+            raise NotFoundError(f"bundle {digest} does not exist")
+        return row
+
+    # studies -------------------------------------------------------------------------------
+
+    def insert_study(self, study: Study) -> None:
+        self._insert(
+            "studies",
+            {
+                "id": study.id, "name": study.name, "owner_key_id": study.owner_key_id,
+                "spec": study.spec, "bundle_digest": study.bundle_digest,
+                "state": study.state.value, "created_at": study.created_at,
+                "ended_at": study.ended_at, "end_reason": study.end_reason,
+            }
+        )
+
+    @staticmethod
+    def _study(row: dict[str, Any]) -> Study:
+        return Study(
+            id=row["id"], name=row["name"], owner_key_id=row["owner_key_id"], spec=row["spec"],
+            bundle_digest=row["bundle_digest"], state=StudyState(row["state"]),
+            created_at=row["created_at"], ended_at=row["ended_at"], end_reason=row["end_reason"],
+        )
+
+    def get_study(self, study_id: str) -> Study:
+        row = self._one("SELECT * FROM studies WHERE id = ?", (study_id,))
+        if row is None:
+            raise NotFoundError(f"study {study_id!r} does not exist")
+        return self._study(row)
+
+    def list_studies(self, state: StudyState | None = None) -> list[Study]:
+        if state is None:
+            rows = self.db.query("SELECT * FROM studies ORDER BY created_at")
+        else:
+            rows = self.db.query(
+                "SELECT * FROM studies WHERE state = ? ORDER BY created_at", (state.value,)
+            )
+        return [self._study(r) for r in rows]
+
+    def end_study(self, study_id: str, state: StudyState, now: float, reason: str) -> None:
+        self.conn.execute(
+            "UPDATE studies SET state = ?, ended_at = ?, end_reason = ? WHERE id = ?",
+            (state.value, now, reason, study_id),
+        )
+
+    # trials --------------------------------------------------------------------------------
+
+    def insert_trial(self, trial: Trial) -> None:
+        self._insert(
+            "trials",
+            {
+                "study_id": trial.study_id, "number": trial.number,
+                "params": json.dumps(trial.params), "state": trial.state.value,
+                "value": trial.value, "step": trial.step, "attempts": trial.attempts,
+                "error": trial.error, "created_at": trial.created_at, "ended_at": trial.ended_at,
+            }
+        )
+
+    def update_trial(self, trial: Trial) -> None:
+        self.conn.execute(
+            "UPDATE trials SET state = ?, value = ?, step = ?, attempts = ?, error = ?, "
+            "ended_at = ? WHERE study_id = ? AND number = ?",
+            (trial.state.value, trial.value, trial.step, trial.attempts, trial.error,
+             trial.ended_at, trial.study_id, trial.number),
+        )
+
+    @staticmethod
+    def _trial(row: dict[str, Any]) -> Trial:
+        return Trial(
+            study_id=row["study_id"], number=row["number"], params=json.loads(row["params"]),
+            state=TrialState(row["state"]), value=row["value"], step=row["step"],
+            attempts=row["attempts"], error=row["error"], created_at=row["created_at"],
+            ended_at=row["ended_at"],
+        )
+
+    def get_trial(self, study_id: str, number: int) -> Trial:
+        row = self._one(
+            "SELECT * FROM trials WHERE study_id = ? AND number = ?", (study_id, number)
+        )
+        if row is None:
+            raise NotFoundError(f"trial {number} of study {study_id!r} does not exist")
+        return self._trial(row)
+
+    def list_trials(self, study_id: str, state: TrialState | None = None) -> list[Trial]:
+        sql = "SELECT * FROM trials WHERE study_id = ?"
+        params: tuple[Any, ...] = (study_id,)
+        if state is not None:
+            sql += " AND state = ?"
+            params += (state.value,)
+        return [self._trial(r) for r in self.db.query(sql + " ORDER BY number", params)]
+
+    def trial_counts(self, study_id: str) -> dict[TrialState, int]:
+        counts = {s: 0 for s in TrialState}
+        for row in self.db.query(
+            "SELECT state, COUNT(*) AS n FROM trials WHERE study_id = ? GROUP BY state",
+            (study_id,),
+        ):
+            counts[TrialState(row["state"])] = row["n"]
+        return counts
+
+    # attempts ------------------------------------------------------------------------------
+
+    def insert_attempt(self, attempt: Attempt) -> int:
+        cursor = self.conn.execute(
+            "INSERT INTO attempts (study_id, trial_number, node_id, state, gpu_uuids, "
+            "lease_deadline, started_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (attempt.study_id, attempt.trial_number, attempt.node_id, attempt.state.value,
+             json.dumps(attempt.gpu_uuids), attempt.lease_deadline, attempt.started_at),
+        )
+        attempt.id = int(cursor.lastrowid or 0)
+        return attempt.id
+
+    def update_attempt(self, attempt: Attempt) -> None:
+        self.conn.execute(
+            "UPDATE attempts SET state = ?, lease_deadline = ?, ended_at = ?, exit_code = ?, "
+            "error = ?, gpu_seconds = ?, wall_seconds = ?, late_reports = ? WHERE id = ?",
+            (attempt.state.value, attempt.lease_deadline, attempt.ended_at, attempt.exit_code,
+             attempt.error, attempt.gpu_seconds, attempt.wall_seconds, attempt.late_reports,
+             attempt.id),
+        )
+
+    @staticmethod
+    def _attempt(row: dict[str, Any]) -> Attempt:
+        return Attempt(
+            id=row["id"], study_id=row["study_id"], trial_number=row["trial_number"],
+            node_id=row["node_id"], state=AttemptState(row["state"]),
+            gpu_uuids=json.loads(row["gpu_uuids"]), lease_deadline=row["lease_deadline"],
+            started_at=row["started_at"], ended_at=row["ended_at"], exit_code=row["exit_code"],
+            error=row["error"], gpu_seconds=row["gpu_seconds"],
+            wall_seconds=row["wall_seconds"], late_reports=row["late_reports"],
+        )
+
+    def get_attempt(self, attempt_id: int) -> Attempt:
+        row = self._one("SELECT * FROM attempts WHERE id = ?", (attempt_id,))
+        if row is None:
+            raise NotFoundError(f"attempt {attempt_id} does not exist")
+        return self._attempt(row)
+
+    def running_attempts(self, node_id: str | None = None) -> list[Attempt]:
+        sql = "SELECT * FROM attempts WHERE state = 'running'"
+        params: tuple[Any, ...] = ()
+        if node_id is not None:
+            sql += " AND node_id = ?"
+            params = (node_id,)
+        return [self._attempt(r) for r in self.db.query(sql + " ORDER BY id", params)]
+
+    def attempts_of_trial(self, study_id: str, number: int) -> list[Attempt]:
+        rows = self.db.query(
+            "SELECT * FROM attempts WHERE study_id = ? AND trial_number = ? ORDER BY id",
+            (study_id, number),
+        )
+        return [self._attempt(r) for r in rows]
+
+    def extend_leases(self, node_id: str, attempt_ids: list[int], deadline: float) -> None:
+        self.conn.executemany(
+            "UPDATE attempts SET lease_deadline = ? WHERE id = ? AND node_id = ? "
+            "AND state = 'running'",
+            [(deadline, a, node_id) for a in attempt_ids],
+        )
+
+    # reports -------------------------------------------------------------------------------
+
+    def get_report_decision(self, attempt_id: int, seq: int) -> str | None:
+        row = self._one(
+            "SELECT decision FROM reports WHERE attempt_id = ? AND seq = ?", (attempt_id, seq)
+        )
+        return None if row is None else str(row["decision"])
+
+    def insert_report(
+        self, attempt: Attempt, seq: int, step: int, metrics: dict[str, float], decision: str,
+        envelope: bytes, now: float,
+    ) -> None:
+        self.conn.execute(
+            "INSERT INTO reports (attempt_id, seq, study_id, trial_number, step, metrics, "
+            "decision, envelope, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (attempt.id, seq, attempt.study_id, attempt.trial_number, step,
+             json.dumps(metrics), decision, envelope, now),
+        )
+
+    def reports_of_study(self, study_id: str) -> list[dict[str, Any]]:
+        rows = self.db.query(
+            "SELECT attempt_id, seq, trial_number, step, metrics FROM reports "
+            "WHERE study_id = ? ORDER BY trial_number, attempt_id, seq",
+            (study_id,),
+        )
+        return [dict(r, metrics=json.loads(r["metrics"])) for r in rows]
+
+    # nodes ---------------------------------------------------------------------------------
+
+    def upsert_node(self, node: Node) -> None:
+        self.conn.execute(
+            "INSERT INTO nodes (id, public_key, name, inventory, registered_at, last_seen) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET name = excluded.name, "
+            "inventory = excluded.inventory, last_seen = excluded.last_seen",
+            (node.id, node.public_key, node.name, node.inventory, node.registered_at,
+             node.last_seen),
+        )
+
+    def get_node(self, node_id: str) -> Node:
+        row = self._one("SELECT * FROM nodes WHERE id = ?", (node_id,))
+        if row is None:
+            raise NotFoundError(f"node {node_id!r} is not registered")
+        return Node(**row)
+
+    def list_nodes(self) -> list[Node]:
+        return [Node(**r) for r in self.db.query("SELECT * FROM nodes ORDER BY registered_at")]
+
+    # scheduler events ----------------------------------------------------------------------
+
+    def append_event(
+        self, study_id: str, kind: str, trial: int, step: int | None = None,
+        value: float | None = None,
+    ) -> None:
+        self.conn.execute(
+            "INSERT INTO scheduler_events (study_id, kind, trial_number, step, value) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (study_id, kind, trial, step, value),
+        )
+
+    def events(self, study_id: str) -> list[SchedulerEvent]:
+        rows = self.conn.execute(
+            "SELECT kind, trial_number, step, value FROM scheduler_events WHERE study_id = ? "
+            "ORDER BY id",
+            (study_id,),
+        )
+        return [(r[0], r[1], r[2], r[3]) for r in rows]

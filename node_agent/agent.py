@@ -1,0 +1,333 @@
+"""The node agent: one long-lived session with the coordinator, one child per leased attempt.
+
+The agent registers with its Ed25519 identity, keeps a bidirectional session open, and signs
+every event it sends. Reports and completions stay in memory until the coordinator acknowledges
+them and are sent again after a reconnect (the coordinator counts each ``(attempt, seq)`` once).
+A lost connection is retried with jittered exponential backoff; running children go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import shutil
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+from node_agent.bundle_cache import BundleCache, TrustPolicy
+from node_agent.inventory import read_inventory
+from node_agent.runner import Child, ChildSpec
+from tunefleet import serde
+from tunefleet.bundle import MAX_BUNDLE_BYTES
+from tunefleet.envelope import seal
+from tunefleet.errors import BundleError
+from tunefleet.keys import Identity
+from tunefleet.v1 import common_pb2, node_pb2, node_pb2_grpc
+
+__all__ = ["Agent", "AgentConfig"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AgentConfig:
+    coordinator: str
+    home: Path
+    name: str = ""
+    cpu_slots: int | None = None
+    trusted_publishers: set[str] = field(default_factory=set)
+    stop_grace: float = 5.0
+    max_backoff: float = 30.0
+
+
+@dataclass
+class RunningAttempt:
+    assignment: node_pb2.Assignment
+    seq: int = 0
+    unacked: dict[int, node_pb2.MetricReport] = field(default_factory=dict)
+    final: node_pb2.NodeEvent | None = None  # the finished/declined event, kept until acked
+    child: Child | None = None
+    task: asyncio.Task[None] | None = None
+    stop_reason: str | None = None
+
+
+class Agent:
+    def __init__(self, config: AgentConfig, identity: Identity) -> None:
+        self.config = config
+        self.identity = identity
+        self.node_id = identity.key_id
+        result = read_inventory(config.cpu_slots)
+        self.inventory = result.inventory
+        self.inventory_note = result.note
+        self.cache = BundleCache(
+            config.home / "bundles", self._fetch, TrustPolicy(config.trusted_publishers)
+        )
+        self.attempts: dict[int, RunningAttempt] = {}
+        self.draining = False
+        self.lease_seconds = 30.0
+        self._seq = 0
+        self._out: asyncio.Queue[common_pb2.SignedEnvelope | None] | None = None
+        self._stub: node_pb2_grpc.NodeServiceStub | None = None
+        self._shutdown = asyncio.Event()
+        self.connected = asyncio.Event()
+
+    # events --------------------------------------------------------------------------------
+
+    def _event(self, **kind: object) -> node_pb2.NodeEvent:
+        self._seq = max(self._seq + 1, time.time_ns() // 1000)  # increases across restarts
+        return node_pb2.NodeEvent(node_id=self.node_id, seq=self._seq, time=time.time(), **kind)  # type: ignore[arg-type]
+
+    def _send(self, event: node_pb2.NodeEvent) -> None:
+        if self._out is not None:
+            self._out.put_nowait(seal(self.identity, event))
+
+    def _resend_pending(self) -> None:
+        for attempt in self.attempts.values():
+            for seq in sorted(attempt.unacked):
+                self._send(self._event(report=attempt.unacked[seq]))
+            if attempt.final is not None:
+                kind = attempt.final.WhichOneof("kind") or "finished"
+                self._send(self._event(**{kind: getattr(attempt.final, kind)}))
+
+    # lifecycle -----------------------------------------------------------------------------
+
+    def drain(self) -> None:
+        """Finish running trials, take no new ones, then exit."""
+        if not self.draining:
+            log.warning("draining: finishing %d running trial(s), taking no new ones",
+                        len(self.attempts))
+        self.draining = True
+        self._send(self._heartbeat())
+        if not self.attempts:
+            self._shutdown.set()
+
+    def shutdown(self) -> None:
+        self._shutdown.set()
+
+    async def run(self) -> None:
+        """Hold a session until shut down (or drained), reconnecting with backoff."""
+        backoff = 0.25
+        while not self._shutdown.is_set():
+            session = asyncio.create_task(self._session())
+            stopper = asyncio.create_task(self._shutdown.wait())
+            done, _ = await asyncio.wait({session, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if session in done:
+                exc = session.exception()
+                if exc is None:
+                    backoff = 0.25
+                elif isinstance(exc, grpc.aio.AioRpcError):
+                    log.warning("session ended: %s %s", exc.code().name, exc.details())
+                else:
+                    log.error("session failed: %r", exc)
+            stopper.cancel()
+            if self._shutdown.is_set():
+                if not session.done():
+                    # Stop children while the session is up, so their ends reach the
+                    # coordinator and their trials are retried at once.
+                    await self._stop_all("node agent shut down")
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(self._acknowledged(), 3.0)
+                session.cancel()
+                with contextlib.suppress(BaseException):
+                    await session
+                break
+            delay = backoff * random.uniform(0.5, 1.5)
+            backoff = min(backoff * 2, self.config.max_backoff)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._shutdown.wait(), delay)
+        await self._stop_all("node agent shut down")
+
+    async def _acknowledged(self) -> None:
+        while self.attempts:
+            await asyncio.sleep(0.05)
+
+    async def _stop_all(self, reason: str) -> None:
+        tasks = []
+        for attempt in self.attempts.values():
+            attempt.stop_reason = attempt.stop_reason or reason
+            if attempt.child is not None:
+                tasks.append(attempt.child.stop(self.config.stop_grace))
+        await asyncio.gather(*tasks, return_exceptions=True)
+        # Let each attempt's task see its child's exit and queue its final event.
+        pending = [a.task for a in self.attempts.values() if a.task is not None]
+        if pending:
+            await asyncio.wait(pending, timeout=2.0)
+
+    async def _session(self) -> None:
+        options = [("grpc.keepalive_time_ms", 20_000), ("grpc.keepalive_timeout_ms", 10_000)]
+        async with grpc.aio.insecure_channel(self.config.coordinator, options=options) as channel:
+            stub = node_pb2_grpc.NodeServiceStub(channel)
+            request = node_pb2.RegisterRequest(
+                name=self.config.name, inventory=self.inventory, time=time.time()
+            )
+            reply = await stub.Register(seal(self.identity, request), timeout=10)
+            self.lease_seconds = reply.lease_seconds or self.lease_seconds
+            queue: asyncio.Queue[common_pb2.SignedEnvelope | None] = asyncio.Queue()
+            self._stub = stub
+            self._out = queue
+            hello = node_pb2.Hello(
+                inventory=self.inventory, running_attempts=sorted(self.attempts),
+                draining=self.draining,
+            )
+            self._send(self._event(hello=hello))
+            self._resend_pending()
+            call = stub.Session(_drain_queue(queue))
+            beats = asyncio.create_task(self._heartbeats())
+            self.connected.set()
+            try:
+                async for message in call:
+                    self._on_message(message)
+            finally:
+                self.connected.clear()
+                beats.cancel()
+                self._out = None
+                queue.put_nowait(None)
+
+    def _heartbeat(self) -> node_pb2.NodeEvent:
+        return self._event(heartbeat=node_pb2.Heartbeat(
+            running_attempts=sorted(self.attempts), draining=self.draining
+        ))
+
+    async def _heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(max(0.2, self.lease_seconds / 4))
+            self._send(self._heartbeat())
+
+    # coordinator messages ------------------------------------------------------------------
+
+    def _on_message(self, message: node_pb2.CoordinatorMessage) -> None:
+        kind = message.WhichOneof("kind")
+        if kind == "assignment":
+            a = message.assignment
+            if a.attempt_id in self.attempts:
+                return
+            attempt = RunningAttempt(a)
+            self.attempts[a.attempt_id] = attempt
+            attempt.task = asyncio.create_task(self._run_attempt(attempt))
+        elif kind == "report_ack":
+            ack = message.report_ack
+            running = self.attempts.get(ack.attempt_id)
+            if running is not None:
+                running.unacked.pop(ack.seq, None)
+                if ack.decision == "stop":
+                    self._stop_attempt(running, "stopped by the scheduler")
+        elif kind == "stop":
+            running = self.attempts.get(message.stop.attempt_id)
+            if running is not None:
+                self._stop_attempt(running, message.stop.reason or "stopped by the coordinator")
+        elif kind == "finished_ack":
+            done = self.attempts.get(message.finished_ack.attempt_id)
+            if done is not None and done.final is not None:
+                del self.attempts[message.finished_ack.attempt_id]
+                if self.draining and not self.attempts:
+                    self._shutdown.set()
+        elif kind == "error":
+            log.error("coordinator says: %s", message.error.message)
+
+    def _stop_attempt(self, attempt: RunningAttempt, reason: str) -> None:
+        if attempt.stop_reason is not None:
+            return
+        attempt.stop_reason = reason
+        log.info("attempt %d: %s", attempt.assignment.attempt_id, reason)
+        if attempt.child is not None:
+            asyncio.create_task(attempt.child.stop(self.config.stop_grace))
+
+    async def _fetch(self, digest: str) -> tuple[bytes, bytes, bytes]:
+        if self._stub is None:
+            raise BundleError("not connected to a coordinator")
+        header: common_pb2.BundleHeader | None = None
+        parts: list[bytes] = []
+        size = 0
+        async for chunk in self._stub.DownloadBundle(node_pb2.BundleRequest(digest=digest)):
+            if header is None:
+                header = chunk.header
+                if header.size > MAX_BUNDLE_BYTES:
+                    raise BundleError(f"bundle of {header.size} bytes is over the limit")
+            size += len(chunk.data)
+            if size > header.size:
+                raise BundleError("bundle download is longer than its header says")
+            parts.append(chunk.data)
+        if header is None:
+            raise BundleError(f"bundle {digest} came without a header")
+        return b"".join(parts), header.publisher_key, header.signature
+
+    # running an attempt --------------------------------------------------------------------
+
+    async def _run_attempt(self, attempt: RunningAttempt) -> None:
+        a = attempt.assignment
+        workdir = self.config.home / "work" / f"attempt-{a.attempt_id}"
+        try:
+            await self.cache.unpack(a.bundle_digest, workdir)
+        except (BundleError, grpc.aio.AioRpcError, OSError) as exc:
+            reason = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
+            log.error("attempt %d declined: %s", a.attempt_id, reason)
+            attempt.final = self._event(declined=node_pb2.AttemptDeclined(
+                attempt_id=a.attempt_id, reason=str(reason)))
+            self._send(attempt.final)
+            shutil.rmtree(workdir, ignore_errors=True)
+            return
+        cores = os.cpu_count() or 1
+        share = len(self.inventory.gpus) if a.gpu_uuids else max(1, self.inventory.cpu_slots)
+        spec = ChildSpec(
+            workdir=workdir, entrypoint=a.entrypoint,
+            trial={"params": serde.params_from_proto(a.params), "fidelity_max": a.fidelity_max,
+                   "trial_id": a.trial_id, "attempt_id": a.attempt_id, "study_id": a.study_id},
+            gpu_uuids=tuple(a.gpu_uuids), threads=max(1, cores // max(1, share)),
+        )
+        try:
+            attempt.child = await Child.start(spec)
+        except OSError as exc:
+            attempt.final = self._event(finished=node_pb2.AttemptFinished(
+                attempt_id=a.attempt_id, outcome="failed", exit_code=-1,
+                error=f"could not start the entrypoint: {exc}"))
+            self._send(attempt.final)
+            shutil.rmtree(workdir, ignore_errors=True)
+            return
+        if attempt.stop_reason is not None:  # a stop order came while we were unpacking
+            asyncio.create_task(attempt.child.stop(self.config.stop_grace))
+        async for report in attempt.child.reports():
+            attempt.seq += 1
+            message = node_pb2.MetricReport(
+                attempt_id=a.attempt_id, seq=attempt.seq, step=report.step,
+                metrics=report.metrics,
+            )
+            attempt.unacked[attempt.seq] = message
+            self._send(self._event(report=message))
+        exit_ = await attempt.child.wait()
+        if exit_.exit_code == 0:
+            outcome = "completed"
+        elif exit_.stopped:
+            outcome = "stopped"
+        else:
+            outcome = "failed"
+        error = ""
+        if outcome == "failed":
+            error = f"exit code {exit_.exit_code}\n{exit_.stderr_tail}".strip()
+        elif attempt.stop_reason == "node agent shut down":
+            outcome, error = "failed", "node agent shut down"
+        attempt.final = self._event(finished=node_pb2.AttemptFinished(
+            attempt_id=a.attempt_id, outcome=outcome, exit_code=exit_.exit_code, error=error,
+            gpu_seconds=exit_.wall_seconds * len(a.gpu_uuids), wall_seconds=exit_.wall_seconds,
+            reports_sent=attempt.seq,
+        ))
+        self._send(attempt.final)
+        log.info("attempt %d %s (exit %d, %.1fs, %d reports)", a.attempt_id, outcome,
+                 exit_.exit_code, exit_.wall_seconds, attempt.seq)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def _drain_queue(
+    queue: asyncio.Queue[common_pb2.SignedEnvelope | None],
+) -> AsyncIterator[common_pb2.SignedEnvelope]:
+    while True:
+        item = await queue.get()
+        if item is None:
+            return
+        yield item

@@ -1,0 +1,149 @@
+"""The provider's command line: ``node-agent start``, ``inventory``, ``drain``, ``id``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from google.protobuf.json_format import MessageToDict
+
+from node_agent.agent import Agent, AgentConfig
+from node_agent.inventory import read_inventory
+from tunefleet.errors import TunefleetError
+from tunefleet.keys import load_or_create
+
+__all__ = ["main"]
+
+ENV_HOME = "TUNEFLEET_NODE_HOME"
+ENV_COORDINATOR = "TUNEFLEET_COORDINATOR"
+
+
+def default_home() -> Path:
+    return Path(os.environ.get(ENV_HOME, Path.home() / ".tunefleet" / "node"))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="node-agent",
+        description="Offer this machine's GPUs (or CPU slots) to a tunefleet coordinator and "
+        "run the signed training bundles it leases, one trial per GPU or slot.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    home_help = f"agent home: key, bundle cache, work dirs (default: ${ENV_HOME} or ~/.tunefleet/node)"
+    start = sub.add_parser("start", help="connect to a coordinator and run trials until stopped")
+    start.add_argument(
+        "--coordinator", default=os.environ.get(ENV_COORDINATOR),
+        help=f"coordinator HOST:PORT (default: ${ENV_COORDINATOR})",
+    )
+    start.add_argument("--home", type=Path, default=None, help=home_help)
+    start.add_argument("--name", default="", help="a name operators see (default: the hostname)")
+    start.add_argument(
+        "--slots", type=int, default=None,
+        help="CPU slots to offer (default: none beside GPUs; one per 2 cores without a GPU)",
+    )
+    start.add_argument(
+        "--trust", action="append", default=[], metavar="KEY_ID",
+        help="run only bundles signed by this publisher key id (repeatable; default: any "
+        "researcher the coordinator admits)",
+    )
+    start.add_argument(
+        "--stop-grace", type=float, default=5.0,
+        help="seconds a stopped trial gets before SIGTERM, and again before SIGKILL (default: 5)",
+    )
+    start.add_argument("-v", "--verbose", action="store_true", help="log every trial")
+    inv = sub.add_parser("inventory", help="show the GPUs NVML reports and exit")
+    inv.add_argument("--json", action="store_true", help="print JSON")
+    drain = sub.add_parser("drain", help="tell a running agent to finish its trials and exit")
+    drain.add_argument("--home", type=Path, default=None, help=home_help)
+    ident = sub.add_parser("id", help="print this node's id (creating its key if needed)")
+    ident.add_argument("--home", type=Path, default=None, help=home_help)
+    return parser
+
+
+async def _start(args: argparse.Namespace, home: Path) -> None:
+    identity, created = load_or_create(home / "node.key")
+    config = AgentConfig(
+        coordinator=args.coordinator, home=home, name=args.name or os.uname().nodename,
+        cpu_slots=args.slots, trusted_publishers=set(args.trust), stop_grace=args.stop_grace,
+    )
+    agent = Agent(config, identity)
+    if created:
+        print(f"created node key {home / 'node.key'}", flush=True)
+    inv = agent.inventory
+    print(f"inventory: {agent.inventory_note}; {len(inv.gpus)} GPU slot(s), "
+          f"{inv.cpu_slots} CPU slot(s)", flush=True)
+    print(f"node {agent.node_id} connecting to {args.coordinator}", flush=True)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, agent.shutdown)
+    loop.add_signal_handler(signal.SIGUSR1, agent.drain)
+    pid_file = home / "agent.pid"
+    pid_file.write_text(str(os.getpid()))
+    try:
+        await agent.run()
+    finally:
+        with contextlib.suppress(OSError):
+            pid_file.unlink()
+
+
+def _drain(home: Path) -> int:
+    pid_file = home / "agent.pid"
+    try:
+        pid = int(pid_file.read_text())
+        os.kill(pid, signal.SIGUSR1)
+    except (OSError, ValueError) as exc:
+        print(f"node-agent: error: no running agent under {home} ({exc})", file=sys.stderr)
+        return 1
+    print(f"agent {pid} is draining: it finishes its running trials, then exits")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    home = getattr(args, "home", None) or default_home()
+    try:
+        if args.command == "start":
+            if not args.coordinator:
+                print(f"node-agent: error: --coordinator HOST:PORT (or ${ENV_COORDINATOR}) "
+                      "is required", file=sys.stderr)
+                return 2
+            if args.slots is not None and args.slots < 0:
+                print(f"node-agent: error: --slots: got {args.slots}; must be >= 0",
+                      file=sys.stderr)
+                return 2
+            home.mkdir(parents=True, exist_ok=True, mode=0o700)
+            with contextlib.suppress(KeyboardInterrupt):
+                asyncio.run(_start(args, home))
+        elif args.command == "inventory":
+            result = read_inventory()
+            if args.json:
+                print(json.dumps(MessageToDict(result.inventory), indent=2))
+            else:
+                print(result.note)
+                for g in result.inventory.gpus:
+                    print(f"  [{g.index}] {g.name} {g.uuid} {g.memory_total_gb:.1f} GiB "
+                          f"({g.memory_free_gb:.1f} free) sm_{g.compute_capability}")
+        elif args.command == "drain":
+            return _drain(home)
+        elif args.command == "id":
+            identity, _ = load_or_create(home / "node.key")
+            print(identity.key_id)
+    except (TunefleetError, OSError) as exc:
+        print(f"node-agent: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

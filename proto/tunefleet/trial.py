@@ -1,0 +1,142 @@
+"""The trial API that training code imports: ``from tunefleet import trial``.
+
+- ``trial.params``: the configuration to train with (a dict).
+- ``trial.max_step``: the last step to run (the study's ``fidelity.max``), or ``None``.
+- ``trial.report(step, **metrics)``: report metrics at a step (an epoch, say); steps increase.
+- ``trial.should_stop()``: ``True`` once the scheduler has decided to stop this trial; the code
+  should then return promptly (the agent ends the process group after a grace period anyway).
+
+Under a node agent the trial context comes from the environment: ``TUNEFLEET_TRIAL`` (JSON with
+params and fidelity), ``TUNEFLEET_REPORT_FD`` (a pipe to the agent, JSON lines) and
+``TUNEFLEET_CONTROL_FD`` (a pipe from the agent: a ``stop`` line). Without them, the script
+runs standalone: reports are printed and ``should_stop`` is always ``False``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import select
+import sys
+import threading
+from typing import Any
+
+from tunefleet.errors import InvalidInputError
+
+__all__ = ["params", "max_step", "report", "should_stop", "TrialContext", "context"]
+
+ENV_TRIAL = "TUNEFLEET_TRIAL"
+ENV_REPORT_FD = "TUNEFLEET_REPORT_FD"
+ENV_CONTROL_FD = "TUNEFLEET_CONTROL_FD"
+
+
+class TrialContext:
+    """The state of the running trial in this process."""
+
+    def __init__(self, environ: dict[str, str] | None = None) -> None:
+        env = os.environ if environ is None else environ
+        raw = env.get(ENV_TRIAL)
+        data: dict[str, Any] = json.loads(raw) if raw else {}
+        self.params: dict[str, Any] = dict(data.get("params", {}))
+        self.max_step: int | None = data.get("fidelity_max")
+        self.trial_id: int | None = data.get("trial_id")
+        self.attempt_id: int | None = data.get("attempt_id")
+        self._last_step: int | None = None
+        self._stop = False
+        self._lock = threading.Lock()
+        report_fd = env.get(ENV_REPORT_FD)
+        control_fd = env.get(ENV_CONTROL_FD)
+        self._out = os.fdopen(int(report_fd), "w", buffering=1) if report_fd else None
+        self._control = int(control_fd) if control_fd else None
+        self._control_buffer = b""
+
+    @property
+    def attached(self) -> bool:
+        """True when running under a node agent."""
+        return self._out is not None
+
+    def report(self, step: int, **metrics: float) -> None:
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise InvalidInputError("step", step, "must be an integer >= 0")
+        if not metrics:
+            raise InvalidInputError("metrics", metrics, "give at least one, e.g. val_loss=0.3")
+        clean: dict[str, float] = {}
+        for name, value in metrics.items():
+            if isinstance(value, bool):
+                raise InvalidInputError(f"metrics.{name}", value, "must be a number")
+            try:
+                clean[name] = float(value)
+            except (TypeError, ValueError):
+                raise InvalidInputError(f"metrics.{name}", value, "must be a number") from None
+        with self._lock:
+            if self._last_step is not None and step <= self._last_step:
+                raise InvalidInputError(
+                    "step", step, f"must increase; the previous report was at step {self._last_step}"
+                )
+            self._last_step = step
+            if self._out is None:
+                shown = " ".join(f"{k}={_fmt(v)}" for k, v in clean.items())
+                print(f"[trial] step={step} {shown}", flush=True)
+                return
+            line = json.dumps({"type": "report", "step": step, "metrics": clean},
+                              allow_nan=True)
+            try:
+                self._out.write(line + "\n")
+            except BrokenPipeError:
+                self._stop = True
+
+    def should_stop(self) -> bool:
+        if self._stop or self._control is None:
+            return self._stop
+        while True:
+            ready, _, _ = select.select([self._control], [], [], 0)
+            if not ready:
+                break
+            chunk = os.read(self._control, 4096)
+            if not chunk:  # the agent went away: stop
+                self._stop = True
+                break
+            self._control_buffer += chunk
+        for line in self._control_buffer.split(b"\n"):
+            if line.strip() == b"stop":
+                self._stop = True
+        self._control_buffer = self._control_buffer.rsplit(b"\n", 1)[-1]
+        return self._stop
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.6g}" if math.isfinite(value) else str(value)
+
+
+_context: TrialContext | None = None
+
+
+def context() -> TrialContext:
+    """The process-wide trial context, created on first use."""
+    global _context
+    if _context is None:
+        _context = TrialContext()
+    return _context
+
+
+def report(step: int, **metrics: float) -> None:
+    """Report ``metrics`` at ``step``; see the module docstring."""
+    context().report(step, **metrics)
+
+
+def should_stop() -> bool:
+    """Whether the scheduler has asked this trial to stop."""
+    return context().should_stop()
+
+
+def __getattr__(name: str) -> Any:
+    if name == "params":
+        return context().params
+    if name == "max_step":
+        return context().max_step
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+if sys.platform == "win32":  # pragma: no cover
+    raise ImportError("tunefleet.trial needs a POSIX system")
