@@ -43,7 +43,6 @@ class Benchmark:
     name: str
     bounds: tuple[tuple[float, float], ...]
     fn: Vectorised
-    log_cost: bool = False  # (unused: every step costs one time unit)
 
     @property
     def space(self) -> SearchSpace:

@@ -1,0 +1,107 @@
+"""Run a study in virtual time on N workers.
+
+Each step of a trial costs ``step_cost`` time units on one worker. A worker that becomes free
+asks the tuner for the next trial at once; a worker told to WAIT tries again at the next event.
+The simulation ends when the compute spent reaches ``budget`` (in step units) or the tuner is
+exhausted. Everything is deterministic: events at the same time run in worker order.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from coordinator.scheduling import AskStatus, Decision, Suggestion
+from simulate.benchmarks import FIDELITY, Benchmark
+
+__all__ = ["AskTell", "Trace", "simulate"]
+
+
+class AskTell(Protocol):
+    """The part of :class:`~coordinator.scheduling.Tuner` the simulator uses."""
+
+    def ask(self) -> Suggestion: ...
+    def tell_report(self, trial_id: int, step: int, value: float) -> Decision: ...
+    def tell_complete(self, trial_id: int) -> None: ...
+
+
+@dataclass
+class Trace:
+    """The incumbent (best full-fidelity value) over compute and virtual wall time."""
+
+    compute: list[float] = field(default_factory=list)
+    wall: list[float] = field(default_factory=list)
+    best: list[float] = field(default_factory=list)
+    total_compute: float = 0.0
+    trials: int = 0
+
+    def first_reaching(self, target: float) -> tuple[float, float]:
+        """(compute, wall time) when the incumbent first reached ``target``; inf if never."""
+        for c, w, b in zip(self.compute, self.wall, self.best, strict=True):
+            if b <= target:
+                return c, w
+        return math.inf, math.inf
+
+    def best_at(self, compute: float) -> float:
+        value = math.inf
+        for c, b in zip(self.compute, self.best, strict=True):
+            if c > compute:
+                break
+            value = b
+        return value
+
+
+def simulate(
+    tuner: AskTell, bench: Benchmark, workers: int, budget: float, step_cost: float = 1.0
+) -> Trace:
+    """Run ``tuner`` on ``bench`` with ``workers`` workers until ``budget`` compute is spent."""
+    trace = Trace()
+    events: list[tuple[float, int, int]] = []  # (time, worker, trial) when a step finishes
+    state: dict[int, tuple[int, dict[str, Any], int]] = {}  # worker -> (trial, params, step)
+    idle: list[int] = list(range(workers))
+    spent, now, best = 0.0, 0.0, math.inf
+    exhausted = False
+
+    def start(worker: int) -> bool:
+        nonlocal spent, exhausted
+        if exhausted or spent >= budget:
+            return False
+        s = tuner.ask()
+        if s.status is AskStatus.EXHAUSTED:
+            exhausted = True
+            return False
+        if s.status is AskStatus.WAIT or s.trial_id is None or s.params is None:
+            return False
+        trace.trials += 1
+        state[worker] = (s.trial_id, s.params, 1)
+        spent += step_cost
+        heapq.heappush(events, (now + step_cost, worker, s.trial_id))
+        return True
+
+    idle = [w for w in idle if not start(w)]
+    while events:
+        now, worker, trial_id = heapq.heappop(events)
+        _, params, step = state[worker]
+        value = bench.value(params, step)
+        decision = tuner.tell_report(trial_id, step, value)
+        if step >= FIDELITY.max and value < best:
+            best = value
+            trace.compute.append(spent)
+            trace.wall.append(now)
+            trace.best.append(best)
+        if decision is Decision.STOP or step >= FIDELITY.max:
+            tuner.tell_complete(trial_id)
+            del state[worker]
+            idle.append(worker)
+            idle = sorted(w for w in idle if not start(w))
+        elif spent < budget:
+            state[worker] = (trial_id, params, step + 1)
+            spent += step_cost
+            heapq.heappush(events, (now + step_cost, worker, trial_id))
+        else:
+            tuner.tell_complete(trial_id)
+            del state[worker]
+    trace.total_compute = spent
+    return trace
