@@ -10,12 +10,14 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from typing import Any
+
+from tunefleet.errors import TunefleetError
+from tunefleet.v1 import node_pb2
 
 from coordinator.models import TrialState
 from coordinator.server import CoordinatorServer
 from coordinator.store import Store
-from tunefleet.errors import TunefleetError
-from tunefleet.v1 import node_pb2
 
 __all__ = ["main"]
 
@@ -66,7 +68,7 @@ async def _serve(args: argparse.Namespace) -> None:
 
 def _studies(args: argparse.Namespace) -> None:
     store = Store(args.db)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for study in store.list_studies():
         counts = store.trial_counts(study.id)
         rows.append({"id": study.id, "name": study.name, "state": study.state.value,
@@ -83,10 +85,10 @@ def _studies(args: argparse.Namespace) -> None:
 
 def _nodes(args: argparse.Namespace) -> None:
     store = Store(args.db)
-    running = {}
+    running: dict[str, int] = {}
     for attempt in store.running_attempts():
         running[attempt.node_id] = running.get(attempt.node_id, 0) + 1
-    rows = []
+    rows: list[dict[str, Any]] = []
     for node in store.list_nodes():
         inv = node_pb2.Inventory.FromString(node.inventory)
         rows.append({

@@ -7,8 +7,6 @@ from collections.abc import Awaitable, Callable
 from typing import NoReturn, TypeVar
 
 import grpc
-
-from coordinator.hub import PermissionDeniedError
 from tunefleet.errors import (
     BundleError,
     InvalidInputError,
@@ -16,6 +14,8 @@ from tunefleet.errors import (
     SignatureError,
     StateError,
 )
+
+from coordinator.hub import PermissionDeniedError
 
 __all__ = ["status_of", "abort_with", "guarded"]
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlite_utils
+from tunefleet.errors import NotFoundError
 
 from coordinator.migrations import migrate
 from coordinator.models import (
@@ -26,7 +27,6 @@ from coordinator.models import (
     Trial,
     TrialState,
 )
-from tunefleet.errors import NotFoundError
 
 __all__ = ["Store", "SchedulerEvent"]
 
@@ -46,10 +46,9 @@ class Store:
         conn.execute("PRAGMA busy_timeout = 5000")
         self.conn = conn
         self._depth = 0
-        migrate_conn = conn
-        migrate_conn.isolation_level = ""  # let migrate's `with conn:` own its transactions
-        migrate(migrate_conn)
-        migrate_conn.isolation_level = None
+        conn.isolation_level = "DEFERRED"  # let migrate's `with conn:` own its transactions
+        migrate(conn)
+        conn.isolation_level = None
 
     def close(self) -> None:
         self.conn.close()

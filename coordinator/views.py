@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from coordinator.hub import StudyView
-from coordinator.models import Trial, TrialState
 from tunefleet import serde
 from tunefleet.v1 import common_pb2, researcher_pb2
+
+from coordinator.hub import StudyView
+from coordinator.models import Trial, TrialState
 
 __all__ = ["study_info_to_proto", "trial_info_to_proto"]
 
@@ -22,7 +23,7 @@ def trial_info_to_proto(
     serde.params_to_proto(trial.params, message.params)
     for r in reports or []:
         point = message.reports.add(step=int(r["step"]))  # type: ignore[call-overload]
-        point.metrics.update(r["metrics"])  # type: ignore[arg-type]
+        point.metrics.update(r["metrics"])  # type: ignore[call-overload]
     return message
 
 

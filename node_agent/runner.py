@@ -149,7 +149,7 @@ class Child:
             try:
                 await asyncio.wait_for(self.process.wait(), wait)
                 return
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 continue
 
     async def wait(self) -> ChildExit:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
@@ -31,7 +31,7 @@ __all__ = [
     "PARAM_TYPES",
 ]
 
-ParamValue = Union[float, int, str, bool]
+ParamValue = float | int | str | bool
 PARAM_TYPES = ("float", "int", "categorical")
 
 
@@ -141,7 +141,7 @@ class CategoricalParam:
         return list(self.choices)
 
 
-Param = Union[FloatParam, IntParam, CategoricalParam]
+Param = FloatParam | IntParam | CategoricalParam
 
 
 def _param_from_mapping(name: str, spec: Any) -> Param:
@@ -243,7 +243,7 @@ class SearchSpace(Mapping[str, Param]):
 
     def from_unit(self, point: Any) -> dict[str, ParamValue]:
         """Turn a point of ``[0, 1]^d`` (in parameter order) into a configuration."""
-        return {name: p.from_unit(float(u)) for (name, p), u in zip(self._params.items(), point)}
+        return {name: p.from_unit(float(u)) for (name, p), u in zip(self._params.items(), point, strict=True)}
 
     def to_unit(self, config: Mapping[str, ParamValue]) -> np.ndarray:
         """Turn a configuration into a point of ``[0, 1]^d`` (in parameter order)."""

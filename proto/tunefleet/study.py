@@ -166,7 +166,7 @@ def load_study_file(path: str | Path) -> StudySpec:
     try:
         raw = p.read_bytes()
     except OSError as exc:
-        raise InvalidInputError("study file", str(p), f"must be a readable file ({exc.strerror})")
+        raise InvalidInputError("study file", str(p), f"must be a readable file ({exc.strerror})") from None
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

@@ -24,7 +24,8 @@ from typing import Any
 
 from tunefleet.errors import InvalidInputError
 
-__all__ = ["params", "max_step", "report", "should_stop", "TrialContext", "context"]
+# `params` and `max_step` are served by the module's __getattr__.
+__all__ = ["params", "max_step", "report", "should_stop", "TrialContext", "context"]  # noqa: F822
 
 ENV_TRIAL = "TUNEFLEET_TRIAL"
 ENV_REPORT_FD = "TUNEFLEET_REPORT_FD"

@@ -1,0 +1,265 @@
+"""Unit tests of the hub with a real SQLite store and an injected clock (no gRPC)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from coordinator.hub import Hub, PermissionDeniedError
+from coordinator.models import AttemptState, StudyState, TrialState
+from coordinator.store import Store
+from tunefleet import serde
+from tunefleet.errors import InvalidInputError
+from tunefleet.study import StudySpec
+from tunefleet.v1 import node_pb2
+
+DIGEST = "ab" * 32
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_spec(**changes: Any) -> StudySpec:
+    data: dict[str, Any] = {
+        "name": "t",
+        "objective": {"metric": "loss", "mode": "min"},
+        "budget": {"max_trials": 3},
+        "search": {"searcher": "random", "scheduler": "fifo", "seed": 7},
+        "fidelity": {"min": 1, "max": 3},
+        "space": {"x": {"type": "float", "low": 0.0, "high": 1.0}},
+        "resources": {"gpus": 0},
+    }
+    for key, value in changes.items():
+        data[key] = value
+    return StudySpec.from_mapping(data)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    s = Store(tmp_path / "c.db")
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def hub(store: Store, clock: Clock) -> Hub:
+    h = Hub(store, clock=clock, lease_seconds=10.0, max_attempts=2)
+    h.put_bundle(DIGEST, b"bundle", b"k" * 32, "pub", b"s" * 64)
+    return h
+
+
+def submit(hub: Hub, spec: StudySpec, owner: str = "owner") -> str:
+    message = serde.spec_to_proto(spec, DIGEST)
+    return hub.submit_study(spec, DIGEST, message.SerializeToString(), owner)
+
+
+def connect(hub: Hub, node_id: str, cpu_slots: int = 1, gpus: list[tuple[str, float]] = ()
+            ) -> list[node_pb2.Assignment]:
+    inventory = node_pb2.Inventory(cpu_slots=cpu_slots)
+    for uuid, mem in gpus:
+        inventory.gpus.add(uuid=uuid, memory_total_gb=mem)
+    hub.register_node(node_id, b"p" * 32, node_id, inventory)
+    out = hub.node_connected(node_id, node_pb2.Hello(inventory=inventory))
+    return [m.assignment for _, m in out if m.WhichOneof("kind") == "assignment"]
+
+
+def assignments(outbox: list[tuple[str, node_pb2.CoordinatorMessage]]) -> list[node_pb2.Assignment]:
+    return [m.assignment for _, m in outbox if m.WhichOneof("kind") == "assignment"]
+
+
+def report(hub: Hub, node: str, attempt: int, seq: int, step: int, loss: float) -> str:
+    out = hub.report(node, node_pb2.MetricReport(attempt_id=attempt, seq=seq, step=step,
+                                                 metrics={"loss": loss}), b"env")
+    (_, message), = out
+    kind = message.WhichOneof("kind")
+    return message.report_ack.decision if kind == "report_ack" else f"stop:{message.stop.reason}"
+
+
+def finish(hub: Hub, node: str, attempt: int, outcome: str = "completed", error: str = "",
+           ) -> list[node_pb2.Assignment]:
+    out = hub.finished(node, node_pb2.AttemptFinished(attempt_id=attempt, outcome=outcome,
+                                                      error=error))
+    return assignments(out)
+
+
+def test_study_runs_to_completion_and_best_is_minimum(hub: Hub, store: Store) -> None:
+    study = submit(hub, make_spec())
+    [a] = connect(hub, "n1")
+    values = {}
+    while True:
+        loss = 1.0 + a.trial_id
+        for step in (1, 2, 3):
+            assert report(hub, "n1", a.attempt_id, step, step, loss / step) == "continue"
+        values[a.trial_id] = loss / 3
+        nxt = finish(hub, "n1", a.attempt_id)
+        if not nxt:
+            break
+        [a] = nxt
+    view = hub.study_view(study)
+    assert view.study.state is StudyState.COMPLETED
+    assert view.counts[TrialState.COMPLETED] == 3
+    assert view.best is not None and view.best.value == min(values.values())
+    assert len(store.reports_of_study(study)) == 9
+
+
+def test_max_mode_picks_the_largest(hub: Hub) -> None:
+    study = submit(hub, make_spec(objective={"metric": "loss", "mode": "max"},
+                                  budget={"max_trials": 2}))
+    [a] = connect(hub, "n1", cpu_slots=2)[:1]
+    b = hub.assign("n1")
+    assert b == []  # both slots were filled at connect
+    trial_ids = [t.number for t in hub.store.list_trials(study)]
+    assert trial_ids == [0, 1]
+    for attempt_id, loss in ((1, 0.2), (2, 0.9)):
+        report(hub, "n1", attempt_id, 1, 1, loss)
+        finish(hub, "n1", attempt_id)
+    assert hub.study_view(study).best.value == 0.9
+
+
+def test_gpu_trials_go_only_to_gpus_with_enough_memory(hub: Hub) -> None:
+    submit(hub, make_spec(resources={"gpus": 1, "min_gpu_memory_gb": 8}))
+    assert connect(hub, "cpu-only", cpu_slots=4) == []
+    assert connect(hub, "small-gpu", cpu_slots=0, gpus=[("GPU-small", 4.0)]) == []
+    got = connect(hub, "big-gpu", cpu_slots=0, gpus=[("GPU-a", 16.0), ("GPU-b", 4.0),
+                                                      ("GPU-c", 24.0)])
+    assert sorted(list(a.gpu_uuids) for a in got) == [["GPU-a"], ["GPU-c"]]
+
+
+def test_cpu_trials_use_cpu_slots_not_gpus(hub: Hub) -> None:
+    submit(hub, make_spec())
+    got = connect(hub, "gpu-node", cpu_slots=0, gpus=[("GPU-a", 16.0)])
+    assert got == []
+    got = connect(hub, "mixed", cpu_slots=1, gpus=[("GPU-b", 16.0)])
+    assert len(got) == 1 and list(got[0].gpu_uuids) == []
+
+
+def test_duplicate_report_counts_once_and_gets_the_same_answer(hub: Hub, store: Store) -> None:
+    study = submit(hub, make_spec())
+    [a] = connect(hub, "n1")
+    assert report(hub, "n1", a.attempt_id, 1, 1, 0.5) == "continue"
+    assert report(hub, "n1", a.attempt_id, 1, 1, 0.5) == "continue"
+    assert len(store.reports_of_study(study)) == 1
+    assert len([e for e in store.events(study) if e[0] == "report"]) == 1
+
+
+def test_report_for_another_nodes_attempt_is_refused(hub: Hub, store: Store) -> None:
+    study = submit(hub, make_spec())
+    [a] = connect(hub, "n1")
+    connect(hub, "n2")
+    answer = report(hub, "n2", a.attempt_id, 1, 1, 0.5)
+    assert answer.startswith("stop:")
+    assert store.reports_of_study(study) == []
+    assert hub.refused_reports == 1
+
+
+def test_expired_lease_requeues_same_configuration_then_fails(hub: Hub, clock: Clock,
+                                                               store: Store) -> None:
+    study = submit(hub, make_spec(budget={"max_trials": 1}))
+    [a] = connect(hub, "n1")
+    params = dict(a.params)
+    hub.node_disconnected("n1")
+    clock.now += 11
+    hub.expire_leases()
+    assert store.get_attempt(a.attempt_id).state is AttemptState.LOST
+    assert store.get_trial(study, 0).state is TrialState.PENDING
+    # A late report of the lost attempt is refused and counted.
+    assert report(hub, "n1", a.attempt_id, 1, 1, 0.1).startswith("stop:")
+    assert store.get_attempt(a.attempt_id).late_reports == 1
+    assert store.reports_of_study(study) == []
+    [b] = connect(hub, "n2")
+    assert b.trial_id == a.trial_id and dict(b.params) == params and b.attempt_id != a.attempt_id
+    hub.node_disconnected("n2")
+    clock.now += 11
+    hub.expire_leases()
+    trial = store.get_trial(study, 0)
+    assert trial.state is TrialState.FAILED and "lease expired" in (trial.error or "")
+    assert hub.study_view(study).study.state is StudyState.COMPLETED
+
+
+def test_heartbeat_keeps_the_lease(hub: Hub, clock: Clock, store: Store) -> None:
+    submit(hub, make_spec())
+    [a] = connect(hub, "n1")
+    for _ in range(5):
+        clock.now += 6
+        hub.heartbeat("n1", node_pb2.Heartbeat(running_attempts=[a.attempt_id]))
+        hub.expire_leases()
+    assert store.get_attempt(a.attempt_id).state is AttemptState.RUNNING
+
+
+def test_reconnect_without_the_attempt_loses_it_at_once(hub: Hub, store: Store) -> None:
+    study = submit(hub, make_spec(budget={"max_trials": 1}))
+    [a] = connect(hub, "n1")
+    again = connect(hub, "n1")  # the agent restarted: it lists no running attempts
+    assert store.get_attempt(a.attempt_id).state is AttemptState.LOST
+    assert [x.trial_id for x in again] == [0]
+    assert store.get_trial(study, 0).attempts == 2
+
+
+def test_failed_child_is_retried_then_failed_with_its_error(hub: Hub, store: Store) -> None:
+    study = submit(hub, make_spec(budget={"max_trials": 1}))
+    [a] = connect(hub, "n1")
+    [b] = finish(hub, "n1", a.attempt_id, "failed", "Traceback\nZeroDivisionError")
+    assert b.trial_id == 0
+    assert finish(hub, "n1", b.attempt_id, "failed", "Traceback\nZeroDivisionError") == []
+    trial = store.get_trial(study, 0)
+    assert trial.state is TrialState.FAILED and "ZeroDivisionError" in (trial.error or "")
+    assert store.get_attempt(a.attempt_id).error.endswith("ZeroDivisionError")
+
+
+def test_stop_study_needs_the_owner_and_stops_running_attempts(hub: Hub) -> None:
+    study = submit(hub, make_spec(), owner="alice")
+    [a] = connect(hub, "n1")
+    with pytest.raises(PermissionDeniedError):
+        hub.stop_study(study, "mallory")
+    assert hub.study_view(study).study.state is StudyState.RUNNING
+    out = hub.stop_study(study, "alice")
+    assert [(n, m.stop.attempt_id) for n, m in out] == [("n1", a.attempt_id)]
+    assert report(hub, "n1", a.attempt_id, 1, 1, 0.3) == "stop"
+    finish(hub, "n1", a.attempt_id, "stopped")
+    view = hub.study_view(study)
+    assert view.study.state is StudyState.STOPPED
+    assert view.counts[TrialState.PRUNED] == 1
+
+
+def test_unknown_searcher_or_missing_bundle_stores_nothing(hub: Hub, store: Store) -> None:
+    spec = make_spec()
+    with pytest.raises(InvalidInputError, match="bundle_digest"):
+        hub.submit_study(spec, "cd" * 32, serde.spec_to_proto(spec, "cd" * 32)
+                         .SerializeToString(), "o")
+    assert store.list_studies() == []
+
+
+def test_restart_rebuilds_the_scheduler_and_makes_the_same_next_decision(
+        tmp_path: Path, clock: Clock) -> None:
+    def run(restart: bool) -> list[tuple[int, dict[str, Any]]]:
+        store = Store(tmp_path / f"r{restart}.db")
+        hub = Hub(store, clock=clock, lease_seconds=10)
+        hub.put_bundle(DIGEST, b"b", b"k" * 32, "pub", b"s" * 64)
+        submit(hub, make_spec(budget={"max_trials": 6}))
+        [a] = connect(hub, "n1")
+        report(hub, "n1", a.attempt_id, 1, 1, 0.5)
+        [b] = finish(hub, "n1", a.attempt_id)
+        report(hub, "n1", b.attempt_id, 1, 1, 0.4)
+        if restart:
+            store.close()
+            store = Store(tmp_path / f"r{restart}.db")
+            hub = Hub(store, clock=clock, lease_seconds=10)
+            hub.register_node("n1", b"p" * 32, "n1", node_pb2.Inventory(cpu_slots=1))
+            hub.node_connected("n1", node_pb2.Hello(
+                inventory=node_pb2.Inventory(cpu_slots=1), running_attempts=[b.attempt_id]))
+        [c] = finish(hub, "n1", b.attempt_id)
+        return [(x.trial_id, dict(x.params)) for x in (a, b, c)]
+
+    assert run(restart=True) == run(restart=False)

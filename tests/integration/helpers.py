@@ -1,0 +1,36 @@
+"""Helpers for integration tests: run the real CLIs as processes and read the real database."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def cli(*args: str, timeout: float = 120.0, check: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run ``tunefleet ARGS`` as a child process."""
+    proc = subprocess.run([sys.executable, "-m", "client", *args], capture_output=True,
+                          text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"tunefleet {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def query(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(db) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def last_values(db: Path, study_id: str, metric: str) -> dict[int, float]:
+    """Each trial's value: the metric at the highest step its reports show."""
+    out: dict[int, tuple[int, float]] = {}
+    for trial, step, metrics in query(
+        db, "SELECT trial_number, step, metrics FROM reports WHERE study_id = ?", (study_id,)
+    ):
+        value = json.loads(metrics).get(metric)
+        if value is not None and (trial not in out or step > out[trial][0]):
+            out[trial] = (step, value)
+    return {t: v for t, (_, v) in out.items()}

@@ -1,0 +1,86 @@
+"""A real study: a coordinator and two node agents as processes, driven by the real CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from client.local import LocalCluster
+from tests.integration.helpers import cli, last_values, query
+
+
+@pytest.mark.slow
+def test_template_study_runs_end_to_end(tmp_path: Path, small_study: Path) -> None:
+    with LocalCluster(agents=2, state_dir=tmp_path / "cluster") as cluster:
+        cluster.wait_for_nodes(2)
+        submitted = cli("submit", str(small_study), "--coordinator", cluster.address, check=True)
+        study_id = submitted.stdout.strip().splitlines()[-1]
+        assert len(study_id) == 12
+
+        watched = cli("watch", study_id, "--coordinator", cluster.address, timeout=300)
+        assert watched.returncode == 0, watched.stderr
+        assert "completed" in watched.stdout
+
+        db = cluster.db_path
+        trials = query(db, "SELECT number, state, step FROM trials WHERE study_id = ?",
+                       (study_id,))
+        assert len(trials) == 4
+        assert {state for _, state, _ in trials} == {"completed"}
+        # Every epoch of every trial was reported and stored exactly once.
+        reports = query(db, "SELECT trial_number, step FROM reports WHERE study_id = ?",
+                        (study_id,))
+        assert sorted(reports) == sorted((n, s) for n, _, _ in trials for s in (1, 2, 3))
+        nodes = {n for (n,) in query(db, "SELECT DISTINCT node_id FROM attempts")}
+        assert len(nodes) == 2  # both agents took work
+
+        best = cli("best", study_id, "--json", "--coordinator", cluster.address, check=True)
+        shown = json.loads(best.stdout)
+        values = last_values(db, study_id, "val_loss")
+        assert shown["value"] == pytest.approx(min(values.values()))
+        assert shown["trial_id"] == min(values, key=values.__getitem__)
+        assert set(shown["params"]) == {"lr", "hidden", "depth", "dropout", "weight_decay",
+                                        "batch_size", "activation"}
+
+        table = cli("trials", study_id, "--format", "csv", "--coordinator", cluster.address,
+                    check=True)
+        assert len(table.stdout.strip().splitlines()) == 5
+        status = cli("status", study_id, "--coordinator", cluster.address, check=True)
+        assert "completed" in status.stdout and "4 completed" in status.stdout
+
+
+def test_tiny_study_through_sdk_with_failures_recorded(tmp_path: Path, tiny_train_dir: Path
+                                                       ) -> None:
+    """A torch-free study: each trial reports three steps; a crashing trial is retried."""
+    train = tiny_train_dir / "train.py"
+    train.write_text(train.read_text().replace(
+        "x = trial.params['x']\n",
+        "x = trial.params['x']\nif trial.params.get('crash'):\n    raise SystemExit('boom: crash')\n",
+    ))
+    (tiny_train_dir / "study.toml").write_text(
+        (tiny_train_dir / "study.toml").read_text()
+        + 'crash = { type = "categorical", choices = [false, true] }\n'
+    )
+    from client.config import researcher_identity
+    from client.sdk import Client
+
+    with LocalCluster(agents=2, state_dir=tmp_path / "cluster") as cluster:
+        identity, _ = researcher_identity()
+        with Client(cluster.address, identity) as client:
+            study_id = client.submit_file(tiny_train_dir / "study.toml")
+            final = list(client.watch(study_id))[-1]
+            trials = client.trials(study_id, include_reports=True)
+        assert final.state == "completed"
+        crashed = [t for t in trials if t.params["crash"]]
+        fine = [t for t in trials if not t.params["crash"]]
+        assert crashed and fine
+        for t in crashed:
+            assert t.state == "failed" and t.attempts == 3 and "boom: crash" in t.error
+        for t in fine:
+            assert t.state == "completed" and [r["step"] for r in t.reports] == [1, 2, 3]
+            assert t.value == pytest.approx((t.params["x"] - 0.3) ** 2 + 1 / 3)
+        assert final.best is not None
+        assert final.best.value == min(t.value for t in fine)
+        listed = cli("trials", study_id, "--coordinator", cluster.address, check=True).stdout
+        assert "boom: crash" in listed
