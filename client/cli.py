@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tunefleet.errors import InvalidInputError, TunefleetError
-from tunefleet.keys import load_or_create
+from tunefleet.keys import load, load_or_create
 from tunefleet.space import CategoricalParam, IntParam
 from tunefleet.study import StudySpec, load_study_file
 from tunefleet.trial import ENV_TRIAL
@@ -85,12 +85,17 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _client(args: argparse.Namespace) -> Client:
+def _client(args: argparse.Namespace, sign: bool = False) -> Client:
+    """A client; with ``sign`` it carries the researcher key, created on first use."""
     if not args.coordinator:
         raise TunefleetError(f"--coordinator HOST:PORT (or ${ENV_COORDINATOR}) is required")
-    identity, created = researcher_identity()
-    if created:
-        print(f"created researcher key {key_path()}", file=sys.stderr)
+    identity = None
+    if sign:
+        identity, created = researcher_identity()
+        if created:
+            print(f"created researcher key {key_path()}", file=sys.stderr)
+    elif key_path().exists():
+        identity = load(key_path())
     return Client(args.coordinator, identity)
 
 
@@ -250,8 +255,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "init":
             _init(args.dir)
         elif args.command == "submit":
-            with _client(args) as client:
-                study_id = client.submit_file(args.study)
+            spec = load_study_file(args.study)  # validate before touching keys or the network
+            with _client(args, sign=True) as client:
+                study_id = client.submit(spec, (args.study.parent / spec.bundle).resolve()).study_id
                 print(f"submitted study {args.study} to {args.coordinator}")
                 print(study_id)
         elif args.command == "status":
@@ -275,7 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             with _client(args) as client:
                 _print_trials(client.trials(args.study_id, args.reports), args.format)
         elif args.command == "stop":
-            with _client(args) as client:
+            with _client(args, sign=True) as client:
                 s = client.stop(args.study_id)
             print(f"study {s.study_id}: {s.state}; running trials are being stopped")
         elif args.command == "studies":

@@ -71,7 +71,7 @@ def _requirements(directory: Path) -> list[str]:
 class Client:
     """A connection to a coordinator, acting as the researcher ``identity``."""
 
-    def __init__(self, address: str, identity: Identity, timeout: float = 30.0) -> None:
+    def __init__(self, address: str, identity: Identity | None, timeout: float = 30.0) -> None:
         self.address = address
         self.identity = identity
         self.timeout = timeout
@@ -83,6 +83,11 @@ class Client:
 
     def __exit__(self, *exc: object | TracebackType) -> None:
         self.close()
+
+    def _signer(self) -> Identity:
+        if self.identity is None:
+            raise TunefleetError("this call must be signed: create a key with `tunefleet keygen`")
+        return self.identity
 
     def close(self) -> None:
         self._channel.close()
@@ -109,14 +114,14 @@ class Client:
 
     def submit(self, spec: StudySpec, bundle_dir: Path) -> StudyStatus:
         """Pack, sign and upload the bundle, then submit the study."""
-        bundle = build_bundle(spec, bundle_dir, self.identity)
+        bundle = build_bundle(spec, bundle_dir, self._signer())
         self.upload(bundle)
         return self.submit_spec(serde.spec_to_proto(spec, bundle.digest))
 
     def submit_spec(self, message: common_pb2.StudySpec) -> StudyStatus:
         """Submit an already built study message (its bundle must be uploaded)."""
         try:
-            reply = self._stub.SubmitStudy(seal(self.identity, message), timeout=self.timeout)
+            reply = self._stub.SubmitStudy(seal(self._signer(), message), timeout=self.timeout)
         except grpc.RpcError as exc:
             raise self._error(exc) from None
         return status_from_proto(reply)
@@ -156,7 +161,7 @@ class Client:
     def stop(self, study_id: str) -> StudyStatus:
         request = researcher_pb2.StopStudyRequest(study_id=study_id, time=time.time())
         try:
-            reply = self._stub.StopStudy(seal(self.identity, request), timeout=self.timeout)
+            reply = self._stub.StopStudy(seal(self._signer(), request), timeout=self.timeout)
         except grpc.RpcError as exc:
             raise self._error(exc) from None
         return status_from_proto(reply)

@@ -1,0 +1,55 @@
+"""The researcher CLI's local commands (no coordinator needed)."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from client.cli import main
+
+
+def test_keygen_creates_a_private_key_once(capsys: pytest.CaptureFixture[str],
+                                           _isolated_home: Path) -> None:
+    assert main(["keygen"]) == 0
+    first = capsys.readouterr().out
+    path = _isolated_home / "researcher.key"
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert main(["keygen"]) == 0
+    again = capsys.readouterr().out
+    assert "existing" in again and first.splitlines()[-1] == again.splitlines()[-1]
+
+
+def test_init_writes_template_and_refuses_to_overwrite(tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["init", str(tmp_path / "s")]) == 0
+    assert (tmp_path / "s" / "study.toml").is_file() and (tmp_path / "s" / "train.py").is_file()
+    assert main(["init", str(tmp_path / "s")]) == 1
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_try_runs_standalone_with_params_and_defaults(tiny_train_dir: Path,
+                                                     capfd: pytest.CaptureFixture[str]) -> None:
+    assert main(["try", str(tiny_train_dir / "train.py"), "--param", "x=0.3"]) == 0
+    out = capfd.readouterr().out
+    assert "trying" in out and "x=0.3" in out
+    assert [line.split()[1] for line in out.splitlines() if line.startswith("[trial]")] == [
+        "step=1", "step=2", "step=3"]
+    assert "step=1 loss=1\n" in out and "step=3 loss=0.333333\n" in out  # (x-0.3)^2 + 1/step
+
+
+@pytest.mark.parametrize("param, field", [
+    ("x=2.0", "--param.x"), ("y=1", "--param y"), ("x", "--param"),
+])
+def test_try_refuses_bad_params(tiny_train_dir: Path, param: str, field: str,
+                                capfd: pytest.CaptureFixture[str]) -> None:
+    assert main(["try", str(tiny_train_dir / "train.py"), "--param", param]) == 1
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and field in err[0]
+
+
+def test_commands_need_a_coordinator(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["status", "abc"]) == 1
+    assert "--coordinator" in capsys.readouterr().err

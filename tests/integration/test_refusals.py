@@ -1,0 +1,243 @@
+"""Bad input and forged messages against a real coordinator process: refused, nothing stored."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from client.config import researcher_identity
+from client.local import LocalCluster
+from client.sdk import Client, CoordinatorError, build_bundle
+from tests.integration.helpers import cli, query
+from tunefleet import serde
+from tunefleet.bundle import SignedBundle
+from tunefleet.envelope import seal
+from tunefleet.keys import Identity
+from tunefleet.study import load_study_file
+from tunefleet.v1 import common_pb2, node_pb2, node_pb2_grpc
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    with LocalCluster(agents=0, state_dir=tmp_path_factory.mktemp("refusals")) as c:
+        yield c
+
+
+def counts(db: Path) -> tuple[int, int, int]:
+    return tuple(query(db, f"SELECT COUNT(*) FROM {t}")[0][0]  # type: ignore[return-value]
+                 for t in ("studies", "trials", "reports"))
+
+
+BAD_STUDIES = {
+    "unknown parameter type": ('x = { type = "float", low = 0.0, high = 1.0 }',
+                               'x = { type = "complex", low = 0.0, high = 1.0 }', "space.x.type"),
+    "low >= high": ('x = { type = "float", low = 0.0, high = 1.0 }',
+                    'x = { type = "float", low = 1.0, high = 1.0 }', "low < high"),
+    "log with low <= 0": ('x = { type = "float", low = 0.0, high = 1.0 }',
+                          'x = { type = "float", low = 0.0, high = 1.0, log = true }',
+                          "space.x.low"),
+    "empty choices": ('x = { type = "float", low = 0.0, high = 1.0 }',
+                      'x = { type = "categorical", choices = [] }', "space.x.choices"),
+    "unknown searcher": ('searcher = "random"', 'searcher = "annealing"', "search.searcher"),
+    "fidelity min > max": ("min = 1\nmax = 3", "min = 5\nmax = 3", "fidelity"),
+    "missing objective metric": ('metric = "loss"\n', "", "objective.metric"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_STUDIES))
+def test_cli_refuses_bad_study_and_stores_nothing(case: str, cluster: LocalCluster,
+                                                  tiny_train_dir: Path) -> None:
+    old, new, field = BAD_STUDIES[case]
+    study = tiny_train_dir / "study.toml"
+    text = study.read_text()
+    assert old in text
+    study.write_text(text.replace(old, new))
+    before = counts(cluster.db_path)
+    bundles = query(cluster.db_path, "SELECT COUNT(*) FROM bundles")[0][0]
+    proc = cli("submit", str(study), "--coordinator", cluster.address)
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tunefleet: error:") and field in lines[0]
+    assert counts(cluster.db_path) == before
+    assert query(cluster.db_path, "SELECT COUNT(*) FROM bundles")[0][0] == bundles
+
+
+def _raw_spec(tiny_train_dir: Path, client: Client) -> common_pb2.StudySpec:
+    spec = load_study_file(tiny_train_dir / "study.toml")
+    bundle = build_bundle(spec, tiny_train_dir, client.identity)
+    client.upload(bundle)
+    return serde.spec_to_proto(spec, bundle.digest)
+
+
+def _mutations() -> dict[str, Any]:
+    def param(m: common_pb2.StudySpec) -> common_pb2.Parameter:
+        return m.space[0]
+
+    return {
+        "unknown parameter type": lambda m: setattr(param(m), "type", "complex"),
+        "low >= high": lambda m: param(m).high.CopyFrom(serde.value_to_proto(-1.0)),
+        "log with low <= 0": lambda m: setattr(param(m), "log", True),
+        "empty choices": lambda m: (setattr(param(m), "type", "categorical"),
+                                    param(m).ClearField("choices")),
+        "unknown searcher": lambda m: setattr(m.search, "searcher", "annealing"),
+        "unknown scheduler": lambda m: setattr(m.search, "scheduler", "sometimes"),
+        "fidelity min > max": lambda m: setattr(m.fidelity, "min", 10),
+        "missing objective metric": lambda m: setattr(m.objective, "metric", ""),
+        "bundle not uploaded": lambda m: setattr(m, "bundle_digest", "0" * 64),
+        "malformed digest": lambda m: setattr(m, "bundle_digest", "xyz"),
+    }
+
+
+@pytest.mark.parametrize("case", sorted(_mutations()))
+def test_server_validates_what_the_client_did_not(case: str, cluster: LocalCluster,
+                                                  tiny_train_dir: Path) -> None:
+    identity, _ = researcher_identity()
+    with Client(cluster.address, identity) as client:
+        message = _raw_spec(tiny_train_dir, client)
+        _mutations()[case](message)
+        before = counts(cluster.db_path)
+        with pytest.raises(CoordinatorError) as info:
+            client.submit_spec(message)
+    assert info.value.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.details  # names the field and the value
+    assert counts(cluster.db_path) == before
+
+
+def test_unsigned_or_forged_study_is_refused(cluster: LocalCluster, tiny_train_dir: Path) -> None:
+    identity, _ = researcher_identity()
+    with Client(cluster.address, identity) as client:
+        message = _raw_spec(tiny_train_dir, client)
+        envelope = seal(identity, message)
+        envelope.body = envelope.body + b"\x10\x01"  # changed after signing
+        before = counts(cluster.db_path)
+        with pytest.raises(grpc.RpcError) as info:
+            client._stub.SubmitStudy(envelope)
+    assert info.value.code() is grpc.StatusCode.UNAUTHENTICATED
+    assert counts(cluster.db_path) == before
+
+
+def test_bundle_changed_after_signing_is_refused(cluster: LocalCluster, tiny_train_dir: Path
+                                                 ) -> None:
+    identity, _ = researcher_identity()
+    spec = load_study_file(tiny_train_dir / "study.toml")
+    bundle = build_bundle(spec, tiny_train_dir, identity)
+    data = bytearray(bundle.data)
+    data[len(data) // 2] ^= 0xFF
+    for forged in (
+        SignedBundle(bytes(data), bundle.digest, bundle.publisher_key, bundle.signature),
+        SignedBundle(bytes(data), hashlib.sha256(data).hexdigest(),
+                     bundle.publisher_key, bundle.signature),
+        SignedBundle(bundle.data, bundle.digest, Identity.generate().public_key,
+                     bundle.signature),
+    ):
+        with Client(cluster.address, identity) as client, pytest.raises(CoordinatorError) as info:
+            client.upload(forged)
+        assert info.value.code is grpc.StatusCode.INVALID_ARGUMENT
+        # Nothing forged is stored: any row under this digest is the genuine upload.
+        for data_, key in query(cluster.db_path,
+                                "SELECT data, publisher_key FROM bundles WHERE digest = ?",
+                                (forged.digest,)):
+            assert data_ == bundle.data
+            assert key != forged.publisher_key or forged.publisher_key == bundle.publisher_key
+
+
+def _event(identity: Identity, node_id: str, seq: int, **kind: Any) -> common_pb2.SignedEnvelope:
+    return seal(identity, node_pb2.NodeEvent(node_id=node_id, seq=seq, time=time.time(), **kind))
+
+
+def test_report_signed_by_wrong_key_is_refused(cluster: LocalCluster, tiny_train_dir: Path
+                                               ) -> None:
+    identity, _ = researcher_identity()
+    with Client(cluster.address, identity) as client:
+        study_id = client.submit_file(tiny_train_dir / "study.toml")
+    node, intruder = Identity.generate(), Identity.generate()
+    inventory = node_pb2.Inventory(cpu_slots=1)
+    with grpc.insecure_channel(cluster.address) as channel:
+        stub = node_pb2_grpc.NodeServiceStub(channel)
+        stub.Register(seal(node, node_pb2.RegisterRequest(name="n", inventory=inventory,
+                                                          time=time.time())))
+
+        def session(second: common_pb2.SignedEnvelope) -> tuple[list[Any], grpc.RpcError | None]:
+            sent: list[common_pb2.SignedEnvelope] = [
+                _event(node, node.key_id, 1, hello=node_pb2.Hello(inventory=inventory))]
+            got: list[Any] = []
+            import queue
+            q: queue.Queue[common_pb2.SignedEnvelope | None] = queue.Queue()
+            q.put(sent[0])
+
+            def requests() -> Iterator[common_pb2.SignedEnvelope]:
+                while (item := q.get()) is not None:
+                    yield item
+
+            call = stub.Session(requests())
+            try:
+                for message in call:
+                    got.append(message)
+                    if message.WhichOneof("kind") == "assignment":
+                        q.put(second_factory(message.assignment.attempt_id))
+            except grpc.RpcError as exc:
+                return got, exc
+            finally:
+                q.put(None)
+            return got, None
+
+        def forged(attempt_id: int) -> common_pb2.SignedEnvelope:
+            report = node_pb2.MetricReport(attempt_id=attempt_id, seq=1, step=1,
+                                           metrics={"loss": -100.0})
+            envelope = _event(intruder, node.key_id, 2, report=report)
+            envelope.public_key = node.public_key  # claims to be the node
+            return envelope
+
+        second_factory = forged
+        got, error = session(forged(0))
+        assert [m.WhichOneof("kind") for m in got][:1] == ["assignment"]
+        assert error is not None and error.code() is grpc.StatusCode.UNAUTHENTICATED
+        assert query(cluster.db_path, "SELECT COUNT(*) FROM reports WHERE study_id = ?",
+                     (study_id,))[0][0] == 0
+
+        # A correctly signed report that replays an old sequence number is refused too.
+        def replayed(attempt_id: int) -> common_pb2.SignedEnvelope:
+            report = node_pb2.MetricReport(attempt_id=attempt_id, seq=1, step=1,
+                                           metrics={"loss": -100.0})
+            return _event(node, node.key_id, 1, report=report)
+
+        second_factory = replayed
+        got, error = session(replayed(0))
+        assert error is not None and error.code() is grpc.StatusCode.UNAUTHENTICATED
+        assert query(cluster.db_path, "SELECT COUNT(*) FROM reports WHERE study_id = ?",
+                     (study_id,))[0][0] == 0
+        client_identity, _ = researcher_identity()
+        with Client(cluster.address, client_identity) as client:
+            client.stop(study_id)
+
+
+def test_stop_by_someone_else_is_denied(cluster: LocalCluster, tiny_train_dir: Path) -> None:
+    identity, _ = researcher_identity()
+    with Client(cluster.address, identity) as client:
+        study_id = client.submit_file(tiny_train_dir / "study.toml")
+    with Client(cluster.address, Identity.generate()) as other, \
+            pytest.raises(CoordinatorError) as info:
+        other.stop(study_id)
+    assert info.value.code is grpc.StatusCode.PERMISSION_DENIED
+    with Client(cluster.address, identity) as client:
+        assert client.status(study_id).state == "running"
+        assert client.stop(study_id).state == "stopped"
+
+
+def test_unknown_study_is_not_found(cluster: LocalCluster) -> None:
+    proc = cli("status", "nope", "--coordinator", cluster.address)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == "tunefleet: error: NOT_FOUND: study 'nope' does not exist"
+
+
+def test_unreachable_coordinator_is_one_line() -> None:
+    proc = cli("status", "x", "--coordinator", "127.0.0.1:1")
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot reach the coordinator at 127.0.0.1:1" in lines[0]

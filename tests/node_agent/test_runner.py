@@ -1,0 +1,145 @@
+"""The sandboxed runner with real child processes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from node_agent.inventory import read_inventory
+from node_agent.runner import Child, ChildSpec
+
+
+def spec(tmp_path: Path, code: str, params: dict[str, object] | None = None) -> ChildSpec:
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "train.py").write_text(code)
+    return ChildSpec(work, "train.py", {"params": params or {}, "fidelity_max": 3})
+
+
+def run(coro):  # type: ignore[no-untyped-def]
+    return asyncio.run(coro)
+
+
+def test_reports_stream_in_order_and_exit_is_clean(tmp_path: Path) -> None:
+    s = spec(tmp_path, "from tunefleet import trial\n"
+                       "for i in range(1, trial.max_step + 1):\n"
+                       "    trial.report(i, loss=trial.params['a'] * i)\n", {"a": 0.5})
+
+    async def go() -> tuple[list[tuple[int, dict[str, float]]], int]:
+        child = await Child.start(s)
+        got = [(r.step, r.metrics) async for r in child.reports()]
+        return got, (await child.wait()).exit_code
+
+    got, code = run(go())
+    assert got == [(1, {"loss": 0.5}), (2, {"loss": 1.0}), (3, {"loss": 1.5})]
+    assert code == 0
+
+
+def test_environment_is_scrubbed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROVIDER_SECRET", "hunter2")
+    s = spec(tmp_path, "import os, json\nfrom tunefleet import trial\n"
+                       "trial.report(1, leaked=float('PROVIDER_SECRET' in os.environ),\n"
+                       "             home=float(os.environ['HOME'] == os.getcwd()),\n"
+                       "             pgid=float(os.getpgid(0) == os.getpid()))\n")
+
+    async def go() -> dict[str, float]:
+        child = await Child.start(s)
+        [r] = [r async for r in child.reports()]
+        await child.wait()
+        return r.metrics
+
+    assert run(go()) == {"leaked": 0.0, "home": 1.0, "pgid": 1.0}
+
+
+def test_stop_asks_then_kills_the_whole_group(tmp_path: Path) -> None:
+    s = spec(tmp_path, "import signal, subprocess, sys, time\n"
+                       "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+                       "p = subprocess.Popen([sys.executable, '-c', 'import signal, time; "
+                       "signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)'])\n"
+                       "open('grandchild.pid', 'w').write(str(p.pid))\n"
+                       "from tunefleet import trial\ntrial.report(1, loss=1.0)\n"
+                       "time.sleep(60)\n")
+
+    async def go() -> tuple[bool, float, int]:
+        child = await Child.start(s)
+        async for _ in child.reports():
+            break
+        started = time.monotonic()
+        await child.stop(grace=0.3)
+        result = await child.wait()
+        return result.stopped, time.monotonic() - started, result.exit_code
+
+    stopped, took, code = run(go())
+    assert stopped and code != 0 and took < 5
+    grandchild = int((tmp_path / "work" / "grandchild.pid").read_text())
+    time.sleep(0.2)
+    assert not _alive(grandchild)
+
+
+def _alive(pid: int) -> bool:
+    """True if ``pid`` runs (a zombie waiting for its reaper does not count)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_cooperative_stop_lets_the_child_finish(tmp_path: Path) -> None:
+    s = spec(tmp_path, "import time\nfrom tunefleet import trial\n"
+                       "for i in range(1, 1000):\n"
+                       "    trial.report(i, loss=1.0 / i)\n"
+                       "    if trial.should_stop():\n        break\n"
+                       "    time.sleep(0.02)\n")
+
+    async def go() -> tuple[int, int]:
+        child = await Child.start(s)
+        steps = 0
+        async for r in child.reports():
+            steps = r.step
+            if r.step == 3:
+                asyncio.create_task(child.stop(grace=5))
+        return steps, (await child.wait()).exit_code
+
+    steps, code = run(go())
+    assert code == 0 and 3 <= steps < 20
+
+
+def test_failure_keeps_the_tail_of_stderr(tmp_path: Path) -> None:
+    s = spec(tmp_path, "import sys\nfor i in range(100):\n    print('line', i, file=sys.stderr)\n"
+                       "raise RuntimeError('diverged')\n")
+
+    async def go():  # type: ignore[no-untyped-def]
+        child = await Child.start(s)
+        _ = [r async for r in child.reports()]
+        return await child.wait()
+
+    result = run(go())
+    assert result.exit_code == 1
+    assert "RuntimeError: diverged" in result.stderr_tail
+    assert "line 0\n" not in result.stderr_tail and len(result.stderr_tail.splitlines()) <= 20
+
+
+def test_malformed_report_lines_are_skipped(tmp_path: Path) -> None:
+    s = spec(tmp_path, "import os\nfd = int(os.environ['TUNEFLEET_REPORT_FD'])\n"
+                       "os.write(fd, b'not json\\n{\"type\": \"report\", \"step\": true}\\n"
+                       "{\"type\": \"report\", \"step\": 2, \"metrics\": {\"loss\": 0.5}}\\n')\n")
+
+    async def go() -> tuple[list[int], int]:
+        child = await Child.start(s)
+        steps = [r.step async for r in child.reports()]
+        await child.wait()
+        return steps, child.bad_lines
+
+    assert run(go()) == ([2], 2)
+
+
+def test_inventory_without_a_driver_offers_cpu_slots() -> None:
+    result = read_inventory(cpu_slots=3)
+    if result.inventory.gpus:
+        pytest.skip("this machine has an NVIDIA driver")
+    assert result.inventory.cpu_slots == 3
+    assert "no NVIDIA driver" in result.note and "\n" not in result.note
