@@ -37,7 +37,7 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 
 proto: $(STAMP)
-	PATH=$(CURDIR)/$(VENV)/bin:$$PATH scripts/gen_proto.sh
+	PYTHON=$(CURDIR)/$(PY) scripts/gen_proto.sh
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache

@@ -85,6 +85,13 @@ class Hub:
         self.refused_reports = 0
         for study in store.list_studies(StudyState.RUNNING):
             self.studies[study.id] = self._rebuild(study)
+        # After a restart, give every node one full lease to reconnect before its attempts
+        # count as lost: the coordinator was away, not the nodes.
+        with store.atomic():
+            store.conn.execute(
+                "UPDATE attempts SET lease_deadline = MAX(lease_deadline, ?) WHERE state = 'running'",
+                (self.clock() + lease_seconds,),
+            )
 
     # scheduling state ----------------------------------------------------------------------
 

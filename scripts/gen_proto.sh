@@ -5,5 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-proto}"
 mkdir -p "$out"
-python -m grpc_tools.protoc -Iproto --python_out="$out" --grpc_python_out="$out" \
+"${PYTHON:-python}" -m grpc_tools.protoc -Iproto --python_out="$out" --grpc_python_out="$out" \
   --pyi_out="$out" proto/tunefleet/v1/*.proto
