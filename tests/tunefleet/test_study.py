@@ -1,0 +1,342 @@
+"""The study file: validation of every key, loading from disk, and the mapping round trip."""
+
+from __future__ import annotations
+
+import copy
+import math
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from tunefleet.errors import InvalidInputError
+from tunefleet.space import SearchSpace
+from tunefleet.study import (
+    MAX_TRIALS_LIMIT,
+    SCHEDULERS,
+    SEARCHERS,
+    Budget,
+    Fidelity,
+    Mode,
+    Resources,
+    SearchConfig,
+    StudySpec,
+    load_study_file,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+TEMPLATE = REPO / "client" / "templates" / "digits" / "study.toml"
+
+VALID: dict[str, Any] = {
+    "name": "digits-mlp",
+    "bundle": ".",
+    "entrypoint": "train.py",
+    "objective": {"metric": "val_loss", "mode": "min"},
+    "budget": {"max_trials": 60},
+    "search": {"searcher": "tpe", "scheduler": "hyperband", "seed": 0},
+    "fidelity": {"min": 1, "max": 27, "eta": 3},
+    "space": {
+        "lr": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True},
+        "hidden": {"type": "int", "low": 16, "high": 256, "log": True},
+        "activation": {"type": "categorical", "choices": ["relu", "gelu", "tanh"]},
+    },
+    "resources": {"gpus": 1, "min_gpu_memory_gb": 4},
+}
+
+
+def valid() -> dict[str, Any]:
+    return copy.deepcopy(VALID)
+
+
+def with_(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    """A change that sets the dotted ``path`` to ``value``."""
+
+    def change(data: dict[str, Any]) -> None:
+        *parents, last = path.split(".")
+        table = data
+        for key in parents:
+            table = table[key]
+        table[last] = value
+
+    return change
+
+
+def without(path: str) -> Callable[[dict[str, Any]], None]:
+    def change(data: dict[str, Any]) -> None:
+        *parents, last = path.split(".")
+        table = data
+        for key in parents:
+            table = table[key]
+        del table[last]
+
+    return change
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "value", "fragments"),
+    [
+        pytest.param(with_("search.searcher", "bayes"), "search.searcher", "bayes", SEARCHERS,
+                     id="unknown-searcher"),
+        pytest.param(with_("search.scheduler", "pbt"), "search.scheduler", "pbt", SCHEDULERS,
+                     id="unknown-scheduler"),
+        pytest.param(with_("search.seed", -1), "search.seed", -1, ("[0, ",), id="seed-negative"),
+        pytest.param(with_("search.seed", "0"), "search.seed", "0", ("integer",),
+                     id="seed-string"),
+        pytest.param(with_("fidelity", {"min": 5, "max": 3}), "fidelity", {"min": 5, "max": 3},
+                     ("min <= max", "low=5", "high=3"), id="fidelity-min-above-max"),
+        pytest.param(with_("fidelity.min", 0), "fidelity.min", 0, (">= 1",),
+                     id="fidelity-min-zero"),
+        pytest.param(with_("fidelity.max", 2.5), "fidelity.max", 2.5, ("integer",),
+                     id="fidelity-max-float"),
+        pytest.param(with_("fidelity.eta", 1), "fidelity.eta", 1, (">= 2",), id="eta-1"),
+        pytest.param(with_("fidelity.eta", 0), "fidelity.eta", 0, (">= 2",), id="eta-0"),
+        pytest.param(without("objective"), "objective", None, ("metric", "mode"),
+                     id="missing-objective"),
+        pytest.param(with_("objective", "val_loss"), "objective", "val_loss", ("table",),
+                     id="objective-not-table"),
+        pytest.param(without("objective.metric"), "objective.metric", None, ("trial.report",),
+                     id="missing-metric"),
+        pytest.param(with_("objective.metric", "val loss"), "objective.metric", "val loss",
+                     ("trial.report",), id="metric-not-identifier"),
+        pytest.param(with_("objective.mode", "minimize"), "objective.mode", "minimize",
+                     ("'min'", "'max'"), id="bad-mode"),
+        pytest.param(with_("budget.max_trials", 0), "budget.max_trials", 0,
+                     (f"[1, {MAX_TRIALS_LIMIT}]",), id="max-trials-zero"),
+        pytest.param(with_("budget.max_trials", -5), "budget.max_trials", -5, ("[1,",),
+                     id="max-trials-negative"),
+        pytest.param(with_("budget.max_trials", MAX_TRIALS_LIMIT + 1), "budget.max_trials",
+                     MAX_TRIALS_LIMIT + 1, (str(MAX_TRIALS_LIMIT),), id="max-trials-over-limit"),
+        pytest.param(with_("budget.max_trials", True), "budget.max_trials", True,
+                     ("integer",), id="max-trials-bool"),
+        pytest.param(with_("budget.max_trials", "10"), "budget.max_trials", "10",
+                     ("integer",), id="max-trials-string"),
+        pytest.param(with_("entrypoint", "../x.py"), "entrypoint", "../x.py", ("inside",),
+                     id="entrypoint-parent"),
+        pytest.param(with_("entrypoint", "src/../../x.py"), "entrypoint", "src/../../x.py",
+                     ("inside",), id="entrypoint-nested-parent"),
+        pytest.param(with_("entrypoint", "/abs.py"), "entrypoint", "/abs.py", ("inside",),
+                     id="entrypoint-absolute"),
+        pytest.param(with_("entrypoint", "src\\x.py"), "entrypoint", "src\\x.py", ("inside",),
+                     id="entrypoint-backslash"),
+        pytest.param(with_("entrypoint", "x.sh"), "entrypoint", "x.sh", (".py",),
+                     id="entrypoint-not-python"),
+        pytest.param(with_("entrypoint", 7), "entrypoint", 7, (".py",),
+                     id="entrypoint-not-str"),
+        pytest.param(with_("nmae", "x"), "nmae", "x", ("name", "space", "objective"),
+                     id="unknown-top-level-key"),
+        pytest.param(with_("objective.goal", "min"), "objective.goal", "min",
+                     ("metric", "mode"), id="unknown-objective-key"),
+        pytest.param(with_("budget.max_gpu_hours", 3), "budget.max_gpu_hours", 3,
+                     ("max_trials",), id="unknown-budget-key"),
+        pytest.param(with_("search.sampler", "tpe"), "search.sampler", "tpe",
+                     ("searcher", "scheduler", "seed"), id="unknown-search-key"),
+        pytest.param(with_("fidelity.step", 1), "fidelity.step", 1, ("min", "max", "eta"),
+                     id="unknown-fidelity-key"),
+        pytest.param(with_("resources.cpus", 4), "resources.cpus", 4,
+                     ("gpus", "min_gpu_memory_gb"), id="unknown-resources-key"),
+        pytest.param(with_("space.lr.step", 0.1), "space.lr.step", 0.1, ("low", "high"),
+                     id="unknown-space-key"),
+        pytest.param(with_("resources.gpus", -1), "resources.gpus", -1, ("[0, 64]",),
+                     id="gpus-negative"),
+        pytest.param(with_("resources.gpus", 65), "resources.gpus", 65, ("[0, 64]",),
+                     id="gpus-too-many"),
+        pytest.param(with_("resources.gpus", 1.0), "resources.gpus", 1.0, ("integer",),
+                     id="gpus-float"),
+        pytest.param(with_("resources.min_gpu_memory_gb", -1), "resources.min_gpu_memory_gb",
+                     -1, (">= 0",), id="gpu-memory-negative"),
+        pytest.param(with_("resources.min_gpu_memory_gb", -0.5), "resources.min_gpu_memory_gb",
+                     -0.5, (">= 0",), id="gpu-memory-negative-float"),
+        pytest.param(with_("resources.min_gpu_memory_gb", math.inf),
+                     "resources.min_gpu_memory_gb", math.inf, ("number",), id="gpu-memory-inf"),
+        pytest.param(with_("resources.min_gpu_memory_gb", "4"), "resources.min_gpu_memory_gb",
+                     "4", ("number",), id="gpu-memory-string"),
+        pytest.param(with_("resources.min_gpu_memory_gb", True), "resources.min_gpu_memory_gb",
+                     True, ("number",), id="gpu-memory-bool"),
+        pytest.param(with_("name", ""), "name", "", ("non-empty",), id="name-empty"),
+        pytest.param(with_("name", "   "), "name", "   ", ("non-empty",), id="name-blank"),
+        pytest.param(without("name"), "name", None, ("non-empty",), id="name-missing"),
+        pytest.param(with_("name", "x" * 101), "name", "x" * 101, ("100",), id="name-too-long"),
+        pytest.param(with_("name", 42), "name", 42, ("string",), id="name-not-str"),
+        pytest.param(with_("bundle", ""), "bundle", "", ("directory",), id="bundle-empty"),
+        pytest.param(with_("budget", 5), "budget", 5, ("table",), id="section-not-table"),
+        pytest.param(without("space"), "space", None, ("non-empty",), id="missing-space"),
+        pytest.param(with_("space", {}), "space", {}, ("non-empty",), id="empty-space"),
+    ],
+)
+def test_bad_study_names_field_value_and_allowed(
+    change: Callable[[dict[str, Any]], None], field: str, value: Any, fragments: tuple[str, ...]
+) -> None:
+    data = valid()
+    StudySpec.from_mapping(data)  # the base is valid, so the change is what breaks it
+    change(data)
+    before = copy.deepcopy(data)
+    with pytest.raises(InvalidInputError) as exc:
+        StudySpec.from_mapping(data)
+    err = exc.value
+    assert err.field == field
+    assert type(err.value) is type(value) and err.value == value
+    assert str(err).startswith(f"{field}: got {value!r}; "), str(err)
+    for fragment in fragments:
+        assert fragment in str(err), (fragment, str(err))
+    assert data == before  # validation never changes its input
+
+
+@pytest.mark.parametrize("searcher", [s for s in SEARCHERS if s != "grid"])
+def test_max_trials_is_required_unless_the_search_is_a_grid(searcher: str) -> None:
+    data = valid()
+    data["budget"] = {}
+    data["search"]["searcher"] = searcher
+    with pytest.raises(InvalidInputError) as exc:
+        StudySpec.from_mapping(data)
+    assert exc.value.field == "budget.max_trials" and exc.value.value is None
+    assert repr(searcher) in exc.value.allowed and "grid" in exc.value.allowed
+    data["search"]["searcher"] = "grid"
+    assert StudySpec.from_mapping(data).budget == Budget(max_trials=None)
+
+
+@pytest.mark.parametrize("value", [[], "study", None, 3])
+def test_study_must_be_a_table(value: Any) -> None:
+    with pytest.raises(InvalidInputError) as exc:
+        StudySpec.from_mapping(value)
+    assert exc.value.field == "study" and exc.value.value == type(value).__name__
+
+
+@pytest.mark.parametrize("entrypoint", ["train.py", "src/train.py", "./train.py", "a/b/c.py"])
+def test_relative_python_entrypoints_are_accepted(entrypoint: str) -> None:
+    data = valid()
+    data["entrypoint"] = entrypoint
+    assert StudySpec.from_mapping(data).entrypoint == entrypoint
+
+
+def test_defaults_fill_in_the_optional_keys() -> None:
+    data = {
+        "name": "minimal",
+        "objective": {"metric": "loss"},
+        "budget": {"max_trials": 3},
+        "space": {"x": {"type": "float", "low": 0, "high": 1}},
+    }
+    spec = StudySpec.from_mapping(data)
+    defaults = {f: StudySpec.__dataclass_fields__[f].default for f in ("entrypoint", "bundle")}
+    assert spec.entrypoint == defaults["entrypoint"] and spec.bundle == defaults["bundle"]
+    assert spec.objective.mode is Mode.MIN
+    assert spec.search == SearchConfig()
+    assert spec.fidelity == Fidelity()
+    assert spec.resources == Resources()
+    assert spec.budget == Budget(3)
+    assert spec.space == SearchSpace.from_mapping(data["space"])
+
+
+@pytest.mark.parametrize("low", [1, 4, 9])
+def test_fidelity_max_defaults_to_min(low: int) -> None:
+    data = valid()
+    data["fidelity"] = {"min": low}
+    assert StudySpec.from_mapping(data).fidelity.max == low
+
+
+def test_gpu_memory_is_stored_as_a_float() -> None:
+    data = valid()
+    data["resources"]["min_gpu_memory_gb"] = 6
+    res = StudySpec.from_mapping(data).resources
+    assert type(res.min_gpu_memory_gb) is float and res.min_gpu_memory_gb == 6
+
+
+@given(a=st.floats(allow_nan=False), b=st.floats(allow_nan=False))
+@settings(max_examples=50, deadline=None)
+def test_mode_better_is_strict_and_follows_the_direction(a: float, b: float) -> None:
+    assert Mode.MIN.better(a, b) == (a < b)
+    assert Mode.MAX.better(a, b) == (a > b)
+    assert not Mode.MIN.better(a, a) and not Mode.MAX.better(a, a)
+
+
+# --- files -------------------------------------------------------------------------------------
+
+
+def test_load_study_file_refuses_invalid_toml(tmp_path: Path) -> None:
+    path = tmp_path / "study.toml"
+    path.write_text('name = "x"\n[objective\nmetric = "loss"\n')
+    with pytest.raises(InvalidInputError) as exc:
+        load_study_file(path)
+    assert exc.value.field == "study file" and exc.value.value == str(path)
+    assert "TOML" in exc.value.allowed
+
+
+def test_load_study_file_refuses_non_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "study.toml"
+    path.write_bytes(b'name = "\xff\xfe"\n')
+    with pytest.raises(InvalidInputError) as exc:
+        load_study_file(path)
+    assert exc.value.field == "study file" and "TOML" in exc.value.allowed
+
+
+@pytest.mark.parametrize("kind", ["missing", "directory"])
+def test_load_study_file_refuses_an_unreadable_path(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "nope.toml"
+    if kind == "directory":
+        path.mkdir()
+    with pytest.raises(InvalidInputError) as exc:
+        load_study_file(str(path))
+    assert exc.value.field == "study file" and exc.value.value == str(path)
+    assert "readable" in exc.value.allowed
+
+
+def test_load_study_file_reports_schema_errors(tmp_path: Path) -> None:
+    path = tmp_path / "study.toml"
+    path.write_text(TEMPLATE.read_text().replace('searcher = "random"', 'searcher = "bayes"'))
+    with pytest.raises(InvalidInputError) as exc:
+        load_study_file(path)
+    assert exc.value.field == "search.searcher" and exc.value.value == "bayes"
+
+
+def test_the_digits_template_validates() -> None:
+    raw = tomllib.loads(TEMPLATE.read_text())
+    spec = load_study_file(TEMPLATE)
+    assert spec == StudySpec.from_mapping(raw)
+    assert spec.name == raw["name"] and spec.entrypoint == raw["entrypoint"]
+    assert spec.objective.metric == raw["objective"]["metric"]
+    assert spec.objective.mode.value == raw["objective"]["mode"]
+    assert spec.budget.max_trials == raw["budget"]["max_trials"]
+    assert (spec.fidelity.min, spec.fidelity.max) == (raw["fidelity"]["min"],
+                                                      raw["fidelity"]["max"])
+    assert list(spec.space) == list(raw["space"])
+    # The entrypoint exists next to the study and reports the objective metric.
+    train = (TEMPLATE.parent / spec.entrypoint).read_text()
+    assert f"{spec.objective.metric}=" in train
+    assert StudySpec.from_mapping(spec.to_mapping()) == spec
+
+
+# --- round trip --------------------------------------------------------------------------------
+
+
+def test_to_mapping_round_trips_the_example_study() -> None:
+    spec = StudySpec.from_mapping(valid())
+    mapping = spec.to_mapping()
+    assert StudySpec.from_mapping(mapping) == spec
+    assert StudySpec.from_mapping(mapping).to_mapping() == mapping
+
+
+def test_to_mapping_leaves_an_unset_budget_out() -> None:
+    data = valid()
+    data["budget"] = {}
+    data["search"]["searcher"] = "grid"
+    spec = StudySpec.from_mapping(data)
+    assert spec.to_mapping()["budget"] == {}
+    assert StudySpec.from_mapping(spec.to_mapping()) == spec
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_to_mapping_from_mapping_round_trip(
+    data: st.DataObject, study_strategy: st.SearchStrategy[dict[str, Any]]
+) -> None:
+    table = data.draw(study_strategy)
+    spec = StudySpec.from_mapping(table)
+    mapping = spec.to_mapping()
+    again = StudySpec.from_mapping(mapping)
+    assert again == spec
+    assert again.to_mapping() == mapping
+    assert spec.name == table["name"] and spec.bundle == table["bundle"]
+    assert spec.search.seed == table["search"]["seed"]
+    assert spec.fidelity == Fidelity(**table["fidelity"])
