@@ -55,6 +55,8 @@ class Matern52GP:
         self.theta = np.concatenate([np.full(dim, math.log(0.5)), [0.0, math.log(1e-2)]])
         self._lo = np.concatenate([np.full(dim, math.log(0.01)), [math.log(0.05), math.log(1e-6)]])
         self._hi = np.concatenate([np.full(dim, math.log(20.0)), [math.log(20.0), math.log(0.5)]])
+        self.fitted = False
+        self.fitted_on = 0  # how many observations the hyperparameters were last fitted on
 
     @staticmethod
     def _kernel(x1: np.ndarray, x2: np.ndarray, ls: np.ndarray, sf2: float) -> np.ndarray:
@@ -90,10 +92,13 @@ class Matern52GP:
         grad[: d + 1] += dev / 1.5**2
         return float(nll), grad
 
-    def fit(self, x: np.ndarray, y: np.ndarray, max_iter: int = 60) -> None:
+    def fit(self, x: np.ndarray, y: np.ndarray, max_iter: int = 50) -> None:
         """Fit the hyperparameters (warm-started from the last fit) and condition on ``(x, y)``."""
         best_theta, best_val = self.theta, math.inf
-        starts = [self.theta, np.concatenate([np.full(self.dim, math.log(0.5)), [0.0, -4.6]])]
+        default = np.concatenate([np.full(self.dim, math.log(0.5)), [0.0, math.log(1e-2)]])
+        starts = [self.theta] if self.fitted else [default]
+        if self.fitted and len(y) < 100:
+            starts.append(default)
         for start in starts:
             result = minimize(
                 self._neg_lml, np.clip(start, self._lo, self._hi), args=(x, y), jac=True,
@@ -103,13 +108,18 @@ class Matern52GP:
             if np.isfinite(result.fun) and result.fun < best_val:
                 best_theta, best_val = np.asarray(result.x), float(result.fun)
         self.theta = best_theta
+        self.fitted, self.fitted_on = True, len(y)
         self.condition(x, y)
 
-    def condition(self, x: np.ndarray, y: np.ndarray) -> None:
-        """Condition on ``(x, y)`` with the current hyperparameters."""
+    def condition(self, x: np.ndarray, y: np.ndarray, exact: int = 0) -> None:
+        """Condition on ``(x, y)`` with the current hyperparameters; the last ``exact`` points
+        are taken as noise-free (fantasies of pending trials, so no variance is left there)."""
         d = self.dim
         ls, sf2, sn2 = np.exp(self.theta[:d]), math.exp(self.theta[d]), math.exp(self.theta[d + 1])
-        kn = self._kernel(x, x, ls, sf2) + (sn2 + 1e-6) * np.eye(len(x))
+        noise = np.full(len(x), sn2 + 1e-6)
+        if exact:
+            noise[len(x) - exact:] = 1e-6
+        kn = self._kernel(x, x, ls, sf2) + np.diag(noise)
         self._x, self._chol = x, np.linalg.cholesky(kn)
         self._alpha = cho_solve((self._chol, True), y)
 
@@ -144,19 +154,22 @@ def standardise(y: np.ndarray) -> np.ndarray:
 
 
 class GPSearcher(Searcher):
-    """GP with expected improvement; pending trials enter as fantasies (kriging believer).
+    """GP with expected improvement; pending trials enter as fantasies (a pessimistic liar).
 
     Contract: the first ``n_startup`` trials, and every trial while fewer than ``n_startup``
     trials have results, get scrambled-Sobol points. Each suggestion refits the GP on the
     fitted level (see :class:`~coordinator.scheduling._history.TrialHistory`); trials that
-    stopped below it count with the worst observed score; pending trials are added at the
-    posterior mean, which removes the model's uncertainty around them so EI looks elsewhere.
+    stopped below it count with the worst observed score; pending trials are added, noise-free,
+    with the worst observed score too (a constant liar), which removes the model's hope around
+    them so that a burst of suggestions spreads out.
     At most ``max_points`` observations are used (the best half and an even spread of the rest).
+    Hyperparameters are refitted once the data grew by ``refit_growth`` since the last fit (or
+    shrank, when the fitted level changes); in between the GP is only conditioned on new data.
     """
 
     def __init__(
         self, space: SearchSpace, seed: int, n_startup: int | None = None,
-        n_candidates: int = 1024, max_points: int = 300,
+        n_candidates: int = 1024, max_points: int = 200, refit_growth: float = 1.1,
     ) -> None:
         super().__init__(space, seed)
         if n_candidates < 1:
@@ -168,6 +181,7 @@ class GPSearcher(Searcher):
             raise InvalidInputError("n_startup", n_startup, "must be >= 2")
         self.n_candidates = n_candidates
         self.max_points = max_points
+        self.refit_growth = refit_growth
         self._columns = _encode_columns(space)
         self._sobol = SobolPoints(len(space), seed)
         self._history = TrialHistory(len(space))
@@ -199,12 +213,19 @@ class GPSearcher(Searcher):
             x_unit = np.concatenate([x_unit, below])
             scores = np.concatenate([scores, np.full(len(below), scores.max())])
         x = encode(x_unit, self._columns)
-        self._gp.fit(x, scores)
+        if self._gp.fitted and len(scores) < self.refit_growth * self._gp.fitted_on and (
+            len(scores) >= self._gp.fitted_on
+        ):
+            self._gp.condition(x, scores)  # hyperparameters still fresh: only condition
+        else:
+            self._gp.fit(x, scores)
         best = float(scores.min())
         if len(data.pending):
             xp = encode(data.pending, self._columns)
-            fantasy, _ = self._gp.predict(xp)
-            self._gp.condition(np.concatenate([x, xp]), np.concatenate([scores, fantasy]))
+            fantasy = np.full(len(xp), float(scores.max()))
+            self._gp.condition(
+                np.concatenate([x, xp]), np.concatenate([scores, fantasy]), exact=len(xp)
+            )
         candidates = self._candidates(rng, x_unit[np.argsort(scores)[:5]])
         mean, std = self._gp.predict(encode(candidates, self._columns))
         acq = log_expected_improvement(mean, std, best)

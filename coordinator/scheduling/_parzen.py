@@ -120,17 +120,27 @@ class ParzenEstimator:
             return np.zeros(c)
         log_k = np.zeros((c, self.n))
         if len(kinds.numeric):
-            z = (x[:, None, kinds.numeric] - self.mu[None, :, :]) / self.sigma
-            log_k += (-0.5 * z * z).sum(axis=2)
+            # squared Mahalanobis distances as one matrix product: |a|^2 + |b|^2 - 2 a.b
+            xs = x[:, kinds.numeric] / self.sigma
+            ms = self.mu / self.sigma
+            sq = (xs * xs).sum(axis=1)[:, None] + (ms * ms).sum(axis=1)[None, :] - 2.0 * xs @ ms.T
+            log_k -= 0.5 * np.maximum(sq, 0.0)
             log_k -= (np.log(self.sigma).sum() + _LOG_SQRT_2PI * len(kinds.numeric))
             log_k -= self._log_mass.sum(axis=1)[None, :]
         if len(kinds.categorical):
             k = kinds.n_choices
             idx = np.minimum((x[:, kinds.categorical] * k).astype(int), k - 1)
-            same = idx[:, None, :] == self.cat_index[None, :, :]
             p_same = np.log(1.0 - self.cat_other)
             p_other = np.log(self.cat_other / np.maximum(k - 1, 1) + 1e-300)
-            log_k += np.where(same, p_same, p_other).sum(axis=2)
+            # one-hot codes over all choices of all categorical dimensions
+            offsets = np.concatenate([[0], np.cumsum(k)[:-1]])
+            total = int(k.sum())
+            x_code = np.zeros((c, total))
+            x_code[np.arange(c)[:, None], offsets + idx] = 1.0
+            c_code = np.zeros((self.n, total))
+            c_code[np.arange(self.n)[:, None], offsets + self.cat_index] = 1.0
+            gain = np.repeat(p_same - p_other, k)
+            log_k += (x_code * gain) @ c_code.T + p_other.sum()
         stacked = np.concatenate(
             [log_k + self.log_w_kernel, np.full((c, 1), self.log_w_prior + self._log_prior())],
             axis=1,

@@ -1,0 +1,116 @@
+"""Known-answer tests of ASHA, asynchronous Hyperband and the median stopping rule."""
+
+from __future__ import annotations
+
+import pytest
+from tunefleet.errors import InvalidInputError
+from tunefleet.study import Fidelity
+
+from coordinator.scheduling import (
+    ASHAScheduler,
+    Decision,
+    HyperbandScheduler,
+    MedianStoppingScheduler,
+)
+from coordinator.scheduling._asha import rung_levels
+
+C, S = Decision.CONTINUE, Decision.STOP
+
+
+def test_rung_levels() -> None:
+    assert rung_levels(Fidelity(1, 27, 3)) == [1, 3, 9]
+    assert rung_levels(Fidelity(2, 20, 3)) == [2, 6, 18]
+    assert rung_levels(Fidelity(5, 5, 3)) == []
+    with pytest.raises(InvalidInputError, match="fidelity"):
+        rung_levels(Fidelity(3, 2, 3))
+
+
+def test_asha_promotions_and_stops_on_hand_made_curves() -> None:
+    asha = ASHAScheduler(Fidelity(1, 9, 3), trust_threshold=None)
+    assert asha.levels == [1, 3]
+    script = [
+        # (trial, step, value, expected decision)
+        (0, 1, 1.0, C),  # first at rung 1: always continues
+        (0, 2, 0.8, C),  # between rungs: nothing to judge
+        (1, 1, 2.0, S),  # rung 1 holds [1.0, 2.0]; 1/3 quantile 1.33
+        (2, 1, 0.5, C),  # [0.5, 1.0, 2.0] -> 0.83
+        (0, 3, 0.5, C),  # first at rung 3
+        (2, 3, 0.4, C),  # rung 3 [0.5, 0.4] -> 0.43
+        (3, 1, 0.9, C),  # rung 1 [0.5, 0.9, 1.0, 2.0] -> 0.9 (ties continue)
+        (3, 3, 0.6, S),  # rung 3 [0.4, 0.5, 0.6] -> 0.47
+        (4, 2, 3.0, S),  # step 2 passes rung 1: [0.5, 0.9, 1.0, 2.0, 3.0] -> 0.93
+        (0, 9, 0.3, C),  # max fidelity: never stopped
+        (2, 9, 9.9, C),
+    ]
+    got = [asha.on_report(t, step, v) for t, step, v, _ in script]
+    assert got == [d for *_, d in script]
+
+
+def test_asha_judges_every_rung_a_jump_passes() -> None:
+    asha = ASHAScheduler(Fidelity(1, 27, 3), trust_threshold=None)
+    assert asha.on_report(0, 1, 1.0) is C
+    assert asha.on_report(0, 3, 1.0) is C
+    # trial 1 jumps from nothing to step 5: judged at rung 1 (good) then rung 3 (bad)
+    assert asha.on_report(1, 1, 0.5) is C
+    assert asha.on_report(2, 5, 2.0) is S
+
+
+def test_untrusted_rung_stops_no_one_while_curves_cross() -> None:
+    def feed(asha: ASHAScheduler) -> Decision:
+        # six trials: each new one looks best early, yet ends worse than all before it
+        for i in range(6):
+            assert asha.on_report(i, 1, 10.0 - i) is C
+            assert asha.on_report(i, 3, 9.5 - i) is C
+            assert asha.on_report(i, 9, float(i)) is C
+        return asha.on_report(6, 1, 100.0)
+
+    assert feed(ASHAScheduler(Fidelity(1, 9, 3), trust_threshold=None)) is S
+    assert feed(ASHAScheduler(Fidelity(1, 9, 3), trust_threshold=0.1)) is C
+
+
+def test_hyperband_brackets_are_a_function_of_seed_and_trial() -> None:
+    fid = Fidelity(1, 27, 3)
+    a, b = HyperbandScheduler(fid, seed=3), HyperbandScheduler(fid, seed=3)
+    ids = list(range(400))
+    forward = [a.bracket(i) for i in ids]
+    backward = [b.bracket(i) for i in reversed(ids)][::-1]
+    assert forward == backward
+    assert set(forward) == {0, 1, 2, 3}
+    # Hyperband proportions 27 : 12 : 6 : 4
+    assert a.bracket_probabilities.round(3).tolist() == [0.551, 0.245, 0.122, 0.082]
+    assert forward.count(0) > forward.count(1) > forward.count(2) > 0
+    assert [HyperbandScheduler(fid, seed=4).bracket(i) for i in ids] != forward
+
+
+def test_hyperband_brackets_first_judge_at_their_own_rung() -> None:
+    fid = Fidelity(1, 27, 3)
+    hb = HyperbandScheduler(fid, seed=0, trust_threshold=None)
+    by_bracket: dict[int, list[int]] = {}
+    for i in range(200):
+        by_bracket.setdefault(hb.bracket(i), []).append(i)
+    # the last bracket never stops anyone, however bad
+    for n, t in enumerate(by_bracket[3][:5]):
+        for step in (1, 3, 9, 27):
+            assert hb.on_report(t, step, 100.0 + n) is C
+    # bracket 1 judges at step 3 first: a bad trial survives step 1 and stops at 3
+    first, second = by_bracket[1][:2]
+    assert hb.on_report(first, 3, 1.0) is C
+    assert hb.on_report(second, 1, 50.0) is C
+    assert hb.on_report(second, 3, 50.0) is S
+    # bracket 0 judges at step 1, on its own records (bracket 1's values do not count)
+    a, b = by_bracket[0][:2]
+    assert hb.on_report(a, 1, 60.0) is C
+    assert hb.on_report(b, 1, 70.0) is S
+
+
+def test_median_stopping_rule() -> None:
+    med = MedianStoppingScheduler(Fidelity(1, 10, 3), grace_step=2, min_trials=3)
+    for t, v in enumerate([1.0, 2.0, 3.0]):
+        for step in range(1, 5):
+            assert med.on_report(t, step, v) is C  # fewer than three peers so far, or good
+    assert med.on_report(3, 1, 2.5) is C  # within the grace period
+    assert med.on_report(3, 2, 2.5) is S  # peers' running averages [1, 2, 3]: median 2
+    assert med.on_report(4, 2, 1.5) is C
+    assert med.on_report(5, 10, 99.0) is C  # at max fidelity nothing stops
+    with pytest.raises(InvalidInputError, match="min_trials"):
+        MedianStoppingScheduler(Fidelity(1, 10, 3), min_trials=0)
