@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from hypothesis import strategies as st
+
 from tunefleet.study import SCHEDULERS, SEARCHERS
 
 # Identifiers, so they are valid parameter and metric names.

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from tunefleet import bundle
 from tunefleet.bundle import (
     MANIFEST_NAME,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from tunefleet.envelope import open_envelope, seal
 from tunefleet.errors import SignatureError
 from tunefleet.keys import Identity

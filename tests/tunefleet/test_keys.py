@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, rsa
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from tunefleet.errors import SignatureError, TunefleetError
 from tunefleet.keys import PUBLIC_KEY_SIZE, Identity, key_id_of, load, load_or_create, verify
 

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from tunefleet.errors import InvalidInputError
 from tunefleet.serde import (
     params_from_proto,

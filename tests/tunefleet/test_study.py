@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from tunefleet.errors import InvalidInputError
 from tunefleet.space import SearchSpace
 from tunefleet.study import (

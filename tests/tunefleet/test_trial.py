@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from tunefleet import trial
 from tunefleet.errors import InvalidInputError
 from tunefleet.trial import ENV_CONTROL_FD, ENV_REPORT_FD, ENV_TRIAL, TrialContext
