@@ -15,16 +15,15 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from client.config import ENV_COORDINATOR, key_path, researcher_identity
+from client.local import LocalCluster
+from client.results import StudyStatus, TrialResult
+from client.sdk import Client
 from tunefleet.errors import InvalidInputError, TunefleetError
 from tunefleet.keys import load, load_or_create
 from tunefleet.space import CategoricalParam, IntParam
 from tunefleet.study import StudySpec, load_study_file
 from tunefleet.trial import ENV_TRIAL
-
-from client.config import ENV_COORDINATOR, key_path, researcher_identity
-from client.local import LocalCluster
-from client.results import StudyStatus, TrialResult
-from client.sdk import Client
 
 __all__ = ["main"]
 

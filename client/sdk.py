@@ -19,6 +19,8 @@ from pathlib import Path
 from types import TracebackType
 
 import grpc
+
+from client.results import StudyStatus, TrialResult, status_from_proto, trial_from_proto
 from tunefleet import serde
 from tunefleet.bundle import SignedBundle, pack_directory
 from tunefleet.envelope import seal
@@ -26,8 +28,6 @@ from tunefleet.errors import TunefleetError
 from tunefleet.keys import Identity
 from tunefleet.study import StudySpec, load_study_file
 from tunefleet.v1 import common_pb2, researcher_pb2, researcher_pb2_grpc
-
-from client.results import StudyStatus, TrialResult, status_from_proto, trial_from_proto
 
 __all__ = ["Client", "CoordinatorError", "build_bundle"]
 

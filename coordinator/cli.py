@@ -12,12 +12,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tunefleet.errors import TunefleetError
-from tunefleet.v1 import node_pb2
-
 from coordinator.models import TrialState
 from coordinator.server import CoordinatorServer
 from coordinator.store import Store
+from tunefleet.errors import TunefleetError
+from tunefleet.v1 import node_pb2
 
 __all__ = ["main"]
 

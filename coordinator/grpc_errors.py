@@ -7,6 +7,8 @@ from collections.abc import Awaitable, Callable
 from typing import NoReturn, TypeVar
 
 import grpc
+
+from coordinator.hub import PermissionDeniedError
 from tunefleet.errors import (
     BundleError,
     InvalidInputError,
@@ -14,8 +16,6 @@ from tunefleet.errors import (
     SignatureError,
     StateError,
 )
-
-from coordinator.hub import PermissionDeniedError
 
 __all__ = ["status_of", "abort_with", "guarded"]
 

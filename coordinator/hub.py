@@ -18,14 +18,13 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from coordinator.models import Attempt, AttemptState, Study, StudyState, Trial, TrialState
+from coordinator.scheduling import AskStatus, Decision, Tuner, build_tuner, check_available
+from coordinator.store import Store
 from tunefleet import serde
 from tunefleet.errors import InvalidInputError, NotFoundError, StateError
 from tunefleet.study import StudySpec
 from tunefleet.v1 import common_pb2, node_pb2
-
-from coordinator.models import Attempt, AttemptState, Study, StudyState, Trial, TrialState
-from coordinator.scheduling import AskStatus, Decision, Tuner, build_tuner, check_available
-from coordinator.store import Store
 
 __all__ = ["Hub", "Outbox", "StudyView", "NodeSession", "PermissionDeniedError"]
 

@@ -13,11 +13,11 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 import grpc
+
+from coordinator.grpc_errors import abort_with, guarded
 from tunefleet.envelope import open_envelope
 from tunefleet.errors import InvalidInputError, NotFoundError, SignatureError
 from tunefleet.v1 import common_pb2, node_pb2, node_pb2_grpc
-
-from coordinator.grpc_errors import abort_with, guarded
 
 if TYPE_CHECKING:
     from coordinator.server import CoordinatorServer

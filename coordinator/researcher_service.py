@@ -8,16 +8,16 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 import grpc
+
+from coordinator.grpc_errors import guarded
+from coordinator.models import StudyState
+from coordinator.views import study_info_to_proto, trial_info_to_proto
 from tunefleet import serde
 from tunefleet.bundle import MAX_BUNDLE_BYTES, verify_bundle
 from tunefleet.envelope import open_envelope
 from tunefleet.errors import InvalidInputError, SignatureError
 from tunefleet.keys import key_id_of
 from tunefleet.v1 import common_pb2, researcher_pb2, researcher_pb2_grpc
-
-from coordinator.grpc_errors import guarded
-from coordinator.models import StudyState
-from coordinator.views import study_info_to_proto, trial_info_to_proto
 
 if TYPE_CHECKING:
     from coordinator.server import CoordinatorServer

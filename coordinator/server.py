@@ -8,13 +8,13 @@ import logging
 from pathlib import Path
 
 import grpc
-from tunefleet.v1 import node_pb2, node_pb2_grpc, researcher_pb2_grpc
 
 from coordinator.hub import Hub, Outbox
 from coordinator.hub_thread import HubThread
 from coordinator.node_service import NodeServicer
 from coordinator.researcher_service import ResearcherServicer
 from coordinator.store import Store
+from tunefleet.v1 import node_pb2, node_pb2_grpc, researcher_pb2_grpc
 
 __all__ = ["CoordinatorServer", "MAX_MESSAGE_BYTES"]
 

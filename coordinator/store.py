@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import sqlite_utils
-from tunefleet.errors import NotFoundError
 
 from coordinator.migrations import migrate
 from coordinator.models import (
@@ -27,6 +26,7 @@ from coordinator.models import (
     Trial,
     TrialState,
 )
+from tunefleet.errors import NotFoundError
 
 __all__ = ["Store", "SchedulerEvent"]
 

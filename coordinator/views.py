@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from tunefleet import serde
-from tunefleet.v1 import common_pb2, researcher_pb2
-
 from coordinator.hub import StudyView
 from coordinator.models import Trial, TrialState
+from tunefleet import serde
+from tunefleet.v1 import common_pb2, researcher_pb2
 
 __all__ = ["study_info_to_proto", "trial_info_to_proto"]
 

@@ -20,16 +20,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+
+from node_agent.bundle_cache import BundleCache, TrustPolicy
+from node_agent.inventory import read_inventory
+from node_agent.runner import Child, ChildSpec
 from tunefleet import serde
 from tunefleet.bundle import MAX_BUNDLE_BYTES
 from tunefleet.envelope import seal
 from tunefleet.errors import BundleError
 from tunefleet.keys import Identity
 from tunefleet.v1 import common_pb2, node_pb2, node_pb2_grpc
-
-from node_agent.bundle_cache import BundleCache, TrustPolicy
-from node_agent.inventory import read_inventory
-from node_agent.runner import Child, ChildSpec
 
 __all__ = ["Agent", "AgentConfig"]
 

@@ -13,11 +13,11 @@ import sys
 from pathlib import Path
 
 from google.protobuf.json_format import MessageToDict
-from tunefleet.errors import TunefleetError
-from tunefleet.keys import load_or_create
 
 from node_agent.agent import Agent, AgentConfig
 from node_agent.inventory import read_inventory
+from tunefleet.errors import TunefleetError
+from tunefleet.keys import load_or_create
 
 __all__ = ["main"]
 

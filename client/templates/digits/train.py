@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from sklearn.datasets import load_digits
 from torch import nn
+
 from tunefleet import trial
 
 DEFAULTS = {
