@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import random
@@ -45,6 +46,7 @@ class AgentConfig:
     trusted_publishers: set[str] = field(default_factory=set)
     stop_grace: float = 5.0
     max_backoff: float = 30.0
+    ack_log: Path | None = None  # appends one JSON line per acknowledged report (audits)
 
 
 @dataclass
@@ -214,8 +216,10 @@ class Agent:
         elif kind == "report_ack":
             ack = message.report_ack
             running = self.attempts.get(ack.attempt_id)
-            if running is not None:
-                running.unacked.pop(ack.seq, None)
+            if running is not None and running.unacked.pop(ack.seq, None) is not None:
+                if self.config.ack_log is not None:
+                    with open(self.config.ack_log, "a") as log_file:
+                        log_file.write(json.dumps({"attempt": ack.attempt_id, "seq": ack.seq}) + "\n")
                 if ack.decision == "stop":
                     self._stop_attempt(running, "stopped by the scheduler")
         elif kind == "stop":

@@ -61,6 +61,10 @@ def _parser() -> argparse.ArgumentParser:
         "--max-backoff", type=float, default=30.0,
         help="longest wait in seconds between reconnect attempts (default: 30)",
     )
+    start.add_argument(
+        "--ack-log", type=Path, default=None, metavar="FILE",
+        help="append a JSON line for every report the coordinator acknowledged (for audits)",
+    )
     start.add_argument("-v", "--verbose", action="store_true", help="log every trial")
     inv = sub.add_parser("inventory", help="show the GPUs NVML reports and exit")
     inv.add_argument("--json", action="store_true", help="print JSON")
@@ -76,7 +80,7 @@ async def _start(args: argparse.Namespace, home: Path) -> None:
     config = AgentConfig(
         coordinator=args.coordinator, home=home, name=args.name or os.uname().nodename,
         cpu_slots=args.slots, trusted_publishers=set(args.trust), stop_grace=args.stop_grace,
-        max_backoff=args.max_backoff,
+        max_backoff=args.max_backoff, ack_log=args.ack_log,
     )
     agent = Agent(config, identity)
     if created:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
 import math
 import os
@@ -77,6 +78,16 @@ def _environment(spec: ChildSpec, report_fd: int, control_fd: int) -> dict[str, 
     return env
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def _in_child() -> None:
+    """Runs in the child between fork and exec: it dies with the agent, even on SIGKILL."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 class Child:
     """A started training process. Iterate :meth:`reports`, then await :meth:`wait`."""
 
@@ -105,7 +116,7 @@ class Child:
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=open(spec.workdir / "stdout.log", "wb"),  # noqa: SIM115
                 stderr=open(spec.workdir / "stderr.log", "wb"),  # noqa: SIM115
-                start_new_session=True,
+                start_new_session=True, preexec_fn=_in_child,
             )
         finally:
             os.close(report_w)

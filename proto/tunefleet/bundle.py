@@ -17,6 +17,7 @@ import io
 import json
 import os
 import tarfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -111,11 +112,27 @@ def verify_bundle(data: bytes, digest: str, publisher_key: bytes, signature: byt
         raise BundleError(f"bundle {digest[:12]} has no valid publisher signature: {exc}") from None
 
 
-def _open_tar(data: bytes) -> tarfile.TarFile:
+def _decompress(data: bytes) -> bytes:
+    """Gunzip with a ceiling, so a small bundle cannot inflate into memory without bound.
+
+    The ceiling is the members' size limit plus room for tar headers and padding (an eighth
+    of the limit and 1 MiB: over 1.5 KiB for each of the allowed members).
+    """
+    limit = MAX_UNPACKED_BYTES + MAX_UNPACKED_BYTES // 8 + 1024 * 1024
+    inflater = zlib.decompressobj(wbits=31)
     try:
-        raw = gzip.decompress(data)
-    except (OSError, EOFError) as exc:
+        raw = inflater.decompress(data, limit)
+        if inflater.unconsumed_tail:
+            raise BundleError(f"bundle inflates to more than {limit} bytes")
+        if not inflater.eof:
+            raise BundleError("bundle is not gzip data: the stream is truncated")
+    except zlib.error as exc:
         raise BundleError(f"bundle is not gzip data: {exc}") from None
+    return raw
+
+
+def _open_tar(data: bytes) -> tarfile.TarFile:
+    raw = _decompress(data)
     try:
         return tarfile.open(fileobj=io.BytesIO(raw), mode="r:")
     except tarfile.TarError as exc:
@@ -127,10 +144,23 @@ def _checked_members(tar: tarfile.TarFile) -> list[tarfile.TarInfo]:
     if len(members) > MAX_MEMBERS:
         raise BundleError(f"bundle has {len(members)} entries, over the limit of {MAX_MEMBERS}")
     total = 0
+    files: set[PurePosixPath] = set()
+    dirs: set[PurePosixPath] = set()
     for m in members:
         path = PurePosixPath(m.name)
         if path.is_absolute() or ".." in path.parts or m.name.startswith("/") or "\\" in m.name:
             raise BundleError(f"bundle entry {m.name!r} leaves the bundle directory")
+        if m.isfile():
+            if path in files or path in dirs or not path.parts or path == PurePosixPath("."):
+                raise BundleError(f"bundle entry {m.name!r} appears twice or has no name")
+            files.add(path)
+        else:
+            if path in files:
+                raise BundleError(f"bundle entry {m.name!r} is both a file and a directory")
+            dirs.add(path)
+        for parent in path.parents:
+            if parent in files:
+                raise BundleError(f"bundle entry {m.name!r} lies under the file {str(parent)!r}")
         if not (m.isfile() or m.isdir()):
             raise BundleError(f"bundle entry {m.name!r} is a link or device file, which is refused")
         total += m.size

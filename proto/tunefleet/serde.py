@@ -29,6 +29,8 @@ def value_to_proto(value: ParamValue) -> common_pb2.ParamValue:
     if isinstance(value, bool):
         return common_pb2.ParamValue(bool_value=value)
     if isinstance(value, int):
+        if not -(2**63) <= value < 2**63:
+            raise InvalidInputError("value", value, "must fit in a signed 64-bit integer")
         return common_pb2.ParamValue(int_value=value)
     if isinstance(value, float):
         return common_pb2.ParamValue(float_value=value)

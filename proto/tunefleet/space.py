@@ -169,6 +169,8 @@ def _param_from_mapping(name: str, spec: Any) -> Param:
                 )
         seen: list[ParamValue] = []
         for choice in choices:
+            if isinstance(choice, float) and not math.isfinite(choice):
+                raise InvalidInputError(f"{where}.choices", choice, "choices must be finite")
             if any(type(c) is type(choice) and c == choice for c in seen):
                 raise InvalidInputError(f"{where}.choices", choice, "choices must be distinct")
             seen.append(choice)
@@ -180,6 +182,10 @@ def _param_from_mapping(name: str, spec: Any) -> Param:
     if not isinstance(log, bool):
         raise InvalidInputError(f"{where}.log", log, "must be true or false")
     for key, value in (("low", low), ("high", high)):
+        if isinstance(value, int) and not isinstance(value, bool) and not (
+            -(2**63) <= value < 2**63
+        ):
+            raise InvalidInputError(f"{where}.{key}", value, "must fit in a signed 64-bit integer")
         if not _is_number(value) or not math.isfinite(float(value)):
             raise InvalidInputError(f"{where}.{key}", value, "must be a finite number")
         if kind == "int" and not float(value).is_integer():
@@ -233,7 +239,10 @@ class SearchSpace(Mapping[str, Param]):
         return len(self._params)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, SearchSpace) and self._params == other._params
+        # Order matters: it fixes the coordinates of the unit cube.
+        return isinstance(other, SearchSpace) and list(self._params.items()) == list(
+            other._params.items()
+        )
 
     def __hash__(self) -> int:
         return hash(tuple(self._params.items()))

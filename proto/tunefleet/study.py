@@ -35,9 +35,10 @@ __all__ = [
 
 SEARCHERS = ("grid", "random", "quasirandom", "tpe", "gp")
 SCHEDULERS = ("fifo", "asha", "hyperband", "median")
-DEFAULT_SEARCHER = "random"
-DEFAULT_SCHEDULER = "fifo"
+DEFAULT_SEARCHER = "tpe"
+DEFAULT_SCHEDULER = "hyperband"
 MAX_TRIALS_LIMIT = 1_000_000
+MAX_STEP = 10**9
 
 
 class Mode(enum.Enum):
@@ -241,13 +242,13 @@ def _search(table: Mapping[str, Any]) -> SearchConfig:
 
 def _fidelity(table: Mapping[str, Any]) -> Fidelity:
     _check_keys("fidelity", table, {"min", "max", "eta"})
-    low = _int("fidelity.min", table.get("min", 1), 1)
-    high = _int("fidelity.max", table.get("max", max(low, 1)), 1)
+    low = _int("fidelity.min", table.get("min", 1), 1, MAX_STEP)
+    high = _int("fidelity.max", table.get("max", max(low, 1)), 1, MAX_STEP)
     if low > high:
         raise InvalidInputError(
             "fidelity", {"min": low, "max": high}, f"`min <= max` must hold, but got ({low=}, {high=})"
         )
-    eta = _int("fidelity.eta", table.get("eta", 3), 2)
+    eta = _int("fidelity.eta", table.get("eta", 3), 2, 1000)
     return Fidelity(low, high, eta)
 
 

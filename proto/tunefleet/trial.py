@@ -64,7 +64,9 @@ class TrialContext:
             raise InvalidInputError("metrics", metrics, "give at least one, e.g. val_loss=0.3")
         clean: dict[str, float] = {}
         for name, value in metrics.items():
-            if isinstance(value, bool):
+            if isinstance(value, (bool, str, bytes, bytearray)) or not hasattr(
+                type(value), "__float__"
+            ):
                 raise InvalidInputError(f"metrics.{name}", value, "must be a number")
             try:
                 clean[name] = float(value)

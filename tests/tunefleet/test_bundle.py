@@ -393,12 +393,6 @@ def _corrupt_deflate() -> bytes:
     return bytes(data)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG bundle.py _open_tar: a corrupt deflate stream raises zlib.error, which is "
-    "neither OSError nor EOFError, so it escapes as a non-TunefleetError (the agent's "
-    "_run_attempt only catches BundleError/OSError)",
-)
 def test_safe_unpack_refuses_a_corrupt_deflate_stream(sandbox: tuple[Path, Path]) -> None:
     root, target = sandbox
     with pytest.raises(BundleError):
@@ -406,21 +400,11 @@ def test_safe_unpack_refuses_a_corrupt_deflate_stream(sandbox: tuple[Path, Path]
     assert_nothing_written(root, target)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG bundle.py read_manifest/_open_tar: same as above, zlib.error escapes",
-)
 def test_read_manifest_refuses_a_corrupt_deflate_stream() -> None:
     with pytest.raises(BundleError):
         read_manifest(_corrupt_deflate())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG bundle.py _checked_members: duplicate member names are not refused; "
-    "safe_unpack writes the first copy, then fails on the second with FileExistsError "
-    "(not BundleError), leaving a partial tree",
-)
 @pytest.mark.parametrize(
     "names",
     [["a.txt", "a.txt"], ["a", "a/b.txt"], [".", "x"]],
@@ -435,13 +419,6 @@ def test_safe_unpack_refuses_conflicting_members(
     assert_nothing_written(root, target)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG bundle.py _open_tar: gzip.decompress inflates the whole stream into memory "
-    "before any limit is checked, so the archive's decompressed size is unbounded (a 64 MiB "
-    "bundle can inflate to ~64 GiB on the provider); MAX_UNPACKED_BYTES only bounds the "
-    "members' declared sizes",
-)
 def test_safe_unpack_bounds_the_decompressed_size(
     sandbox: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:

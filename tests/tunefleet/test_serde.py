@@ -82,12 +82,6 @@ def test_unsupported_values_are_refused(value: Any) -> None:
     assert exc.value.field == "value" and exc.value.value is value
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG serde.py value_to_proto: an int outside int64 raises protobuf's bare ValueError "
-    "('Value out of range') instead of InvalidInputError naming the field; the space and "
-    "fidelity validation accept such ints, so spec_to_proto can crash the client",
-)
 @pytest.mark.parametrize("value", [2**63, -(2**63) - 1])
 def test_ints_outside_int64_are_refused_clearly(value: int) -> None:
     with pytest.raises(InvalidInputError):

@@ -179,12 +179,6 @@ def test_non_numeric_metrics_are_refused(value: Any, capsys: pytest.CaptureFixtu
     ctx.report(1, loss=0.5, acc=0.9)  # a refused report does not use up its step
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG trial.py TrialContext.report: metrics are coerced with float(), so numeric "
-    "strings such as '0.5' (and bytes) are accepted although the contract says "
-    "'must be a number'",
-)
 @pytest.mark.parametrize("value", ["0.5", b"0.5", "nan"], ids=["str", "bytes", "nan-str"])
 def test_numeric_strings_are_not_numbers(value: Any) -> None:
     with pytest.raises(InvalidInputError):
