@@ -19,9 +19,9 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from tunefleet.space import CategoricalParam, FloatParam, SearchSpace
 
 from coordinator.scheduling import GPSearcher, RandomSearcher, TPESearcher
+from tunefleet.space import CategoricalParam, FloatParam, SearchSpace
 
 SPACE = SearchSpace.from_mapping({
     **{f"f{i}": {"type": "float", "low": -1.0, "high": 1.0} for i in range(10)},

@@ -9,10 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from tunefleet.errors import InvalidInputError
-from tunefleet.space import SearchSpace
-from tunefleet.study import Fidelity, StudySpec
-
 from coordinator.scheduling._asha import ASHAScheduler
 from coordinator.scheduling._base import (
     AskStatus,
@@ -30,6 +26,9 @@ from coordinator.scheduling._quasirandom import QuasiRandomSearcher
 from coordinator.scheduling._random import RandomSearcher
 from coordinator.scheduling._tpe import TPESearcher
 from coordinator.scheduling._tuner import TrialRecord, Tuner
+from tunefleet.errors import InvalidInputError
+from tunefleet.space import SearchSpace
+from tunefleet.study import Fidelity, StudySpec
 
 __all__ = [
     "AskStatus",

@@ -9,11 +9,11 @@ at full fidelity (learning curves that cross), so a misleading early step stops 
 from __future__ import annotations
 
 import numpy as np
-from tunefleet.errors import InvalidInputError
-from tunefleet.study import Fidelity
 
 from coordinator.scheduling._base import Decision, TrialScheduler
 from coordinator.scheduling._history import rank_agreement
+from tunefleet.errors import InvalidInputError
+from tunefleet.study import Fidelity
 
 __all__ = ["ASHAScheduler", "Rungs", "RungTrust", "rung_levels"]
 

@@ -14,12 +14,12 @@ import numpy as np
 from scipy.linalg import cho_solve, solve_triangular
 from scipy.optimize import minimize
 from scipy.special import log_ndtr
-from tunefleet.errors import InvalidInputError
-from tunefleet.space import CategoricalParam, SearchSpace
 
 from coordinator.scheduling._base import Config, Searcher
 from coordinator.scheduling._history import TrialHistory
 from coordinator.scheduling._quasirandom import SobolPoints
+from tunefleet.errors import InvalidInputError
+from tunefleet.space import CategoricalParam, SearchSpace
 
 __all__ = ["GPSearcher", "Matern52GP"]
 

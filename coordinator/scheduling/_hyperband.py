@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from tunefleet.study import Fidelity
 
 from coordinator.scheduling._asha import Rungs, RungTrust, rung_levels
 from coordinator.scheduling._base import Decision, TrialScheduler
+from tunefleet.study import Fidelity
 
 __all__ = ["HyperbandScheduler"]
 

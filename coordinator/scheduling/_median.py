@@ -5,10 +5,10 @@ from __future__ import annotations
 import bisect
 
 import numpy as np
-from tunefleet.errors import InvalidInputError
-from tunefleet.study import Fidelity
 
 from coordinator.scheduling._base import Decision, TrialScheduler
+from tunefleet.errors import InvalidInputError
+from tunefleet.study import Fidelity
 
 __all__ = ["MedianStoppingScheduler"]
 

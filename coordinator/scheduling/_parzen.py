@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.special import logsumexp, ndtr, ndtri
+
 from tunefleet.space import CategoricalParam, IntParam, SearchSpace
 
 __all__ = ["DimensionKinds", "ParzenEstimator"]

@@ -6,9 +6,9 @@ import warnings
 
 import numpy as np
 from scipy.stats import qmc
-from tunefleet.space import SearchSpace
 
 from coordinator.scheduling._base import Config, Searcher
+from tunefleet.space import SearchSpace
 
 __all__ = ["QuasiRandomSearcher", "SobolPoints"]
 

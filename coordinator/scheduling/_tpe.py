@@ -13,13 +13,13 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from tunefleet.errors import InvalidInputError
-from tunefleet.space import SearchSpace
 
 from coordinator.scheduling._base import Config, Searcher
 from coordinator.scheduling._history import TrialHistory
 from coordinator.scheduling._parzen import DimensionKinds, ParzenEstimator
 from coordinator.scheduling._quasirandom import SobolPoints
+from tunefleet.errors import InvalidInputError
+from tunefleet.space import SearchSpace
 
 __all__ = ["TPESearcher"]
 

@@ -25,6 +25,7 @@ from functools import cache
 
 import numpy as np
 from scipy.optimize import minimize
+
 from tunefleet.space import SearchSpace
 from tunefleet.study import Fidelity
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import optuna
-from tunefleet.space import CategoricalParam, FloatParam, SearchSpace
-from tunefleet.study import Fidelity
 
 from coordinator.scheduling import AskStatus, Decision, Suggestion
+from tunefleet.space import CategoricalParam, FloatParam, SearchSpace
+from tunefleet.study import Fidelity
 
 __all__ = ["OptunaTuner"]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from tunefleet.space import SearchSpace
 from tunefleet.study import Fidelity
 

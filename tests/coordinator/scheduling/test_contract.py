@@ -7,8 +7,6 @@ import pickle
 from typing import Any
 
 import pytest
-from tunefleet.space import SearchSpace
-from tunefleet.study import Fidelity, Mode
 
 from coordinator.scheduling import (
     SCHEDULER_FACTORIES,
@@ -18,6 +16,8 @@ from coordinator.scheduling import (
     Tuner,
 )
 from tests.coordinator.scheduling.helpers import toy_loss
+from tunefleet.space import SearchSpace
+from tunefleet.study import Fidelity, Mode
 
 PAIRS = [(s, t) for s in SEARCHER_FACTORIES for t in SCHEDULER_FACTORIES]
 

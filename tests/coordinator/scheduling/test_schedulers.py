@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from tunefleet.errors import InvalidInputError
-from tunefleet.study import Fidelity
 
 from coordinator.scheduling import (
     ASHAScheduler,
@@ -13,6 +11,8 @@ from coordinator.scheduling import (
     MedianStoppingScheduler,
 )
 from coordinator.scheduling._asha import rung_levels
+from tunefleet.errors import InvalidInputError
+from tunefleet.study import Fidelity
 
 C, S = Decision.CONTINUE, Decision.STOP
 

@@ -9,9 +9,6 @@ import pickle
 
 import numpy as np
 import pytest
-from tunefleet.errors import InvalidInputError
-from tunefleet.space import SearchSpace
-from tunefleet.study import StudySpec
 
 from coordinator.scheduling import (
     SCHEDULER_FACTORIES,
@@ -28,6 +25,9 @@ from coordinator.scheduling import (
     build_tuner,
 )
 from tests.coordinator.scheduling.helpers import toy_loss
+from tunefleet.errors import InvalidInputError
+from tunefleet.space import SearchSpace
+from tunefleet.study import StudySpec
 
 BRANIN_SPACE = SearchSpace.from_mapping({
     "x1": {"type": "float", "low": -5.0, "high": 10.0},
