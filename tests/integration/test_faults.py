@@ -36,7 +36,7 @@ def slow_study(root: Path, trials: int, steps: int, delay: float) -> Path:
     (root / "study.toml").write_text(
         'name = "slow"\n[objective]\nmetric = "loss"\n'
         f"[budget]\nmax_trials = {trials}\n"
-        '[search]\nsearcher = "random"\nseed = 3\n'
+        '[search]\nsearcher = "random"\nscheduler = "fifo"\nseed = 3\n'
         f"[fidelity]\nmax = {steps}\n"
         '[space]\nx = { type = "float", low = 0.0, high = 1.0 }\n'
     )
