@@ -15,10 +15,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from client.config import ENV_COORDINATOR, key_path, researcher_identity
+from client.config import key_path, researcher_identity
 from client.local import LocalCluster
 from client.results import StudyStatus, TrialResult
 from client.sdk import Client
+from tunefleet.connection import add_connection_args, connection_from
 from tunefleet.errors import InvalidInputError, TunefleetError
 from tunefleet.keys import load, load_or_create
 from tunefleet.space import CategoricalParam, IntParam
@@ -37,9 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def with_coordinator(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--coordinator", default=os.environ.get(ENV_COORDINATOR),
-                       help=f"coordinator HOST:PORT (default: ${ENV_COORDINATOR})")
+    with_coordinator = add_connection_args
 
     p = sub.add_parser("keygen", help="create your researcher signing key")
     p.add_argument("--force", action="store_true", help="replace an existing key")
@@ -86,8 +85,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _client(args: argparse.Namespace, sign: bool = False) -> Client:
     """A client; with ``sign`` it carries the researcher key, created on first use."""
-    if not args.coordinator:
-        raise TunefleetError(f"--coordinator HOST:PORT (or ${ENV_COORDINATOR}) is required")
+    address, security = connection_from(args)
     identity = None
     if sign:
         identity, created = researcher_identity()
@@ -95,7 +93,7 @@ def _client(args: argparse.Namespace, sign: bool = False) -> Client:
             print(f"created researcher key {key_path()}", file=sys.stderr)
     elif key_path().exists():
         identity = load(key_path())
-    return Client(args.coordinator, identity)
+    return Client(address, identity, security)
 
 
 def _fmt(value: float | None) -> str:
@@ -139,6 +137,9 @@ def _print_best(status: StudyStatus, as_json: bool) -> int:
         return 1
     b = status.best
     print(f"best trial {b.trial_id}: {status.metric}={_fmt(b.value)} at step {b.step}")
+    mark = {"verified": "verified", "disputed": "DISPUTED", "pending": "verification pending",
+            "unverifiable": "not verified", "none": "not verified"}[b.verification]
+    print(f"  {mark}" + (f" ({b.verification_detail})" if b.verification_detail else ""))
     for name, value in b.params.items():
         shown = _fmt(value) if isinstance(value, float) else repr(value)
         print(f"  {name} = {shown}")
@@ -184,8 +185,9 @@ def _run_local(args: argparse.Namespace) -> int:
     bundle_dir = (args.study.parent / spec.bundle).resolve()
     identity, _ = researcher_identity()
     print(f"starting an embedded coordinator and {args.local} local agent(s)", flush=True)
-    with LocalCluster(args.local, state_dir=args.state_dir) as cluster:
-        with Client(cluster.address, identity) as client:
+    with LocalCluster(args.local, state_dir=args.state_dir, researchers=[identity.key_id]
+                      ) as cluster:
+        with Client(cluster.address, identity, cluster.security) as client:
             status = client.submit(spec, bundle_dir)
             print(f"study {status.study_id} ({spec.name}): {spec.search.searcher} + "
                   f"{spec.search.scheduler}, {spec.budget.max_trials or 'grid'} trials",

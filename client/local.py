@@ -21,6 +21,7 @@ from types import TracebackType
 from typing import IO
 
 from tunefleet.errors import TunefleetError
+from tunefleet.tls import CA_FILE, ChannelSecurity, init_authority
 
 __all__ = ["LocalCluster"]
 
@@ -34,7 +35,10 @@ class LocalCluster:
         self, agents: int, state_dir: Path | None = None, slots_per_agent: int = 1,
         lease_seconds: float = 30.0, log_to: IO[str] | None = None,
         agent_args: Sequence[str] = (), coordinator_args: Sequence[str] = (),
+        researchers: Sequence[str] = (), tls: bool = True,
     ) -> None:
+        """``researchers`` are the key ids admitted at start (none: open admission). With
+        ``tls`` (the default) a local CA is made in the state dir and every channel uses it."""
         if agents < 0:
             raise TunefleetError(f"--local: got {agents}; must be >= 0 agents")
         self._tmp = None if state_dir is not None else tempfile.TemporaryDirectory(
@@ -48,6 +52,12 @@ class LocalCluster:
         self.lease_seconds = lease_seconds
         self.agent_args = list(agent_args)
         self.coordinator_args = list(coordinator_args)
+        self.researchers = list(researchers)
+        self.tls_dir = self.state_dir / "tls"
+        if tls and not (self.tls_dir / CA_FILE).exists():
+            init_authority(self.tls_dir)
+        self.security = (ChannelSecurity(ca=self.tls_dir / CA_FILE) if tls
+                         else ChannelSecurity(insecure=True))
         self.address = ""
         self.coordinator: subprocess.Popen[bytes] | None = None
         self.agents: list[subprocess.Popen[bytes]] = []
@@ -69,7 +79,7 @@ class LocalCluster:
         self.coordinator = subprocess.Popen(
             [sys.executable, "-m", "coordinator", "serve", "--db", str(self.db_path),
              "--listen", listen, "--lease-seconds", str(self.lease_seconds),
-             *self.coordinator_args],
+             *self._security_args(server=True), *self.coordinator_args],
             stdout=subprocess.PIPE, stderr=log, start_new_session=True,
         )
         stdout = self.coordinator.stdout
@@ -86,13 +96,27 @@ class LocalCluster:
         threading.Thread(target=_pump, args=(stdout, log), daemon=True).start()
         return self.address
 
+    @property
+    def connection_args(self) -> list[str]:
+        """The flags a client needs to reach this cluster's coordinator."""
+        return ["--coordinator", self.address, *self._security_args()]
+
+    def _security_args(self, server: bool = False) -> list[str]:
+        if server:
+            tls = (["--tls-dir", str(self.tls_dir)] if self.security.ca is not None
+                   else ["--insecure"])
+            admission = [a for key in self.researchers for a in ("--admit", key)] or ["--open"]
+            return tls + admission
+        return (["--ca", str(self.security.ca)] if self.security.ca is not None
+                else ["--insecure"])
+
     def start_agent(self, index: int) -> subprocess.Popen[bytes]:
         log = open(self._log_path(f"agent-{index}"), "ab")  # noqa: SIM115
         home = self.state_dir / f"agent-{index}"
         proc = subprocess.Popen(
             [sys.executable, "-m", "node_agent", "start", "--coordinator", self.address,
              "--home", str(home), "--slots", str(self.slots), "--name", f"local-{index}",
-             *self.agent_args],
+             *self._security_args(), *self.agent_args],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         return proc

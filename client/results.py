@@ -23,12 +23,15 @@ class TrialResult:
     node_id: str = ""
     error: str = ""
     reports: list[dict[str, Any]] = field(default_factory=list)
+    verification: str = "none"  # none | pending | verified | disputed | unverifiable
+    verification_detail: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         out = {
             "trial_id": self.trial_id, "state": self.state, "params": self.params,
             "value": self.value, "step": self.step, "attempts": self.attempts,
             "node_id": self.node_id, "error": self.error,
+            "verification": self.verification, "verification_detail": self.verification_detail,
         }
         if self.reports:
             out["reports"] = self.reports
@@ -70,6 +73,8 @@ def trial_from_proto(message: researcher_pb2.TrialInfo) -> TrialResult:
         error=message.error,
         reports=[{"step": p.step, **{k: _finite(v) for k, v in p.metrics.items()}}
                  for p in message.reports],
+        verification=message.verification or "none",
+        verification_detail=message.verification_detail,
     )
 
 

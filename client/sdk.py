@@ -13,7 +13,6 @@ message when the coordinator refuses it or cannot be reached.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
@@ -27,6 +26,7 @@ from tunefleet.envelope import seal
 from tunefleet.errors import TunefleetError
 from tunefleet.keys import Identity
 from tunefleet.study import StudySpec, load_study_file
+from tunefleet.tls import ChannelSecurity, open_channel
 from tunefleet.v1 import common_pb2, researcher_pb2, researcher_pb2_grpc
 
 __all__ = ["Client", "CoordinatorError", "build_bundle"]
@@ -71,11 +71,14 @@ def _requirements(directory: Path) -> list[str]:
 class Client:
     """A connection to a coordinator, acting as the researcher ``identity``."""
 
-    def __init__(self, address: str, identity: Identity | None, timeout: float = 30.0) -> None:
+    def __init__(self, address: str, identity: Identity | None,
+                 security: ChannelSecurity | None = None, timeout: float = 30.0) -> None:
+        """Connect to ``address`` over TLS pinned to ``security.ca`` (or plaintext when
+        ``security`` says insecure; ``None`` means plaintext, for local tests only)."""
         self.address = address
         self.identity = identity
         self.timeout = timeout
-        self._channel = grpc.insecure_channel(address)
+        self._channel = open_channel(address, security or ChannelSecurity(insecure=True))
         self._stub = researcher_pb2_grpc.ResearcherServiceStub(self._channel)
 
     def __enter__(self) -> Client:
@@ -159,7 +162,7 @@ class Client:
         return [trial_from_proto(t) for t in reply.trials]
 
     def stop(self, study_id: str) -> StudyStatus:
-        request = researcher_pb2.StopStudyRequest(study_id=study_id, time=time.time())
+        request = researcher_pb2.StopStudyRequest(study_id=study_id)
         try:
             reply = self._stub.StopStudy(seal(self._signer(), request), timeout=self.timeout)
         except grpc.RpcError as exc:

@@ -12,15 +12,28 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import grpc
+
 from coordinator.models import TrialState
 from coordinator.server import CoordinatorServer
 from coordinator.store import Store
+from tunefleet.connection import add_connection_args, connection_from
+from tunefleet.envelope import seal
 from tunefleet.errors import TunefleetError
-from tunefleet.v1 import node_pb2
+from tunefleet.keys import load
+from tunefleet.tls import init_authority, open_channel
+from tunefleet.v1 import node_pb2, operator_pb2, operator_pb2_grpc
 
 __all__ = ["main"]
 
 DEFAULT_DB = "tunefleet.db"
+DEFAULT_TLS_DIR = "tunefleet-tls"
+
+
+def _operator_args(p: argparse.ArgumentParser) -> None:
+    add_connection_args(p)
+    p.add_argument("--operator-key", type=Path, default=Path(DEFAULT_TLS_DIR) / "operator.key",
+                   help=f"the operator's key (default: {DEFAULT_TLS_DIR}/operator.key)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -44,7 +57,40 @@ def _parser() -> argparse.ArgumentParser:
         "--max-attempts", type=int, default=3,
         help="attempts per trial before it is failed (default: 3)",
     )
+    serve.add_argument(
+        "--tls-dir", type=Path, default=Path(DEFAULT_TLS_DIR),
+        help=f"certificates made by `coordinator init` (default: {DEFAULT_TLS_DIR})",
+    )
+    serve.add_argument("--insecure", action="store_true",
+                       help="serve plaintext (local development only; no --tls-dir needed)")
+    serve.add_argument(
+        "--operator-key", type=Path, default=None,
+        help="the operator's Ed25519 key (default: TLS_DIR/operator.key when it exists)",
+    )
+    serve.add_argument("--open", action="store_true",
+                       help="admit every researcher key (default: only admitted keys submit)")
+    serve.add_argument("--admit", action="append", default=[], metavar="KEY_ID",
+                       help="admit this researcher key id at start (repeatable)")
+    serve.add_argument("--max-clock-skew", type=float, default=60.0,
+                       help="signed messages older or newer than this many seconds are refused "
+                       "(default: 60)")
     serve.add_argument("-v", "--verbose", action="store_true", help="log every lease and report")
+    init = sub.add_parser("init", help="create a local CA, the server certificate and the "
+                          "operator key, in one directory")
+    init.add_argument("--dir", type=Path, default=Path(DEFAULT_TLS_DIR),
+                      help=f"where to write them (default: {DEFAULT_TLS_DIR})")
+    init.add_argument("--host", action="append", default=[],
+                      help="a name or address agents and clients dial (repeatable; loopback and "
+                      "this hostname are always included)")
+    for name, text in (("admit", "admit a researcher key"), ("ban", "ban a node or researcher "
+                       "key: its sessions end, its running work stops"),
+                       ("unban", "lift a ban")):
+        p = sub.add_parser(name, help=f"{text} (signed with the operator key)")
+        p.add_argument("key_id")
+        p.add_argument("--reason", default="")
+        _operator_args(p)
+    p = sub.add_parser("access", help="list admitted and banned keys")
+    _operator_args(p)
     for name, text in (("studies", "list studies"), ("nodes", "list nodes and their GPUs")):
         p = sub.add_parser(name, help=f"{text} (reads the database directly)")
         p.add_argument("--db", default=DEFAULT_DB, help=f"SQLite file (default: {DEFAULT_DB})")
@@ -53,10 +99,21 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    server = CoordinatorServer(args.db, args.listen, args.lease_seconds, args.max_attempts)
+    operator_key = args.operator_key
+    if operator_key is None and (args.tls_dir / "operator.key").exists():
+        operator_key = args.tls_dir / "operator.key"
+    operator_id = load(operator_key).key_id if operator_key is not None else None
+    server = CoordinatorServer(
+        args.db, args.listen, args.lease_seconds, args.max_attempts,
+        tls_dir=None if args.insecure else args.tls_dir, operator_key_id=operator_id,
+        open_admission=args.open, admit=args.admit, max_skew=args.max_clock_skew,
+    )
     port = await server.start()
     host = args.listen.rsplit(":", 1)[0]
+    mode = "plaintext (--insecure)" if args.insecure else f"TLS from {args.tls_dir}"
     print(f"coordinator listening on {host}:{port}", flush=True)
+    print(f"  {mode}; admission: {'open' if args.open else 'admitted keys only'}; "
+          f"operator key: {operator_id or 'none'}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -105,6 +162,33 @@ def _nodes(args: argparse.Namespace) -> None:
               f"{r['running']:>5}")
 
 
+def _operator_call(args: argparse.Namespace) -> int:
+    address, security = connection_from(args)
+    identity = load(args.operator_key)
+    with open_channel(address, security) as channel:
+        stub = operator_pb2_grpc.OperatorServiceStub(channel)
+        try:
+            if args.command == "access":
+                reply = stub.ListAccess(seal(identity, operator_pb2.ListAccessRequest()),
+                                        timeout=30)
+                for e in reply.entries:
+                    print(f"{e.key_id}  {e.state:<9} {e.reason}")
+                return 0
+            request = operator_pb2.AccessRequest(key_id=args.key_id, action=args.command,
+                                                 reason=args.reason)
+            result = stub.ChangeAccess(seal(identity, request), timeout=30)
+        except grpc.RpcError as exc:
+            code = exc.code()  # type: ignore[attr-defined]
+            print(f"coordinator: error: {code.name}: {exc.details()}",  # type: ignore[attr-defined]
+                  file=sys.stderr)
+            return 1
+    entry = result.entry
+    print(f"{entry.key_id}: {entry.state or 'no entry'}"
+          + (f"; {result.sessions_ended} session(s) ended" if result.sessions_ended else "")
+          + (f"; {result.studies_stopped} study(ies) stopped" if result.studies_stopped else ""))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
@@ -112,7 +196,21 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        if args.command == "serve":
+        if args.command == "init":
+            operator = init_authority(args.dir, args.host)
+            print(f"wrote a CA, a server certificate and the operator key to {args.dir}/")
+            print(f"  give agents and researchers {args.dir / 'ca.pem'} (--ca); keep ca.key, "
+                  "server.key and operator.key private")
+            print(f"  operator key id: {operator.key_id}")
+            print(f"next: coordinator serve --tls-dir {args.dir}")
+        elif args.command in ("admit", "ban", "unban", "access"):
+            return _operator_call(args)
+        elif args.command == "serve":
+            if not args.insecure and not (args.tls_dir / "server.pem").exists():
+                print(f"coordinator: error: no TLS certificate in {args.tls_dir}: run "
+                      f"`coordinator init --dir {args.tls_dir}`, or pass --insecure for "
+                      "plaintext local development", file=sys.stderr)
+                return 2
             if not Path(args.db).parent.exists():
                 print(f"coordinator: error: directory of --db {args.db} does not exist",
                       file=sys.stderr)

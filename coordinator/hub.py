@@ -16,12 +16,14 @@ import math
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from coordinator.models import Attempt, AttemptState, Study, StudyState, Trial, TrialState
+from coordinator.models import Attempt, AttemptState, Node, Study, StudyState, Trial, TrialState
 from coordinator.scheduling import AskStatus, Decision, Tuner, build_tuner, check_available
 from coordinator.store import Store
+from coordinator.verification import VerificationState, agrees, reputation_after, sampled
 from tunefleet import serde
+from tunefleet.envelope import SequenceGuard
 from tunefleet.errors import InvalidInputError, NotFoundError, StateError
 from tunefleet.study import StudySpec
 from tunefleet.v1 import common_pb2, node_pb2
@@ -58,7 +60,7 @@ class StudyView:
     spec: StudySpec
     counts: dict[TrialState, int]
     best: Trial | None
-    extra: dict[str, float] = field(default_factory=dict)
+    best_verification: dict[str, object] | None = None
 
 
 class Hub:
@@ -70,6 +72,8 @@ class Hub:
         clock: Callable[[], float] = time.time,
         lease_seconds: float = 30.0,
         max_attempts: int = 3,
+        operator_key_id: str | None = None,
+        open_admission: bool = False,
     ) -> None:
         if lease_seconds <= 0:
             raise InvalidInputError("lease_seconds", lease_seconds, "must be > 0")
@@ -79,9 +83,18 @@ class Hub:
         self.clock = clock
         self.lease_seconds = lease_seconds
         self.max_attempts = max_attempts
+        self.operator_key_id = operator_key_id
+        self.open_admission = open_admission
         self.sessions: dict[str, NodeSession] = {}
         self.studies: dict[str, StudyRuntime] = {}
         self.refused_reports = 0
+        self._wake = False  # a verification was queued: offer it to every node
+        self.guard = SequenceGuard(load=store.last_seq, save=store.save_seq)
+        # (node, study) pairs whose bundle the node declined: never offered again.
+        self.declined: set[tuple[str, str]] = {
+            (r["node_id"], r["study_id"]) for r in store.db.query(
+                "SELECT DISTINCT node_id, study_id FROM attempts WHERE error LIKE 'declined%'")
+        }
         for study in store.list_studies(StudyState.RUNNING):
             self.studies[study.id] = self._rebuild(study)
         # After a restart, give every node one full lease to reconnect before its attempts
@@ -121,6 +134,76 @@ class Hub:
             raise NotFoundError(f"study {study_id!r} is not running")
         return runtime
 
+    # access --------------------------------------------------------------------------------
+
+    def accept(self, key_id: str, seq: int) -> None:
+        """Refuse a replayed or reordered envelope of ``key_id``; record ``seq`` durably."""
+        with self.store.atomic():
+            self.guard.check(key_id, seq)
+
+    def _banned(self, key_id: str) -> str | None:
+        row = self.store.get_access(key_id)
+        return row["reason"] if row is not None and row["state"] == "banned" else None
+
+    def check_researcher(self, key_id: str) -> None:
+        """Raise :class:`PermissionDeniedError` unless ``key_id`` may submit and upload."""
+        reason = self._banned(key_id)
+        if reason is not None:
+            raise PermissionDeniedError(f"key {key_id} is banned: {reason}")
+        if self.open_admission or key_id == self.operator_key_id:
+            return
+        row = self.store.get_access(key_id)
+        if row is None or row["state"] != "admitted":
+            raise PermissionDeniedError(
+                f"researcher key {key_id} is not admitted; the operator admits it with "
+                f"`coordinator admit {key_id}`"
+            )
+
+    def check_node(self, node_id: str) -> None:
+        reason = self._banned(node_id)
+        if reason is not None:
+            raise PermissionDeniedError(f"node {node_id} is banned: {reason}")
+
+    def check_operator(self, key_id: str) -> None:
+        if self.operator_key_id is None or key_id != self.operator_key_id:
+            raise PermissionDeniedError("only the operator key may do this")
+
+    def change_access(self, signer: str, key_id: str, action: str, reason: str
+                      ) -> tuple[dict[str, object], Outbox, list[str], int]:
+        """Admit, ban or unban a key. Returns the entry, messages to send, the nodes whose
+        sessions must end and the number of studies stopped."""
+        self.check_operator(signer)
+        if action not in ("admit", "ban", "unban"):
+            raise InvalidInputError("action", action, "must be admit, ban or unban")
+        if len(key_id) != 32 or any(c not in "0123456789abcdef" for c in key_id):
+            raise InvalidInputError("key_id", key_id, "must be a 32-character hex key id")
+        if key_id == self.operator_key_id and action == "ban":
+            raise InvalidInputError("key_id", key_id, "is the operator's own key")
+        now = self.clock()
+        outbox: Outbox = []
+        end_nodes: list[str] = []
+        stopped = 0
+        with self.store.atomic():
+            if action == "unban":
+                self.store.remove_access(key_id)
+            else:
+                state = "admitted" if action == "admit" else "banned"
+                self.store.set_access(key_id, state, reason or action, now)
+            if action == "ban":
+                for attempt in self.store.running_attempts(key_id):
+                    outbox += self._lose(attempt, f"node banned: {reason or 'by the operator'}",
+                                         now)
+                if key_id in self.sessions:
+                    end_nodes.append(key_id)
+                    self.sessions.pop(key_id, None)
+                for study in self.store.list_studies(StudyState.RUNNING):
+                    if study.owner_key_id == key_id:
+                        outbox += self.stop_study(study.id, signer, reason="owner banned")
+                        stopped += 1
+        entry = self.store.get_access(key_id) or {"key_id": key_id, "state": "none",
+                                                  "reason": "", "changed_at": now}
+        return entry, outbox + self.assign_all(), end_nodes, stopped
+
     # bundles and studies -------------------------------------------------------------------
 
     def put_bundle(
@@ -133,9 +216,22 @@ class Hub:
             self.store.put_bundle(digest, data, publisher_key, key_id, signature, self.clock())
         return False
 
-    def get_bundle(self, digest: str) -> tuple[bytes, bytes, bytes]:
-        """``(data, publisher_key, signature)`` of a stored bundle."""
+    def get_bundle(self, digest: str, requester: str) -> tuple[bytes, bytes, bytes]:
+        """``(data, publisher_key, signature)`` of a stored bundle, for a registered node that
+        is not banned, the bundle's publisher, an owner of a study that uses it, or the operator.
+        """
         row = self.store.get_bundle(digest)
+        allowed = requester in (row["publisher_key_id"], self.operator_key_id)
+        if not allowed:
+            try:
+                self.store.get_node(requester)
+                self.check_node(requester)
+                allowed = True
+            except NotFoundError:
+                allowed = any(s.owner_key_id == requester and s.bundle_digest == digest
+                              for s in self.store.list_studies())
+        if not allowed:
+            raise PermissionDeniedError(f"key {requester} may not download bundle {digest[:12]}")
         return row["data"], row["publisher_key"], row["signature"]
 
     def submit_study(
@@ -162,7 +258,9 @@ class Hub:
     def study_view(self, study_id: str) -> StudyView:
         study = self.store.get_study(study_id)
         spec, _ = serde.spec_from_proto(common_pb2.StudySpec.FromString(study.spec))
-        return StudyView(study, spec, self.store.trial_counts(study_id), self._best(study, spec))
+        best = self._best(study, spec)
+        verification = None if best is None else self.store.verification_of(study_id, best.number)
+        return StudyView(study, spec, self.store.trial_counts(study_id), best, verification)
 
     def _best(self, study: Study, spec: StudySpec) -> Trial | None:
         best: Trial | None = None
@@ -176,17 +274,20 @@ class Hub:
     def list_studies(self) -> list[StudyView]:
         return [self.study_view(s.id) for s in self.store.list_studies()]
 
-    def stop_study(self, study_id: str, key_id: str) -> Outbox:
-        """Stop a study at its owner's request: no new trials, running ones are told to stop."""
+    def stop_study(self, study_id: str, key_id: str, reason: str = "stopped by its owner"
+                   ) -> Outbox:
+        """Stop a study at its owner's (or the operator's) request: no new trials, running ones
+        are told to stop."""
         study = self.store.get_study(study_id)
-        if key_id != study.owner_key_id:
-            raise PermissionDeniedError(f"only the owner of study {study_id} may stop it")
+        if key_id not in (study.owner_key_id, self.operator_key_id):
+            raise PermissionDeniedError(
+                f"only the owner of study {study_id} or the operator may stop it")
         if study.state is not StudyState.RUNNING:
             return []
         now = self.clock()
         outbox: Outbox = []
         with self.store.atomic():
-            self.store.end_study(study_id, StudyState.STOPPED, now, "stopped by its owner")
+            self.store.end_study(study_id, StudyState.STOPPED, now, reason)
             for trial in self.store.list_trials(study_id, TrialState.PENDING):
                 trial.state, trial.error, trial.ended_at = (
                     TrialState.FAILED, "study stopped before it ran", now
@@ -203,8 +304,7 @@ class Hub:
     def register_node(
         self, node_id: str, public_key: bytes, name: str, inventory: node_pb2.Inventory
     ) -> None:
-        from coordinator.models import Node
-
+        self.check_node(node_id)
         now = self.clock()
         with self.store.atomic():
             try:
@@ -219,6 +319,7 @@ class Hub:
     def node_connected(self, node_id: str, hello: node_pb2.Hello) -> Outbox:
         """A node opened its session; reconcile what it runs with what the store says."""
         self.store.get_node(node_id)
+        self.check_node(node_id)
         self.sessions[node_id] = NodeSession(node_id, hello.inventory, hello.draining)
         outbox = self._reconcile(node_id, list(hello.running_attempts), forget_missing=True)
         return outbox + self.assign(node_id)
@@ -274,7 +375,10 @@ class Hub:
         attempt.state, attempt.ended_at, attempt.error = AttemptState.LOST, now, reason
         self.store.update_attempt(attempt)
         log.warning("attempt %d on node %s lost: %s", attempt.id, attempt.node_id[:8], reason)
-        self._retry_or_fail(attempt, f"attempt {attempt.id} lost ({reason})", now)
+        if attempt.purpose == "verify":
+            self._verification_failed(attempt, now)
+        else:
+            self._retry_or_fail(attempt, f"attempt {attempt.id} lost ({reason})", now)
         return [(attempt.node_id, _stop(attempt.id, f"attempt lost: {reason}"))]
 
     def _retry_or_fail(self, attempt: Attempt, why: str, now: float) -> None:
@@ -311,6 +415,8 @@ class Hub:
         free_cpu = session.inventory.cpu_slots - sum(1 for a in running if not a.gpu_uuids)
         outbox: Outbox = []
         for runtime in sorted(self.studies.values(), key=lambda r: r.study.created_at):
+            if (node_id, runtime.study.id) in self.declined:
+                continue
             need = runtime.spec.resources
             while True:
                 if need.gpus > 0:
@@ -322,7 +428,9 @@ class Hub:
                     break
                 else:
                     gpus = []
-                message = self._lease(runtime, node_id, [g.uuid for g in gpus])
+                message = self._lease_verification(runtime, node_id, [g.uuid for g in gpus])
+                if message is None:
+                    message = self._lease(runtime, node_id, [g.uuid for g in gpus])
                 if message is None:
                     break
                 outbox.append((node_id, message))
@@ -359,19 +467,93 @@ class Hub:
             attempt = Attempt(0, study_id, trial.number, node_id, AttemptState.RUNNING,
                               gpu_uuids, now + self.lease_seconds, now)
             self.store.insert_attempt(attempt)
+        log.info("trial %s/%d attempt %d -> node %s", study_id, trial.number, attempt.id,
+                 node_id[:8])
+        return self._assignment(runtime, attempt, trial)
+
+    def _assignment(self, runtime: StudyRuntime, attempt: Attempt, trial: Trial
+                    ) -> node_pb2.CoordinatorMessage:
         spec = runtime.spec
         message = node_pb2.CoordinatorMessage(
             assignment=node_pb2.Assignment(
-                attempt_id=attempt.id, study_id=study_id, trial_id=trial.number,
+                attempt_id=attempt.id, study_id=runtime.study.id, trial_id=trial.number,
                 bundle_digest=runtime.study.bundle_digest, entrypoint=spec.entrypoint,
-                fidelity_max=spec.fidelity.max, gpu_uuids=gpu_uuids,
+                fidelity_max=spec.fidelity.max, gpu_uuids=attempt.gpu_uuids,
                 lease_seconds=self.lease_seconds, metric=spec.objective.metric,
             )
         )
         serde.params_to_proto(trial.params, message.assignment.params)
-        log.info("trial %s/%d attempt %d -> node %s", study_id, trial.number, attempt.id,
-                 node_id[:8])
         return message
+
+    # verification --------------------------------------------------------------------------
+
+    def _lease_verification(
+        self, runtime: StudyRuntime, node_id: str, gpu_uuids: list[str]
+    ) -> node_pb2.CoordinatorMessage | None:
+        """Start a re-run of a finished trial on this node, if one waits for a different node."""
+        study_id = runtime.study.id
+        for row in self.store.verifications(study_id, VerificationState.PENDING.value):
+            if row["original_node_id"] == node_id:
+                continue
+            now = self.clock()
+            trial = self.store.get_trial(study_id, row["trial_number"])
+            with self.store.atomic():
+                attempt = Attempt(0, study_id, trial.number, node_id, AttemptState.RUNNING,
+                                  gpu_uuids, now + self.lease_seconds, now, purpose="verify")
+                self.store.insert_attempt(attempt)
+                self.store.update_verification(
+                    row["id"], state=VerificationState.RUNNING.value, attempt_id=attempt.id,
+                    node_id=node_id, tries=row["tries"] + 1,
+                )
+            log.info("verifying %s/%d (from node %s) on node %s", study_id, trial.number,
+                     row["original_node_id"][:8], node_id[:8])
+            return self._assignment(runtime, attempt, trial)
+        return None
+
+    def _queue_verification(self, runtime: StudyRuntime, trial: Trial, reason: str,
+                            now: float) -> bool:
+        attempts = [a for a in self.store.attempts_of_trial(trial.study_id, trial.number)
+                    if a.state is AttemptState.COMPLETED]
+        if not attempts or trial.value is None or not math.isfinite(trial.value):
+            return False
+        return self.store.add_verification(trial.study_id, trial.number, attempts[-1].node_id,
+                                           trial.value, reason, now)
+
+    def _verification_failed(self, attempt: Attempt, now: float) -> None:
+        row = self.store.verification_by_attempt(attempt.id)
+        if row is None or row["state"] != VerificationState.RUNNING.value:
+            return
+        state = (VerificationState.PENDING if row["tries"] < self.max_attempts
+                 else VerificationState.FAILED)
+        self.store.update_verification(row["id"], state=state.value,
+                                       ended_at=None if state is VerificationState.PENDING else now)
+
+    def _verification_finished(self, attempt: Attempt, done: node_pb2.AttemptFinished,
+                               now: float) -> None:
+        row = self.store.verification_by_attempt(attempt.id)
+        runtime = self.studies.get(attempt.study_id)
+        attempt.ended_at, attempt.exit_code = now, done.exit_code
+        attempt.error = done.error or None
+        attempt.gpu_seconds, attempt.wall_seconds = done.gpu_seconds, done.wall_seconds
+        value = None
+        if runtime is not None:
+            value = self.store.last_value(attempt.id, runtime.spec.objective.metric)
+        if done.outcome != "completed" or value is None or row is None or runtime is None:
+            attempt.state = AttemptState.FAILED
+            self.store.update_attempt(attempt)
+            self._verification_failed(attempt, now)
+            return
+        attempt.state = AttemptState.COMPLETED
+        self.store.update_attempt(attempt)
+        agreed = agrees(row["original_value"], value, runtime.spec.verification.tolerance)
+        state = VerificationState.VERIFIED if agreed else VerificationState.DISPUTED
+        self.store.update_verification(row["id"], state=state.value, value=value, ended_at=now)
+        node = self.store.get_node(row["original_node_id"])
+        self.store.rate_node(node.id, reputation_after(node.reputation, agreed), not agreed)
+        if not agreed:
+            log.warning("node %s reported %s=%g for %s/%d; node %s measured %g: flagged",
+                        node.id[:8], runtime.spec.objective.metric, row["original_value"],
+                        attempt.study_id, attempt.trial_number, attempt.node_id[:8], value)
 
     def _maybe_complete(self, runtime: StudyRuntime, now: float) -> None:
         if not runtime.tuner.exhausted:
@@ -379,6 +561,24 @@ class Hub:
         counts = self.store.trial_counts(runtime.study.id)
         if counts[TrialState.RUNNING] or counts[TrialState.PENDING]:
             return
+        open_states = (VerificationState.PENDING.value, VerificationState.RUNNING.value)
+        waiting = [v for v in self.store.verifications(runtime.study.id)
+                   if v["state"] in open_states]
+        if runtime.spec.verification.best:
+            best = self._best(runtime.study, runtime.spec)
+            if best is not None and self.store.verification_of(best.study_id, best.number) is None:
+                original = [a for a in self.store.attempts_of_trial(best.study_id, best.number)
+                            if a.state is AttemptState.COMPLETED][-1:]
+                others = [n for n in self.sessions
+                          if not original or n != original[0].node_id]
+                if others and self._queue_verification(runtime, best, "best trial", now):
+                    self._wake = True
+                    return
+        if any(any(n != v["original_node_id"] for n in self.sessions) for v in waiting):
+            return  # another node can still run them
+        for v in waiting:  # no other node is there: they end unverifiable
+            self.store.update_verification(v["id"], state=VerificationState.FAILED.value,
+                                           ended_at=now)
         self.store.end_study(runtime.study.id, StudyState.COMPLETED, now, "budget spent")
         self.studies.pop(runtime.study.id, None)
         log.info("study %s completed", runtime.study.id)
@@ -415,7 +615,7 @@ class Hub:
         decision = Decision.STOP.value if runtime is None else Decision.CONTINUE.value
         try:
             with self.store.atomic():
-                if runtime is not None:
+                if runtime is not None and attempt.purpose == "trial":
                     decision = self._feed(runtime, attempt, report.step, metrics)
                 self.store.insert_report(attempt, report.seq, report.step, metrics, decision,
                                          envelope, now)
@@ -442,6 +642,46 @@ class Hub:
         self.store.update_trial(trial)
         return decision.value
 
+    def node_event(self, node_id: str, seq: int, event: node_pb2.NodeEvent, raw: bytes) -> Outbox:
+        """One verified event of a node's session: refuse replays, then handle it."""
+        self.check_node(node_id)
+        self.accept(node_id, seq)
+        kind = event.WhichOneof("kind")
+        if kind == "report":
+            return self.report(node_id, event.report, raw)
+        if kind == "finished":
+            return self.finished(node_id, event.finished)
+        if kind == "heartbeat":
+            return self.heartbeat(node_id, event.heartbeat)
+        if kind == "declined":
+            return self.declined_by_node(node_id, event.declined)
+        raise InvalidInputError("kind", kind, f"must be one of {list(_node_event_kinds())}")
+
+    def declined_by_node(self, node_id: str, declined: node_pb2.AttemptDeclined) -> Outbox:
+        """The node's trust policy refused the bundle: record why, offer the trial elsewhere."""
+        outbox: Outbox = [(node_id, node_pb2.CoordinatorMessage(
+            finished_ack=node_pb2.FinishedAck(attempt_id=declined.attempt_id)))]
+        attempt = self._attempt_of(node_id, declined.attempt_id)
+        if attempt is None or attempt.state is not AttemptState.RUNNING:
+            return outbox
+        now = self.clock()
+        reason = declined.reason[:2000] or "no reason given"
+        with self.store.atomic():
+            attempt.state, attempt.ended_at = AttemptState.FAILED, now
+            attempt.error = f"declined by node: {reason}"
+            self.store.update_attempt(attempt)
+            self.declined.add((node_id, attempt.study_id))
+            if attempt.purpose == "verify":
+                self._verification_failed(attempt, now)
+                return outbox + self.assign_all()
+            trial = self.store.get_trial(attempt.study_id, attempt.trial_number)
+            trial.state, trial.attempts = TrialState.PENDING, max(0, trial.attempts - 1)
+            trial.error = f"node {node_id[:8]} declined the bundle: {reason}"
+            self.store.update_trial(trial)
+        self.declined.add((node_id, attempt.study_id))
+        log.warning("node %s declined study %s: %s", node_id[:8], attempt.study_id, reason)
+        return outbox + self.assign_all()
+
     def finished(self, node_id: str, done: node_pb2.AttemptFinished) -> Outbox:
         """An attempt's child exited; end the attempt and its trial, then lease more work."""
         outbox: Outbox = [(node_id, node_pb2.CoordinatorMessage(
@@ -451,6 +691,12 @@ class Hub:
             return outbox + self.assign(node_id)
         now = self.clock()
         runtime = self.studies.get(attempt.study_id)
+        if attempt.purpose == "verify":
+            with self.store.atomic():
+                self._verification_finished(attempt, done, now)
+                if runtime is not None:
+                    self._maybe_complete(runtime, now)
+            return outbox + self.assign(node_id)
         attempt.ended_at, attempt.exit_code = now, done.exit_code
         attempt.error = done.error or None
         attempt.gpu_seconds, attempt.wall_seconds = done.gpu_seconds, done.wall_seconds
@@ -473,9 +719,19 @@ class Hub:
                 if runtime is not None:
                     runtime.tuner.tell_complete(trial.number)
                     self.store.append_event(trial.study_id, "complete", trial.number)
+                    if not pruned and sampled(trial.study_id, trial.number,
+                                              runtime.spec.verification.fraction):
+                        self._wake = self._queue_verification(runtime, trial, "sample", now)
             if runtime is not None:
                 self._maybe_complete(runtime, now)
+        if self._wake:
+            self._wake = False
+            return outbox + self.assign_all()
         return outbox + self.assign(node_id)
+
+
+def _node_event_kinds() -> tuple[str, ...]:
+    return ("heartbeat", "report", "finished", "declined")
 
 
 def _stop(attempt_id: int, reason: str) -> node_pb2.CoordinatorMessage:

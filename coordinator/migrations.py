@@ -96,6 +96,39 @@ MIGRATIONS: dict[int, list[str]] = {
         )""",
         "CREATE INDEX scheduler_events_by_study ON scheduler_events(study_id, id)",
     ],
+    2: [
+        """CREATE TABLE access (
+            key_id TEXT PRIMARY KEY,
+            state TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            changed_at REAL NOT NULL
+        )""",
+        """CREATE TABLE signer_seq (
+            key_id TEXT PRIMARY KEY,
+            last_seq INTEGER NOT NULL
+        )""",
+    ],
+    3: [
+        "ALTER TABLE attempts ADD COLUMN purpose TEXT NOT NULL DEFAULT 'trial'",
+        "ALTER TABLE nodes ADD COLUMN reputation REAL NOT NULL DEFAULT 1.0",
+        "ALTER TABLE nodes ADD COLUMN flagged INTEGER NOT NULL DEFAULT 0",
+        """CREATE TABLE verifications (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            study_id TEXT NOT NULL REFERENCES studies(id),
+            trial_number INTEGER NOT NULL,
+            original_node_id TEXT NOT NULL,
+            original_value REAL NOT NULL,
+            reason TEXT NOT NULL,
+            state TEXT NOT NULL,
+            attempt_id INTEGER,
+            node_id TEXT,
+            value REAL,
+            tries INTEGER NOT NULL DEFAULT 0,
+            created_at REAL NOT NULL,
+            ended_at REAL,
+            UNIQUE (study_id, trial_number)
+        )""",
+    ],
 }
 
 

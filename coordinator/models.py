@@ -78,6 +78,7 @@ class Attempt:
     gpu_seconds: float | None = None
     wall_seconds: float | None = None
     late_reports: int = 0
+    purpose: str = "trial"  # trial | verify (a re-run of a finished trial on another node)
 
 
 @dataclass
@@ -88,3 +89,5 @@ class Node:
     inventory: bytes  # serialized tunefleet.v1.Inventory
     registered_at: float
     last_seen: float
+    reputation: float = 1.0
+    flagged: int = 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -15,7 +14,7 @@ from coordinator.views import study_info_to_proto, trial_info_to_proto
 from tunefleet import serde
 from tunefleet.bundle import MAX_BUNDLE_BYTES, verify_bundle
 from tunefleet.envelope import open_envelope
-from tunefleet.errors import InvalidInputError, SignatureError
+from tunefleet.errors import InvalidInputError
 from tunefleet.keys import key_id_of
 from tunefleet.v1 import common_pb2, researcher_pb2, researcher_pb2_grpc
 
@@ -24,7 +23,6 @@ if TYPE_CHECKING:
 
 __all__ = ["ResearcherServicer"]
 
-MAX_CLOCK_SKEW = 300.0
 WATCH_POLL_SECONDS = 0.5
 
 
@@ -46,6 +44,8 @@ class ResearcherServicer(researcher_pb2_grpc.ResearcherServiceServicer):
                     if not chunk.HasField("header"):
                         raise InvalidInputError("header", None, "the first chunk must carry it")
                     header = chunk.header
+                    await self.hub.call(self.server.hub.check_researcher,
+                                        key_id_of(header.publisher_key))
                     if not 0 < header.size <= MAX_BUNDLE_BYTES:
                         raise InvalidInputError(
                             "header.size", header.size, f"must be in [1, {MAX_BUNDLE_BYTES}]"
@@ -70,9 +70,12 @@ class ResearcherServicer(researcher_pb2_grpc.ResearcherServiceServicer):
         self, request: common_pb2.SignedEnvelope, context: grpc.aio.ServicerContext
     ) -> researcher_pb2.StudyInfo:
         async def work() -> researcher_pb2.StudyInfo:
-            message, signer = open_envelope(request, common_pb2.StudySpec)
-            spec, digest = serde.spec_from_proto(message)
+            message, signer = open_envelope(request, common_pb2.StudySpec,
+                                            max_skew=self.server.max_skew)
             hub = self.server.hub
+            await self.hub.call(hub.check_researcher, signer)
+            spec, digest = serde.spec_from_proto(message)
+            await self.hub.call(hub.accept, signer, request.seq)
             study_id = await self.hub.call(hub.submit_study, spec, digest, request.body, signer)
             await self.server.deliver(await self.hub.call(hub.assign_all))
             return study_info_to_proto(await self.hub.call(hub.study_view, study_id))
@@ -111,7 +114,8 @@ class ResearcherServicer(researcher_pb2_grpc.ResearcherServiceServicer):
             for trial in store.list_trials(request.study_id):
                 attempts = store.attempts_of_trial(request.study_id, trial.number)
                 node = attempts[-1].node_id if attempts else ""
-                info = trial_info_to_proto(trial, node, by_trial.get(trial.number))
+                info = trial_info_to_proto(trial, node, by_trial.get(trial.number),
+                                           store.verification_of(trial.study_id, trial.number))
                 if not info.error and attempts and attempts[-1].error:
                     info.error = attempts[-1].error
                 out.trials.append(info)
@@ -123,10 +127,10 @@ class ResearcherServicer(researcher_pb2_grpc.ResearcherServiceServicer):
         self, request: common_pb2.SignedEnvelope, context: grpc.aio.ServicerContext
     ) -> researcher_pb2.StudyInfo:
         async def work() -> researcher_pb2.StudyInfo:
-            message, signer = open_envelope(request, researcher_pb2.StopStudyRequest)
-            if abs(time.time() - message.time) > MAX_CLOCK_SKEW:
-                raise SignatureError("stop request is stale or from the future; check the clock")
+            message, signer = open_envelope(request, researcher_pb2.StopStudyRequest,
+                                            max_skew=self.server.max_skew)
             hub = self.server.hub
+            await self.hub.call(hub.accept, signer, request.seq)
             await self.server.deliver(await self.hub.call(hub.stop_study, message.study_id, signer))
             return study_info_to_proto(await self.hub.call(hub.study_view, message.study_id))
 

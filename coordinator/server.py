@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from pathlib import Path
 
 import grpc
@@ -12,9 +13,12 @@ import grpc
 from coordinator.hub import Hub, Outbox
 from coordinator.hub_thread import HubThread
 from coordinator.node_service import NodeServicer
+from coordinator.operator_service import OperatorServicer
 from coordinator.researcher_service import ResearcherServicer
 from coordinator.store import Store
-from tunefleet.v1 import node_pb2, node_pb2_grpc, researcher_pb2_grpc
+from tunefleet.envelope import DEFAULT_MAX_SKEW
+from tunefleet.tls import server_credentials
+from tunefleet.v1 import node_pb2, node_pb2_grpc, operator_pb2_grpc, researcher_pb2_grpc
 
 __all__ = ["CoordinatorServer", "MAX_MESSAGE_BYTES"]
 
@@ -27,13 +31,25 @@ class CoordinatorServer:
 
     def __init__(
         self, db_path: str | Path, listen: str = "127.0.0.1:0", lease_seconds: float = 30.0,
-        max_attempts: int = 3,
+        max_attempts: int = 3, tls_dir: Path | None = None, operator_key_id: str | None = None,
+        open_admission: bool = False, admit: list[str] | None = None,
+        max_skew: float = DEFAULT_MAX_SKEW,
     ) -> None:
+        """Serve TLS from ``tls_dir`` (made by ``coordinator init``), or plaintext without one."""
         self.listen = listen
+        self.tls_dir = tls_dir
+        self.max_skew = max_skew
         self.store = Store(db_path)
-        self.hub = Hub(self.store, lease_seconds=lease_seconds, max_attempts=max_attempts)
+        self.hub = Hub(self.store, lease_seconds=lease_seconds, max_attempts=max_attempts,
+                       operator_key_id=operator_key_id, open_admission=open_admission)
+        if admit:
+            with self.store.atomic():
+                for key_id in admit:
+                    if (self.store.get_access(key_id) or {}).get("state") != "banned":
+                        self.store.set_access(key_id, "admitted", "admitted at start", time.time())
         self.hub_thread = HubThread()
         self.sessions: dict[str, asyncio.Queue[node_pb2.CoordinatorMessage | None]] = {}
+        self.ended: dict[str, bool] = {}  # nodes whose session the operator ended
         self.port = 0
         self._server: grpc.aio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -52,7 +68,11 @@ class CoordinatorServer:
             ResearcherServicer(self), server
         )
         node_pb2_grpc.add_NodeServiceServicer_to_server(NodeServicer(self), server)
-        self.port = server.add_insecure_port(self.listen)
+        operator_pb2_grpc.add_OperatorServiceServicer_to_server(OperatorServicer(self), server)
+        if self.tls_dir is None:
+            self.port = server.add_insecure_port(self.listen)
+        else:
+            self.port = server.add_secure_port(self.listen, server_credentials(self.tls_dir))
         if self.port == 0:
             raise OSError(f"cannot listen on {self.listen}")
         await server.start()
@@ -82,6 +102,13 @@ class CoordinatorServer:
     ) -> None:
         if self.sessions.get(node_id) is queue:
             del self.sessions[node_id]
+
+    def end_session(self, node_id: str) -> None:
+        """Close a node's session (the operator banned it)."""
+        queue = self.sessions.get(node_id)
+        if queue is not None:
+            self.ended[node_id] = True
+            queue.put_nowait(None)
 
     async def deliver(self, outbox: Outbox) -> None:
         for node_id, message in outbox:

@@ -214,9 +214,10 @@ class Store:
     def insert_attempt(self, attempt: Attempt) -> int:
         cursor = self.conn.execute(
             "INSERT INTO attempts (study_id, trial_number, node_id, state, gpu_uuids, "
-            "lease_deadline, started_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "lease_deadline, started_at, purpose) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (attempt.study_id, attempt.trial_number, attempt.node_id, attempt.state.value,
-             json.dumps(attempt.gpu_uuids), attempt.lease_deadline, attempt.started_at),
+             json.dumps(attempt.gpu_uuids), attempt.lease_deadline, attempt.started_at,
+             attempt.purpose),
         )
         attempt.id = int(cursor.lastrowid or 0)
         return attempt.id
@@ -239,6 +240,7 @@ class Store:
             started_at=row["started_at"], ended_at=row["ended_at"], exit_code=row["exit_code"],
             error=row["error"], gpu_seconds=row["gpu_seconds"],
             wall_seconds=row["wall_seconds"], late_reports=row["late_reports"],
+            purpose=row["purpose"],
         )
 
     def get_attempt(self, attempt_id: int) -> Attempt:
@@ -257,7 +259,8 @@ class Store:
 
     def attempts_of_trial(self, study_id: str, number: int) -> list[Attempt]:
         rows = self.db.query(
-            "SELECT * FROM attempts WHERE study_id = ? AND trial_number = ? ORDER BY id",
+            "SELECT * FROM attempts WHERE study_id = ? AND trial_number = ? "
+            "AND purpose = 'trial' ORDER BY id",
             (study_id, number),
         )
         return [self._attempt(r) for r in rows]
@@ -315,6 +318,84 @@ class Store:
 
     def list_nodes(self) -> list[Node]:
         return [Node(**r) for r in self.db.query("SELECT * FROM nodes ORDER BY registered_at")]
+
+    # verification --------------------------------------------------------------------------
+
+    def add_verification(self, study_id: str, trial: int, node_id: str, value: float,
+                         reason: str, now: float) -> bool:
+        """Queue a re-run of a finished trial; False if one exists already."""
+        cursor = self.conn.execute(
+            "INSERT OR IGNORE INTO verifications (study_id, trial_number, original_node_id, "
+            "original_value, reason, state, created_at) VALUES (?, ?, ?, ?, ?, 'pending', ?)",
+            (study_id, trial, node_id, value, reason, now),
+        )
+        return cursor.rowcount > 0
+
+    def verifications(self, study_id: str, state: str | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT * FROM verifications WHERE study_id = ?"
+        params: tuple[Any, ...] = (study_id,)
+        if state is not None:
+            sql += " AND state = ?"
+            params += (state,)
+        return list(self.db.query(sql + " ORDER BY id", params))
+
+    def verification_of(self, study_id: str, trial: int) -> dict[str, Any] | None:
+        return self._one("SELECT * FROM verifications WHERE study_id = ? AND trial_number = ?",
+                         (study_id, trial))
+
+    def verification_by_attempt(self, attempt_id: int) -> dict[str, Any] | None:
+        return self._one("SELECT * FROM verifications WHERE attempt_id = ?", (attempt_id,))
+
+    def update_verification(self, verification_id: int, **fields: Any) -> None:
+        columns = ", ".join(f"{name} = ?" for name in fields)
+        self.conn.execute(f"UPDATE verifications SET {columns} WHERE id = ?",
+                          (*fields.values(), verification_id))
+
+    def rate_node(self, node_id: str, reputation: float, flag: bool) -> None:
+        self.conn.execute(
+            "UPDATE nodes SET reputation = ?, flagged = MAX(flagged, ?) WHERE id = ?",
+            (reputation, int(flag), node_id),
+        )
+
+    def last_value(self, attempt_id: int, metric: str) -> float | None:
+        """The attempt's last reported value of ``metric``, if any."""
+        for row in self.db.query(
+            "SELECT metrics FROM reports WHERE attempt_id = ? ORDER BY seq DESC", (attempt_id,)
+        ):
+            value = json.loads(row["metrics"]).get(metric)
+            if value is not None:
+                return float(value)
+        return None
+
+    # access and replay protection ----------------------------------------------------------
+
+    def set_access(self, key_id: str, state: str, reason: str, now: float) -> None:
+        self.conn.execute(
+            "INSERT INTO access (key_id, state, reason, changed_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(key_id) DO UPDATE SET state = excluded.state, reason = excluded.reason, "
+            "changed_at = excluded.changed_at",
+            (key_id, state, reason, now),
+        )
+
+    def remove_access(self, key_id: str) -> None:
+        self.conn.execute("DELETE FROM access WHERE key_id = ?", (key_id,))
+
+    def get_access(self, key_id: str) -> dict[str, Any] | None:
+        return self._one("SELECT * FROM access WHERE key_id = ?", (key_id,))
+
+    def list_access(self) -> list[dict[str, Any]]:
+        return list(self.db.query("SELECT * FROM access ORDER BY changed_at"))
+
+    def last_seq(self, key_id: str) -> int | None:
+        row = self._one("SELECT last_seq FROM signer_seq WHERE key_id = ?", (key_id,))
+        return None if row is None else int(row["last_seq"])
+
+    def save_seq(self, key_id: str, seq: int) -> None:
+        self.conn.execute(
+            "INSERT INTO signer_seq (key_id, last_seq) VALUES (?, ?) ON CONFLICT(key_id) "
+            "DO UPDATE SET last_seq = excluded.last_seq",
+            (key_id, seq),
+        )
 
     # scheduler events ----------------------------------------------------------------------
 

@@ -2,20 +2,38 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from coordinator.hub import StudyView
 from coordinator.models import Trial, TrialState
+from coordinator.verification import shown_state
 from tunefleet import serde
 from tunefleet.v1 import common_pb2, researcher_pb2
 
 __all__ = ["study_info_to_proto", "trial_info_to_proto"]
 
 
+def _verification_detail(row: dict[str, Any] | None) -> str:
+    if row is None:
+        return ""
+    where = f"node {str(row['node_id'])[:8]}" if row["node_id"] else "another node"
+    if row["state"] in ("verified", "disputed") and row["value"] is not None:
+        return (f"{row['reason']}: re-run on {where} gave {row['value']:.6g} "
+                f"(original {row['original_value']:.6g} on node {row['original_node_id'][:8]})")
+    if row["state"] == "failed":
+        return f"{row['reason']}: no other node could re-run it"
+    return f"{row['reason']}: waiting for a re-run on {where}"
+
+
 def trial_info_to_proto(
-    trial: Trial, node_id: str = "", reports: list[dict[str, object]] | None = None
+    trial: Trial, node_id: str = "", reports: list[dict[str, object]] | None = None,
+    verification: dict[str, Any] | None = None,
 ) -> researcher_pb2.TrialInfo:
     message = researcher_pb2.TrialInfo(
         trial_id=trial.number, state=trial.state.value, step=trial.step or 0,
         attempts=trial.attempts, node_id=node_id, error=trial.error or "",
+        verification=shown_state(None if verification is None else verification["state"]),
+        verification_detail=_verification_detail(verification),
     )
     if trial.value is not None:
         message.value = trial.value
@@ -40,5 +58,5 @@ def study_info_to_proto(view: StudyView) -> researcher_pb2.StudyInfo:
         ended_at=view.study.ended_at or 0.0,
     )
     if view.best is not None:
-        message.best.CopyFrom(trial_info_to_proto(view.best))
+        message.best.CopyFrom(trial_info_to_proto(view.best, verification=view.best_verification))
     return message

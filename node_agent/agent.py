@@ -30,6 +30,7 @@ from tunefleet.bundle import MAX_BUNDLE_BYTES
 from tunefleet.envelope import seal
 from tunefleet.errors import BundleError
 from tunefleet.keys import Identity
+from tunefleet.tls import ChannelSecurity, open_channel
 from tunefleet.v1 import common_pb2, node_pb2, node_pb2_grpc
 
 __all__ = ["Agent", "AgentConfig"]
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 class AgentConfig:
     coordinator: str
     home: Path
+    security: ChannelSecurity = field(default_factory=lambda: ChannelSecurity(insecure=True))
     name: str = ""
     cpu_slots: int | None = None
     trusted_publishers: set[str] = field(default_factory=set)
@@ -74,7 +76,7 @@ class Agent:
         self.attempts: dict[int, RunningAttempt] = {}
         self.draining = False
         self.lease_seconds = 30.0
-        self._seq = 0
+        self.exit_reason: str | None = None
         self._out: asyncio.Queue[common_pb2.SignedEnvelope | None] | None = None
         self._stub: node_pb2_grpc.NodeServiceStub | None = None
         self._shutdown = asyncio.Event()
@@ -83,8 +85,7 @@ class Agent:
     # events --------------------------------------------------------------------------------
 
     def _event(self, **kind: object) -> node_pb2.NodeEvent:
-        self._seq = max(self._seq + 1, time.time_ns() // 1000)  # increases across restarts
-        return node_pb2.NodeEvent(node_id=self.node_id, seq=self._seq, time=time.time(), **kind)  # type: ignore[arg-type]
+        return node_pb2.NodeEvent(node_id=self.node_id, **kind)  # type: ignore[arg-type]
 
     def _send(self, event: node_pb2.NodeEvent) -> None:
         if self._out is not None:
@@ -126,6 +127,10 @@ class Agent:
                     backoff = 0.25
                 elif isinstance(exc, grpc.aio.AioRpcError):
                     log.warning("session ended: %s %s", exc.code().name, exc.details())
+                    if exc.code() in (grpc.StatusCode.PERMISSION_DENIED,
+                                      grpc.StatusCode.UNAUTHENTICATED):
+                        self.exit_reason = f"{exc.code().name}: {exc.details()}"
+                        self._shutdown.set()
                 else:
                     log.error("session failed: %r", exc)
             stopper.cancel()
@@ -163,8 +168,7 @@ class Agent:
             await asyncio.wait(pending, timeout=2.0)
 
     async def _session(self) -> None:
-        options = [("grpc.keepalive_time_ms", 20_000), ("grpc.keepalive_timeout_ms", 10_000)]
-        async with grpc.aio.insecure_channel(self.config.coordinator, options=options) as channel:
+        async with open_channel(self.config.coordinator, self.config.security, aio=True) as channel:
             stub = node_pb2_grpc.NodeServiceStub(channel)
             request = node_pb2.RegisterRequest(
                 name=self.config.name, inventory=self.inventory, time=time.time()
@@ -249,7 +253,8 @@ class Agent:
         header: common_pb2.BundleHeader | None = None
         parts: list[bytes] = []
         size = 0
-        async for chunk in self._stub.DownloadBundle(node_pb2.BundleRequest(digest=digest)):
+        request = seal(self.identity, node_pb2.BundleRequest(digest=digest))
+        async for chunk in self._stub.DownloadBundle(request):
             if header is None:
                 header = chunk.header
                 if header.size > MAX_BUNDLE_BYTES:

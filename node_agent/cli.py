@@ -16,13 +16,13 @@ from google.protobuf.json_format import MessageToDict
 
 from node_agent.agent import Agent, AgentConfig
 from node_agent.inventory import read_inventory
+from tunefleet.connection import add_connection_args, connection_from
 from tunefleet.errors import TunefleetError
 from tunefleet.keys import load_or_create
 
 __all__ = ["main"]
 
 ENV_HOME = "TUNEFLEET_NODE_HOME"
-ENV_COORDINATOR = "TUNEFLEET_COORDINATOR"
 
 
 def default_home() -> Path:
@@ -38,10 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     home_help = f"agent home: key, bundle cache, work dirs (default: ${ENV_HOME} or ~/.tunefleet/node)"
     start = sub.add_parser("start", help="connect to a coordinator and run trials until stopped")
-    start.add_argument(
-        "--coordinator", default=os.environ.get(ENV_COORDINATOR),
-        help=f"coordinator HOST:PORT (default: ${ENV_COORDINATOR})",
-    )
+    add_connection_args(start)
     start.add_argument("--home", type=Path, default=None, help=home_help)
     start.add_argument("--name", default="", help="a name operators see (default: the hostname)")
     start.add_argument(
@@ -77,8 +74,9 @@ def _parser() -> argparse.ArgumentParser:
 
 async def _start(args: argparse.Namespace, home: Path) -> None:
     identity, created = load_or_create(home / "node.key")
+    address, security = connection_from(args)
     config = AgentConfig(
-        coordinator=args.coordinator, home=home, name=args.name or os.uname().nodename,
+        coordinator=address, home=home, security=security, name=args.name or os.uname().nodename,
         cpu_slots=args.slots, trusted_publishers=set(args.trust), stop_grace=args.stop_grace,
         max_backoff=args.max_backoff, ack_log=args.ack_log,
     )
@@ -100,6 +98,8 @@ async def _start(args: argparse.Namespace, home: Path) -> None:
     finally:
         with contextlib.suppress(OSError):
             pid_file.unlink()
+    if agent.exit_reason is not None:
+        raise TunefleetError(f"the coordinator refused this node: {agent.exit_reason}")
 
 
 def _drain(home: Path) -> int:
@@ -123,15 +123,12 @@ def main(argv: list[str] | None = None) -> int:
     home = getattr(args, "home", None) or default_home()
     try:
         if args.command == "start":
-            if not args.coordinator:
-                print(f"node-agent: error: --coordinator HOST:PORT (or ${ENV_COORDINATOR}) "
-                      "is required", file=sys.stderr)
-                return 2
+            connection_from(args)  # refuse bad flags before creating anything
             if args.slots is not None and args.slots < 0:
                 print(f"node-agent: error: --slots: got {args.slots}; must be >= 0",
                       file=sys.stderr)
                 return 2
-            home.mkdir(parents=True, exist_ok=True, mode=0o700)
+            home.mkdir(parents=True, exist_ok=True, mode=0o711)
             with contextlib.suppress(KeyboardInterrupt):
                 asyncio.run(_start(args, home))
         elif args.command == "inventory":

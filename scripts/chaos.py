@@ -161,7 +161,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         cluster.agents = [agent(i) for i in range(args.agents)]
         cluster.wait_for_nodes(args.agents)
         identity, _ = researcher_identity()
-        with Client(cluster.address, identity) as client:
+        with Client(cluster.address, identity, cluster.security) as client:
             study_id = client.submit_file(bundle / "study.toml")
         say(f"study {study_id}: {args.trials} trials x {args.steps} steps on {args.agents} agents")
         address = cluster.address

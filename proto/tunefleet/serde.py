@@ -81,6 +81,10 @@ def spec_to_proto(spec: StudySpec, bundle_digest: str) -> common_pb2.StudySpec:
         resources=common_pb2.Resources(
             gpus=spec.resources.gpus, min_gpu_memory_gb=spec.resources.min_gpu_memory_gb
         ),
+        verification=common_pb2.Verification(
+            fraction=spec.verification.fraction, tolerance=spec.verification.tolerance,
+            best=spec.verification.best,
+        ),
     )
     if spec.budget.max_trials is not None:
         message.budget.max_trials = spec.budget.max_trials
@@ -135,6 +139,12 @@ def spec_mapping_from_proto(message: common_pb2.StudySpec) -> dict[str, Any]:
             "min_gpu_memory_gb": message.resources.min_gpu_memory_gb,
         },
     }
+    if message.HasField("verification"):
+        data["verification"] = {
+            "fraction": message.verification.fraction,
+            "tolerance": message.verification.tolerance,
+            "best": message.verification.best,
+        }
     if message.budget.HasField("max_trials"):
         data["budget"]["max_trials"] = message.budget.max_trials
     return data

@@ -27,6 +27,7 @@ __all__ = [
     "SearchConfig",
     "Fidelity",
     "Resources",
+    "Verification",
     "StudySpec",
     "SEARCHERS",
     "SCHEDULERS",
@@ -90,6 +91,16 @@ class Resources:
 
 
 @dataclass(frozen=True)
+class Verification:
+    """Redundant re-execution on another node: a ``fraction`` of completed trials, and the best
+    trial when ``best``; values that differ by more than ``tolerance`` (relative) are disputed."""
+
+    fraction: float = 0.0
+    tolerance: float = 0.05
+    best: bool = True
+
+
+@dataclass(frozen=True)
 class StudySpec:
     """A validated study definition. ``bundle`` is a local directory (client side only)."""
 
@@ -100,6 +111,7 @@ class StudySpec:
     search: SearchConfig = field(default_factory=SearchConfig)
     fidelity: Fidelity = field(default_factory=Fidelity)
     resources: Resources = field(default_factory=Resources)
+    verification: Verification = field(default_factory=Verification)
     entrypoint: str = "train.py"
     bundle: str = "."
 
@@ -112,7 +124,7 @@ class StudySpec:
             "study",
             data,
             {"name", "bundle", "entrypoint", "objective", "budget", "search", "fidelity",
-             "space", "resources"},
+             "space", "resources", "verification"},
         )
         name = data.get("name")
         if not isinstance(name, str) or not name.strip() or len(name) > 100:
@@ -127,6 +139,7 @@ class StudySpec:
         search = _search(_table(data, "search"))
         fidelity = _fidelity(_table(data, "fidelity"))
         resources = _resources(_table(data, "resources"))
+        verification = _verification(_table(data, "verification"))
         space = SearchSpace.from_mapping(data.get("space"))
         if budget.max_trials is None and search.searcher != "grid":
             raise InvalidInputError(
@@ -135,7 +148,8 @@ class StudySpec:
             )
         return cls(
             name=name, objective=objective, space=space, budget=budget, search=search,
-            fidelity=fidelity, resources=resources, entrypoint=entrypoint, bundle=bundle,
+            fidelity=fidelity, resources=resources, verification=verification,
+            entrypoint=entrypoint, bundle=bundle,
         )
 
     def to_mapping(self) -> dict[str, Any]:
@@ -157,6 +171,11 @@ class StudySpec:
             "resources": {
                 "gpus": self.resources.gpus,
                 "min_gpu_memory_gb": self.resources.min_gpu_memory_gb,
+            },
+            "verification": {
+                "fraction": self.verification.fraction,
+                "tolerance": self.verification.tolerance,
+                "best": self.verification.best,
             },
         }
 
@@ -250,6 +269,26 @@ def _fidelity(table: Mapping[str, Any]) -> Fidelity:
         )
     eta = _int("fidelity.eta", table.get("eta", 3), 2, 1000)
     return Fidelity(low, high, eta)
+
+
+def _fraction(where: str, value: Any, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+        math.isfinite(value) and 0 <= value <= high
+    ):
+        raise InvalidInputError(where, value, f"must be a number in [0, {high:g}]")
+    return float(value)
+
+
+def _verification(table: Mapping[str, Any]) -> Verification:
+    _check_keys("verification", table, {"fraction", "tolerance", "best"})
+    best = table.get("best", True)
+    if not isinstance(best, bool):
+        raise InvalidInputError("verification.best", best, "must be true or false")
+    return Verification(
+        fraction=_fraction("verification.fraction", table.get("fraction", 0.0), 1.0),
+        tolerance=_fraction("verification.tolerance", table.get("tolerance", 0.05), 1e6),
+        best=best,
+    )
 
 
 def _resources(table: Mapping[str, Any]) -> Resources:

@@ -263,3 +263,78 @@ def test_restart_rebuilds_the_scheduler_and_makes_the_same_next_decision(
         return [(x.trial_id, dict(x.params)) for x in (a, b, c)]
 
     assert run(restart=True) == run(restart=False)
+
+
+def run_trial(hub: Hub, node: str, a: node_pb2.Assignment, loss: float
+              ) -> list[node_pb2.Assignment]:
+    report(hub, node, a.attempt_id, 1, 1, loss)
+    return finish(hub, node, a.attempt_id)
+
+
+def test_best_trial_is_rerun_on_another_node_and_verified(hub: Hub, store: Store) -> None:
+    study = submit(hub, make_spec(budget={"max_trials": 2},
+                                  verification={"best": True, "tolerance": 0.01}))
+    [a] = connect(hub, "honest")
+    [b] = run_trial(hub, "honest", a, 0.50)
+    assert run_trial(hub, "honest", b, 0.40) == []  # no other node: nothing to verify on
+    assert hub.study_view(study).study.state is StudyState.COMPLETED
+    assert store.verification_of(study, 1) is None
+
+    study2 = submit(hub, make_spec(budget={"max_trials": 1},
+                                   verification={"best": True, "tolerance": 0.01}))
+    [c] = assignments(hub.assign("honest"))
+    connect(hub, "checker")
+    report(hub, "honest", c.attempt_id, 1, 1, 0.30)
+    out = hub.finished("honest", node_pb2.AttemptFinished(attempt_id=c.attempt_id,
+                                                          outcome="completed"))
+    # The re-run goes to the *other* node, with the same configuration.
+    [v] = [m.assignment for n, m in out
+           if m.WhichOneof("kind") == "assignment" and n == "checker"]
+    assert not [n for n, m in out if m.WhichOneof("kind") == "assignment" and n == "honest"]
+    assert v.trial_id == c.trial_id and dict(v.params) == dict(c.params)
+    assert hub.study_view(study2).study.state is StudyState.RUNNING
+    report(hub, "checker", v.attempt_id, 1, 1, 0.302)
+    finish(hub, "checker", v.attempt_id)
+    view = hub.study_view(study2)
+    assert view.study.state is StudyState.COMPLETED
+    assert store.verification_of(study2, 0)["state"] == "verified"
+    assert store.get_node("honest").flagged == 0
+    # The re-run's reports never reached the scheduler nor changed the trial's value.
+    assert store.get_trial(study2, 0).value == 0.30
+
+
+def test_disagreeing_rerun_flags_the_original_node(hub: Hub, store: Store) -> None:
+    study = submit(hub, make_spec(budget={"max_trials": 1},
+                                  verification={"best": True, "tolerance": 0.05}))
+    [a] = connect(hub, "cheater")
+    connect(hub, "checker")
+    report(hub, "cheater", a.attempt_id, 1, 1, 0.01)  # a faked, too-good loss
+    out = hub.finished("cheater", node_pb2.AttemptFinished(attempt_id=a.attempt_id,
+                                                           outcome="completed"))
+    [v] = [m.assignment for n, m in out
+           if m.WhichOneof("kind") == "assignment" and n == "checker"]
+    report(hub, "checker", v.attempt_id, 1, 1, 0.9)
+    finish(hub, "checker", v.attempt_id)
+    assert store.verification_of(study, 0)["state"] == "disputed"
+    cheater = store.get_node("cheater")
+    assert cheater.flagged == 1 and cheater.reputation == 0.5
+    assert store.get_node("checker").flagged == 0
+
+
+def test_sampled_fraction_is_verified(hub: Hub, store: Store) -> None:
+    study = submit(hub, make_spec(budget={"max_trials": 4},
+                                  verification={"fraction": 1.0, "best": False}))
+    [a] = connect(hub, "n1")
+    connect(hub, "n2")
+    first = hub.store.running_attempts()
+    assert len(first) == 2
+    for attempt in first:
+        report(hub, attempt.node_id, attempt.id, 1, 1, 0.5)
+        hub.finished(attempt.node_id, node_pb2.AttemptFinished(attempt_id=attempt.id,
+                                                               outcome="completed"))
+    rows = store.verifications(study)
+    assert {r["trial_number"] for r in rows} == {0, 1}
+    assert all(r["state"] in ("pending", "running") for r in rows)
+    running = {r["attempt_id"]: r for r in rows if r["state"] == "running"}
+    for attempt_id, row in running.items():
+        assert store.get_attempt(attempt_id).node_id != row["original_node_id"]

@@ -15,11 +15,11 @@ from tests.integration.helpers import cli, last_values, query
 def test_template_study_runs_end_to_end(tmp_path: Path, small_study: Path) -> None:
     with LocalCluster(agents=2, state_dir=tmp_path / "cluster") as cluster:
         cluster.wait_for_nodes(2)
-        submitted = cli("submit", str(small_study), "--coordinator", cluster.address, check=True)
+        submitted = cli("submit", str(small_study), *cluster.connection_args, check=True)
         study_id = submitted.stdout.strip().splitlines()[-1]
         assert len(study_id) == 12
 
-        watched = cli("watch", study_id, "--coordinator", cluster.address, timeout=300)
+        watched = cli("watch", study_id, *cluster.connection_args, timeout=300)
         assert watched.returncode == 0, watched.stderr
         assert "completed" in watched.stdout
 
@@ -35,7 +35,7 @@ def test_template_study_runs_end_to_end(tmp_path: Path, small_study: Path) -> No
         nodes = {n for (n,) in query(db, "SELECT DISTINCT node_id FROM attempts")}
         assert len(nodes) == 2  # both agents took work
 
-        best = cli("best", study_id, "--json", "--coordinator", cluster.address, check=True)
+        best = cli("best", study_id, "--json", *cluster.connection_args, check=True)
         shown = json.loads(best.stdout)
         values = last_values(db, study_id, "val_loss")
         assert shown["value"] == pytest.approx(min(values.values()))
@@ -43,10 +43,10 @@ def test_template_study_runs_end_to_end(tmp_path: Path, small_study: Path) -> No
         assert set(shown["params"]) == {"lr", "hidden", "depth", "dropout", "weight_decay",
                                         "batch_size", "activation"}
 
-        table = cli("trials", study_id, "--format", "csv", "--coordinator", cluster.address,
+        table = cli("trials", study_id, "--format", "csv", *cluster.connection_args,
                     check=True)
         assert len(table.stdout.strip().splitlines()) == 5
-        status = cli("status", study_id, "--coordinator", cluster.address, check=True)
+        status = cli("status", study_id, *cluster.connection_args, check=True)
         assert "completed" in status.stdout and "4 completed" in status.stdout
 
 
@@ -67,7 +67,7 @@ def test_tiny_study_through_sdk_with_failures_recorded(tmp_path: Path, tiny_trai
 
     with LocalCluster(agents=2, state_dir=tmp_path / "cluster") as cluster:
         identity, _ = researcher_identity()
-        with Client(cluster.address, identity) as client:
+        with Client(cluster.address, identity, cluster.security) as client:
             study_id = client.submit_file(tiny_train_dir / "study.toml")
             final = list(client.watch(study_id))[-1]
             trials = client.trials(study_id, include_reports=True)
@@ -82,5 +82,5 @@ def test_tiny_study_through_sdk_with_failures_recorded(tmp_path: Path, tiny_trai
             assert t.value == pytest.approx((t.params["x"] - 0.3) ** 2 + 1 / 3)
         assert final.best is not None
         assert final.best.value == min(t.value for t in fine)
-        listed = cli("trials", study_id, "--coordinator", cluster.address, check=True).stdout
+        listed = cli("trials", study_id, *cluster.connection_args, check=True).stdout
         assert "boom: crash" in listed

@@ -63,7 +63,7 @@ def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
 
 def submit(cluster: LocalCluster, study: Path, address: str | None = None) -> str:
     identity, _ = researcher_identity()
-    with Client(address or cluster.address, identity) as client:
+    with Client(address or cluster.address, identity, cluster.security) as client:
         return client.submit_file(study)
 
 
@@ -179,7 +179,7 @@ def test_kill_9_child_fails_the_attempt_with_its_stderr_and_retries(cluster: Loc
     check_invariants(cluster, study_id, steps=8)
     failed = query(cluster.db_path, "SELECT exit_code, error FROM attempts WHERE state = 'failed'")
     assert len(failed) == 1 and failed[0][0] == -9 and "exit code -9" in failed[0][1]
-    shown = cli("trials", study_id, "--format", "json", "--coordinator", cluster.address,
+    shown = cli("trials", study_id, "--format", "json", *cluster.connection_args,
                 check=True)
     assert all(t["state"] == "completed" for t in json.loads(shown.stdout))
 
@@ -193,6 +193,7 @@ def test_dropped_network(cluster: LocalCluster, tmp_path: Path, cut_seconds: flo
         home = cluster.state_dir / "agent-net"
         agent = subprocess.Popen(
             [sys.executable, "-m", "node_agent", "start", "--coordinator", proxy.address,
+             "--ca", str(cluster.security.ca),
              "--home", str(home), "--slots", "1", "--max-backoff", "0.5", "--stop-grace", "1"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         cluster.agents.append(agent)
@@ -247,7 +248,7 @@ def test_stop_ends_running_trials_within_seconds(cluster: LocalCluster, tmp_path
     study_id = submit(cluster, slow_study(tmp_path / "s", trials=10, steps=200, delay=0.1))
     wait_until(lambda: len(running_attempts(cluster)) == 2, 30, "two running attempts")
     started = time.monotonic()
-    proc = cli("stop", study_id, "--coordinator", cluster.address, check=True)
+    proc = cli("stop", study_id, *cluster.connection_args, check=True)
     assert "stopped" in proc.stdout
     wait_until(lambda: not running_attempts(cluster), 10, "running attempts to end")
     assert time.monotonic() - started < 10

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import queue
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from tunefleet.bundle import SignedBundle
 from tunefleet.envelope import seal
 from tunefleet.keys import Identity
 from tunefleet.study import load_study_file
+from tunefleet.tls import open_channel
 from tunefleet.v1 import common_pb2, node_pb2, node_pb2_grpc
 
 
@@ -60,7 +62,7 @@ def test_cli_refuses_bad_study_and_stores_nothing(case: str, cluster: LocalClust
     study.write_text(text.replace(old, new))
     before = counts(cluster.db_path)
     bundles = query(cluster.db_path, "SELECT COUNT(*) FROM bundles")[0][0]
-    proc = cli("submit", str(study), "--coordinator", cluster.address)
+    proc = cli("submit", str(study), *cluster.connection_args)
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("tunefleet: error:") and field in lines[0]
@@ -98,7 +100,7 @@ def _mutations() -> dict[str, Any]:
 def test_server_validates_what_the_client_did_not(case: str, cluster: LocalCluster,
                                                   tiny_train_dir: Path) -> None:
     identity, _ = researcher_identity()
-    with Client(cluster.address, identity) as client:
+    with Client(cluster.address, identity, cluster.security) as client:
         message = _raw_spec(tiny_train_dir, client)
         _mutations()[case](message)
         before = counts(cluster.db_path)
@@ -111,7 +113,7 @@ def test_server_validates_what_the_client_did_not(case: str, cluster: LocalClust
 
 def test_unsigned_or_forged_study_is_refused(cluster: LocalCluster, tiny_train_dir: Path) -> None:
     identity, _ = researcher_identity()
-    with Client(cluster.address, identity) as client:
+    with Client(cluster.address, identity, cluster.security) as client:
         message = _raw_spec(tiny_train_dir, client)
         envelope = seal(identity, message)
         envelope.body = envelope.body + b"\x10\x01"  # changed after signing
@@ -136,7 +138,7 @@ def test_bundle_changed_after_signing_is_refused(cluster: LocalCluster, tiny_tra
         SignedBundle(bundle.data, bundle.digest, Identity.generate().public_key,
                      bundle.signature),
     ):
-        with Client(cluster.address, identity) as client, pytest.raises(CoordinatorError) as info:
+        with Client(cluster.address, identity, cluster.security) as client, pytest.raises(CoordinatorError) as info:
             client.upload(forged)
         assert info.value.code is grpc.StatusCode.INVALID_ARGUMENT
         # Nothing forged is stored: any row under this digest is the genuine upload.
@@ -147,91 +149,93 @@ def test_bundle_changed_after_signing_is_refused(cluster: LocalCluster, tiny_tra
             assert key != forged.publisher_key or forged.publisher_key == bundle.publisher_key
 
 
-def _event(identity: Identity, node_id: str, seq: int, **kind: Any) -> common_pb2.SignedEnvelope:
-    return seal(identity, node_pb2.NodeEvent(node_id=node_id, seq=seq, time=time.time(), **kind))
+def _session(stub: node_pb2_grpc.NodeServiceStub, node: Identity, inventory: node_pb2.Inventory,
+             second: Callable[[int, int], common_pb2.SignedEnvelope]
+             ) -> tuple[list[str], grpc.RpcError | None]:
+    """Open a session as ``node``; once assigned an attempt, send ``second(attempt, hello_seq)``."""
+    hello = seal(node, node_pb2.NodeEvent(node_id=node.key_id,
+                                          hello=node_pb2.Hello(inventory=inventory)))
+    q: queue.Queue[common_pb2.SignedEnvelope | None] = queue.Queue()
+    q.put(hello)
+
+    def requests() -> Iterator[common_pb2.SignedEnvelope]:
+        while (item := q.get()) is not None:
+            yield item
+
+    kinds: list[str] = []
+    try:
+        for message in stub.Session(requests(), timeout=20):
+            kinds.append(message.WhichOneof("kind"))
+            if message.WhichOneof("kind") == "assignment":
+                q.put(second(message.assignment.attempt_id, hello.seq))
+    except grpc.RpcError as exc:
+        return kinds, exc
+    finally:
+        q.put(None)
+    return kinds, None
 
 
-def test_report_signed_by_wrong_key_is_refused(cluster: LocalCluster, tiny_train_dir: Path
-                                               ) -> None:
+def _report(attempt_id: int) -> node_pb2.MetricReport:
+    return node_pb2.MetricReport(attempt_id=attempt_id, seq=1, step=1, metrics={"loss": -100.0})
+
+
+def test_forged_replayed_and_stale_reports_are_refused(cluster: LocalCluster,
+                                                       tiny_train_dir: Path) -> None:
     identity, _ = researcher_identity()
-    with Client(cluster.address, identity) as client:
+    with Client(cluster.address, identity, cluster.security) as client:
         study_id = client.submit_file(tiny_train_dir / "study.toml")
     node, intruder = Identity.generate(), Identity.generate()
     inventory = node_pb2.Inventory(cpu_slots=1)
-    with grpc.insecure_channel(cluster.address) as channel:
+
+    def forged(attempt_id: int, _: int) -> common_pb2.SignedEnvelope:
+        envelope = seal(intruder, node_pb2.NodeEvent(node_id=node.key_id,
+                                                     report=_report(attempt_id)))
+        envelope.public_key = node.public_key  # claims to be the node
+        return envelope
+
+    def replayed(attempt_id: int, hello_seq: int) -> common_pb2.SignedEnvelope:
+        return seal(node, node_pb2.NodeEvent(node_id=node.key_id, report=_report(attempt_id)),
+                    seq=hello_seq)  # a sequence number the coordinator has seen
+
+    def stale(attempt_id: int, _: int) -> common_pb2.SignedEnvelope:
+        return seal(node, node_pb2.NodeEvent(node_id=node.key_id, report=_report(attempt_id)),
+                    when=time.time() - 3600)
+
+    with open_channel(cluster.address, cluster.security) as channel:
         stub = node_pb2_grpc.NodeServiceStub(channel)
-        stub.Register(seal(node, node_pb2.RegisterRequest(name="n", inventory=inventory,
-                                                          time=time.time())))
-
-        def session(second: common_pb2.SignedEnvelope) -> tuple[list[Any], grpc.RpcError | None]:
-            sent: list[common_pb2.SignedEnvelope] = [
-                _event(node, node.key_id, 1, hello=node_pb2.Hello(inventory=inventory))]
-            got: list[Any] = []
-            import queue
-            q: queue.Queue[common_pb2.SignedEnvelope | None] = queue.Queue()
-            q.put(sent[0])
-
-            def requests() -> Iterator[common_pb2.SignedEnvelope]:
-                while (item := q.get()) is not None:
-                    yield item
-
-            call = stub.Session(requests())
-            try:
-                for message in call:
-                    got.append(message)
-                    if message.WhichOneof("kind") == "assignment":
-                        q.put(second_factory(message.assignment.attempt_id))
-            except grpc.RpcError as exc:
-                return got, exc
-            finally:
-                q.put(None)
-            return got, None
-
-        def forged(attempt_id: int) -> common_pb2.SignedEnvelope:
-            report = node_pb2.MetricReport(attempt_id=attempt_id, seq=1, step=1,
-                                           metrics={"loss": -100.0})
-            envelope = _event(intruder, node.key_id, 2, report=report)
-            envelope.public_key = node.public_key  # claims to be the node
-            return envelope
-
-        second_factory = forged
-        got, error = session(forged(0))
-        assert [m.WhichOneof("kind") for m in got][:1] == ["assignment"]
-        assert error is not None and error.code() is grpc.StatusCode.UNAUTHENTICATED
-        assert query(cluster.db_path, "SELECT COUNT(*) FROM reports WHERE study_id = ?",
-                     (study_id,))[0][0] == 0
-
-        # A correctly signed report that replays an old sequence number is refused too.
-        def replayed(attempt_id: int) -> common_pb2.SignedEnvelope:
-            report = node_pb2.MetricReport(attempt_id=attempt_id, seq=1, step=1,
-                                           metrics={"loss": -100.0})
-            return _event(node, node.key_id, 1, report=report)
-
-        second_factory = replayed
-        got, error = session(replayed(0))
-        assert error is not None and error.code() is grpc.StatusCode.UNAUTHENTICATED
-        assert query(cluster.db_path, "SELECT COUNT(*) FROM reports WHERE study_id = ?",
-                     (study_id,))[0][0] == 0
-        client_identity, _ = researcher_identity()
-        with Client(cluster.address, client_identity) as client:
-            client.stop(study_id)
+        stub.Register(seal(node, node_pb2.RegisterRequest(name="n", inventory=inventory)))
+        for second in (forged, replayed, stale):
+            kinds, error = _session(stub, node, inventory, second)
+            assert kinds[:1] == ["assignment"], second.__name__
+            assert error is not None and error.code() is grpc.StatusCode.UNAUTHENTICATED, (
+                second.__name__)
+            assert query(cluster.db_path, "SELECT COUNT(*) FROM reports WHERE study_id = ?",
+                         (study_id,))[0][0] == 0
+        # A whole replayed registration is refused as well.
+        envelope = seal(node, node_pb2.RegisterRequest(name="n", inventory=inventory))
+        stub.Register(envelope)
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Register(envelope)
+        assert info.value.code() is grpc.StatusCode.UNAUTHENTICATED
+    with Client(cluster.address, identity, cluster.security) as client:
+        client.stop(study_id)
 
 
 def test_stop_by_someone_else_is_denied(cluster: LocalCluster, tiny_train_dir: Path) -> None:
     identity, _ = researcher_identity()
-    with Client(cluster.address, identity) as client:
+    with Client(cluster.address, identity, cluster.security) as client:
         study_id = client.submit_file(tiny_train_dir / "study.toml")
-    with Client(cluster.address, Identity.generate()) as other, \
+    with Client(cluster.address, Identity.generate(), cluster.security) as other, \
             pytest.raises(CoordinatorError) as info:
         other.stop(study_id)
     assert info.value.code is grpc.StatusCode.PERMISSION_DENIED
-    with Client(cluster.address, identity) as client:
+    with Client(cluster.address, identity, cluster.security) as client:
         assert client.status(study_id).state == "running"
         assert client.stop(study_id).state == "stopped"
 
 
 def test_unknown_study_is_not_found(cluster: LocalCluster) -> None:
-    proc = cli("status", "nope", "--coordinator", cluster.address)
+    proc = cli("status", "nope", *cluster.connection_args)
     assert proc.returncode == 1
     assert proc.stderr.strip() == "tunefleet: error: NOT_FOUND: study 'nope' does not exist"
 

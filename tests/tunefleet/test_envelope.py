@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import struct
+import time
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tunefleet.envelope import open_envelope, seal
+from tunefleet.envelope import SequenceGuard, next_seq, open_envelope, seal
 from tunefleet.errors import SignatureError
 from tunefleet.keys import Identity
 from tunefleet.v1 import common_pb2, node_pb2, researcher_pb2
@@ -22,8 +25,8 @@ def mallory() -> Identity:
     return Identity.generate()
 
 
-def stop(study_id: str = "study-1", time: float = 1700000000.5) -> researcher_pb2.StopStudyRequest:
-    return researcher_pb2.StopStudyRequest(study_id=study_id, time=time)
+def stop(study_id: str = "study-1") -> researcher_pb2.StopStudyRequest:
+    return researcher_pb2.StopStudyRequest(study_id=study_id)
 
 
 def wire(envelope: common_pb2.SignedEnvelope) -> common_pb2.SignedEnvelope:
@@ -33,7 +36,7 @@ def wire(envelope: common_pb2.SignedEnvelope) -> common_pb2.SignedEnvelope:
 @settings(max_examples=40, deadline=None)
 @given(study_id=st.text(max_size=40), time=st.floats(allow_nan=False))
 def test_seal_then_open_round_trips(alice: Identity, study_id: str, time: float) -> None:
-    message = stop(study_id, time)
+    message = stop(study_id)
     envelope = wire(seal(alice, message))
     assert envelope.public_key == alice.public_key
     opened, signer = open_envelope(envelope, researcher_pb2.StopStudyRequest)
@@ -147,12 +150,15 @@ def test_domain_separation_with_an_empty_body(alice: Identity) -> None:
 def test_the_signature_covers_the_documented_bytes(alice: Identity) -> None:
     body = stop().SerializeToString()
     domain = researcher_pb2.StopStudyRequest.DESCRIPTOR.full_name.encode()
+    seq, when = 42, time.time()
+    header = struct.pack(">qd", seq, when)
     envelope = common_pb2.SignedEnvelope(
-        body=body, public_key=alice.public_key, signature=alice.sign(domain + b"\x00" + body)
+        body=body, public_key=alice.public_key, seq=seq, time=when,
+        signature=alice.sign(domain + b"\x00" + header + body),
     )
     assert open_envelope(envelope, researcher_pb2.StopStudyRequest)[0] == stop()
-    # Without the separator, or over the body alone, it is not a valid signature.
-    for signed in (domain + body, body):
+    # Without the separator, without seq and time, or over the body alone, it is not valid.
+    for signed in (domain + header + body, domain + b"\x00" + body, body):
         envelope.signature = alice.sign(signed)
         with pytest.raises(SignatureError):
             open_envelope(envelope, researcher_pb2.StopStudyRequest)
@@ -161,9 +167,51 @@ def test_the_signature_covers_the_documented_bytes(alice: Identity) -> None:
 def test_a_signed_body_that_does_not_parse_is_refused(alice: Identity) -> None:
     body = b"\xff\xff\xff"  # not a valid protobuf encoding
     domain = researcher_pb2.StopStudyRequest.DESCRIPTOR.full_name.encode()
+    when = time.time()
     envelope = common_pb2.SignedEnvelope(
-        body=body, public_key=alice.public_key, signature=alice.sign(domain + b"\x00" + body)
+        body=body, public_key=alice.public_key, seq=1, time=when,
+        signature=alice.sign(domain + b"\x00" + struct.pack(">qd", 1, when) + body),
     )
     with pytest.raises(SignatureError) as exc:
         open_envelope(envelope, researcher_pb2.StopStudyRequest)
     assert "StopStudyRequest" in str(exc.value)
+
+
+def test_seq_and_time_are_signed(alice: Identity) -> None:
+    envelope = seal(alice, stop())
+    for field, value in (("seq", envelope.seq + 1), ("time", envelope.time + 1)):
+        forged = wire(envelope)
+        setattr(forged, field, value)
+        with pytest.raises(SignatureError):
+            open_envelope(forged, researcher_pb2.StopStudyRequest)
+
+
+@pytest.mark.parametrize("offset, word", [(-3600.0, "stale"), (3600.0, "from the future")])
+def test_stale_and_future_envelopes_are_refused(alice: Identity, offset: float, word: str) -> None:
+    envelope = seal(alice, stop(), when=time.time() + offset)
+    with pytest.raises(SignatureError, match=word):
+        open_envelope(envelope, researcher_pb2.StopStudyRequest)
+    # A few seconds of drift are tolerated.
+    drifted = seal(alice, stop(), when=time.time() + 5)
+    assert open_envelope(drifted, researcher_pb2.StopStudyRequest)[0] == stop()
+
+
+def test_sequence_numbers_increase_across_calls() -> None:
+    seqs = [next_seq() for _ in range(1000)]
+    assert seqs == sorted(set(seqs))
+
+
+def test_sequence_guard_refuses_replays_and_reorderings() -> None:
+    saved: dict[str, int] = {}
+    guard = SequenceGuard(load=saved.get, save=saved.__setitem__)
+    guard.check("k", 5)
+    guard.check("k", 9)
+    for seq in (9, 7):
+        with pytest.raises(SignatureError, match="replayed or reordered"):
+            guard.check("k", seq)
+    guard.check("other", 1)
+    # A new guard over the same storage (a restarted coordinator) remembers.
+    again = SequenceGuard(load=saved.get, save=saved.__setitem__)
+    with pytest.raises(SignatureError):
+        again.check("k", 9)
+    again.check("k", 10)

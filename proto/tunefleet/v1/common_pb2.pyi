@@ -7,14 +7,18 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class SignedEnvelope(_message.Message):
-    __slots__ = ("body", "public_key", "signature")
+    __slots__ = ("body", "public_key", "signature", "seq", "time")
     BODY_FIELD_NUMBER: _ClassVar[int]
     PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
     body: bytes
     public_key: bytes
     signature: bytes
-    def __init__(self, body: _Optional[bytes] = ..., public_key: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
+    seq: int
+    time: float
+    def __init__(self, body: _Optional[bytes] = ..., public_key: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., seq: _Optional[int] = ..., time: _Optional[float] = ...) -> None: ...
 
 class ParamValue(_message.Message):
     __slots__ = ("float_value", "int_value", "string_value", "bool_value")
@@ -86,8 +90,18 @@ class Resources(_message.Message):
     min_gpu_memory_gb: float
     def __init__(self, gpus: _Optional[int] = ..., min_gpu_memory_gb: _Optional[float] = ...) -> None: ...
 
+class Verification(_message.Message):
+    __slots__ = ("fraction", "tolerance", "best")
+    FRACTION_FIELD_NUMBER: _ClassVar[int]
+    TOLERANCE_FIELD_NUMBER: _ClassVar[int]
+    BEST_FIELD_NUMBER: _ClassVar[int]
+    fraction: float
+    tolerance: float
+    best: bool
+    def __init__(self, fraction: _Optional[float] = ..., tolerance: _Optional[float] = ..., best: _Optional[bool] = ...) -> None: ...
+
 class StudySpec(_message.Message):
-    __slots__ = ("name", "bundle_digest", "entrypoint", "objective", "budget", "search", "fidelity", "space", "resources")
+    __slots__ = ("name", "bundle_digest", "entrypoint", "objective", "budget", "search", "fidelity", "space", "resources", "verification")
     NAME_FIELD_NUMBER: _ClassVar[int]
     BUNDLE_DIGEST_FIELD_NUMBER: _ClassVar[int]
     ENTRYPOINT_FIELD_NUMBER: _ClassVar[int]
@@ -97,6 +111,7 @@ class StudySpec(_message.Message):
     FIDELITY_FIELD_NUMBER: _ClassVar[int]
     SPACE_FIELD_NUMBER: _ClassVar[int]
     RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    VERIFICATION_FIELD_NUMBER: _ClassVar[int]
     name: str
     bundle_digest: str
     entrypoint: str
@@ -106,7 +121,8 @@ class StudySpec(_message.Message):
     fidelity: Fidelity
     space: _containers.RepeatedCompositeFieldContainer[Parameter]
     resources: Resources
-    def __init__(self, name: _Optional[str] = ..., bundle_digest: _Optional[str] = ..., entrypoint: _Optional[str] = ..., objective: _Optional[_Union[Objective, _Mapping]] = ..., budget: _Optional[_Union[Budget, _Mapping]] = ..., search: _Optional[_Union[SearchSettings, _Mapping]] = ..., fidelity: _Optional[_Union[Fidelity, _Mapping]] = ..., space: _Optional[_Iterable[_Union[Parameter, _Mapping]]] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ...) -> None: ...
+    verification: Verification
+    def __init__(self, name: _Optional[str] = ..., bundle_digest: _Optional[str] = ..., entrypoint: _Optional[str] = ..., objective: _Optional[_Union[Objective, _Mapping]] = ..., budget: _Optional[_Union[Budget, _Mapping]] = ..., search: _Optional[_Union[SearchSettings, _Mapping]] = ..., fidelity: _Optional[_Union[Fidelity, _Mapping]] = ..., space: _Optional[_Iterable[_Union[Parameter, _Mapping]]] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., verification: _Optional[_Union[Verification, _Mapping]] = ...) -> None: ...
 
 class BundleChunk(_message.Message):
     __slots__ = ("header", "data")

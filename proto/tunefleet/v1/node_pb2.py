@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from tunefleet.v1 import common_pb2 as tunefleet_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17tunefleet/v1/node.proto\x12\x0ctunefleet.v1\x1a\x19tunefleet/v1/common.proto\"}\n\x03Gpu\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0c\n\x04uuid\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x17\n\x0fmemory_total_gb\x18\x04 \x01(\x01\x12\x16\n\x0ememory_free_gb\x18\x05 \x01(\x01\x12\x1a\n\x12\x63ompute_capability\x18\x06 \x01(\t\"\x91\x01\n\tInventory\x12\x1f\n\x04gpus\x18\x01 \x03(\x0b\x32\x11.tunefleet.v1.Gpu\x12\x11\n\tcpu_slots\x18\x02 \x01(\x05\x12\x16\n\x0e\x64river_version\x18\x03 \x01(\t\x12\x14\n\x0c\x63uda_version\x18\x04 \x01(\t\x12\x10\n\x08hostname\x18\x05 \x01(\t\x12\x10\n\x08platform\x18\x06 \x01(\t\"Y\n\x0fRegisterRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12*\n\tinventory\x18\x02 \x01(\x0b\x32\x17.tunefleet.v1.Inventory\x12\x0c\n\x04time\x18\x03 \x01(\x01\"7\n\rRegisterReply\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x15\n\rlease_seconds\x18\x02 \x01(\x01\"\xa7\x02\n\tNodeEvent\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x03\x12\x0c\n\x04time\x18\x03 \x01(\x01\x12$\n\x05hello\x18\x04 \x01(\x0b\x32\x13.tunefleet.v1.HelloH\x00\x12,\n\theartbeat\x18\x05 \x01(\x0b\x32\x17.tunefleet.v1.HeartbeatH\x00\x12,\n\x06report\x18\x06 \x01(\x0b\x32\x1a.tunefleet.v1.MetricReportH\x00\x12\x31\n\x08\x66inished\x18\x07 \x01(\x0b\x32\x1d.tunefleet.v1.AttemptFinishedH\x00\x12\x31\n\x08\x64\x65\x63lined\x18\x08 \x01(\x0b\x32\x1d.tunefleet.v1.AttemptDeclinedH\x00\x42\x06\n\x04kind\"_\n\x05Hello\x12*\n\tinventory\x18\x01 \x01(\x0b\x32\x17.tunefleet.v1.Inventory\x12\x18\n\x10running_attempts\x18\x02 \x03(\x03\x12\x10\n\x08\x64raining\x18\x03 \x01(\x08\"7\n\tHeartbeat\x12\x18\n\x10running_attempts\x18\x01 \x03(\x03\x12\x10\n\x08\x64raining\x18\x02 \x01(\x08\"\xa7\x01\n\x0cMetricReport\x12\x12\n\nattempt_id\x18\x01 \x01(\x03\x12\x0b\n\x03seq\x18\x02 \x01(\x03\x12\x0c\n\x04step\x18\x03 \x01(\x03\x12\x38\n\x07metrics\x18\x04 \x03(\x0b\x32\'.tunefleet.v1.MetricReport.MetricsEntry\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x99\x01\n\x0f\x41ttemptFinished\x12\x12\n\nattempt_id\x18\x01 \x01(\x03\x12\x0f\n\x07outcome\x18\x02 \x01(\t\x12\x11\n\texit_code\x18\x03 \x01(\x05\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12\x13\n\x0bgpu_seconds\x18\x05 \x01(\x01\x12\x14\n\x0cwall_seconds\x18\x06 \x01(\x01\x12\x14\n\x0creports_sent\x18\x07 \x01(\x03\"5\n\x0f\x41ttemptDeclined\x12\x12\n\nattempt_id\x18\x01 \x01(\x03\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x84\x02\n\x12\x43oordinatorMessage\x12.\n\nassignment\x18\x01 \x01(\x0b\x32\x18.tunefleet.v1.AssignmentH\x00\x12-\n\nreport_ack\x18\x02 \x01(\x0b\x32\x17.tunefleet.v1.ReportAckH\x00\x12\'\n\x04stop\x18\x03 \x01(\x0b\x32\x17.tunefleet.v1.StopOrderH\x00\x12\x31\n\x0c\x66inished_ack\x18\x04 \x01(\x0b\x32\x19.tunefleet.v1.FinishedAckH\x00\x12+\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x1a.tunefleet.v1.SessionErrorH\x00\x42\x06\n\x04kind\"\xbe\x02\n\nAssignment\x12\x12\n\nattempt_id\x18\x01 \x01(\x03\x12\x10\n\x08study_id\x18\x02 \x01(\t\x12\x10\n\x08trial_id\x18\x03 \x01(\x03\x12\x34\n\x06params\x18\x04 \x03(\x0b\x32$.tunefleet.v1.Assignment.ParamsEntry\x12\x15\n\rbundle_digest\x18\x05 \x01(\t\x12\x12\n\nentrypoint\x18\x06 \x01(\t\x12\x14\n\x0c\x66idelity_max\x18\x07 \x01(\x03\x12\x11\n\tgpu_uuids\x18\x08 \x03(\t\x12\x15\n\rlease_seconds\x18\t \x01(\x01\x12\x0e\n\x06metric\x18\n \x01(\t\x1aG\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\'\n\x05value\x18\x02 \x01(\x0b\x32\x18.tunefleet.v1.ParamValue:\x02\x38\x01\">\n\tReportAck\x12\x12\n\nattempt_id\x18\x01 \x01(\x03\x12\x0b\n\x03seq\x18\x02 \x01(\x03\x12\x10\n\x08\x64\x65\x63ision\x18\x03 \x01(\t\"/\n\tStopOrder\x12\x12\n\nattempt_id\x18\x01 \x01(\x03\x12\x0e\n\x06reason\x18\x02 \x01(\t\"!\n\x0b\x46inishedAck\x12\x12\n\nattempt_id\x18\x01 \x01(\x03\"\x1f\n\x0cSessionError\x12\x0f\n\x07message\x18\x01 \x01(\t\"\x1f\n\rBundleRequest\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t2\xef\x01\n\x0bNodeService\x12\x45\n\x08Register\x12\x1c.tunefleet.v1.SignedEnvelope\x1a\x1b.tunefleet.v1.RegisterReply\x12M\n\x07Session\x12\x1c.tunefleet.v1.SignedEnvelope\x1a .tunefleet.v1.CoordinatorMessage(\x01\x30\x01\x12J\n\x0e\x44ownloadBundle\x12\x1b.tunefleet.v1.BundleRequest\x1a\x19.tunefleet.v1.BundleChunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17tunefleet/v1/node.proto\x12\x0ctunefleet.v1\x1a\x19tunefleet/v1/common.proto\"}\n\x03Gpu\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0c\n\x04uuid\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x17\n\x0fmemory_total_gb\x18\x04 \x01(\x01\x12\x16\n\x0ememory_free_gb\x18\x05 \x01(\x01\x12\x1a\n\x12\x63ompute_capability\x18\x06 \x01(\t\"\x91\x01\n\tInventory\x12\x1f\n\x04gpus\x18\x01 \x03(\x0b\x32\x11.tunefleet.v1.Gpu\x12\x11\n\tcpu_slots\x18\x02 \x01(\x05\x12\x16\n\x0e\x64river_version\x18\x03 \x01(\t\x12\x14\n\x0c\x63uda_version\x18\x04 \x01(\t\x12\x10\n\x08hostname\x18\x05 \x01(\t\x12\x10\n\x08platform\x18\x06 \x01(\t\"Y\n\x0fRegisterRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12*\n\tinventory\x18\x02 \x01(\x0b\x32\x17.tunefleet.v1.Inventory\x12\x0c\n\x04time\x18\x03 \x01(\x01\"7\n\rRegisterReply\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x15\n\rlease_seconds\x18\x02 \x01(\x01\"\x98\x02\n\tNodeEvent\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12$\n\x05hello\x18\x04 \x01(\x0b\x32\x13.tunefleet.v1.HelloH\x00\x12,\n\theartbeat\x18\x05 \x01(\x0b\x32\x17.tunefleet.v1.HeartbeatH\x00\x12,\n\x06report\x18\x06 \x01(\x0b\x32\x1a.tunefleet.v1.MetricReportH\x00\x12\x31\n\x08\x66inished\x18\x07 \x01(\x0b\x32\x1d.tunefleet.v1.AttemptFinishedH\x00\x12\x31\n\x08\x64\x65\x63lined\x18\x08 \x01(\x0b\x32\x1d.tunefleet.v1.AttemptDeclinedH\x00\x42\x06\n\x04kindJ\x04\x08\x02\x10\x03J\x04\x08\x03\x10\x04\"_\n\x05Hello\x12*\n\tinventory\x18\x01 \x01(\x0b\x32\x17.tunefleet.v1.Inventory\x12\x18\n\x10running_attempts\x18\x02 \x03(\x03\x12\x10\n\x08\x64raining\x18\x03 \x01(\x08\"7\n\tHeartbeat\x12\x18\n\x10running_attempts\x18\x01 \x03(\x03\x12\x10\n\x08\x64raining\x18\x02 \x01(\x08\"\xa7\x01\n\x0cMetricReport\x12\x12\n\nattempt_id\x18\x01 \x01(\x03\x12\x0b\n\x03seq\x18\x02 \x01(\x03\x12\x0c\n\x04step\x18\x03 \x01(\x03\x12\x38\n\x07metrics\x18\x04 \x03(\x0b\x32\'.tunefleet.v1.MetricReport.MetricsEntry\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x99\x01\n\x0f\x41ttemptFinished\x12\x12\n\nattempt_id\x18\x01 \x01(\x03\x12\x0f\n\x07outcome\x18\x02 \x01(\t\x12\x11\n\texit_code\x18\x03 \x01(\x05\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12\x13\n\x0bgpu_seconds\x18\x05 \x01(\x01\x12\x14\n\x0cwall_seconds\x18\x06 \x01(\x01\x12\x14\n\x0creports_sent\x18\x07 \x01(\x03\"5\n\x0f\x41ttemptDeclined\x12\x12\n\nattempt_id\x18\x01 \x01(\x03\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x84\x02\n\x12\x43oordinatorMessage\x12.\n\nassignment\x18\x01 \x01(\x0b\x32\x18.tunefleet.v1.AssignmentH\x00\x12-\n\nreport_ack\x18\x02 \x01(\x0b\x32\x17.tunefleet.v1.ReportAckH\x00\x12\'\n\x04stop\x18\x03 \x01(\x0b\x32\x17.tunefleet.v1.StopOrderH\x00\x12\x31\n\x0c\x66inished_ack\x18\x04 \x01(\x0b\x32\x19.tunefleet.v1.FinishedAckH\x00\x12+\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x1a.tunefleet.v1.SessionErrorH\x00\x42\x06\n\x04kind\"\xbe\x02\n\nAssignment\x12\x12\n\nattempt_id\x18\x01 \x01(\x03\x12\x10\n\x08study_id\x18\x02 \x01(\t\x12\x10\n\x08trial_id\x18\x03 \x01(\x03\x12\x34\n\x06params\x18\x04 \x03(\x0b\x32$.tunefleet.v1.Assignment.ParamsEntry\x12\x15\n\rbundle_digest\x18\x05 \x01(\t\x12\x12\n\nentrypoint\x18\x06 \x01(\t\x12\x14\n\x0c\x66idelity_max\x18\x07 \x01(\x03\x12\x11\n\tgpu_uuids\x18\x08 \x03(\t\x12\x15\n\rlease_seconds\x18\t \x01(\x01\x12\x0e\n\x06metric\x18\n \x01(\t\x1aG\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\'\n\x05value\x18\x02 \x01(\x0b\x32\x18.tunefleet.v1.ParamValue:\x02\x38\x01\">\n\tReportAck\x12\x12\n\nattempt_id\x18\x01 \x01(\x03\x12\x0b\n\x03seq\x18\x02 \x01(\x03\x12\x10\n\x08\x64\x65\x63ision\x18\x03 \x01(\t\"/\n\tStopOrder\x12\x12\n\nattempt_id\x18\x01 \x01(\x03\x12\x0e\n\x06reason\x18\x02 \x01(\t\"!\n\x0b\x46inishedAck\x12\x12\n\nattempt_id\x18\x01 \x01(\x03\"\x1f\n\x0cSessionError\x12\x0f\n\x07message\x18\x01 \x01(\t\"\x1f\n\rBundleRequest\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t2\xf0\x01\n\x0bNodeService\x12\x45\n\x08Register\x12\x1c.tunefleet.v1.SignedEnvelope\x1a\x1b.tunefleet.v1.RegisterReply\x12M\n\x07Session\x12\x1c.tunefleet.v1.SignedEnvelope\x1a .tunefleet.v1.CoordinatorMessage(\x01\x30\x01\x12K\n\x0e\x44ownloadBundle\x12\x1c.tunefleet.v1.SignedEnvelope\x1a\x19.tunefleet.v1.BundleChunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,35 +45,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REGISTERREPLY']._serialized_start=434
   _globals['_REGISTERREPLY']._serialized_end=489
   _globals['_NODEEVENT']._serialized_start=492
-  _globals['_NODEEVENT']._serialized_end=787
-  _globals['_HELLO']._serialized_start=789
-  _globals['_HELLO']._serialized_end=884
-  _globals['_HEARTBEAT']._serialized_start=886
-  _globals['_HEARTBEAT']._serialized_end=941
-  _globals['_METRICREPORT']._serialized_start=944
-  _globals['_METRICREPORT']._serialized_end=1111
-  _globals['_METRICREPORT_METRICSENTRY']._serialized_start=1065
-  _globals['_METRICREPORT_METRICSENTRY']._serialized_end=1111
-  _globals['_ATTEMPTFINISHED']._serialized_start=1114
-  _globals['_ATTEMPTFINISHED']._serialized_end=1267
-  _globals['_ATTEMPTDECLINED']._serialized_start=1269
-  _globals['_ATTEMPTDECLINED']._serialized_end=1322
-  _globals['_COORDINATORMESSAGE']._serialized_start=1325
-  _globals['_COORDINATORMESSAGE']._serialized_end=1585
-  _globals['_ASSIGNMENT']._serialized_start=1588
-  _globals['_ASSIGNMENT']._serialized_end=1906
-  _globals['_ASSIGNMENT_PARAMSENTRY']._serialized_start=1835
-  _globals['_ASSIGNMENT_PARAMSENTRY']._serialized_end=1906
-  _globals['_REPORTACK']._serialized_start=1908
-  _globals['_REPORTACK']._serialized_end=1970
-  _globals['_STOPORDER']._serialized_start=1972
-  _globals['_STOPORDER']._serialized_end=2019
-  _globals['_FINISHEDACK']._serialized_start=2021
-  _globals['_FINISHEDACK']._serialized_end=2054
-  _globals['_SESSIONERROR']._serialized_start=2056
-  _globals['_SESSIONERROR']._serialized_end=2087
-  _globals['_BUNDLEREQUEST']._serialized_start=2089
-  _globals['_BUNDLEREQUEST']._serialized_end=2120
-  _globals['_NODESERVICE']._serialized_start=2123
-  _globals['_NODESERVICE']._serialized_end=2362
+  _globals['_NODEEVENT']._serialized_end=772
+  _globals['_HELLO']._serialized_start=774
+  _globals['_HELLO']._serialized_end=869
+  _globals['_HEARTBEAT']._serialized_start=871
+  _globals['_HEARTBEAT']._serialized_end=926
+  _globals['_METRICREPORT']._serialized_start=929
+  _globals['_METRICREPORT']._serialized_end=1096
+  _globals['_METRICREPORT_METRICSENTRY']._serialized_start=1050
+  _globals['_METRICREPORT_METRICSENTRY']._serialized_end=1096
+  _globals['_ATTEMPTFINISHED']._serialized_start=1099
+  _globals['_ATTEMPTFINISHED']._serialized_end=1252
+  _globals['_ATTEMPTDECLINED']._serialized_start=1254
+  _globals['_ATTEMPTDECLINED']._serialized_end=1307
+  _globals['_COORDINATORMESSAGE']._serialized_start=1310
+  _globals['_COORDINATORMESSAGE']._serialized_end=1570
+  _globals['_ASSIGNMENT']._serialized_start=1573
+  _globals['_ASSIGNMENT']._serialized_end=1891
+  _globals['_ASSIGNMENT_PARAMSENTRY']._serialized_start=1820
+  _globals['_ASSIGNMENT_PARAMSENTRY']._serialized_end=1891
+  _globals['_REPORTACK']._serialized_start=1893
+  _globals['_REPORTACK']._serialized_end=1955
+  _globals['_STOPORDER']._serialized_start=1957
+  _globals['_STOPORDER']._serialized_end=2004
+  _globals['_FINISHEDACK']._serialized_start=2006
+  _globals['_FINISHEDACK']._serialized_end=2039
+  _globals['_SESSIONERROR']._serialized_start=2041
+  _globals['_SESSIONERROR']._serialized_end=2072
+  _globals['_BUNDLEREQUEST']._serialized_start=2074
+  _globals['_BUNDLEREQUEST']._serialized_end=2105
+  _globals['_NODESERVICE']._serialized_start=2108
+  _globals['_NODESERVICE']._serialized_end=2348
 # @@protoc_insertion_point(module_scope)

@@ -58,24 +58,20 @@ class RegisterReply(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., lease_seconds: _Optional[float] = ...) -> None: ...
 
 class NodeEvent(_message.Message):
-    __slots__ = ("node_id", "seq", "time", "hello", "heartbeat", "report", "finished", "declined")
+    __slots__ = ("node_id", "hello", "heartbeat", "report", "finished", "declined")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
-    SEQ_FIELD_NUMBER: _ClassVar[int]
-    TIME_FIELD_NUMBER: _ClassVar[int]
     HELLO_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     REPORT_FIELD_NUMBER: _ClassVar[int]
     FINISHED_FIELD_NUMBER: _ClassVar[int]
     DECLINED_FIELD_NUMBER: _ClassVar[int]
     node_id: str
-    seq: int
-    time: float
     hello: Hello
     heartbeat: Heartbeat
     report: MetricReport
     finished: AttemptFinished
     declined: AttemptDeclined
-    def __init__(self, node_id: _Optional[str] = ..., seq: _Optional[int] = ..., time: _Optional[float] = ..., hello: _Optional[_Union[Hello, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., report: _Optional[_Union[MetricReport, _Mapping]] = ..., finished: _Optional[_Union[AttemptFinished, _Mapping]] = ..., declined: _Optional[_Union[AttemptDeclined, _Mapping]] = ...) -> None: ...
+    def __init__(self, node_id: _Optional[str] = ..., hello: _Optional[_Union[Hello, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., report: _Optional[_Union[MetricReport, _Mapping]] = ..., finished: _Optional[_Union[AttemptFinished, _Mapping]] = ..., declined: _Optional[_Union[AttemptDeclined, _Mapping]] = ...) -> None: ...
 
 class Hello(_message.Message):
     __slots__ = ("inventory", "running_attempts", "draining")

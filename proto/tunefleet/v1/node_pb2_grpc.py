@@ -47,7 +47,7 @@ class NodeServiceStub:
                 _registered_method=True)
         self.DownloadBundle = channel.unary_stream(
                 '/tunefleet.v1.NodeService/DownloadBundle',
-                request_serializer=tunefleet_dot_v1_dot_node__pb2.BundleRequest.SerializeToString,
+                request_serializer=tunefleet_dot_v1_dot_common__pb2.SignedEnvelope.SerializeToString,
                 response_deserializer=tunefleet_dot_v1_dot_common__pb2.BundleChunk.FromString,
                 _registered_method=True)
 
@@ -71,8 +71,9 @@ class NodeServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DownloadBundle(self, request, context):
-        """Download a bundle by digest; the first chunk carries the header with the publisher's
-        signature, which the agent checks before unpacking anything.
+        """Download a bundle by digest. The envelope's body is a BundleRequest signed by a registered
+        node (or by the bundle's publisher, or the operator). The first chunk carries the header
+        with the publisher's signature, which the agent checks before unpacking anything.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -93,7 +94,7 @@ def add_NodeServiceServicer_to_server(servicer, server):
             ),
             'DownloadBundle': grpc.unary_stream_rpc_method_handler(
                     servicer.DownloadBundle,
-                    request_deserializer=tunefleet_dot_v1_dot_node__pb2.BundleRequest.FromString,
+                    request_deserializer=tunefleet_dot_v1_dot_common__pb2.SignedEnvelope.FromString,
                     response_serializer=tunefleet_dot_v1_dot_common__pb2.BundleChunk.SerializeToString,
             ),
     }
@@ -176,7 +177,7 @@ class NodeService:
             request,
             target,
             '/tunefleet.v1.NodeService/DownloadBundle',
-            tunefleet_dot_v1_dot_node__pb2.BundleRequest.SerializeToString,
+            tunefleet_dot_v1_dot_common__pb2.SignedEnvelope.SerializeToString,
             tunefleet_dot_v1_dot_common__pb2.BundleChunk.FromString,
             options,
             channel_credentials,

@@ -22,12 +22,10 @@ class StudyRef(_message.Message):
     def __init__(self, study_id: _Optional[str] = ...) -> None: ...
 
 class StopStudyRequest(_message.Message):
-    __slots__ = ("study_id", "time")
+    __slots__ = ("study_id",)
     STUDY_ID_FIELD_NUMBER: _ClassVar[int]
-    TIME_FIELD_NUMBER: _ClassVar[int]
     study_id: str
-    time: float
-    def __init__(self, study_id: _Optional[str] = ..., time: _Optional[float] = ...) -> None: ...
+    def __init__(self, study_id: _Optional[str] = ...) -> None: ...
 
 class ListStudiesRequest(_message.Message):
     __slots__ = ()
@@ -84,7 +82,7 @@ class ListTrialsRequest(_message.Message):
     def __init__(self, study_id: _Optional[str] = ..., include_reports: _Optional[bool] = ...) -> None: ...
 
 class TrialInfo(_message.Message):
-    __slots__ = ("trial_id", "state", "params", "value", "step", "attempts", "node_id", "error", "reports")
+    __slots__ = ("trial_id", "state", "params", "value", "step", "attempts", "node_id", "error", "reports", "verification", "verification_detail")
     class ParamsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -101,6 +99,8 @@ class TrialInfo(_message.Message):
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     REPORTS_FIELD_NUMBER: _ClassVar[int]
+    VERIFICATION_FIELD_NUMBER: _ClassVar[int]
+    VERIFICATION_DETAIL_FIELD_NUMBER: _ClassVar[int]
     trial_id: int
     state: str
     params: _containers.MessageMap[str, _common_pb2.ParamValue]
@@ -110,7 +110,9 @@ class TrialInfo(_message.Message):
     node_id: str
     error: str
     reports: _containers.RepeatedCompositeFieldContainer[MetricPoint]
-    def __init__(self, trial_id: _Optional[int] = ..., state: _Optional[str] = ..., params: _Optional[_Mapping[str, _common_pb2.ParamValue]] = ..., value: _Optional[float] = ..., step: _Optional[int] = ..., attempts: _Optional[int] = ..., node_id: _Optional[str] = ..., error: _Optional[str] = ..., reports: _Optional[_Iterable[_Union[MetricPoint, _Mapping]]] = ...) -> None: ...
+    verification: str
+    verification_detail: str
+    def __init__(self, trial_id: _Optional[int] = ..., state: _Optional[str] = ..., params: _Optional[_Mapping[str, _common_pb2.ParamValue]] = ..., value: _Optional[float] = ..., step: _Optional[int] = ..., attempts: _Optional[int] = ..., node_id: _Optional[str] = ..., error: _Optional[str] = ..., reports: _Optional[_Iterable[_Union[MetricPoint, _Mapping]]] = ..., verification: _Optional[str] = ..., verification_detail: _Optional[str] = ...) -> None: ...
 
 class MetricPoint(_message.Message):
     __slots__ = ("step", "metrics")
