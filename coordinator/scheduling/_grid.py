@@ -26,7 +26,7 @@ class GridSearcher(Searcher):
         axes = [space[name].grid(points) for name in space]
         combos = list(itertools.product(*axes))
         order = np.random.default_rng(seed).permutation(len(combos))
-        self._combos = [dict(zip(space, combos[i])) for i in order]
+        self._combos = [dict(zip(space, combos[i], strict=True)) for i in order]
 
     @property
     def size(self) -> int:

@@ -241,28 +241,51 @@ def test_unknown_searcher_or_missing_bundle_stores_nothing(hub: Hub, store: Stor
     assert store.list_studies() == []
 
 
+@pytest.mark.parametrize("searcher, scheduler", [
+    ("random", "fifo"), ("tpe", "hyperband"), ("gp", "asha"), ("quasirandom", "median"),
+])
 def test_restart_rebuilds_the_scheduler_and_makes_the_same_next_decision(
-        tmp_path: Path, clock: Clock) -> None:
-    def run(restart: bool) -> list[tuple[int, dict[str, Any]]]:
-        store = Store(tmp_path / f"r{restart}.db")
+        tmp_path: Path, clock: Clock, searcher: str, scheduler: str) -> None:
+    """Many trials through a real store; a restart in the middle changes no decision."""
+    def run(restart_at: int | None) -> list[tuple[int, Any, list[str]]]:
+        path = tmp_path / f"{searcher}-{restart_at}.db"
+        store = Store(path)
         hub = Hub(store, clock=clock, lease_seconds=10)
         hub.put_bundle(DIGEST, b"b", b"k" * 32, "pub", b"s" * 64)
-        submit(hub, make_spec(budget={"max_trials": 6}))
+        spec = make_spec(budget={"max_trials": 14},
+                         search={"searcher": searcher, "scheduler": scheduler, "seed": 5},
+                         fidelity={"min": 1, "max": 9, "eta": 3},
+                         space={"x": {"type": "float", "low": 0.0, "high": 1.0},
+                                "k": {"type": "categorical", "choices": ["a", "b", "c"]}},
+                         verification={"best": False})
+        submit(hub, spec)
         [a] = connect(hub, "n1")
-        report(hub, "n1", a.attempt_id, 1, 1, 0.5)
-        [b] = finish(hub, "n1", a.attempt_id)
-        report(hub, "n1", b.attempt_id, 1, 1, 0.4)
-        if restart:
-            store.close()
-            store = Store(tmp_path / f"r{restart}.db")
-            hub = Hub(store, clock=clock, lease_seconds=10)
-            hub.register_node("n1", b"p" * 32, "n1", node_pb2.Inventory(cpu_slots=1))
-            hub.node_connected("n1", node_pb2.Hello(
-                inventory=node_pb2.Inventory(cpu_slots=1), running_attempts=[b.attempt_id]))
-        [c] = finish(hub, "n1", b.attempt_id)
-        return [(x.trial_id, dict(x.params)) for x in (a, b, c)]
+        seen: list[tuple[int, Any, list[str]]] = []
+        for n in range(14):
+            if restart_at == n:
+                store.close()
+                store = Store(path)
+                hub = Hub(store, clock=clock, lease_seconds=10)
+                hub.node_connected("n1", node_pb2.Hello(
+                    inventory=node_pb2.Inventory(cpu_slots=1), running_attempts=[a.attempt_id]))
+            x = a.params["x"].float_value
+            decisions = []
+            for step in range(1, 10):
+                loss = (x - 0.3) ** 2 + (0.2 if a.params["k"].string_value == "b" else 0) + 1 / step
+                decisions.append(report(hub, "n1", a.attempt_id, step, step, loss))
+                if decisions[-1] == "stop":
+                    break
+            seen.append((a.trial_id, dict(a.params), decisions))
+            nxt = finish(hub, "n1", a.attempt_id, "stopped" if decisions[-1] == "stop" else
+                         "completed")
+            if not nxt:
+                break
+            [a] = nxt
+        return seen
 
-    assert run(restart=True) == run(restart=False)
+    baseline = run(None)
+    assert len(baseline) == 14
+    assert run(restart_at=7) == baseline
 
 
 def run_trial(hub: Hub, node: str, a: node_pb2.Assignment, loss: float

@@ -28,7 +28,8 @@ def last_values(db: Path, study_id: str, metric: str) -> dict[int, float]:
     """Each trial's value: the metric at the highest step its reports show."""
     out: dict[int, tuple[int, float]] = {}
     for trial, step, metrics in query(
-        db, "SELECT trial_number, step, metrics FROM reports WHERE study_id = ?", (study_id,)
+        db, "SELECT r.trial_number, r.step, r.metrics FROM reports r JOIN attempts a ON "
+        "a.id = r.attempt_id WHERE r.study_id = ? AND a.purpose = 'trial'", (study_id,)
     ):
         value = json.loads(metrics).get(metric)
         if value is not None and (trial not in out or step > out[trial][0]):

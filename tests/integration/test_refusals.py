@@ -138,7 +138,8 @@ def test_bundle_changed_after_signing_is_refused(cluster: LocalCluster, tiny_tra
         SignedBundle(bundle.data, bundle.digest, Identity.generate().public_key,
                      bundle.signature),
     ):
-        with Client(cluster.address, identity, cluster.security) as client, pytest.raises(CoordinatorError) as info:
+        with Client(cluster.address, identity, cluster.security) as client, \
+                pytest.raises(CoordinatorError) as info:
             client.upload(forged)
         assert info.value.code is grpc.StatusCode.INVALID_ARGUMENT
         # Nothing forged is stored: any row under this digest is the genuine upload.
