@@ -1,16 +1,17 @@
 """Runs one training child in a sandbox and streams its reports.
 
 The child gets a fresh work directory, a scrubbed environment (no agent key, no provider
-secrets), its own process group, its GPUs pinned through ``CUDA_VISIBLE_DEVICES`` and two pipes:
-reports come in as JSON lines on one, a ``stop`` line goes out on the other. :meth:`Child.stop`
-asks politely, then ends the process group: SIGTERM, a grace period, SIGKILL.
+secrets), its own process group, its GPUs pinned through ``CUDA_VISIBLE_DEVICES``, resource
+limits (:class:`~node_agent.sandbox.SandboxLimits`), an unprivileged account when
+:attr:`ChildSpec.run_as` names one, and two pipes: reports come in as JSON lines on one, a
+``stop`` line goes out on the other. :meth:`Child.stop` asks politely, then ends the process
+group: SIGTERM, a grace period, SIGKILL. The wall-time limit ends the child the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import math
 import os
@@ -21,8 +22,19 @@ from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+from node_agent.sandbox import (
+    Account,
+    SandboxLimits,
+    grant_access,
+    grant_traversal,
+    launch_command,
+    resolve_account,
+    rlimits_for,
+    runtime_directories,
+)
+from tunefleet.errors import InvalidInputError
 from tunefleet.trial import ENV_CONTROL_FD, ENV_REPORT_FD, ENV_TRIAL
 
 __all__ = ["ChildSpec", "Child", "ChildReport", "ChildExit"]
@@ -33,11 +45,20 @@ MAX_LINE_BYTES = 64 * 1024
 
 @dataclass(frozen=True)
 class ChildSpec:
+    """What to run and how to confine it.
+
+    ``run_as`` names the account the child runs as (see :func:`node_agent.sandbox.sandbox_user`);
+    ``None`` keeps the agent's own. Switching needs root; the work directory is then handed to
+    that account and the directories above it made traversable (``o+x`` only).
+    """
+
     workdir: Path
     entrypoint: str
     trial: dict[str, Any]  # params, fidelity_max, trial_id, attempt_id
     gpu_uuids: tuple[str, ...] = ()
     threads: int = 1
+    limits: SandboxLimits = SandboxLimits()
+    run_as: str | None = None
 
 
 @dataclass(frozen=True)
@@ -48,10 +69,21 @@ class ChildReport:
 
 @dataclass(frozen=True)
 class ChildExit:
+    """How a child ended.
+
+    ``exit_code`` is negative for a signal (``-9`` for SIGKILL). ``stopped`` is true when a
+    stop order ended it. ``limit_exceeded`` says which limit ended it when the runner knows
+    (``"wall time limit of 60 s exceeded"``, ``"CPU time limit of 10 s exceeded"``); a child
+    that runs out of memory, file size or descriptors sees failing calls instead and exits
+    on its own, with the error in ``stderr_tail``. A child past its wall time is told to stop
+    first, so it may still exit 0; ``limit_exceeded`` is set all the same.
+    """
+
     exit_code: int
     stopped: bool  # we ended it (stop order or scheduler STOP)
     stderr_tail: str
     wall_seconds: float
+    limit_exceeded: str | None = None
 
 
 def _environment(spec: ChildSpec, report_fd: int, control_fd: int) -> dict[str, str]:
@@ -78,46 +110,79 @@ def _environment(spec: ChildSpec, report_fd: int, control_fd: int) -> dict[str, 
     return env
 
 
-PR_SET_PDEATHSIG = 1
+def _account(spec: ChildSpec) -> Account | None:
+    """The account to switch to, or ``None`` when the child keeps the agent's."""
+    if spec.run_as is None:
+        return None
+    account = resolve_account(spec.run_as)
+    if account.uid == os.geteuid():
+        return None
+    if os.geteuid() != 0:
+        raise InvalidInputError("run_as", spec.run_as,
+                                "another account only when the agent runs as root")
+    return account
 
 
-def _in_child() -> None:
-    """Runs in the child between fork and exec: it dies with the agent, even on SIGKILL."""
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+def _seconds(value: float) -> str:
+    return f"{value:g}"
 
 
 class Child:
     """A started training process. Iterate :meth:`reports`, then await :meth:`wait`."""
 
     def __init__(self, spec: ChildSpec, process: asyncio.subprocess.Process,
-                 reader: asyncio.StreamReader, control_fd: int, started: float) -> None:
+                 reader: asyncio.StreamReader, control_fd: int, started: float,
+                 logs: tuple[IO[bytes], ...] = ()) -> None:
         self.spec = spec
         self.process = process
         self._reader = reader
         self._control_fd = control_fd
         self._started = started
         self._stopped = False
+        self._logs = logs
+        self._tail: str | None = None
+        self.limit_exceeded: str | None = None
         self.bad_lines = 0
+        self._watchdog: asyncio.Task[None] | None = None
+        if spec.limits.wall_seconds is not None:
+            self._watchdog = asyncio.get_running_loop().create_task(
+                self._enforce_wall_time(spec.limits.wall_seconds))
 
     @classmethod
     async def start(cls, spec: ChildSpec) -> Child:
+        """Start the entrypoint under the sandbox of ``spec``.
+
+        Raises ``FileNotFoundError`` for a missing entrypoint, ``InvalidInputError`` for a
+        ``run_as`` that does not exist, is root, or needs a switch the agent cannot make, and
+        ``OSError`` when the process cannot start.
+        """
         entry = spec.workdir / spec.entrypoint
         if not entry.is_file():
             raise FileNotFoundError(f"entrypoint {spec.entrypoint} is not in the bundle")
+        account = _account(spec)
+        rlimits = rlimits_for(spec.limits, gpus=bool(spec.gpu_uuids))
         report_r, report_w = os.pipe()
         control_r, control_w = os.pipe()
-        env = _environment(spec, report_w, control_r)
+        logs: tuple[IO[bytes], ...] = ()
         try:
+            env = _environment(spec, report_w, control_r)
+            logs = (open(spec.workdir / "stdout.log", "wb"),  # noqa: SIM115
+                    open(spec.workdir / "stderr.log", "w+b"))  # noqa: SIM115
+            if account is not None:
+                await asyncio.to_thread(_hand_over, spec.workdir, account)
+            argv = launch_command([sys.executable, spec.entrypoint], rlimits, account,
+                                  os.getpid())
             process = await asyncio.create_subprocess_exec(
-                sys.executable, spec.entrypoint,
-                cwd=spec.workdir, env=env, pass_fds=(report_w, control_r),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=open(spec.workdir / "stdout.log", "wb"),  # noqa: SIM115
-                stderr=open(spec.workdir / "stderr.log", "wb"),  # noqa: SIM115
-                start_new_session=True, preexec_fn=_in_child,
+                *argv, cwd=spec.workdir, env=env, pass_fds=(report_w, control_r),
+                stdin=asyncio.subprocess.DEVNULL, stdout=logs[0], stderr=logs[1],
+                start_new_session=True,
             )
+        except BaseException:
+            for fd in (report_r, control_w):
+                os.close(fd)
+            for log_file in logs:
+                log_file.close()
+            raise
         finally:
             os.close(report_w)
             os.close(control_r)
@@ -126,7 +191,7 @@ class Child:
         await loop.connect_read_pipe(
             lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(report_r, "rb", 0)
         )
-        return cls(spec, process, reader, control_w, time.monotonic())
+        return cls(spec, process, reader, control_w, time.monotonic(), logs)
 
     async def reports(self) -> AsyncIterator[ChildReport]:
         """The child's reports in order, until it closes its end of the pipe."""
@@ -149,6 +214,10 @@ class Child:
         if self.process.returncode is not None:
             return
         self._stopped = True
+        await self._end(grace)
+
+    async def _end(self, grace: float) -> None:
+        """Write ``stop``; after ``grace`` SIGTERM the group; after ``grace`` more, SIGKILL."""
         with contextlib.suppress(OSError):
             os.write(self._control_fd, b"stop\n")
         for sig, wait in ((None, grace), (signal.SIGTERM, grace), (signal.SIGKILL, None)):
@@ -163,24 +232,58 @@ class Child:
             except TimeoutError:
                 continue
 
+    async def _enforce_wall_time(self, limit: float) -> None:
+        try:
+            await asyncio.wait_for(self.process.wait(), limit)
+        except TimeoutError:
+            if self.process.returncode is None and not self._stopped:
+                self.limit_exceeded = f"wall time limit of {_seconds(limit)} s exceeded"
+                await self._end(self.spec.limits.wall_grace_seconds)
+
     async def wait(self) -> ChildExit:
+        """Wait for the child's end, kill what is left of its group, and describe the end."""
         code = await self.process.wait()
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.process.pid, signal.SIGKILL)  # leftovers of the group
+        if self._watchdog is not None and not self._watchdog.done():
+            self._watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watchdog
         with contextlib.suppress(OSError):
             os.close(self._control_fd)
-        return ChildExit(code, self._stopped, self.stderr_tail(),
-                         time.monotonic() - self._started)
+        cpu = self.spec.limits.cpu_seconds
+        if self.limit_exceeded is None and cpu is not None and code == -signal.SIGXCPU:
+            self.limit_exceeded = f"CPU time limit of {cpu} s exceeded"
+        self._tail = self.stderr_tail()
+        for log_file in self._logs:
+            log_file.close()
+        return ChildExit(code, self._stopped, self._tail,
+                         time.monotonic() - self._started, self.limit_exceeded)
 
     def stderr_tail(self) -> str:
-        path = self.spec.workdir / "stderr.log"
+        """The last lines of the child's stderr.
+
+        Read through the descriptor the agent opened, never by path: the child owns its work
+        directory and could put a link to the agent's key where ``stderr.log`` was.
+        """
+        if self._tail is not None:
+            return self._tail
+        if len(self._logs) < 2:
+            return ""
+        fd = self._logs[1].fileno()
         try:
-            with open(path, "rb") as f:
-                f.seek(max(0, path.stat().st_size - 16384))
-                data = f.read().decode("utf-8", "replace")
+            size = os.fstat(fd).st_size
+            start = max(0, size - 16384)
+            data = os.pread(fd, size - start, start).decode("utf-8", "replace")
         except OSError:
             return ""
         return "\n".join(deque(data.splitlines(), maxlen=STDERR_TAIL_LINES))
+
+
+def _hand_over(workdir: Path, account: Account) -> None:
+    """Give the work directory to ``account`` and open the paths it needs (``o+x`` only)."""
+    grant_access(workdir, account)
+    grant_traversal(runtime_directories())
 
 
 def _parse(line: bytes) -> ChildReport | None:

@@ -1,0 +1,279 @@
+"""Resource limits, the unprivileged account and the launcher for training children.
+
+The runner (:mod:`node_agent.runner`) builds one :class:`SandboxLimits` per child. Limits are
+enforced by the kernel through ``setrlimit``, applied by a launcher before it execs the training
+code (see :func:`launch_command`), except the wall time, which the runner enforces itself (it
+stops the child like a stop order).
+
+When the agent runs as root, children run as an unprivileged account (``nobody`` unless the
+provider names another one, see :func:`sandbox_user`). Before such a child starts,
+:func:`grant_access` hands its work directory to that account and makes every directory above it
+traversable (search bit only, never read), so the child reaches its own files but cannot list or
+read the agent's home or its key; the runner does the same for the directories holding the
+Python interpreter (:func:`runtime_directories`), which the child must reach to start.
+
+Limits of this sandbox, stated so nobody relies on more: children that share one account can
+signal and read each other; a child may escape its process group with ``setsid``; memory is
+capped as address space (``RLIMIT_AS``), not resident memory, and not at all for GPU children.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import pwd
+import resource
+import stat
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tunefleet.errors import InvalidInputError
+
+__all__ = [
+    "SandboxLimits",
+    "Account",
+    "DEFAULT_ACCOUNT",
+    "sandbox_user",
+    "resolve_account",
+    "rlimits_for",
+    "grant_access",
+    "grant_traversal",
+    "runtime_directories",
+    "launch_command",
+]
+
+log = logging.getLogger(__name__)
+
+GiB = 1024**3
+MiB = 1024**2
+DEFAULT_ACCOUNT = "nobody"
+CPU_KILL_AFTER = 2
+"""Seconds of CPU time between SIGXCPU (the soft limit) and SIGKILL (the hard limit)."""
+MIN_MEMORY_BYTES = 64 * MiB
+MIN_OPEN_FILES = 16
+
+Rlimit = tuple[int, int, int]
+"""``(resource, soft, hard)`` as :func:`resource.setrlimit` takes them."""
+
+
+@dataclass(frozen=True)
+class SandboxLimits:
+    """What one training child may use. ``None`` means unlimited (the agent's own limit stays).
+
+    - ``memory_bytes``: address space (``RLIMIT_AS``); an allocation beyond it fails
+      (``MemoryError`` in Python). Applied only to children without GPUs, because CUDA maps
+      virtual ranges far larger than any real memory use.
+    - ``cpu_seconds``: CPU time of the child process, all its threads summed (``RLIMIT_CPU``);
+      the child gets SIGXCPU at the limit and SIGKILL :data:`CPU_KILL_AFTER` seconds later.
+      Unlimited by default: a trial legitimately uses threads x wall time, and ``wall_seconds``
+      bounds it.
+    - ``file_bytes``: the size of every file the child writes (``RLIMIT_FSIZE``), its
+      ``stdout.log`` and ``stderr.log`` included; writing past it fails with ``EFBIG``.
+    - ``open_files``: descriptors the child may hold (``RLIMIT_NOFILE``).
+    - ``processes``: processes of the child's real user, counted across the whole machine
+      (``RLIMIT_NPROC``); root ignores it. Off by default because a shared account such as
+      ``nobody`` counts every process of that account.
+    - ``wall_seconds``: enforced by the runner; when exceeded the child is stopped like a stop
+      order, waiting ``wall_grace_seconds`` before each escalation, and its exit is marked.
+
+    Core dumps are always off (``RLIMIT_CORE`` = 0): a dump could hold data of the trial and
+    fill the disk.
+    """
+
+    memory_bytes: int | None = 16 * GiB
+    cpu_seconds: int | None = None
+    file_bytes: int | None = 8 * GiB
+    open_files: int | None = 4096
+    processes: int | None = None
+    wall_seconds: float | None = 24 * 3600.0
+    wall_grace_seconds: float = 5.0
+
+    def __post_init__(self) -> None:
+        _check_int("memory_bytes", self.memory_bytes, MIN_MEMORY_BYTES)
+        _check_int("cpu_seconds", self.cpu_seconds, 1)
+        _check_int("file_bytes", self.file_bytes, 1)
+        _check_int("open_files", self.open_files, MIN_OPEN_FILES)
+        _check_int("processes", self.processes, 1)
+        _check_seconds("wall_seconds", self.wall_seconds, optional=True)
+        _check_seconds("wall_grace_seconds", self.wall_grace_seconds, optional=False)
+
+
+def _check_int(name: str, value: object, minimum: int) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InvalidInputError(f"limits.{name}", value,
+                                f"an integer >= {minimum}, or None for unlimited")
+
+
+def _check_seconds(name: str, value: object, *, optional: bool) -> None:
+    if value is None and optional:
+        return
+    ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
+          and math.isfinite(value) and value > 0)
+    if not ok:
+        allowed = "a finite number of seconds > 0" + (", or None for unlimited" if optional else "")
+        raise InvalidInputError(f"limits.{name}", value, allowed)
+
+
+@dataclass(frozen=True)
+class Account:
+    """A resolved user account that children run as."""
+
+    name: str
+    uid: int
+    gid: int
+
+
+def resolve_account(name: str) -> Account:
+    """Look ``name`` up in the user database; it must exist and must not be root (uid 0)."""
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        raise InvalidInputError("run_as", name, "the name of an existing user account") from None
+    if entry.pw_uid == 0:
+        raise InvalidInputError("run_as", name, "an unprivileged account (uid other than 0)")
+    return Account(name, entry.pw_uid, entry.pw_gid)
+
+
+def sandbox_user(name: str | None = None) -> str | None:
+    """The account that children should run as, for :attr:`ChildSpec.run_as`.
+
+    As root: ``name``, or ``nobody`` when none is given; the account must exist and be
+    unprivileged. Otherwise children run as the agent's own user and the answer is ``None``
+    (no switch); asking for another account then is an error, since only root can switch.
+    """
+    if os.geteuid() == 0:
+        return resolve_account(name or DEFAULT_ACCOUNT).name
+    if name is not None:
+        try:
+            own = pwd.getpwnam(name).pw_uid == os.geteuid()
+        except KeyError:
+            own = False
+        if not own:
+            raise InvalidInputError("run_as", name,
+                                    "another account only when the agent runs as root")
+    return None
+
+
+def rlimits_for(limits: SandboxLimits, *, gpus: bool) -> tuple[Rlimit, ...]:
+    """The ``setrlimit`` calls for a child, computed in the agent, not in the child.
+
+    Limits only ever go down: each is clamped to the agent's current hard limit, so applying
+    them never needs a privilege and never fails for that reason.
+    """
+    wanted: list[Rlimit] = [(resource.RLIMIT_CORE, 0, 0)]
+    if limits.memory_bytes is not None and not gpus:
+        wanted.append((resource.RLIMIT_AS, limits.memory_bytes, limits.memory_bytes))
+    if limits.cpu_seconds is not None:
+        wanted.append((resource.RLIMIT_CPU, limits.cpu_seconds,
+                       limits.cpu_seconds + CPU_KILL_AFTER))
+    for res, value in ((resource.RLIMIT_FSIZE, limits.file_bytes),
+                       (resource.RLIMIT_NOFILE, limits.open_files),
+                       (resource.RLIMIT_NPROC, limits.processes)):
+        if value is not None:
+            wanted.append((res, value, value))
+    result = []
+    for res, soft, hard in wanted:
+        _, current_hard = resource.getrlimit(res)
+        if current_hard != resource.RLIM_INFINITY:
+            hard = min(hard, current_hard)
+        result.append((res, min(soft, hard), hard))
+    return tuple(result)
+
+
+def grant_access(workdir: Path, account: Account) -> None:
+    """Give ``workdir`` and everything in it to ``account``; make every parent traversable.
+
+    The tree is handed over bottom-up without following links, so that while it is walked no
+    directory the account already owns lies on a path still to be changed. A file with more
+    than one hard link is refused with ``PermissionError`` (bundles never hold links, and
+    changing its owner would hand over whatever else it is, the agent's key for instance).
+    ``workdir`` itself becomes mode 0700. Parents get only the search bit for others
+    (``o+x``), never read: the account can then reach its work directory but not list the
+    agent's home or open files there that are not readable to others, such as the 0600 key.
+    """
+    workdir = workdir.resolve()
+    for top, dirs, files, top_fd in os.fwalk(workdir, topdown=False, follow_symlinks=False):
+        for name in (*files, *dirs):
+            info = os.stat(name, dir_fd=top_fd, follow_symlinks=False)
+            if stat.S_ISREG(info.st_mode) and info.st_nlink > 1:
+                raise PermissionError(f"{os.path.join(top, name)} has {info.st_nlink} hard "
+                                      f"links; refusing to hand it to {account.name}")
+            os.chown(name, account.uid, account.gid, dir_fd=top_fd, follow_symlinks=False)
+    os.chown(workdir, account.uid, account.gid, follow_symlinks=False)
+    os.chmod(workdir, 0o700)
+    grant_traversal(workdir.parents)
+
+
+def grant_traversal(directories: Iterable[Path]) -> None:
+    """Add the search bit for others (``o+x``, nothing else) to each directory lacking it."""
+    for directory in directories:
+        mode = os.stat(directory).st_mode
+        if stat.S_ISDIR(mode) and not mode & stat.S_IXOTH:
+            os.chmod(directory, stat.S_IMODE(mode) | stat.S_IXOTH)
+            log.info("made %s traversable for the sandbox account (o+x)", directory)
+
+
+def runtime_directories() -> tuple[Path, ...]:
+    """Directories the interpreter needs to reach: those holding it, its prefix and base."""
+    found: list[Path] = []
+    for path in (Path(sys.executable).resolve(), Path(sys.prefix).resolve(),
+                 Path(sys.base_prefix).resolve()):
+        for directory in (path, *path.parents) if path.is_dir() else path.parents:
+            if directory not in found:
+                found.append(directory)
+    return tuple(found)
+
+
+_LAUNCHER = """\
+import os, sys, resource, signal
+if sys.platform.startswith("linux"):
+    import ctypes
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+else:
+    prctl = None
+limits, uid, gid, parent = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+try:
+    for item in filter(None, limits.split(";")):
+        res, soft, hard = (int(x) for x in item.split(","))
+        resource.setrlimit(res, (soft, hard))
+    if uid >= 0:
+        os.setgroups([])
+        os.setgid(gid)
+        os.setuid(uid)
+    if prctl is not None:
+        prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG, after the credential change that clears it
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGKILL)
+    os.execv(sys.argv[5], sys.argv[5:])
+except OSError as exc:
+    sys.stderr.write(f"tunefleet sandbox: {exc}\\n")
+    os._exit(126)
+"""
+
+
+def launch_command(command: list[str], rlimits: tuple[Rlimit, ...], account: Account | None,
+                   parent_pid: int) -> list[str]:
+    """The argv that starts ``command`` inside the sandbox.
+
+    A small launcher runs first, as a fresh isolated interpreter (``-I -S``: nothing is imported
+    from the work directory, the environment or site-packages while it still has the agent's
+    privileges). In this order it applies ``rlimits``; drops privileges to ``account`` when one
+    is given (supplementary groups cleared, then gid, then uid, so none can be regained); only
+    then asks for SIGKILL when the agent dies (``PR_SET_PDEATHSIG``, which a credential change
+    clears), killing itself if the agent is already gone; and finally execs ``command`` in the
+    same process, so the pid, process group and pipes stay. It exits 126 with a
+    ``tunefleet sandbox:`` line on stderr if a step fails.
+
+    Why not ``preexec_fn``: it forces a plain ``fork()`` of the agent, whose at-fork handlers
+    (gRPC's among them) then run in the child and were seen to abort it (SIGABRT,
+    ``ev_epoll1_linux.cc ... Check failed``). Without it the child is spawned with ``vfork``.
+    """
+    encoded = ";".join(f"{res},{soft},{hard}" for res, soft, hard in rlimits)
+    uid, gid = (account.uid, account.gid) if account is not None else (-1, -1)
+    return [sys.executable, "-I", "-S", "-c", _LAUNCHER, encoded, str(uid), str(gid),
+            str(parent_pid), *command]

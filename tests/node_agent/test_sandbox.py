@@ -1,0 +1,304 @@
+"""The training child's sandbox, shown with real child processes.
+
+Each test lets a real child try something the sandbox must prevent and checks that it failed,
+in the child (it reports what happened through the trial API) and from the outside.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import math
+import os
+import pwd
+import resource
+import signal
+import stat
+import time
+from pathlib import Path
+
+import pytest
+
+from node_agent.runner import Child, ChildExit, ChildSpec
+from node_agent.sandbox import SandboxLimits, sandbox_user
+from tunefleet.errors import InvalidInputError
+
+ROOT = os.geteuid() == 0
+needs_root = pytest.mark.skipif(
+    not ROOT, reason="running the child as another user needs the tests to run as root")
+MiB = 1024**2
+
+
+def spec(tmp_path: Path, code: str, *, workdir: Path | None = None,
+         limits: SandboxLimits | None = None, run_as: str | None = None,
+         gpu_uuids: tuple[str, ...] = ()) -> ChildSpec:
+    work = workdir or tmp_path / "work"
+    work.mkdir(parents=True)
+    (work / "train.py").write_text(code)
+    return ChildSpec(work, "train.py", {"params": {}, "fidelity_max": 3}, gpu_uuids=gpu_uuids,
+                     limits=limits or SandboxLimits(), run_as=run_as)
+
+
+def run(s: ChildSpec) -> tuple[dict[str, float], ChildExit]:
+    """Run the child to its end: the union of its reported metrics, and how it ended."""
+
+    async def go() -> tuple[dict[str, float], ChildExit]:
+        child = await Child.start(s)
+        metrics: dict[str, float] = {}
+        async for r in child.reports():
+            metrics.update(r.metrics)
+        return metrics, await child.wait()
+
+    return asyncio.run(go())
+
+
+# the account -----------------------------------------------------------------------------
+
+
+@needs_root
+def test_child_runs_as_an_unprivileged_user_and_cannot_regain_root(tmp_path: Path) -> None:
+    user = sandbox_user()
+    assert user == "nobody"
+    nobody = pwd.getpwnam("nobody")
+    s = spec(tmp_path, "import ctypes, os\nfrom tunefleet import trial\n"
+                       "try:\n    os.setuid(0)\n    regained = 1.0\n"
+                       "except PermissionError:\n    regained = 0.0\n"
+                       "sig = ctypes.c_int()\n"
+                       "ctypes.CDLL(None).prctl(2, ctypes.byref(sig))  # PR_GET_PDEATHSIG\n"
+                       "trial.report(1, uid=os.getuid(), euid=os.geteuid(), gid=os.getgid(),\n"
+                       "             groups=len(os.getgroups()), regained=regained,\n"
+                       "             pdeathsig=sig.value)\n", run_as=user)
+    groups = os.getgroups()
+    os.setgroups([0])  # a supplementary group the child would otherwise keep
+    try:
+        metrics, result = run(s)
+    finally:
+        os.setgroups(groups)
+    assert result.exit_code == 0, result.stderr_tail
+    assert metrics == {"uid": nobody.pw_uid, "euid": nobody.pw_uid, "gid": nobody.pw_gid,
+                       "groups": 0, "regained": 0.0, "pdeathsig": float(signal.SIGKILL)}
+    assert s.workdir.stat().st_uid == nobody.pw_uid
+    assert (s.workdir / "train.py").stat().st_uid == nobody.pw_uid
+
+
+@needs_root
+def test_child_cannot_read_or_list_the_agent_key(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    (home / "work").mkdir(parents=True)
+    home.chmod(0o700)
+    (home / "work").chmod(0o700)
+    key = home / "node.key"
+    key.write_bytes(b"SECRET-KEY-BYTES")
+    key.chmod(0o600)
+    code = ("from tunefleet import trial\n"
+            "def denied(action):\n"
+            "    try:\n        action()\n        return 0.0\n"
+            "    except PermissionError:\n        return 1.0\n"
+            "import os\n"
+            "trial.report(1, read_denied=denied(lambda: open('../../node.key').read()),\n"
+            "             list_denied=denied(lambda: os.listdir('../..')),\n"
+            "             writes_own_dir=1.0 - denied(lambda: open('out.txt', 'w').write('x')))\n")
+    metrics, result = run(spec(tmp_path, code, workdir=home / "work" / "attempt-1",
+                               run_as=sandbox_user()))
+    assert result.exit_code == 0, result.stderr_tail
+    assert metrics == {"read_denied": 1.0, "list_denied": 1.0, "writes_own_dir": 1.0}
+    # only the search bit was added on the way down; the key kept its owner and mode
+    assert stat.S_IMODE(home.stat().st_mode) == 0o701
+    assert stat.S_IMODE((home / "work").stat().st_mode) == 0o701
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600 and key.stat().st_uid == 0
+    # the same child without the sandbox account reads it: the test can fail
+    metrics, _ = run(spec(tmp_path, code, workdir=home / "work" / "attempt-2"))
+    assert metrics["read_denied"] == 0.0
+
+
+@needs_root
+def test_a_hard_link_in_the_work_dir_is_not_handed_over(tmp_path: Path) -> None:
+    key = tmp_path / "node.key"
+    key.write_bytes(b"SECRET-KEY-BYTES")
+    key.chmod(0o600)
+    s = spec(tmp_path, "print(open('key').read())\n", run_as=sandbox_user())
+    os.link(key, s.workdir / "key")
+    with pytest.raises(PermissionError, match="hard links"):
+        asyncio.run(Child.start(s))
+    assert key.stat().st_uid == 0
+
+
+@needs_root
+def test_modules_in_the_work_dir_never_run_with_the_agent_privileges(tmp_path: Path) -> None:
+    planted = ("import os\nopen(os.path.join(os.path.dirname(__file__), f'ran-as-{os.geteuid()}'),"
+               " 'w').close()\nfrom importlib import import_module\n")
+    s = spec(tmp_path, "import sys\n", run_as=sandbox_user())
+    for name in ("os", "sys", "resource", "signal", "ctypes", "encodings", "site"):
+        (s.workdir / f"{name}.py").write_text(planted)
+    _, result = run(s)
+    assert result.exit_code == 0, result.stderr_tail
+    assert not list(s.workdir.glob("ran-as-0"))
+
+
+def test_stderr_tail_never_follows_a_link_the_child_planted(tmp_path: Path) -> None:
+    key = tmp_path / "node.key"
+    key.write_text("SECRET-KEY-BYTES\n")
+    key.chmod(0o600)
+    s = spec(tmp_path, f"import os, sys\nos.remove('stderr.log')\nos.symlink({str(key)!r}, "
+                       "'stderr.log')\nprint('boom', file=sys.stderr)\nsys.exit(1)\n",
+             run_as=sandbox_user())
+    _, result = run(s)
+    assert result.exit_code == 1
+    assert "boom" in result.stderr_tail and "SECRET" not in result.stderr_tail
+
+
+@needs_root
+def test_sandboxed_child_streams_reports_and_stop_kills_its_whole_group(tmp_path: Path) -> None:
+    s = spec(tmp_path, "import signal, subprocess, sys, time\n"
+                       "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+                       "p = subprocess.Popen([sys.executable, '-c', 'import signal, time; "
+                       "signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)'])\n"
+                       "open('grandchild.pid', 'w').write(str(p.pid))\n"
+                       "from tunefleet import trial\ntrial.report(1, loss=1.0)\n"
+                       "time.sleep(60)\n", run_as=sandbox_user())
+
+    async def go() -> tuple[list[int], ChildExit]:
+        child = await Child.start(s)
+        steps = []
+        async for r in child.reports():
+            steps.append(r.step)
+            await child.stop(grace=0.2)
+        return steps, await child.wait()
+
+    steps, result = asyncio.run(go())
+    assert steps == [1] and result.stopped and result.exit_code == -signal.SIGKILL
+    time.sleep(0.2)
+    assert not _alive(int((s.workdir / "grandchild.pid").read_text()))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+# resource limits -------------------------------------------------------------------------
+
+
+def test_memory_limit_fails_a_big_allocation(tmp_path: Path) -> None:
+    limits = SandboxLimits(memory_bytes=256 * MiB)
+    _, result = run(spec(tmp_path, "b = bytearray(512 * 1024 * 1024)\n", limits=limits,
+                         run_as=sandbox_user()))
+    assert result.exit_code == 1 and "MemoryError" in result.stderr_tail
+
+
+def test_memory_limit_is_not_applied_to_gpu_children(tmp_path: Path) -> None:
+    code = ("import resource\nfrom tunefleet import trial\n"
+            "trial.report(1, soft=float(resource.getrlimit(resource.RLIMIT_AS)[0]))\n")
+    limits = SandboxLimits(memory_bytes=256 * MiB)
+    metrics, _ = run(spec(tmp_path, code, limits=limits, gpu_uuids=("GPU-test",)))
+    assert metrics["soft"] == float(resource.getrlimit(resource.RLIMIT_AS)[0])
+
+
+def test_cpu_time_limit_kills_a_busy_loop(tmp_path: Path) -> None:
+    limits = SandboxLimits(cpu_seconds=1, wall_seconds=15)
+    started = time.monotonic()
+    _, result = run(spec(tmp_path, "while True:\n    pass\n", limits=limits,
+                         run_as=sandbox_user()))
+    assert result.exit_code in (-signal.SIGXCPU, -signal.SIGKILL)
+    assert time.monotonic() - started < 6
+    if result.exit_code == -signal.SIGXCPU:
+        assert result.limit_exceeded == "CPU time limit of 1 s exceeded"
+
+
+def test_file_size_limit_caps_files_and_the_output_logs(tmp_path: Path) -> None:
+    code = ("import errno, sys\nfrom tunefleet import trial\n"
+            "def write(f):\n"
+            "    try:\n"
+            "        for _ in range(4):\n            f.write(b'x' * 1024 * 1024)\n"
+            "            f.flush()\n"
+            "        return 0.0\n"
+            "    except OSError as exc:\n        return float(exc.errno)\n"
+            "trial.report(1, file_errno=write(open('big.bin', 'wb', buffering=0)))\n"
+            "trial.report(2, stdout_errno=write(sys.stdout.buffer))\n")
+    limits = SandboxLimits(file_bytes=MiB)
+    metrics, _ = run(spec(tmp_path, code, limits=limits, run_as=sandbox_user()))
+    assert metrics == {"file_errno": errno.EFBIG, "stdout_errno": errno.EFBIG}
+    assert (tmp_path / "work" / "big.bin").stat().st_size == MiB
+    assert (tmp_path / "work" / "stdout.log").stat().st_size <= MiB
+
+
+def test_open_files_limit_makes_opening_many_files_fail(tmp_path: Path) -> None:
+    code = ("import errno\nfrom tunefleet import trial\nfiles = []\ncode = 0\n"
+            "try:\n    for i in range(200):\n        files.append(open(f'f{i}', 'w'))\n"
+            "except OSError as exc:\n    code = exc.errno\n"
+            "trial.report(1, opened=len(files), errno=code)\n")
+    limits = SandboxLimits(open_files=32)
+    metrics, _ = run(spec(tmp_path, code, limits=limits, run_as=sandbox_user()))
+    assert metrics["errno"] == errno.EMFILE and metrics["opened"] < 32
+
+
+def test_wall_time_limit_stops_a_sleeping_child_and_marks_its_exit(tmp_path: Path) -> None:
+    limits = SandboxLimits(wall_seconds=0.5, wall_grace_seconds=0.3)
+    started = time.monotonic()
+    _, result = run(spec(tmp_path, "import time\ntime.sleep(30)\n", limits=limits,
+                         run_as=sandbox_user()))
+    took = time.monotonic() - started
+    assert result.limit_exceeded == "wall time limit of 0.5 s exceeded"
+    assert result.exit_code == -signal.SIGTERM and not result.stopped
+    assert 0.5 <= took < 0.5 + 0.3 + 2.0
+
+
+def test_a_child_within_its_limits_is_not_marked(tmp_path: Path) -> None:
+    limits = SandboxLimits(wall_seconds=10, cpu_seconds=10)
+    _, result = run(spec(tmp_path, "pass\n", limits=limits, run_as=sandbox_user()))
+    assert result.exit_code == 0 and result.limit_exceeded is None
+
+
+def test_core_dumps_are_off(tmp_path: Path) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_CORE)
+    resource.setrlimit(resource.RLIMIT_CORE, (hard, hard))  # the child would inherit this
+    try:
+        code = ("import os, resource\nfrom tunefleet import trial\n"
+                "trial.report(1, core=float(resource.getrlimit(resource.RLIMIT_CORE)[1]))\n"
+                "os.abort()\n")
+        metrics, result = run(spec(tmp_path, code, run_as=sandbox_user()))
+    finally:
+        resource.setrlimit(resource.RLIMIT_CORE, (soft, hard))
+    assert metrics == {"core": 0.0}
+    assert result.exit_code == -signal.SIGABRT
+    assert not [p for p in (tmp_path / "work").iterdir() if p.name.startswith("core")]
+
+
+# configuration ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("memory_bytes", 0), ("memory_bytes", True), ("memory_bytes", 1.5e9), ("memory_bytes", 1024),
+    ("cpu_seconds", 0), ("cpu_seconds", -1), ("file_bytes", "1G"), ("open_files", 3),
+    ("processes", 0), ("wall_seconds", 0), ("wall_seconds", math.nan),
+    ("wall_seconds", math.inf), ("wall_grace_seconds", None), ("wall_grace_seconds", -1.0),
+])
+def test_bad_limits_are_refused_naming_the_field(field: str, value: object) -> None:
+    with pytest.raises(InvalidInputError) as info:
+        SandboxLimits(**{field: value})  # type: ignore[arg-type]
+    assert info.value.field == f"limits.{field}"
+    assert str(info.value).startswith(f"limits.{field}: got {value!r}; ")
+
+
+def test_unlimited_is_none_and_defaults_are_finite() -> None:
+    SandboxLimits(memory_bytes=None, cpu_seconds=None, file_bytes=None, open_files=None,
+                  processes=None, wall_seconds=None)
+    d = SandboxLimits()
+    assert d.memory_bytes and d.file_bytes and d.open_files and d.wall_seconds
+
+
+def test_sandbox_user_is_nobody_as_root_and_the_agent_itself_otherwise() -> None:
+    if ROOT:
+        assert sandbox_user() == "nobody"
+        with pytest.raises(InvalidInputError, match="uid other than 0"):
+            sandbox_user("root")
+        with pytest.raises(InvalidInputError, match="existing user account"):
+            sandbox_user("no-such-user-tunefleet")
+    else:
+        assert sandbox_user() is None
+        assert sandbox_user(pwd.getpwuid(os.geteuid()).pw_name) is None
+        with pytest.raises(InvalidInputError, match="runs as root"):
+            sandbox_user("root")
