@@ -292,9 +292,11 @@ class Store:
         )
 
     def reports_of_study(self, study_id: str) -> list[dict[str, Any]]:
+        """The reports of the study's trial attempts (re-runs for verification left out)."""
         rows = self.db.query(
-            "SELECT attempt_id, seq, trial_number, step, metrics FROM reports "
-            "WHERE study_id = ? ORDER BY trial_number, attempt_id, seq",
+            "SELECT r.attempt_id, r.seq, r.trial_number, r.step, r.metrics FROM reports r "
+            "JOIN attempts a ON a.id = r.attempt_id WHERE r.study_id = ? "
+            "AND a.purpose = 'trial' ORDER BY r.trial_number, r.attempt_id, r.seq",
             (study_id,),
         )
         return [dict(r, metrics=json.loads(r["metrics"])) for r in rows]

@@ -25,6 +25,7 @@ import grpc
 from node_agent.bundle_cache import BundleCache, TrustPolicy
 from node_agent.inventory import read_inventory
 from node_agent.runner import Child, ChildSpec
+from node_agent.sandbox import SandboxLimits
 from tunefleet import serde
 from tunefleet.bundle import MAX_BUNDLE_BYTES
 from tunefleet.envelope import seal
@@ -49,6 +50,8 @@ class AgentConfig:
     stop_grace: float = 5.0
     max_backoff: float = 30.0
     ack_log: Path | None = None  # appends one JSON line per acknowledged report (audits)
+    limits: SandboxLimits = field(default_factory=SandboxLimits)
+    run_as: str | None = None  # the unprivileged account children run as (None: no switch)
 
 
 @dataclass
@@ -289,6 +292,7 @@ class Agent:
             trial={"params": serde.params_from_proto(a.params), "fidelity_max": a.fidelity_max,
                    "trial_id": a.trial_id, "attempt_id": a.attempt_id, "study_id": a.study_id},
             gpu_uuids=tuple(a.gpu_uuids), threads=max(1, cores // max(1, share)),
+            limits=self.config.limits, run_as=self.config.run_as,
         )
         try:
             attempt.child = await Child.start(spec)
@@ -317,7 +321,10 @@ class Agent:
         else:
             outcome = "failed"
         error = ""
-        if outcome == "failed":
+        if exit_.limit_exceeded is not None:
+            outcome = "failed"
+            error = f"{exit_.limit_exceeded}\n{exit_.stderr_tail}".strip()
+        elif outcome == "failed":
             error = f"exit code {exit_.exit_code}\n{exit_.stderr_tail}".strip()
         elif attempt.stop_reason == "node agent shut down":
             outcome, error = "failed", "node agent shut down"

@@ -16,8 +16,9 @@ from google.protobuf.json_format import MessageToDict
 
 from node_agent.agent import Agent, AgentConfig
 from node_agent.inventory import read_inventory
+from node_agent.sandbox import SandboxLimits, sandbox_user
 from tunefleet.connection import add_connection_args, connection_from
-from tunefleet.errors import TunefleetError
+from tunefleet.errors import InvalidInputError, TunefleetError
 from tunefleet.keys import load_or_create
 
 __all__ = ["main"]
@@ -59,6 +60,21 @@ def _parser() -> argparse.ArgumentParser:
         help="longest wait in seconds between reconnect attempts (default: 30)",
     )
     start.add_argument(
+        "--run-as", default=None, metavar="USER",
+        help="the unprivileged account trials run as when the agent runs as root "
+        "(default: nobody); ignored otherwise",
+    )
+    start.add_argument("--memory-gb", type=float, default=16.0,
+                       help="address-space limit of a CPU trial in GiB, 0 for none (default: 16)")
+    start.add_argument("--cpu-hours", type=float, default=0.0,
+                       help="CPU-time limit of a trial in hours, 0 for none (default: none)")
+    start.add_argument("--max-file-gb", type=float, default=8.0,
+                       help="largest file (and output log) a trial may write, in GiB (default: 8)")
+    start.add_argument("--open-files", type=int, default=4096,
+                       help="open-file limit of a trial (default: 4096)")
+    start.add_argument("--wall-hours", type=float, default=24.0,
+                       help="wall-time limit of a trial in hours, 0 for none (default: 24)")
+    start.add_argument(
         "--ack-log", type=Path, default=None, metavar="FILE",
         help="append a JSON line for every report the coordinator acknowledged (for audits)",
     )
@@ -78,7 +94,8 @@ async def _start(args: argparse.Namespace, home: Path) -> None:
     config = AgentConfig(
         coordinator=address, home=home, security=security, name=args.name or os.uname().nodename,
         cpu_slots=args.slots, trusted_publishers=set(args.trust), stop_grace=args.stop_grace,
-        max_backoff=args.max_backoff, ack_log=args.ack_log,
+        max_backoff=args.max_backoff, ack_log=args.ack_log, limits=_limits(args),
+        run_as=sandbox_user(args.run_as) if os.geteuid() == 0 else None,
     )
     agent = Agent(config, identity)
     if created:
@@ -100,6 +117,28 @@ async def _start(args: argparse.Namespace, home: Path) -> None:
             pid_file.unlink()
     if agent.exit_reason is not None:
         raise TunefleetError(f"the coordinator refused this node: {agent.exit_reason}")
+
+
+def _limits(args: argparse.Namespace) -> SandboxLimits:
+    """Sandbox limits from the flags; 0 means unlimited. Bad values name their flag."""
+    def scaled(flag: str, value: float, unit: float) -> int | None:
+        if value < 0:
+            raise InvalidInputError(flag, value, "must be >= 0 (0 for no limit)")
+        return int(value * unit) if value else None
+
+    try:
+        return SandboxLimits(
+            memory_bytes=scaled("--memory-gb", args.memory_gb, 1024**3),
+            cpu_seconds=scaled("--cpu-hours", args.cpu_hours, 3600),
+            file_bytes=scaled("--max-file-gb", args.max_file_gb, 1024**3),
+            open_files=args.open_files,
+            wall_seconds=(args.wall_hours * 3600.0) if args.wall_hours else None,
+        )
+    except InvalidInputError as exc:
+        flag = {"limits.memory_bytes": "--memory-gb", "limits.cpu_seconds": "--cpu-hours",
+                "limits.file_bytes": "--max-file-gb", "limits.open_files": "--open-files",
+                "limits.wall_seconds": "--wall-hours"}.get(exc.field, exc.field)
+        raise InvalidInputError(flag, exc.value, exc.allowed) from None
 
 
 def _drain(home: Path) -> int:
@@ -124,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "start":
             connection_from(args)  # refuse bad flags before creating anything
+            _limits(args)
             if args.slots is not None and args.slots < 0:
                 print(f"node-agent: error: --slots: got {args.slots}; must be >= 0",
                       file=sys.stderr)

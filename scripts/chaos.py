@@ -96,7 +96,7 @@ def check(db: Path, study_id: str, steps: int, ack_logs: list[Path]) -> dict[str
         if trial_state != "completed":
             continue
         final = _query(db, "SELECT id FROM attempts WHERE study_id = ? AND trial_number = ? "
-                           "AND state = 'completed'", (study_id, number))
+                           "AND state = 'completed' AND purpose = 'trial'", (study_id, number))
         if len(final) != 1:
             problems.append(f"trial {number} has {len(final)} completed attempts")
             continue

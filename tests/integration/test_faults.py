@@ -39,6 +39,7 @@ def slow_study(root: Path, trials: int, steps: int, delay: float) -> Path:
         '[search]\nsearcher = "random"\nscheduler = "fifo"\nseed = 3\n'
         f"[fidelity]\nmax = {steps}\n"
         '[space]\nx = { type = "float", low = 0.0, high = 1.0 }\n'
+        "[verification]\nbest = false\n"
     )
     return root / "study.toml"
 
@@ -85,7 +86,7 @@ def check_invariants(cluster: LocalCluster, study_id: str, steps: int) -> None:
         if trial_state != "completed":
             continue
         (final,), = query(db, "SELECT id FROM attempts WHERE study_id = ? AND trial_number = ? "
-                              "AND state = 'completed'", (study_id, number))
+                              "AND state = 'completed' AND purpose = 'trial'", (study_id, number))
         got = [s for (s,) in query(db, "SELECT step FROM reports WHERE attempt_id = ? "
                                        "ORDER BY seq", (final,))]
         assert got == list(range(1, steps + 1))

@@ -207,7 +207,7 @@ def test_forged_replayed_and_stale_reports_are_refused(cluster: LocalCluster,
         stub.Register(seal(node, node_pb2.RegisterRequest(name="n", inventory=inventory)))
         for second in (forged, replayed, stale):
             kinds, error = _session(stub, node, inventory, second)
-            assert kinds[:1] == ["assignment"], second.__name__
+            assert "assignment" in kinds, second.__name__
             assert error is not None and error.code() is grpc.StatusCode.UNAUTHENTICATED, (
                 second.__name__)
             assert query(cluster.db_path, "SELECT COUNT(*) FROM reports WHERE study_id = ?",
@@ -242,7 +242,7 @@ def test_unknown_study_is_not_found(cluster: LocalCluster) -> None:
 
 
 def test_unreachable_coordinator_is_one_line() -> None:
-    proc = cli("status", "x", "--coordinator", "127.0.0.1:1")
+    proc = cli("status", "x", "--coordinator", "127.0.0.1:1", "--insecure")
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "cannot reach the coordinator at 127.0.0.1:1" in lines[0]
