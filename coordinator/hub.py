@@ -510,6 +510,11 @@ class Hub:
             return self._assignment(runtime, attempt, trial)
         return None
 
+    def _verifiers(self, study_id: str, original_node: str) -> list[str]:
+        """Connected nodes that could re-run a trial of ``study_id`` first run elsewhere."""
+        return [n for n, s in self.sessions.items()
+                if n != original_node and not s.draining and (n, study_id) not in self.declined]
+
     def _queue_verification(self, runtime: StudyRuntime, trial: Trial, reason: str,
                             now: float) -> bool:
         attempts = [a for a in self.store.attempts_of_trial(trial.study_id, trial.number)
@@ -569,12 +574,12 @@ class Hub:
             if best is not None and self.store.verification_of(best.study_id, best.number) is None:
                 original = [a for a in self.store.attempts_of_trial(best.study_id, best.number)
                             if a.state is AttemptState.COMPLETED][-1:]
-                others = [n for n in self.sessions
-                          if not original or n != original[0].node_id]
+                others = self._verifiers(runtime.study.id,
+                                         original[0].node_id if original else "")
                 if others and self._queue_verification(runtime, best, "best trial", now):
                     self._wake = True
                     return
-        if any(any(n != v["original_node_id"] for n in self.sessions) for v in waiting):
+        if any(self._verifiers(runtime.study.id, v["original_node_id"]) for v in waiting):
             return  # another node can still run them
         for v in waiting:  # no other node is there: they end unverifiable
             self.store.update_verification(v["id"], state=VerificationState.FAILED.value,
