@@ -285,7 +285,9 @@ def test_load_study_file_refuses_an_unreadable_path(tmp_path: Path, kind: str) -
 
 def test_load_study_file_reports_schema_errors(tmp_path: Path) -> None:
     path = tmp_path / "study.toml"
-    path.write_text(TEMPLATE.read_text().replace('searcher = "random"', 'searcher = "bayes"'))
+    text = TEMPLATE.read_text()
+    assert 'searcher = "tpe"' in text
+    path.write_text(text.replace('searcher = "tpe"', 'searcher = "bayes"'))
     with pytest.raises(InvalidInputError) as exc:
         load_study_file(path)
     assert exc.value.field == "search.searcher" and exc.value.value == "bayes"
