@@ -11,17 +11,27 @@ Messages to nodes are returned as an *outbox*: a list of ``(node_id, Coordinator
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 
+from coordinator.hub_access import AccessMixin
+from coordinator.hub_state import (
+    NodeSession,
+    Outbox,
+    PermissionDeniedError,
+    StudyRuntime,
+    StudyView,
+    ack_message,
+    log,
+    stop_message,
+)
+from coordinator.hub_verification import VerificationMixin
 from coordinator.models import Attempt, AttemptState, Node, Study, StudyState, Trial, TrialState
-from coordinator.scheduling import AskStatus, Decision, Tuner, build_tuner, check_available
+from coordinator.scheduling import AskStatus, Decision, build_tuner, check_available
 from coordinator.store import Store
-from coordinator.verification import VerificationState, agrees, reputation_after, sampled
+from coordinator.verification import VerificationState, sampled
 from tunefleet import serde
 from tunefleet.envelope import SequenceGuard
 from tunefleet.errors import InvalidInputError, NotFoundError, StateError
@@ -30,40 +40,8 @@ from tunefleet.v1 import common_pb2, node_pb2
 
 __all__ = ["Hub", "Outbox", "StudyView", "NodeSession", "PermissionDeniedError"]
 
-log = logging.getLogger(__name__)
-Outbox = list[tuple[str, node_pb2.CoordinatorMessage]]
 
-
-class PermissionDeniedError(StateError):
-    """The caller is authenticated but not allowed to do this."""
-
-
-@dataclass
-class StudyRuntime:
-    study: Study
-    spec: StudySpec
-    tuner: Tuner
-
-
-@dataclass
-class NodeSession:
-    """A connected node as the hub sees it."""
-
-    node_id: str
-    inventory: node_pb2.Inventory
-    draining: bool = False
-
-
-@dataclass
-class StudyView:
-    study: Study
-    spec: StudySpec
-    counts: dict[TrialState, int]
-    best: Trial | None
-    best_verification: dict[str, object] | None = None
-
-
-class Hub:
+class Hub(AccessMixin, VerificationMixin):
     """Owns the scheduling state of every running study and the leases of every attempt."""
 
     def __init__(
@@ -133,76 +111,6 @@ class Hub:
         if runtime is None:
             raise NotFoundError(f"study {study_id!r} is not running")
         return runtime
-
-    # access --------------------------------------------------------------------------------
-
-    def accept(self, key_id: str, seq: int) -> None:
-        """Refuse a replayed or reordered envelope of ``key_id``; record ``seq`` durably."""
-        with self.store.atomic():
-            self.guard.check(key_id, seq)
-
-    def _banned(self, key_id: str) -> str | None:
-        row = self.store.get_access(key_id)
-        return row["reason"] if row is not None and row["state"] == "banned" else None
-
-    def check_researcher(self, key_id: str) -> None:
-        """Raise :class:`PermissionDeniedError` unless ``key_id`` may submit and upload."""
-        reason = self._banned(key_id)
-        if reason is not None:
-            raise PermissionDeniedError(f"key {key_id} is banned: {reason}")
-        if self.open_admission or key_id == self.operator_key_id:
-            return
-        row = self.store.get_access(key_id)
-        if row is None or row["state"] != "admitted":
-            raise PermissionDeniedError(
-                f"researcher key {key_id} is not admitted; the operator admits it with "
-                f"`coordinator admit {key_id}`"
-            )
-
-    def check_node(self, node_id: str) -> None:
-        reason = self._banned(node_id)
-        if reason is not None:
-            raise PermissionDeniedError(f"node {node_id} is banned: {reason}")
-
-    def check_operator(self, key_id: str) -> None:
-        if self.operator_key_id is None or key_id != self.operator_key_id:
-            raise PermissionDeniedError("only the operator key may do this")
-
-    def change_access(self, signer: str, key_id: str, action: str, reason: str
-                      ) -> tuple[dict[str, object], Outbox, list[str], int]:
-        """Admit, ban or unban a key. Returns the entry, messages to send, the nodes whose
-        sessions must end and the number of studies stopped."""
-        self.check_operator(signer)
-        if action not in ("admit", "ban", "unban"):
-            raise InvalidInputError("action", action, "must be admit, ban or unban")
-        if len(key_id) != 32 or any(c not in "0123456789abcdef" for c in key_id):
-            raise InvalidInputError("key_id", key_id, "must be a 32-character hex key id")
-        if key_id == self.operator_key_id and action == "ban":
-            raise InvalidInputError("key_id", key_id, "is the operator's own key")
-        now = self.clock()
-        outbox: Outbox = []
-        end_nodes: list[str] = []
-        stopped = 0
-        with self.store.atomic():
-            if action == "unban":
-                self.store.remove_access(key_id)
-            else:
-                state = "admitted" if action == "admit" else "banned"
-                self.store.set_access(key_id, state, reason or action, now)
-            if action == "ban":
-                for attempt in self.store.running_attempts(key_id):
-                    outbox += self._lose(attempt, f"node banned: {reason or 'by the operator'}",
-                                         now)
-                if key_id in self.sessions:
-                    end_nodes.append(key_id)
-                    self.sessions.pop(key_id, None)
-                for study in self.store.list_studies(StudyState.RUNNING):
-                    if study.owner_key_id == key_id:
-                        outbox += self.stop_study(study.id, signer, reason="owner banned")
-                        stopped += 1
-        entry = self.store.get_access(key_id) or {"key_id": key_id, "state": "none",
-                                                  "reason": "", "changed_at": now}
-        return entry, outbox + self.assign_all(), end_nodes, stopped
 
     # bundles and studies -------------------------------------------------------------------
 
@@ -295,7 +203,7 @@ class Hub:
                 self.store.update_trial(trial)
             for attempt in self.store.running_attempts():
                 if attempt.study_id == study_id:
-                    outbox.append((attempt.node_id, _stop(attempt.id, "study stopped")))
+                    outbox.append((attempt.node_id, stop_message(attempt.id, "study stopped")))
         self.studies.pop(study_id, None)
         return outbox
 
@@ -348,7 +256,7 @@ class Hub:
                                      now + self.lease_seconds)
             for attempt_id in running:
                 if attempt_id not in mine:
-                    outbox.append((node_id, _stop(attempt_id, "attempt is no longer leased")))
+                    outbox.append((node_id, stop_message(attempt_id, "attempt is no longer leased")))
             if forget_missing:
                 for attempt_id, attempt in mine.items():
                     if attempt_id not in running:
@@ -379,7 +287,7 @@ class Hub:
             self._verification_failed(attempt, now)
         else:
             self._retry_or_fail(attempt, f"attempt {attempt.id} lost ({reason})", now)
-        return [(attempt.node_id, _stop(attempt.id, f"attempt lost: {reason}"))]
+        return [(attempt.node_id, stop_message(attempt.id, f"attempt lost: {reason}"))]
 
     def _retry_or_fail(self, attempt: Attempt, why: str, now: float) -> None:
         trial = self.store.get_trial(attempt.study_id, attempt.trial_number)
@@ -485,81 +393,6 @@ class Hub:
         serde.params_to_proto(trial.params, message.assignment.params)
         return message
 
-    # verification --------------------------------------------------------------------------
-
-    def _lease_verification(
-        self, runtime: StudyRuntime, node_id: str, gpu_uuids: list[str]
-    ) -> node_pb2.CoordinatorMessage | None:
-        """Start a re-run of a finished trial on this node, if one waits for a different node."""
-        study_id = runtime.study.id
-        for row in self.store.verifications(study_id, VerificationState.PENDING.value):
-            if row["original_node_id"] == node_id:
-                continue
-            now = self.clock()
-            trial = self.store.get_trial(study_id, row["trial_number"])
-            with self.store.atomic():
-                attempt = Attempt(0, study_id, trial.number, node_id, AttemptState.RUNNING,
-                                  gpu_uuids, now + self.lease_seconds, now, purpose="verify")
-                self.store.insert_attempt(attempt)
-                self.store.update_verification(
-                    row["id"], state=VerificationState.RUNNING.value, attempt_id=attempt.id,
-                    node_id=node_id, tries=row["tries"] + 1,
-                )
-            log.info("verifying %s/%d (from node %s) on node %s", study_id, trial.number,
-                     row["original_node_id"][:8], node_id[:8])
-            return self._assignment(runtime, attempt, trial)
-        return None
-
-    def _verifiers(self, study_id: str, original_node: str) -> list[str]:
-        """Connected nodes that could re-run a trial of ``study_id`` first run elsewhere."""
-        return [n for n, s in self.sessions.items()
-                if n != original_node and not s.draining and (n, study_id) not in self.declined]
-
-    def _queue_verification(self, runtime: StudyRuntime, trial: Trial, reason: str,
-                            now: float) -> bool:
-        attempts = [a for a in self.store.attempts_of_trial(trial.study_id, trial.number)
-                    if a.state is AttemptState.COMPLETED]
-        if not attempts or trial.value is None or not math.isfinite(trial.value):
-            return False
-        return self.store.add_verification(trial.study_id, trial.number, attempts[-1].node_id,
-                                           trial.value, reason, now)
-
-    def _verification_failed(self, attempt: Attempt, now: float) -> None:
-        row = self.store.verification_by_attempt(attempt.id)
-        if row is None or row["state"] != VerificationState.RUNNING.value:
-            return
-        state = (VerificationState.PENDING if row["tries"] < self.max_attempts
-                 else VerificationState.FAILED)
-        self.store.update_verification(row["id"], state=state.value,
-                                       ended_at=None if state is VerificationState.PENDING else now)
-
-    def _verification_finished(self, attempt: Attempt, done: node_pb2.AttemptFinished,
-                               now: float) -> None:
-        row = self.store.verification_by_attempt(attempt.id)
-        runtime = self.studies.get(attempt.study_id)
-        attempt.ended_at, attempt.exit_code = now, done.exit_code
-        attempt.error = done.error or None
-        attempt.gpu_seconds, attempt.wall_seconds = done.gpu_seconds, done.wall_seconds
-        value = None
-        if runtime is not None:
-            value = self.store.last_value(attempt.id, runtime.spec.objective.metric)
-        if done.outcome != "completed" or value is None or row is None or runtime is None:
-            attempt.state = AttemptState.FAILED
-            self.store.update_attempt(attempt)
-            self._verification_failed(attempt, now)
-            return
-        attempt.state = AttemptState.COMPLETED
-        self.store.update_attempt(attempt)
-        agreed = agrees(row["original_value"], value, runtime.spec.verification.tolerance)
-        state = VerificationState.VERIFIED if agreed else VerificationState.DISPUTED
-        self.store.update_verification(row["id"], state=state.value, value=value, ended_at=now)
-        node = self.store.get_node(row["original_node_id"])
-        self.store.rate_node(node.id, reputation_after(node.reputation, agreed), not agreed)
-        if not agreed:
-            log.warning("node %s reported %s=%g for %s/%d; node %s measured %g: flagged",
-                        node.id[:8], runtime.spec.objective.metric, row["original_value"],
-                        attempt.study_id, attempt.trial_number, attempt.node_id[:8], value)
-
     def _maybe_complete(self, runtime: StudyRuntime, now: float) -> None:
         if not runtime.tuner.exhausted:
             return
@@ -604,16 +437,16 @@ class Hub:
         attempt = self._attempt_of(node_id, report.attempt_id)
         if attempt is None:
             self.refused_reports += 1
-            return [(node_id, _stop(report.attempt_id, "no such attempt leased to this node"))]
+            return [(node_id, stop_message(report.attempt_id, "no such attempt leased to this node"))]
         if attempt.state is not AttemptState.RUNNING:
             self.refused_reports += 1
             with self.store.atomic():
                 attempt.late_reports += 1
                 self.store.update_attempt(attempt)
-            return [(node_id, _stop(attempt.id, f"attempt is {attempt.state.value}"))]
+            return [(node_id, stop_message(attempt.id, f"attempt is {attempt.state.value}"))]
         previous = self.store.get_report_decision(attempt.id, report.seq)
         if previous is not None:  # a resend: counted once, answered the same way
-            return [(node_id, _ack(attempt.id, report.seq, previous))]
+            return [(node_id, ack_message(attempt.id, report.seq, previous))]
         runtime = self.studies.get(attempt.study_id)
         metrics = dict(report.metrics)
         now = self.clock()
@@ -629,7 +462,7 @@ class Hub:
             if runtime is not None:  # the tuner saw an event the store did not keep
                 self.studies[attempt.study_id] = self._rebuild(runtime.study)
             raise
-        return [(node_id, _ack(attempt.id, report.seq, decision))]
+        return [(node_id, ack_message(attempt.id, report.seq, decision))]
 
     def _feed(self, runtime: StudyRuntime, attempt: Attempt, step: int,
               metrics: dict[str, float]) -> str:
@@ -735,15 +568,6 @@ class Hub:
         return outbox + self.assign(node_id)
 
 
+
 def _node_event_kinds() -> tuple[str, ...]:
     return ("heartbeat", "report", "finished", "declined")
-
-
-def _stop(attempt_id: int, reason: str) -> node_pb2.CoordinatorMessage:
-    return node_pb2.CoordinatorMessage(stop=node_pb2.StopOrder(attempt_id=attempt_id, reason=reason))
-
-
-def _ack(attempt_id: int, seq: int, decision: str) -> node_pb2.CoordinatorMessage:
-    return node_pb2.CoordinatorMessage(
-        report_ack=node_pb2.ReportAck(attempt_id=attempt_id, seq=seq, decision=decision)
-    )

@@ -1,0 +1,82 @@
+"""The hub's access control: admission, bans, the operator, and replay protection."""
+
+from __future__ import annotations
+
+from coordinator.hub_state import HubState, Outbox, PermissionDeniedError
+from coordinator.models import StudyState
+from tunefleet.errors import InvalidInputError
+
+__all__ = ["AccessMixin"]
+
+
+class AccessMixin(HubState):
+    """Who may do what. Part of :class:`coordinator.hub.Hub`."""
+
+    def accept(self, key_id: str, seq: int) -> None:
+        """Refuse a replayed or reordered envelope of ``key_id``; record ``seq`` durably."""
+        with self.store.atomic():
+            self.guard.check(key_id, seq)
+
+    def _banned(self, key_id: str) -> str | None:
+        row = self.store.get_access(key_id)
+        return row["reason"] if row is not None and row["state"] == "banned" else None
+
+    def check_researcher(self, key_id: str) -> None:
+        """Raise :class:`PermissionDeniedError` unless ``key_id`` may submit and upload."""
+        reason = self._banned(key_id)
+        if reason is not None:
+            raise PermissionDeniedError(f"key {key_id} is banned: {reason}")
+        if self.open_admission or key_id == self.operator_key_id:
+            return
+        row = self.store.get_access(key_id)
+        if row is None or row["state"] != "admitted":
+            raise PermissionDeniedError(
+                f"researcher key {key_id} is not admitted; the operator admits it with "
+                f"`coordinator admit {key_id}`"
+            )
+
+    def check_node(self, node_id: str) -> None:
+        reason = self._banned(node_id)
+        if reason is not None:
+            raise PermissionDeniedError(f"node {node_id} is banned: {reason}")
+
+    def check_operator(self, key_id: str) -> None:
+        if self.operator_key_id is None or key_id != self.operator_key_id:
+            raise PermissionDeniedError("only the operator key may do this")
+
+    def change_access(self, signer: str, key_id: str, action: str, reason: str
+                      ) -> tuple[dict[str, object], Outbox, list[str], int]:
+        """Admit, ban or unban a key. Returns the entry, messages to send, the nodes whose
+        sessions must end and the number of studies stopped."""
+        self.check_operator(signer)
+        if action not in ("admit", "ban", "unban"):
+            raise InvalidInputError("action", action, "must be admit, ban or unban")
+        if len(key_id) != 32 or any(c not in "0123456789abcdef" for c in key_id):
+            raise InvalidInputError("key_id", key_id, "must be a 32-character hex key id")
+        if key_id == self.operator_key_id and action == "ban":
+            raise InvalidInputError("key_id", key_id, "is the operator's own key")
+        now = self.clock()
+        outbox: Outbox = []
+        end_nodes: list[str] = []
+        stopped = 0
+        with self.store.atomic():
+            if action == "unban":
+                self.store.remove_access(key_id)
+            else:
+                state = "admitted" if action == "admit" else "banned"
+                self.store.set_access(key_id, state, reason or action, now)
+            if action == "ban":
+                for attempt in self.store.running_attempts(key_id):
+                    outbox += self._lose(attempt, f"node banned: {reason or 'by the operator'}",
+                                         now)
+                if key_id in self.sessions:
+                    end_nodes.append(key_id)
+                    self.sessions.pop(key_id, None)
+                for study in self.store.list_studies(StudyState.RUNNING):
+                    if study.owner_key_id == key_id:
+                        outbox += self.stop_study(study.id, signer, reason="owner banned")
+                        stopped += 1
+        entry = self.store.get_access(key_id) or {"key_id": key_id, "state": "none",
+                                                  "reason": "", "changed_at": now}
+        return entry, outbox + self.assign_all(), end_nodes, stopped
+

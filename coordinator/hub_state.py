@@ -1,0 +1,98 @@
+"""Types the hub and its parts share, and the state every part of the hub sees.
+
+:class:`HubState` declares the attributes and the cross-part methods of
+:class:`coordinator.hub.Hub`; the access and verification parts are mixins over it, so that each
+stays a small module while the hub remains one object driven from one thread.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from coordinator.models import Attempt, Study, Trial, TrialState
+from coordinator.scheduling import Tuner
+from coordinator.store import Store
+from tunefleet.envelope import SequenceGuard
+from tunefleet.errors import StateError
+from tunefleet.study import StudySpec
+from tunefleet.v1 import node_pb2
+
+__all__ = [
+    "Outbox", "PermissionDeniedError", "StudyRuntime", "NodeSession", "StudyView", "HubState",
+    "stop_message", "ack_message",
+]
+
+log = logging.getLogger("coordinator.hub")
+Outbox = list[tuple[str, node_pb2.CoordinatorMessage]]
+
+
+class PermissionDeniedError(StateError):
+    """The caller is authenticated but not allowed to do this."""
+
+
+@dataclass
+class StudyRuntime:
+    study: Study
+    spec: StudySpec
+    tuner: Tuner
+
+
+@dataclass
+class NodeSession:
+    """A connected node as the hub sees it."""
+
+    node_id: str
+    inventory: node_pb2.Inventory
+    draining: bool = False
+
+
+@dataclass
+class StudyView:
+    study: Study
+    spec: StudySpec
+    counts: dict[TrialState, int]
+    best: Trial | None
+    best_verification: dict[str, object] | None = None
+
+
+
+class HubState:
+    """What every part of the hub reads and writes (set up by ``Hub.__init__``)."""
+
+    store: Store
+    clock: Callable[[], float]
+    lease_seconds: float
+    max_attempts: int
+    operator_key_id: str | None
+    open_admission: bool
+    sessions: dict[str, NodeSession]
+    studies: dict[str, StudyRuntime]
+    declined: set[tuple[str, str]]
+    guard: SequenceGuard
+    _wake: bool
+
+    def assign_all(self) -> Outbox:
+        raise NotImplementedError
+
+    def stop_study(self, study_id: str, key_id: str, reason: str = "stopped by its owner"
+                   ) -> Outbox:
+        raise NotImplementedError
+
+    def _lose(self, attempt: Attempt, reason: str, now: float) -> Outbox:
+        raise NotImplementedError
+
+    def _assignment(self, runtime: StudyRuntime, attempt: Attempt, trial: Trial
+                    ) -> node_pb2.CoordinatorMessage:
+        raise NotImplementedError
+
+
+def stop_message(attempt_id: int, reason: str) -> node_pb2.CoordinatorMessage:
+    return node_pb2.CoordinatorMessage(stop=node_pb2.StopOrder(attempt_id=attempt_id, reason=reason))
+
+
+def ack_message(attempt_id: int, seq: int, decision: str) -> node_pb2.CoordinatorMessage:
+    return node_pb2.CoordinatorMessage(
+        report_ack=node_pb2.ReportAck(attempt_id=attempt_id, seq=seq, decision=decision)
+    )
