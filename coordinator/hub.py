@@ -34,11 +34,14 @@ from coordinator.store import Store
 from coordinator.verification import VerificationState, sampled
 from tunefleet import serde
 from tunefleet.envelope import SequenceGuard
-from tunefleet.errors import InvalidInputError, NotFoundError, StateError
+from tunefleet.errors import InvalidInputError, NotFoundError, StateError, TunefleetError
 from tunefleet.study import StudySpec
 from tunefleet.v1 import common_pb2, node_pb2
 
-__all__ = ["Hub", "Outbox", "StudyView", "NodeSession", "PermissionDeniedError"]
+__all__ = ["Hub", "Outbox", "StudyView", "NodeSession", "PermissionDeniedError", "NodeEventItem"]
+
+# A verified event of a node's session: node id, envelope seq, the event, the raw envelope.
+NodeEventItem = tuple[str, int, node_pb2.NodeEvent, bytes]
 
 
 class Hub(AccessMixin, VerificationMixin):
@@ -68,6 +71,7 @@ class Hub(AccessMixin, VerificationMixin):
         self.refused_reports = 0
         self._wake = False  # a verification was queued: offer it to every node
         self.guard = SequenceGuard(load=store.last_seq, save=store.save_seq)
+        self.banned: set[str] = {r["key_id"] for r in store.list_access() if r["state"] == "banned"}
         # (node, study) pairs whose bundle the node declined: never offered again.
         self.declined: set[tuple[str, str]] = {
             (r["node_id"], r["study_id"]) for r in store.db.query(
@@ -479,6 +483,31 @@ class Hub(AccessMixin, VerificationMixin):
         trial.step, trial.value = step, value
         self.store.update_trial(trial)
         return decision.value
+
+    def node_events(self, batch: list[NodeEventItem]) -> list[Outbox | Exception]:
+        """Handle a batch of verified node events in one transaction (group commit).
+
+        Each event runs in its own savepoint: one that fails (a replay, say) is rolled back
+        alone and its exception is returned in its place. Nothing in the returned outboxes may
+        be sent before this method returns, that is before the batch is committed.
+        """
+        results: list[Outbox | Exception] = []
+        try:
+            with self.store.atomic():
+                for node_id, seq, event, raw in batch:
+                    try:
+                        with self.store.savepoint():
+                            results.append(self.node_event(node_id, seq, event, raw))
+                    except Exception as exc:  # that event alone fails; the batch goes on
+                        if not isinstance(exc, TunefleetError):
+                            log.exception("event of node %s failed", node_id[:8])
+                        results.append(exc)
+        except BaseException:
+            # The commit failed: the schedulers may have seen events the store did not keep.
+            for study_id, runtime in list(self.studies.items()):
+                self.studies[study_id] = self._rebuild(runtime.study)
+            raise
+        return results
 
     def node_event(self, node_id: str, seq: int, event: node_pb2.NodeEvent, raw: bytes) -> Outbox:
         """One verified event of a node's session: refuse replays, then handle it."""

@@ -18,6 +18,8 @@ class AccessMixin(HubState):
             self.guard.check(key_id, seq)
 
     def _banned(self, key_id: str) -> str | None:
+        if key_id not in self.banned:  # in-memory view of the access table's bans
+            return None
         row = self.store.get_access(key_id)
         return row["reason"] if row is not None and row["state"] == "banned" else None
 
@@ -62,9 +64,14 @@ class AccessMixin(HubState):
         with self.store.atomic():
             if action == "unban":
                 self.store.remove_access(key_id)
+                self.banned.discard(key_id)
             else:
                 state = "admitted" if action == "admit" else "banned"
                 self.store.set_access(key_id, state, reason or action, now)
+                if state == "banned":
+                    self.banned.add(key_id)
+                else:
+                    self.banned.discard(key_id)
             if action == "ban":
                 for attempt in self.store.running_attempts(key_id):
                     outbox += self._lose(attempt, f"node banned: {reason or 'by the operator'}",

@@ -70,6 +70,7 @@ class HubState:
     sessions: dict[str, NodeSession]
     studies: dict[str, StudyRuntime]
     declined: set[tuple[str, str]]
+    banned: set[str]
     guard: SequenceGuard
     _wake: bool
 

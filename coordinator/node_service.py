@@ -89,6 +89,7 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         except Exception as exc:
             await abort_with(context, exc)
         queue = self.server.open_session(node_id)
+        self.server.failed.pop(node_id, None)
         await self.server.deliver(await self.hub.call(hub.node_connected, node_id, event.hello))
         log.info("node %s connected", node_id[:8])
 
@@ -96,9 +97,9 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
             try:
                 async for envelope in request_iterator:
                     message, _ = self._open(envelope, node_pb2.NodeEvent, node_id)
-                    outbox = await self.hub.call(hub.node_event, node_id, envelope.seq, message,
-                                                 envelope.SerializeToString())
-                    await self.server.deliver(outbox)
+                    # Committed in a batch; its answer is delivered once the batch commits.
+                    await self.server.inbox.put(
+                        (node_id, envelope.seq, message, envelope.SerializeToString()))
             finally:
                 queue.put_nowait(None)
 
@@ -114,6 +115,9 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
             self.server.close_session(node_id, queue)
             await self.hub.call(hub.node_disconnected, node_id)
             log.info("node %s disconnected", node_id[:8])
+        failure = self.server.failed.pop(node_id, None)
+        if failure is not None:
+            await abort_with(context, failure)
         if reader.done() and not reader.cancelled() and reader.exception() is not None:
             await abort_with(context, reader.exception() or RuntimeError())
         elif self.server.ended.pop(node_id, None):

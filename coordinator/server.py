@@ -10,7 +10,7 @@ from pathlib import Path
 
 import grpc
 
-from coordinator.hub import Hub, Outbox
+from coordinator.hub import Hub, NodeEventItem, Outbox
 from coordinator.hub_thread import HubThread
 from coordinator.node_service import NodeServicer
 from coordinator.operator_service import OperatorServicer
@@ -24,6 +24,8 @@ __all__ = ["CoordinatorServer", "MAX_MESSAGE_BYTES"]
 
 log = logging.getLogger(__name__)
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+MAX_BATCH = 512  # node events committed together
+INBOX_LIMIT = 20_000  # queued node events before readers wait (backpressure)
 
 
 class CoordinatorServer:
@@ -50,6 +52,9 @@ class CoordinatorServer:
         self.hub_thread = HubThread()
         self.sessions: dict[str, asyncio.Queue[node_pb2.CoordinatorMessage | None]] = {}
         self.ended: dict[str, bool] = {}  # nodes whose session the operator ended
+        self.failed: dict[str, BaseException] = {}  # why a node's session must end
+        self.inbox: asyncio.Queue[NodeEventItem] = asyncio.Queue(maxsize=INBOX_LIMIT)
+        self._batcher: asyncio.Task[None] | None = None
         self.port = 0
         self._server: grpc.aio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -78,6 +83,7 @@ class CoordinatorServer:
         await server.start()
         self._server = server
         self._sweeper = asyncio.create_task(self._sweep())
+        self._batcher = asyncio.create_task(self._process_events())
         return self.port
 
     async def _sweep(self) -> None:
@@ -88,6 +94,30 @@ class CoordinatorServer:
                 await self.deliver(await self.hub_thread.call(self.hub.expire_leases))
             except Exception:  # keep sweeping whatever one round hit
                 log.exception("lease sweep failed")
+
+    async def _process_events(self) -> None:
+        """Group commit: hand every queued node event to the hub in one batch, then deliver."""
+        while True:
+            batch = [await self.inbox.get()]
+            while len(batch) < MAX_BATCH and not self.inbox.empty():
+                batch.append(self.inbox.get_nowait())
+            try:
+                results = await self.hub_thread.call(self.hub.node_events, batch)
+            except Exception as exc:  # the commit failed: every sender's session ends
+                log.exception("a batch of %d node events failed", len(batch))
+                results = [exc] * len(batch)
+            for (node_id, _, _, _), result in zip(batch, results, strict=True):
+                if isinstance(result, BaseException):
+                    self.fail_session(node_id, result)
+                else:
+                    await self.deliver(result)
+
+    def fail_session(self, node_id: str, error: BaseException) -> None:
+        """End a node's session with the status ``error`` maps to."""
+        queue = self.sessions.get(node_id)
+        if queue is not None and node_id not in self.failed:
+            self.failed[node_id] = error
+            queue.put_nowait(None)
 
     def open_session(self, node_id: str) -> asyncio.Queue[node_pb2.CoordinatorMessage | None]:
         old = self.sessions.get(node_id)
@@ -121,10 +151,11 @@ class CoordinatorServer:
             await self._server.wait_for_termination()
 
     async def stop(self, grace: float = 2.0) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+        for task in (self._sweeper, self._batcher):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         for queue in self.sessions.values():
             queue.put_nowait(None)
         if self._server is not None:

@@ -45,7 +45,7 @@ class RungTrust:
         self.min_pairs = min_pairs
         self._at_rung: dict[int, dict[int, float]] = {}
         self._final: dict[int, float] = {}
-        self._cache: dict[int, tuple[int, bool]] = {}
+        self._cache: dict[int, tuple[int, float]] = {}
 
     def record(self, rung: int, trial_id: int, value: float) -> None:
         self._at_rung.setdefault(rung, {}).setdefault(trial_id, value)
@@ -53,20 +53,26 @@ class RungTrust:
     def record_final(self, trial_id: int, value: float) -> None:
         self._final.setdefault(trial_id, value)
 
+    def agreement(self, rung: int) -> tuple[int, float] | None:
+        """(pairs, Kendall's tau) of the rung against full fidelity, or ``None`` while fewer
+        than ``min_pairs`` trials have both values."""
+        values = self._at_rung.get(rung, {})
+        n = sum(1 for t in self._final if t in values)
+        if n < self.min_pairs:
+            return None
+        cached = self._cache.get(rung)
+        if cached is not None and cached[0] == n:
+            return cached
+        a, b = np.array([(values[t], f) for t, f in self._final.items() if t in values]).T
+        result = (n, rank_agreement(a, b))
+        self._cache[rung] = result
+        return result
+
     def trusted(self, rung: int) -> bool:
         if self.threshold is None:
             return True
-        values = self._at_rung.get(rung, {})
-        pairs = [(values[t], f) for t, f in self._final.items() if t in values]
-        if len(pairs) < self.min_pairs:
-            return True
-        cached = self._cache.get(rung)
-        if cached is not None and cached[0] == len(pairs):
-            return cached[1]
-        a, b = np.array(pairs).T
-        ok = rank_agreement(a, b) >= self.threshold
-        self._cache[rung] = (len(pairs), ok)
-        return ok
+        evidence = self.agreement(rung)
+        return evidence is None or evidence[1] >= self.threshold
 
 
 class Rungs:
