@@ -294,7 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_local(args)
         elif args.command == "try":
             return _try(args)
-    except TunefleetError as exc:
+    except (TunefleetError, OSError) as exc:
         print(f"tunefleet: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -107,8 +107,11 @@ class LocalCluster:
                    else ["--insecure"])
             admission = [a for key in self.researchers for a in ("--admit", key)] or ["--open"]
             return tls + admission
-        return (["--ca", str(self.security.ca)] if self.security.ca is not None
+        args = (["--ca", str(self.security.ca)] if self.security.ca is not None
                 else ["--insecure"])
+        if os.geteuid() != 0:  # local agents run the researcher's own code as its own user
+            args.append("--allow-same-user")
+        return args
 
     def start_agent(self, index: int) -> subprocess.Popen[bytes]:
         log = open(self._log_path(f"agent-{index}"), "ab")  # noqa: SIM115

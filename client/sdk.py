@@ -1,7 +1,8 @@
 """The researcher SDK: submit studies and read their results from a coordinator.
 
     from client.sdk import Client
-    with Client("127.0.0.1:7070") as c:
+    from tunefleet.tls import ChannelSecurity
+    with Client("127.0.0.1:7070", identity, ChannelSecurity(ca=Path("ca.pem"))) as c:
         study_id = c.submit_file("study.toml")
         for status in c.watch(study_id):
             print(status.counts)
@@ -71,14 +72,14 @@ def _requirements(directory: Path) -> list[str]:
 class Client:
     """A connection to a coordinator, acting as the researcher ``identity``."""
 
-    def __init__(self, address: str, identity: Identity | None,
-                 security: ChannelSecurity | None = None, timeout: float = 30.0) -> None:
-        """Connect to ``address`` over TLS pinned to ``security.ca`` (or plaintext when
-        ``security`` says insecure; ``None`` means plaintext, for local tests only)."""
+    def __init__(self, address: str, identity: Identity | None, security: ChannelSecurity,
+                 timeout: float = 30.0) -> None:
+        """Connect to ``address`` over TLS pinned to ``security.ca`` (plaintext only when
+        ``security`` explicitly says insecure)."""
         self.address = address
         self.identity = identity
         self.timeout = timeout
-        self._channel = open_channel(address, security or ChannelSecurity(insecure=True))
+        self._channel = open_channel(address, security)
         self._stub = researcher_pb2_grpc.ResearcherServiceStub(self._channel)
 
     def __enter__(self) -> Client:

@@ -8,7 +8,9 @@ import contextlib
 import json
 import logging
 import signal
+import sqlite3
 import sys
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,6 @@ import grpc
 
 from coordinator.models import TrialState
 from coordinator.server import CoordinatorServer
-from coordinator.store import Store
 from tunefleet.connection import add_connection_args, connection_from
 from tunefleet.envelope import seal
 from tunefleet.errors import TunefleetError
@@ -122,14 +123,35 @@ async def _serve(args: argparse.Namespace) -> None:
     await server.stop()
 
 
+def _read_only(path: str) -> sqlite3.Connection:
+    """The database for reading, never created or migrated by an inspection command."""
+    if not Path(path).is_file():
+        raise TunefleetError(f"no database at {path}; pass --db PATH of a coordinator's database")
+    conn = sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True)
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
 def _studies(args: argparse.Namespace) -> None:
-    store = Store(args.db)
+    with closing(_read_only(args.db)) as conn:
+        rows = _study_rows(conn)
+    _print_studies(rows, args.json)
+
+
+def _study_rows(conn: sqlite3.Connection) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
-    for study in store.list_studies():
-        counts = store.trial_counts(study.id)
-        rows.append({"id": study.id, "name": study.name, "state": study.state.value,
-                     **{s.value: counts[s] for s in TrialState}})
-    if args.json:
+    for study in conn.execute("SELECT id, name, state FROM studies ORDER BY created_at"):
+        counts = {s.value: 0 for s in TrialState}
+        for state, n in conn.execute(
+            "SELECT state, COUNT(*) FROM trials WHERE study_id = ? GROUP BY state", (study["id"],)
+        ):
+            counts[state] = n
+        rows.append({"id": study["id"], "name": study["name"], "state": study["state"], **counts})
+    return rows
+
+
+def _print_studies(rows: list[dict[str, Any]], as_json: bool) -> None:
+    if as_json:
         print(json.dumps(rows, indent=2))
         return
     print(f"{'id':<14}{'name':<24}{'state':<11}{'done':>6}{'run':>5}{'pend':>6}{'fail':>6}")
@@ -140,26 +162,30 @@ def _studies(args: argparse.Namespace) -> None:
 
 
 def _nodes(args: argparse.Namespace) -> None:
-    store = Store(args.db)
-    running: dict[str, int] = {}
-    for attempt in store.running_attempts():
-        running[attempt.node_id] = running.get(attempt.node_id, 0) + 1
-    rows: list[dict[str, Any]] = []
-    for node in store.list_nodes():
-        inv = node_pb2.Inventory.FromString(node.inventory)
-        rows.append({
-            "id": node.id, "name": node.name, "gpus": [g.name for g in inv.gpus],
-            "cpu_slots": inv.cpu_slots, "running": running.get(node.id, 0),
-            "last_seen": node.last_seen,
-        })
+    with closing(_read_only(args.db)) as conn:
+        running = dict(conn.execute(
+            "SELECT node_id, COUNT(*) FROM attempts WHERE state = 'running' GROUP BY node_id"
+        ).fetchall())
+        rows: list[dict[str, Any]] = []
+        for node in conn.execute("SELECT * FROM nodes ORDER BY registered_at"):
+            inv = node_pb2.Inventory.FromString(node["inventory"])
+            rows.append({
+                "id": node["id"], "name": node["name"], "gpus": [g.name for g in inv.gpus],
+                "cpu_slots": inv.cpu_slots, "running": running.get(node["id"], 0),
+                # Databases from before migration 3 have no reputation yet.
+                "reputation": node["reputation"] if "reputation" in node.keys() else 1.0,
+                "flagged": bool(node["flagged"]) if "flagged" in node.keys() else False,
+                "last_seen": node["last_seen"],
+            })
     if args.json:
         print(json.dumps(rows, indent=2))
         return
-    print(f"{'id':<34}{'name':<20}{'gpus':<30}{'cpu':>4}{'run':>5}")
+    print(f"{'id':<34}{'name':<20}{'gpus':<30}{'cpu':>4}{'run':>5}{'rep':>6}")
     for r in rows:
         gpus = ", ".join(r["gpus"]) or "-"
+        flag = " FLAGGED" if r["flagged"] else ""
         print(f"{r['id']:<34}{r['name'][:19]:<20}{gpus[:29]:<30}{r['cpu_slots']:>4}"
-              f"{r['running']:>5}")
+              f"{r['running']:>5}{r['reputation']:>6.2f}{flag}")
 
 
 def _operator_call(args: argparse.Namespace) -> int:
@@ -221,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
             _studies(args)
         elif args.command == "nodes":
             _nodes(args)
-    except (TunefleetError, OSError) as exc:
+    except (TunefleetError, OSError, sqlite3.Error) as exc:
         print(f"coordinator: error: {exc}", file=sys.stderr)
         return 1
     return 0

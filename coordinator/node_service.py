@@ -112,9 +112,9 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
                 yield item
         finally:
             reader.cancel()
-            self.server.close_session(node_id, queue)
-            await self.hub.call(hub.node_disconnected, node_id)
-            log.info("node %s disconnected", node_id[:8])
+            if self.server.close_session(node_id, queue):  # not replaced by a reconnect
+                await self.hub.call(hub.node_disconnected, node_id)
+                log.info("node %s disconnected", node_id[:8])
         failure = self.server.failed.pop(node_id, None)
         if failure is not None:
             await abort_with(context, failure)

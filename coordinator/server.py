@@ -129,9 +129,12 @@ class CoordinatorServer:
 
     def close_session(
         self, node_id: str, queue: asyncio.Queue[node_pb2.CoordinatorMessage | None]
-    ) -> None:
+    ) -> bool:
+        """Forget a session; False when a newer session of the node has replaced it."""
         if self.sessions.get(node_id) is queue:
             del self.sessions[node_id]
+            return True
+        return False
 
     def end_session(self, node_id: str) -> None:
         """Close a node's session (the operator banned it)."""

@@ -273,17 +273,48 @@ class Agent:
     # running an attempt --------------------------------------------------------------------
 
     async def _run_attempt(self, attempt: RunningAttempt) -> None:
+        """Run one attempt; whatever happens, exactly one final event is queued for it."""
         a = attempt.assignment
         workdir = self.config.home / "work" / f"attempt-{a.attempt_id}"
         try:
-            await self.cache.unpack(a.bundle_digest, workdir)
-        except (BundleError, grpc.aio.AioRpcError, OSError) as exc:
-            reason = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
-            log.error("attempt %d declined: %s", a.attempt_id, reason)
-            attempt.final = self._event(declined=node_pb2.AttemptDeclined(
-                attempt_id=a.attempt_id, reason=str(reason)))
-            self._send(attempt.final)
+            await self._attempt_body(attempt, workdir)
+        except BaseException as exc:
+            if attempt.final is None:
+                log.exception("attempt %d failed in the agent", a.attempt_id)
+                if attempt.child is not None:
+                    await attempt.child.stop(0.1)
+                attempt.final = self._event(finished=node_pb2.AttemptFinished(
+                    attempt_id=a.attempt_id, outcome="failed", exit_code=-1,
+                    error=f"node agent error: {type(exc).__name__}: {exc}"[:2000],
+                    reports_sent=attempt.seq))
+                self._send(attempt.final)
+            if not isinstance(exc, Exception):
+                raise
+        finally:
             shutil.rmtree(workdir, ignore_errors=True)
+
+    def _fail(self, attempt: RunningAttempt, error: str) -> None:
+        attempt.final = self._event(finished=node_pb2.AttemptFinished(
+            attempt_id=attempt.assignment.attempt_id, outcome="failed", exit_code=-1,
+            error=error[:2000], reports_sent=attempt.seq))
+        self._send(attempt.final)
+
+    async def _attempt_body(self, attempt: RunningAttempt, workdir: Path) -> None:
+        a = attempt.assignment
+        try:
+            await self.cache.unpack(a.bundle_digest, workdir)
+        except BundleError as exc:
+            # The bundle is refused (trust policy, signature, unsafe archive): decline, so the
+            # coordinator records why and offers the trial to other nodes.
+            log.error("attempt %d declined: %s", a.attempt_id, exc)
+            attempt.final = self._event(declined=node_pb2.AttemptDeclined(
+                attempt_id=a.attempt_id, reason=str(exc)))
+            self._send(attempt.final)
+            return
+        except (grpc.aio.AioRpcError, OSError, asyncio.CancelledError) as exc:
+            # A transient failure (network, disk): the attempt fails and the trial is retried.
+            reason = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else repr(exc)
+            self._fail(attempt, f"could not fetch the bundle: {reason}")
             return
         cores = os.cpu_count() or 1
         share = len(self.inventory.gpus) if a.gpu_uuids else max(1, self.inventory.cpu_slots)
@@ -297,11 +328,7 @@ class Agent:
         try:
             attempt.child = await Child.start(spec)
         except OSError as exc:
-            attempt.final = self._event(finished=node_pb2.AttemptFinished(
-                attempt_id=a.attempt_id, outcome="failed", exit_code=-1,
-                error=f"could not start the entrypoint: {exc}"))
-            self._send(attempt.final)
-            shutil.rmtree(workdir, ignore_errors=True)
+            self._fail(attempt, f"could not start the entrypoint: {exc}")
             return
         if attempt.stop_reason is not None:  # a stop order came while we were unpacking
             asyncio.create_task(attempt.child.stop(self.config.stop_grace))
@@ -336,7 +363,6 @@ class Agent:
         self._send(attempt.final)
         log.info("attempt %d %s (exit %d, %.1fs, %d reports)", a.attempt_id, outcome,
                  exit_.exit_code, exit_.wall_seconds, attempt.seq)
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 async def _drain_queue(

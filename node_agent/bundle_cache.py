@@ -6,16 +6,19 @@ checked and the publisher passed the trust policy; an unverified byte is never u
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from tunefleet.bundle import safe_unpack, verify_bundle
+from tunefleet.bundle import digest_of, safe_unpack, verify_bundle
 from tunefleet.errors import BundleError
 from tunefleet.keys import key_id_of
 
 __all__ = ["BundleCache", "Fetcher", "TrustPolicy"]
+
+log = logging.getLogger(__name__)
 
 # A fetcher returns (data, publisher_key, signature) for a digest.
 Fetcher = Callable[[str], Awaitable[tuple[bytes, bytes, bytes]]]
@@ -51,7 +54,10 @@ class BundleCache:
         key_path = path.with_suffix(".pub")
         if path.exists() and key_path.exists():
             self.policy.check(key_path.read_bytes())
-            return path.read_bytes()
+            data = path.read_bytes()
+            if digest_of(data) == digest:  # never trust the cache's bytes blindly
+                return data
+            log.warning("cached bundle %s is corrupt; fetching it again", digest[:12])
         data, key, signature = await self.fetch(digest)
         verify_bundle(data, digest, key, signature)
         self.policy.check(key)

@@ -64,6 +64,11 @@ def _parser() -> argparse.ArgumentParser:
         help="the unprivileged account trials run as when the agent runs as root "
         "(default: nobody); ignored otherwise",
     )
+    start.add_argument(
+        "--allow-same-user", action="store_true",
+        help="when not root, run trials as this agent's own user: they could then read the "
+        "node key (fine for your own code on your own machine; otherwise run the agent as root)",
+    )
     start.add_argument("--memory-gb", type=float, default=16.0,
                        help="address-space limit of a CPU trial in GiB, 0 for none (default: 16)")
     start.add_argument("--cpu-hours", type=float, default=0.0,
@@ -164,6 +169,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "start":
             connection_from(args)  # refuse bad flags before creating anything
             _limits(args)
+            if os.geteuid() != 0 and not args.allow_same_user:
+                print("node-agent: error: not running as root, so trials would run as this "
+                      "user and could read the node key; run the agent as root (trials then "
+                      "run as an unprivileged account), or pass --allow-same-user to accept "
+                      "that", file=sys.stderr)
+                return 2
             if args.slots is not None and args.slots < 0:
                 print(f"node-agent: error: --slots: got {args.slots}; must be >= 0",
                       file=sys.stderr)

@@ -40,6 +40,7 @@ from tunefleet.trial import ENV_CONTROL_FD, ENV_REPORT_FD, ENV_TRIAL
 __all__ = ["ChildSpec", "Child", "ChildReport", "ChildExit"]
 
 STDERR_TAIL_LINES = 20
+MAX_STEP = 2**62  # steps beyond this are refused (they must fit the wire's int64)
 MAX_LINE_BYTES = 64 * 1024
 
 
@@ -293,11 +294,13 @@ def _parse(line: bytes) -> ChildReport | None:
         metrics = data["metrics"]
         if data.get("type") != "report" or isinstance(step, bool) or not isinstance(step, int):
             return None
+        if not 0 <= step < MAX_STEP:
+            return None
         clean = {str(k): float(v) for k, v in metrics.items()
                  if isinstance(v, (int, float)) and not isinstance(v, bool)}
         if not clean:
             return None
         return ChildReport(step, {k: (v if not math.isnan(v) else math.nan)
                                   for k, v in clean.items()})
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError, AttributeError, OverflowError):
         return None

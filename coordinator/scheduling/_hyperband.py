@@ -48,9 +48,16 @@ class HyperbandScheduler(TrialScheduler):
         trust_threshold: float | None = 0.1,
         adaptive: bool = True,
         prior_pairs: float = 10.0,
+        reliable_tau: float = 1.0,
+        prior_rho: float | None = None,
+        probe_share: float = 0.0,
     ) -> None:
+        self.probe_share = probe_share
         if prior_pairs <= 0:
             raise InvalidInputError("prior_pairs", prior_pairs, "must be > 0")
+        if not 0.0 < reliable_tau <= 1.0:
+            raise InvalidInputError("reliable_tau", reliable_tau, "must be in (0, 1]")
+        self.reliable_tau = reliable_tau
         self.fidelity = fidelity
         self.seed = seed
         self.adaptive = adaptive
@@ -65,7 +72,7 @@ class HyperbandScheduler(TrialScheduler):
         )
         self.bracket_probabilities = sizes / sizes.sum()  # Hyperband's, the prior
         tails = np.cumsum(sizes[::-1])[::-1]
-        self._prior_rho = sizes[:-1] / tails[:-1]
+        self._prior_rho = sizes[:-1] / tails[:-1] if prior_rho is None else np.full(s, prior_rho)
         self._bracket_of: dict[int, int] = {}
         self._recorded: dict[int, int] = {}  # trial -> rungs whose value is recorded as evidence
         self._trust = RungTrust(trust_threshold)
@@ -75,16 +82,23 @@ class HyperbandScheduler(TrialScheduler):
         if not self.adaptive:
             return np.asarray(self.bracket_probabilities)
         out, remaining = [], 1.0
+        lacking = False
         for b, level in enumerate(self._levels):
             rho = float(self._prior_rho[b])
             evidence = self._trust.agreement(level)
+            lacking = lacking or evidence is None
             if evidence is not None:
                 n, tau = evidence
-                rho = (self.prior_pairs * rho + n * max(tau, 0.0)) / (self.prior_pairs + n)
+                q = min(max(tau, 0.0) / self.reliable_tau, 1.0)
+                rho = (self.prior_pairs * rho + n * q) / (self.prior_pairs + n)
             out.append(remaining * rho)
             remaining *= 1.0 - rho
         out.append(remaining)
-        return np.array(out)
+        p = np.array(out)
+        if lacking and self.probe_share > 0:
+            p = (1 - self.probe_share) * p
+            p[-1] += self.probe_share
+        return p
 
     def bracket(self, trial_id: int) -> int:
         """The bracket of ``trial_id``, drawn the first time it is asked for."""

@@ -45,8 +45,10 @@ class TPESearcher(Searcher):
         n_candidates: int = 64,
         random_fraction: float = 0.1,
         widen: float = 3.0,
+        level_points: int | None = None,
     ) -> None:
         super().__init__(space, seed)
+        self._level_points = level_points
         if not 0.0 < gamma < 1.0:
             raise InvalidInputError("gamma", gamma, "must be in (0, 1)")
         if n_candidates < 1:
@@ -75,7 +77,7 @@ class TPESearcher(Searcher):
         rng = np.random.default_rng([self.seed, trial_id, 0x7E5])
         if trial_id < self.n_startup or rng.random() < self.random_fraction:
             return self._sobol[trial_id]
-        data = self._history.training_set(self.n_startup)
+        data = self._history.training_set(self.n_startup, self._level_points)
         if data is None:
             return self._sobol[trial_id]
         order = np.argsort(data.y, kind="stable")

@@ -197,7 +197,10 @@ def safe_unpack(data: bytes, target: Path) -> None:
     target.mkdir(parents=True, exist_ok=True)
     root = target.resolve()
     with _open_tar(data) as tar:
-        members = _checked_members(tar)
+        try:
+            members = _checked_members(tar)
+        except tarfile.TarError as exc:
+            raise BundleError(f"bundle is not a readable tar archive: {exc}") from None
         for m in members:
             dest = (root / m.name).resolve()
             if dest != root and root not in dest.parents:
@@ -206,9 +209,13 @@ def safe_unpack(data: bytes, target: Path) -> None:
                 dest.mkdir(parents=True, exist_ok=True)
                 continue
             dest.parent.mkdir(parents=True, exist_ok=True)
-            source = tar.extractfile(m)
-            if source is None:
-                raise BundleError(f"bundle entry {m.name!r} cannot be read")
+            try:
+                source = tar.extractfile(m)
+                if source is None:
+                    raise BundleError(f"bundle entry {m.name!r} cannot be read")
+                content = source.read()
+            except (tarfile.TarError, OSError, EOFError) as exc:
+                raise BundleError(f"bundle entry {m.name!r} is truncated: {exc}") from None
             with open(dest, "xb") as out:
-                out.write(source.read())
+                out.write(content)
             os.chmod(dest, 0o700 if m.mode & 0o100 else 0o600)

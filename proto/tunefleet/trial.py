@@ -58,8 +58,8 @@ class TrialContext:
         return self._out is not None
 
     def report(self, step: int, **metrics: float) -> None:
-        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-            raise InvalidInputError("step", step, "must be an integer >= 0")
+        if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step < 2**62:
+            raise InvalidInputError("step", step, "must be an integer in [0, 2**62)")
         if not metrics:
             raise InvalidInputError("metrics", metrics, "give at least one, e.g. val_loss=0.3")
         clean: dict[str, float] = {}

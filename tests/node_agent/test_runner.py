@@ -126,7 +126,11 @@ def test_failure_keeps_the_tail_of_stderr(tmp_path: Path) -> None:
 def test_malformed_report_lines_are_skipped(tmp_path: Path) -> None:
     s = spec(tmp_path, "import os\nfd = int(os.environ['TUNEFLEET_REPORT_FD'])\n"
                        "os.write(fd, b'not json\\n{\"type\": \"report\", \"step\": true}\\n"
-                       "{\"type\": \"report\", \"step\": 2, \"metrics\": {\"loss\": 0.5}}\\n')\n")
+                       "{\"type\": \"report\", \"step\": 2, \"metrics\": {\"loss\": 0.5}}\\n"
+                       "{\"type\": \"report\", \"step\": 9223372036854775808, "
+                       "\"metrics\": {\"loss\": 0.5}}\\n"
+                       "{\"type\": \"report\", \"step\": 3, \"metrics\": {\"loss\": "
+                       + "9" * 400 + "}}\\n')\n")
 
     async def go() -> tuple[list[int], int]:
         child = await Child.start(s)
@@ -134,7 +138,7 @@ def test_malformed_report_lines_are_skipped(tmp_path: Path) -> None:
         await child.wait()
         return steps, child.bad_lines
 
-    assert run(go()) == ([2], 2)
+    assert run(go()) == ([2], 4)
 
 
 def test_inventory_without_a_driver_offers_cpu_slots() -> None:
