@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from typing import NoReturn, TypeVar
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from coordinator.hub import PermissionDeniedError
 from tunefleet.errors import (
@@ -24,7 +25,7 @@ T = TypeVar("T")
 
 
 def status_of(exc: BaseException) -> grpc.StatusCode:
-    if isinstance(exc, (InvalidInputError, BundleError)):
+    if isinstance(exc, (InvalidInputError, BundleError, DecodeError)):
         return grpc.StatusCode.INVALID_ARGUMENT
     if isinstance(exc, SignatureError):
         return grpc.StatusCode.UNAUTHENTICATED

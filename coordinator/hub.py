@@ -38,6 +38,11 @@ from tunefleet.errors import InvalidInputError, NotFoundError, StateError, Tunef
 from tunefleet.study import StudySpec
 from tunefleet.v1 import common_pb2, node_pb2
 
+MAX_STEP = 2**62
+MAX_CPU_SLOTS = 1024
+MAX_GPUS = 64
+OUTCOMES = ("completed", "failed", "stopped")
+
 __all__ = ["Hub", "Outbox", "StudyView", "NodeSession", "PermissionDeniedError", "NodeEventItem"]
 
 # A verified event of a node's session: node id, envelope seq, the event, the raw envelope.
@@ -217,6 +222,7 @@ class Hub(AccessMixin, VerificationMixin):
         self, node_id: str, public_key: bytes, name: str, inventory: node_pb2.Inventory
     ) -> None:
         self.check_node(node_id)
+        _check_inventory(inventory)
         now = self.clock()
         with self.store.atomic():
             try:
@@ -232,6 +238,7 @@ class Hub(AccessMixin, VerificationMixin):
         """A node opened its session; reconcile what it runs with what the store says."""
         self.store.get_node(node_id)
         self.check_node(node_id)
+        _check_inventory(hello.inventory)
         self.sessions[node_id] = NodeSession(node_id, hello.inventory, hello.draining)
         outbox = self._reconcile(node_id, list(hello.running_attempts), forget_missing=True)
         return outbox + self.assign(node_id)
@@ -438,6 +445,8 @@ class Hub(AccessMixin, VerificationMixin):
         self, node_id: str, report: node_pb2.MetricReport, envelope: bytes
     ) -> Outbox:
         """Commit a verified metric report and answer with the scheduler's decision."""
+        if not 0 <= report.step < MAX_STEP:
+            raise InvalidInputError("report.step", report.step, f"must be in [0, {MAX_STEP})")
         attempt = self._attempt_of(node_id, report.attempt_id)
         if attempt is None:
             self.refused_reports += 1
@@ -542,8 +551,11 @@ class Hub(AccessMixin, VerificationMixin):
                 self._verification_failed(attempt, now)
                 return outbox + self.assign_all()
             trial = self.store.get_trial(attempt.study_id, attempt.trial_number)
-            trial.state, trial.attempts = TrialState.PENDING, max(0, trial.attempts - 1)
             trial.error = f"node {node_id[:8]} declined the bundle: {reason}"
+            if attempt.study_id in self.studies:
+                trial.state, trial.attempts = TrialState.PENDING, max(0, trial.attempts - 1)
+            else:  # the study ended meanwhile: nothing will run it again
+                trial.state, trial.ended_at = TrialState.FAILED, now
             self.store.update_trial(trial)
         self.declined.add((node_id, attempt.study_id))
         log.warning("node %s declined study %s: %s", node_id[:8], attempt.study_id, reason)
@@ -553,6 +565,8 @@ class Hub(AccessMixin, VerificationMixin):
         """An attempt's child exited; end the attempt and its trial, then lease more work."""
         outbox: Outbox = [(node_id, node_pb2.CoordinatorMessage(
             finished_ack=node_pb2.FinishedAck(attempt_id=done.attempt_id)))]
+        if done.outcome not in OUTCOMES:
+            raise InvalidInputError("finished.outcome", done.outcome, f"must be one of {OUTCOMES}")
         attempt = self._attempt_of(node_id, done.attempt_id)
         if attempt is None or attempt.state is not AttemptState.RUNNING:
             return outbox + self.assign(node_id)
@@ -600,3 +614,14 @@ class Hub(AccessMixin, VerificationMixin):
 
 def _node_event_kinds() -> tuple[str, ...]:
     return ("heartbeat", "report", "finished", "declined")
+
+
+def _check_inventory(inventory: node_pb2.Inventory) -> None:
+    if not 0 <= inventory.cpu_slots <= MAX_CPU_SLOTS:
+        raise InvalidInputError("inventory.cpu_slots", inventory.cpu_slots,
+                                f"must be in [0, {MAX_CPU_SLOTS}]")
+    if len(inventory.gpus) > MAX_GPUS:
+        raise InvalidInputError("inventory.gpus", len(inventory.gpus), f"at most {MAX_GPUS}")
+    if len({g.uuid for g in inventory.gpus}) != len(inventory.gpus):
+        raise InvalidInputError("inventory.gpus", [g.uuid for g in inventory.gpus],
+                                "GPU uuids must be distinct")

@@ -63,8 +63,9 @@ class AccessMixin(HubState):
         stopped = 0
         with self.store.atomic():
             if action == "unban":
-                self.store.remove_access(key_id)
-                self.banned.discard(key_id)
+                if key_id in self.banned:  # an admitted key stays admitted
+                    self.store.remove_access(key_id)
+                    self.banned.discard(key_id)
             else:
                 state = "admitted" if action == "admit" else "banned"
                 self.store.set_access(key_id, state, reason or action, now)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import grpc
@@ -22,10 +23,18 @@ from tunefleet.v1 import common_pb2, node_pb2, node_pb2_grpc
 if TYPE_CHECKING:
     from coordinator.server import CoordinatorServer
 
-__all__ = ["NodeServicer"]
+__all__ = ["NodeServicer", "SessionEnd"]
 
 log = logging.getLogger(__name__)
 CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class SessionEnd:
+    """Queued after a node's last event: its session ends once those events are answered."""
+
+    node_id: str
+    queue: asyncio.Queue[node_pb2.CoordinatorMessage | None]
 
 
 class NodeServicer(node_pb2_grpc.NodeServiceServicer):
@@ -77,6 +86,8 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
             first = await anext(request_iterator)
         except StopAsyncIteration:
             return
+        except Exception as exc:  # an undecodable first message
+            await abort_with(context, exc)
         try:
             event, node_id = self._open(first, node_pb2.NodeEvent)
             node = await self.hub.call(hub.store.get_node, node_id)
@@ -100,8 +111,11 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
                     # Committed in a batch; its answer is delivered once the batch commits.
                     await self.server.inbox.put(
                         (node_id, envelope.seq, message, envelope.SerializeToString()))
-            finally:
+            except BaseException:
                 queue.put_nowait(None)
+                raise
+            # The node closed its side: end the session after the answers to its last events.
+            await self.server.inbox.put(SessionEnd(node_id, queue))
 
         reader = asyncio.create_task(read())
         try:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 __all__ = ["ResearcherServicer"]
 
 WATCH_POLL_SECONDS = 0.5
+MAX_SPEC_BYTES = 256 * 1024
 
 
 class ResearcherServicer(researcher_pb2_grpc.ResearcherServiceServicer):
@@ -74,7 +75,10 @@ class ResearcherServicer(researcher_pb2_grpc.ResearcherServiceServicer):
                                             max_skew=self.server.max_skew)
             hub = self.server.hub
             await self.hub.call(hub.check_researcher, signer)
-            spec, digest = serde.spec_from_proto(message)
+            if len(request.body) > MAX_SPEC_BYTES:
+                raise InvalidInputError("spec", f"{len(request.body)} bytes",
+                                        f"at most {MAX_SPEC_BYTES} bytes")
+            spec, digest = await self.hub.call(serde.spec_from_proto, message)  # off the loop
             await self.hub.call(hub.accept, signer, request.seq)
             study_id = await self.hub.call(hub.submit_study, spec, digest, request.body, signer)
             await self.server.deliver(await self.hub.call(hub.assign_all))
@@ -96,7 +100,12 @@ class ResearcherServicer(researcher_pb2_grpc.ResearcherServiceServicer):
     ) -> researcher_pb2.StudyList:
         async def work() -> researcher_pb2.StudyList:
             views = await self.hub.call(self.server.hub.list_studies)
-            return researcher_pb2.StudyList(studies=[study_info_to_proto(v) for v in views])
+            out = researcher_pb2.StudyList()
+            for view in views:
+                info = study_info_to_proto(view)
+                info.spec.ClearField("space")  # kept small: GetStudy has the whole spec
+                out.studies.append(info)
+            return out
 
         return await guarded(context, work())
 

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import grpc
 
+from coordinator.decode_guard import DecodeGuard
 from coordinator.hub import Hub, NodeEventItem, Outbox
 from coordinator.hub_thread import HubThread
-from coordinator.node_service import NodeServicer
+from coordinator.node_service import NodeServicer, SessionEnd
 from coordinator.operator_service import OperatorServicer
 from coordinator.researcher_service import ResearcherServicer
 from coordinator.store import Store
@@ -53,7 +54,7 @@ class CoordinatorServer:
         self.sessions: dict[str, asyncio.Queue[node_pb2.CoordinatorMessage | None]] = {}
         self.ended: dict[str, bool] = {}  # nodes whose session the operator ended
         self.failed: dict[str, BaseException] = {}  # why a node's session must end
-        self.inbox: asyncio.Queue[NodeEventItem] = asyncio.Queue(maxsize=INBOX_LIMIT)
+        self.inbox: asyncio.Queue[NodeEventItem | SessionEnd] = asyncio.Queue(maxsize=INBOX_LIMIT)
         self._batcher: asyncio.Task[None] | None = None
         self.port = 0
         self._server: grpc.aio.Server | None = None
@@ -68,7 +69,7 @@ class CoordinatorServer:
             ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
             ("grpc.keepalive_permit_without_calls", 1),
         ]
-        server = grpc.aio.server(options=options)
+        server = grpc.aio.server(options=options, interceptors=[DecodeGuard()])
         researcher_pb2_grpc.add_ResearcherServiceServicer_to_server(
             ResearcherServicer(self), server
         )
@@ -101,14 +102,20 @@ class CoordinatorServer:
             batch = [await self.inbox.get()]
             while len(batch) < MAX_BATCH and not self.inbox.empty():
                 batch.append(self.inbox.get_nowait())
+            events = [item for item in batch if not isinstance(item, SessionEnd)]
             try:
-                results = await self.hub_thread.call(self.hub.node_events, batch)
+                results = await self.hub_thread.call(self.hub.node_events, events)
             except Exception as exc:  # the commit failed: every sender's session ends
-                log.exception("a batch of %d node events failed", len(batch))
-                results = [exc] * len(batch)
-            for (node_id, _, _, _), result in zip(batch, results, strict=True):
+                log.exception("a batch of %d node events failed", len(events))
+                results = [exc] * len(events)
+            answers = iter(results)
+            for item in batch:  # in arrival order, so a session ends after its last answer
+                if isinstance(item, SessionEnd):
+                    item.queue.put_nowait(None)
+                    continue
+                result = next(answers)
                 if isinstance(result, BaseException):
-                    self.fail_session(node_id, result)
+                    self.fail_session(item[0], result)
                 else:
                     await self.deliver(result)
 

@@ -52,6 +52,7 @@ __all__ = [
     "build_tuner",
 ]
 
+MAX_GRID_POINTS = 1_000_000
 SearcherFactory = Callable[[SearchSpace, int], Searcher]
 SchedulerFactory = Callable[[Fidelity, int], TrialScheduler]
 
@@ -82,6 +83,14 @@ def check_available(spec: StudySpec) -> None:
             "search.scheduler", spec.search.scheduler,
             f"is not available in this coordinator; available: {sorted(SCHEDULER_FACTORIES)}",
         )
+    if spec.search.searcher == "grid":
+        size = GridSearcher.size_of(spec.space)
+        if size > MAX_GRID_POINTS:
+            raise InvalidInputError(
+                "search.searcher", "grid",
+                f"the grid of this space has {size:.3g} points, at most {MAX_GRID_POINTS} "
+                "are allowed; use random or tpe, or fewer parameters",
+            )
 
 
 def build_tuner(spec: StudySpec) -> Tuner:

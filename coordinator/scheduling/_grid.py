@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 
@@ -20,6 +21,11 @@ class GridSearcher(Searcher):
     values (log-spread for log parameters). :meth:`suggest` returns ``None`` once every
     combination has been handed out.
     """
+
+    @staticmethod
+    def size_of(space: SearchSpace, points: int = 5) -> int:
+        """How many combinations the grid of ``space`` has, without building it."""
+        return math.prod(len(space[name].grid(points)) for name in space)
 
     def __init__(self, space: SearchSpace, seed: int, points: int = 5) -> None:
         super().__init__(space, seed)

@@ -126,7 +126,7 @@ class TrialHistory:
         return self._split(live, level)
 
     def _trusted(self, live: list[_Trial], level: int, reference: int) -> bool:
-        top = [t for t in live if t.max_step >= reference]
+        top = [t for t in live if t.steps and t.max_step >= reference]
         a = np.array([t.value_at(level) for t in top])
         b = np.array([t.value_at(reference) for t in top])
         return rank_agreement(a, b) >= self.trust_threshold
@@ -134,7 +134,7 @@ class TrialHistory:
     def _split(self, live: list[_Trial], level: int) -> TrainingSet:
         x, y, below, pending = [], [], [], []
         for t in live:
-            if t.max_step >= level:
+            if t.steps and t.max_step >= level:
                 x.append(t.point)
                 y.append(t.value_at(level))
             elif t.state == "pending":

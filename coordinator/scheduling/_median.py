@@ -40,6 +40,8 @@ class MedianStoppingScheduler(TrialScheduler):
         if not steps or steps[-1] < step:
             return None
         n = bisect.bisect_right(steps, step)
+        if n == 0:  # this trial's first report came after ``step``: nothing to compare yet
+            return None
         return self._sums[trial_id][n - 1] / n
 
     def on_report(self, trial_id: int, step: int, value: float) -> Decision:

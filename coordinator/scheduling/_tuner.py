@@ -99,6 +99,8 @@ class Tuner:
     def tell_report(self, trial_id: int, step: int, value: float) -> Decision:
         """Record an intermediate result and decide whether the trial goes on."""
         record = self._running(trial_id)
+        if step < 0:
+            raise StateError(f"trial {trial_id}: steps must be >= 0, but got {step}")
         if record.step is not None and step <= record.step:
             raise StateError(
                 f"trial {trial_id}: steps must increase, but got step {step} after {record.step}"

@@ -11,6 +11,7 @@ Replay and reordering are refused by the receiver, which keeps the last ``seq`` 
 
 from __future__ import annotations
 
+import math
 import struct
 import threading
 import time
@@ -82,7 +83,9 @@ def open_envelope(
            _signed_bytes(message_type, envelope.seq, envelope.time, envelope.body))
     if max_skew is not None:
         skew = (time.time() if now is None else now) - envelope.time
-        if abs(skew) > max_skew:
+        if not math.isfinite(envelope.time):
+            raise SignatureError(f"envelope time {envelope.time} is not a finite number")
+        if not abs(skew) <= max_skew:
             which = "stale" if skew > 0 else "from the future"
             raise SignatureError(
                 f"envelope is {which} by {abs(skew):.0f}s (at most {max_skew:.0f}s allowed); "

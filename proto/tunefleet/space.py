@@ -33,6 +33,7 @@ __all__ = [
 
 ParamValue = float | int | str | bool
 PARAM_TYPES = ("float", "int", "categorical")
+MAX_CHOICES = 10_000
 
 
 def _is_number(value: Any) -> bool:
@@ -167,13 +168,17 @@ def _param_from_mapping(name: str, spec: Any) -> Param:
                 raise InvalidInputError(
                     f"{where}.choices", choice, "each choice must be a string, number or boolean"
                 )
-        seen: list[ParamValue] = []
+        if len(choices) > MAX_CHOICES:
+            raise InvalidInputError(f"{where}.choices", f"{len(choices)} choices",
+                                    f"at most {MAX_CHOICES} choices")
+        seen: set[tuple[str, ParamValue]] = set()
         for choice in choices:
             if isinstance(choice, float) and not math.isfinite(choice):
                 raise InvalidInputError(f"{where}.choices", choice, "choices must be finite")
-            if any(type(c) is type(choice) and c == choice for c in seen):
+            key = (type(choice).__name__, choice)  # 1, 1.0 and True are distinct choices
+            if key in seen:
                 raise InvalidInputError(f"{where}.choices", choice, "choices must be distinct")
-            seen.append(choice)
+            seen.add(key)
         return CategoricalParam(tuple(choices))
     for key in ("low", "high"):
         if key not in spec:

@@ -361,3 +361,37 @@ def test_sampled_fraction_is_verified(hub: Hub, store: Store) -> None:
     running = {r["attempt_id"]: r for r in rows if r["state"] == "running"}
     for attempt_id, row in running.items():
         assert store.get_attempt(attempt_id).node_id != row["original_node_id"]
+
+
+def test_node_inventory_and_finished_outcomes_are_checked(hub: Hub) -> None:
+    submit(hub, make_spec())
+    with pytest.raises(InvalidInputError, match="cpu_slots"):
+        connect(hub, "greedy", cpu_slots=2**31 - 1)
+    [a] = connect(hub, "n1")
+    with pytest.raises(InvalidInputError, match="outcome"):
+        hub.finished("n1", node_pb2.AttemptFinished(attempt_id=a.attempt_id, outcome="won"))
+    with pytest.raises(InvalidInputError, match="report.step"):
+        report(hub, "n1", a.attempt_id, 1, -1, 0.5)
+    assert hub.store.get_attempt(a.attempt_id).state is AttemptState.RUNNING
+
+
+def test_unban_lifts_a_ban_but_keeps_an_admission(hub: Hub) -> None:
+    hub.operator_key_id = "op"
+    key = "ab" * 16
+    hub.change_access("op", key, "admit", "")
+    hub.change_access("op", key, "unban", "")
+    hub.check_researcher(key)  # still admitted
+    hub.change_access("op", key, "ban", "spam")
+    with pytest.raises(PermissionDeniedError, match="spam"):
+        hub.check_researcher(key)
+    hub.change_access("op", key, "unban", "")
+    with pytest.raises(PermissionDeniedError, match="not admitted"):
+        hub.check_researcher(key)
+
+
+def test_a_grid_too_large_to_enumerate_is_refused(hub: Hub, store: Store) -> None:
+    space = {f"p{i}": {"type": "float", "low": 0.0, "high": 1.0} for i in range(12)}
+    spec = make_spec(space=space, search={"searcher": "grid", "scheduler": "fifo"}, budget={})
+    with pytest.raises(InvalidInputError, match="points"):
+        submit(hub, spec)
+    assert store.list_studies() == []
