@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import random
 import sqlite3
 import statistics
 import tempfile
@@ -47,7 +48,9 @@ best = false
 
 
 class Node:
-    def __init__(self, stub: node_pb2_grpc.NodeServiceStub, window: int) -> None:
+    def __init__(self, stub: node_pb2_grpc.NodeServiceStub, window: int,
+                 interval: float = 0.0) -> None:
+        self.interval = interval
         self.identity = Identity.generate()
         self.stub = stub
         self.window = window
@@ -92,8 +95,12 @@ class Node:
     async def send(self, stop: asyncio.Event) -> None:
         await self.ready.wait()
         seq = 0
+        if self.interval:  # spread the nodes' sends evenly over one interval
+            await asyncio.sleep(random.uniform(0, self.interval))
         while not stop.is_set():
             await self.slots.acquire()
+            if self.interval:
+                await asyncio.sleep(self.interval)
             seq += 1
             report = node_pb2.MetricReport(attempt_id=self.attempt or 0, seq=seq, step=seq,
                                            metrics={"loss": 1.0 / seq})
@@ -102,13 +109,14 @@ class Node:
             self.queue.put_nowait(envelope)
 
 
-async def load(cluster: LocalCluster, nodes: int, window: int, seconds: float
-               ) -> tuple[list[float], float, int]:
+async def load(cluster: LocalCluster, nodes: int, window: int, seconds: float,
+               rate: float = 0.0) -> tuple[list[float], float, int]:
     channels = [open_channel(cluster.address, cluster.security, aio=True)
                 for _ in range(max(1, nodes // 100))]
     stubs = [node_pb2_grpc.NodeServiceStub(c) for c in channels]
     stop = asyncio.Event()
-    sims = [Node(stubs[i % len(stubs)], window) for i in range(nodes)]
+    interval = nodes / rate if rate else 0.0
+    sims = [Node(stubs[i % len(stubs)], window, interval) for i in range(nodes)]
     tasks = [asyncio.create_task(s.run(stop)) for s in sims]
     await asyncio.wait_for(asyncio.gather(*(s.ready.wait() for s in sims)), 120)
     before = _count(cluster.db_path)
@@ -143,6 +151,8 @@ def main() -> int:
     parser.add_argument("--nodes", type=int, default=1000)
     parser.add_argument("--window", type=int, default=4, help="reports in flight per node")
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--rate", type=float, default=0.0,
+                        help="total offered reports per second (default: as fast as acknowledged)")
     parser.add_argument("--searcher", default="random")
     parser.add_argument("--scheduler", default="fifo")
     args = parser.parse_args()
@@ -155,14 +165,16 @@ def main() -> int:
     with LocalCluster(0, state_dir=root / "cluster", lease_seconds=120.0) as cluster:
         with Client(cluster.address, Identity.generate(), cluster.security) as client:
             client.submit_file(study / "study.toml")
-        latencies, rate, total = asyncio.run(load(cluster, args.nodes, args.window, args.seconds))
+        latencies, rate, total = asyncio.run(
+            load(cluster, args.nodes, args.window, args.seconds, args.rate))
     latencies.sort()
 
     def pct(p: float) -> float:
         return latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000
 
+    offered = f"offered {args.rate:,.0f}/s" if args.rate else "offered: as fast as acknowledged"
     print(f"nodes {args.nodes}, window {args.window}, {args.searcher}+{args.scheduler}, "
-          f"{args.seconds:.0f}s")
+          f"{args.seconds:.0f}s, {offered}")
     print(f"reports persisted: {rate:,.0f}/s ({total:,} in all)")
     if latencies:
         print(f"report-to-decision latency: p50 {pct(0.5):.1f} ms, p99 {pct(0.99):.1f} ms, "
