@@ -42,6 +42,7 @@ metric = "loss"
 max_trials = {trials}
 [search]
 searcher = "random"
+scheduler = "{scheduler}"
 seed = {seed}
 [fidelity]
 max = {steps}
@@ -135,7 +136,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     bundle = root / "study"
     bundle.mkdir()
     (bundle / "study.toml").write_text(STUDY.format(trials=args.trials, seed=args.seed,
-                                                    steps=args.steps))
+                                                    steps=args.steps, scheduler=args.scheduler))
     (bundle / "train.py").write_text(TRAIN.format(delay=args.delay))
     state_dir = root / "cluster"
     ack_logs = [state_dir / f"ack-{i}.jsonl" for i in range(args.agents)]
@@ -229,6 +230,7 @@ def main() -> int:
     parser.add_argument("--kills", type=int, default=8, help="how many SIGKILLs to send")
     parser.add_argument("--lease", type=float, default=3.0, help="lease seconds")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--scheduler", default="hyperband", help="fifo runs every trial fully")
     parser.add_argument("--timeout", type=float, default=180.0)
     parser.add_argument("--json", action="store_true", help="print one JSON object at the end")
     parser.add_argument("--keep", action="store_true",
