@@ -43,9 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("keygen", help="create your researcher signing key")
     p.add_argument("--force", action="store_true", help="replace an existing key")
     p = sub.add_parser("init", help="write the digits MLP template study into DIR")
-    p.add_argument("dir", type=Path)
+    p.add_argument("dir", type=Path, help="a new or empty directory")
     p = sub.add_parser("submit", help="validate, sign, upload and submit a study; prints its id")
-    p.add_argument("study", type=Path)
+    p.add_argument("study", type=Path, help="the study file (study.toml)")
     with_coordinator(p)
     for name, text in (("status", "a study's state and trial counts"),
                        ("watch", "follow a study live until it ends"),
@@ -67,14 +67,14 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "run", help="run a study to the end on an embedded coordinator with local agents"
     )
-    p.add_argument("study", type=Path)
+    p.add_argument("study", type=Path, help="the study file (study.toml)")
     p.add_argument("--local", type=int, required=True, metavar="N",
                    help="number of local node agents (one trial each at a time)")
     p.add_argument("--state-dir", type=Path, default=None,
                    help="keep the coordinator database and logs here (default: a temp dir)")
     p.add_argument("--json", action="store_true", help="print the best trial as JSON")
     p = sub.add_parser("try", help="run a training script once, standalone, printing its reports")
-    p.add_argument("script", type=Path)
+    p.add_argument("script", type=Path, help="the training script (train.py)")
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                    help="a parameter value (repeatable); others come from study.toml beside "
                    "the script (the middle of each range, the first choice)")
@@ -185,8 +185,20 @@ def _run_local(args: argparse.Namespace) -> int:
     bundle_dir = (args.study.parent / spec.bundle).resolve()
     identity, _ = researcher_identity()
     print(f"starting an embedded coordinator and {args.local} local agent(s)", flush=True)
+    if args.local < 1:
+        raise InvalidInputError("--local", args.local, "must be at least 1 agent")
     with LocalCluster(args.local, state_dir=args.state_dir, researchers=[identity.key_id]
                       ) as cluster:
+        need = spec.resources
+        if need.gpus:
+            cluster.wait_for_nodes(args.local)
+            have = cluster.largest_gpu_slot(need.min_gpu_memory_gb)
+            if have < need.gpus:
+                raise InvalidInputError(
+                    "resources.gpus", need.gpus,
+                    f"this machine offers {have} GPU(s) with >= {need.min_gpu_memory_gb:g} GB "
+                    "to local agents; set gpus = 0 to run trials on CPU slots",
+                )
         with Client(cluster.address, identity, cluster.security) as client:
             status = client.submit(spec, bundle_dir)
             print(f"study {status.study_id} ({spec.name}): {spec.search.searcher} + "

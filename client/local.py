@@ -143,6 +143,18 @@ class LocalCluster:
             time.sleep(0.1)
         raise TunefleetError(f"{count} node agents did not register within {timeout}s")
 
+    def largest_gpu_slot(self, min_memory_gb: float) -> int:
+        """The most GPUs with at least ``min_memory_gb`` that one registered node offers."""
+        import sqlite3
+
+        from tunefleet.v1 import node_pb2
+
+        with sqlite3.connect(self.db_path) as conn:
+            rows = conn.execute("SELECT inventory FROM nodes").fetchall()
+        counts = [sum(1 for g in node_pb2.Inventory.FromString(r[0]).gpus
+                      if g.memory_total_gb >= min_memory_gb) for r in rows]
+        return max(counts, default=0)
+
     def close(self) -> None:
         procs = [*self.agents, *([self.coordinator] if self.coordinator else [])]
         for proc in procs:
