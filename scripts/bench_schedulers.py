@@ -5,9 +5,10 @@ twice the budget, and Optuna's TPE sampler with its Hyperband pruner. For every 
 worker count and seed the simulator records the compute (in full-fidelity evaluations) and the
 virtual wall time until the incumbent reaches the target (the 1% quantile of 1,000 random
 configurations at full fidelity), and the final regret. It prints medians over seeds as ratios
-default / baseline, and writes a PNG of median regret over compute.
+default / baseline, and writes a PNG of median regret over compute and a markdown table of the
+figures to ``scripts/results/``.
 
-    python scripts/bench_schedulers.py --seeds 10 --workers 1 8 32 --png bench_schedulers.png
+    python scripts/bench_schedulers.py --seeds 10 --workers 1 8 32 --jobs 1
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from coordinator.scheduling import (  # noqa: E402
 
 METHODS = ("default", "random", "random2x", "optuna")
 GRID_POINTS = 60
+RESULTS = Path(__file__).resolve().parent / "results"
+CROSSING = "crossing"  # the robustness variant: judged against random search, not averaged
 
 
 def make(method: str, bench_name: str, seed: int) -> AskTell:
@@ -96,6 +99,22 @@ def ratio(a: float, b: float) -> float:
     return a / b
 
 
+def budget_of(method: str, budget: float) -> float:
+    return 2 * budget if method == "random2x" else budget
+
+
+def censored_ratio(a: float, b: float, b_budget: float) -> tuple[float, bool]:
+    """``a / b``; when the baseline's median run never reached the target (``b`` infinite), its
+    budget stands in for ``b``, which gives an upper bound of the ratio (flagged ``True``)."""
+    if math.isinf(b) and math.isfinite(a):
+        return a / b_budget, True
+    return ratio(a, b), False
+
+
+def geomean(values: list[float]) -> float:
+    return math.exp(float(np.mean(np.log(values)))) if values else math.nan
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=10)
@@ -104,8 +123,10 @@ def main() -> None:
                         help="compute budget in full-fidelity evaluations (random2x gets twice)")
     parser.add_argument("--benchmarks", nargs="+", default=list(BENCHMARKS))
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
-    parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--png", default="bench_schedulers.png")
+    parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--png", type=Path, default=RESULTS / "bench_schedulers.png")
+    parser.add_argument("--table", type=Path, default=RESULTS / "bench_schedulers.md",
+                        help="markdown file for the figures ('-' for none)")
     args = parser.parse_args()
 
     tasks = [
@@ -114,47 +135,95 @@ def main() -> None:
         for s in range(args.seeds)
     ]
     started = time.time()
-    with Pool(args.jobs) as pool:
-        results = pool.map(run_one, tasks, chunksize=1)
+    if args.jobs > 1:
+        with Pool(args.jobs) as pool:
+            results = pool.map(run_one, tasks, chunksize=1)
+    else:
+        results = [run_one(t) for t in tasks]
     by: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
     for r in results:
         m, b, w, _, _ = r["task"]
         by.setdefault((m, b, w), []).append(r)
+    lines = report(by, results, args, time.time() - started)
+    print("\n".join(lines))
+    if str(args.table) != "-":
+        args.table.parent.mkdir(parents=True, exist_ok=True)
+        command = "python scripts/bench_schedulers.py " + " ".join(sys.argv[1:])
+        args.table.write_text(
+            "# Scheduler benchmark\n\n`" + command.strip() + "`\n\n```\n"
+            + "\n".join(lines) + "\n```\n"
+        )
+        print(f"wrote {args.table}")
+    plot(by, args, args.png)
 
-    print(f"targets: 1% quantile of 1,000 random configurations; budget {args.budget:g} "
-          f"full evaluations; {args.seeds} seeds; {time.time() - started:.0f} s")
-    print("compute and wall time in full-fidelity evaluations (medians over seeds; inf: the "
-          "median run did not reach the target)")
-    baselines = [m for m in args.methods if m != "default"]
-    header = (f"{'benchmark':10} {'N':>3} " + " ".join(f"{m + ' comp':>14}" for m in args.methods)
-              + " " + " ".join(f"{'def/' + m:>12}" for m in baselines)
-              + " " + " ".join(f"{m + ' regret':>16}" for m in args.methods))
-    print(header)
+
+def report(by: dict[tuple[str, str, int], list[dict[str, Any]]], results: list[dict[str, Any]],
+           args: argparse.Namespace, seconds: float) -> list[str]:
+    out: list[str] = []
+    out.append(f"targets: 1% quantile of 1,000 random configurations; budget {args.budget:g} "
+               f"full evaluations; {args.seeds} seeds; {seconds:.0f} s")
+    out.append("compute and virtual wall time in full-fidelity evaluations (medians over seeds; "
+               "inf: the median run did not reach the target; '<': the baseline's median run "
+               "did not, and its budget stands in, so the ratio is an upper bound)")
+    methods = args.methods
+    baselines = [m for m in methods if m != "default"]
+    has_default = "default" in methods
+    out.append(f"{'benchmark':10} {'N':>3} " + " ".join(f"{m + ' comp':>14}" for m in methods)
+               + " " + " ".join(f"{'def/' + m:>12}" for m in baselines if has_default)
+               + f" {'def wall':>9} " + " ".join(f"{m + ' regret':>16}" for m in methods))
     geo: dict[tuple[int, str], list[float]] = {}
     for w in args.workers:
         for b in args.benchmarks:
-            comp = {m: median([r["compute"] for r in by[(m, b, w)]]) for m in args.methods}
-            regret = {m: median([r["regret"] for r in by[(m, b, w)]]) for m in args.methods}
-            ratios = {m: ratio(comp["default"], comp[m]) for m in baselines} if "default" in comp else {}
-            for m, q in ratios.items():
-                if b != "crossing" and not math.isnan(q):
+            comp = {m: median([r["compute"] for r in by[(m, b, w)]]) for m in methods}
+            regret = {m: median([r["regret"] for r in by[(m, b, w)]]) for m in methods}
+            ratios = {
+                m: censored_ratio(comp["default"], comp[m], budget_of(m, args.budget))
+                for m in baselines
+            } if has_default else {}
+            for m, (q, _) in ratios.items():
+                if b != CROSSING and not math.isnan(q):
                     geo.setdefault((w, m), []).append(max(q, 1e-3))
-            print(f"{b:10} {w:>3} " + " ".join(f"{fmt(comp[m]):>14}" for m in args.methods)
-                  + " " + " ".join(f"{fmt(ratios.get(m, math.nan)):>12}" for m in baselines)
-                  + " " + " ".join(f"{fmt(regret[m]):>16}" for m in args.methods))
-    print("\ngeometric mean of compute ratios default/baseline over the suite (without crossing):")
-    for (w, m), qs in sorted(geo.items()):
-        print(f"  N={w:>2}  default/{m:9} {math.exp(np.mean(np.log(qs))):.3f}  (n={len(qs)})")
-    if "default" in args.methods and len(args.workers) > 1:
+            wall = median([r["wall"] for r in by[("default", b, w)]]) if has_default else math.nan
+            shown = {m: ("<" if c else "") + fmt(q) for m, (q, c) in ratios.items()}
+            out.append(
+                f"{b:10} {w:>3} " + " ".join(f"{fmt(comp[m]):>14}" for m in methods)
+                + " " + " ".join(f"{shown.get(m, 'nan'):>12}" for m in baselines
+                                 if has_default)
+                + f" {fmt(wall):>9} " + " ".join(f"{fmt(regret[m]):>16}" for m in methods)
+            )
+    if geo:
+        out.append("")
+        out.append(f"geometric mean of compute ratios default/baseline over the suite "
+                   f"(without {CROSSING}):")
+        for (w, m), qs in sorted(geo.items()):
+            out.append(f"  N={w:>2}  default/{m:9} {geomean(qs):.3f}  (n={len(qs)})")
+    if has_default and "random" in methods and CROSSING in args.benchmarks:
+        out.append("")
+        out.append(f"{CROSSING}: default/random compute to target (target: at most 1):")
+        for w in args.workers:
+            a = median([r["compute"] for r in by[("default", CROSSING, w)]])
+            c = median([r["compute"] for r in by[("random", CROSSING, w)]])
+            out.append(f"  N={w:>2}  {fmt(ratio(a, c))}")
+    if has_default and len(args.workers) > 1:
         lo, hi = min(args.workers), max(args.workers)
-        print(f"\ndefault: compute to target at N={hi} / N={lo}:")
+        out.append("")
+        out.append(f"default: compute to target at N={hi} / N={lo} (target: at most 1.5):")
+        qs = []
         for b in args.benchmarks:
             a = median([r["compute"] for r in by[("default", b, hi)]])
             c = median([r["compute"] for r in by[("default", b, lo)]])
-            print(f"  {b:10} {fmt(ratio(a, c))}")
-    cpu = {m: median([r["cpu"] for r in results if r["task"][0] == m]) for m in args.methods}
-    print("\nmedian CPU seconds per run: " + ", ".join(f"{m} {v:.2f}" for m, v in cpu.items()))
-    plot(by, args, Path(args.png))
+            q = ratio(a, c)
+            if b != CROSSING and math.isfinite(q) and q > 0:
+                qs.append(q)
+            out.append(f"  {b:10} {fmt(q)}   (N={lo}: {fmt(c)}, N={hi}: {fmt(a)})")
+        out.append(f"  geometric mean (without {CROSSING}): {fmt(geomean(qs))}")
+        out.append(f"  (no method can reach the target at N={hi} with less than about {hi} full "
+                   f"evaluations of compute: the first full-fidelity result takes {FIDELITY.max} "
+                   f"steps, during which all {hi} workers are busy)")
+    cpu = {m: median([r["cpu"] for r in results if r["task"][0] == m]) for m in methods}
+    out.append("")
+    out.append("median CPU seconds per run: " + ", ".join(f"{m} {v:.2f}" for m, v in cpu.items()))
+    return out
 
 
 def plot(by: dict[tuple[str, str, int], list[dict[str, Any]]], args: argparse.Namespace,
@@ -164,24 +233,27 @@ def plot(by: dict[tuple[str, str, int], list[dict[str, Any]]], args: argparse.Na
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    w = 8 if 8 in args.workers else args.workers[0]
-    n = len(args.benchmarks)
-    fig, axes = plt.subplots(1, n, figsize=(4 * n, 3.4), squeeze=False)
+    n, rows = len(args.benchmarks), len(args.workers)
+    fig, axes = plt.subplots(rows, n, figsize=(3.2 * n, 2.8 * rows), squeeze=False)
     grid = np.linspace(0, 2 * args.budget, GRID_POINTS)
-    for ax, b in zip(axes[0], args.benchmarks, strict=True):
-        for m in args.methods:
-            curves = np.array([r["curve"] for r in by[(m, b, w)]])
-            med = np.median(curves, axis=0)
-            limit = 2 * args.budget if m == "random2x" else args.budget
-            keep = (grid <= limit) & np.isfinite(med)
-            ax.plot(grid[keep], np.maximum(med[keep], 1e-6), label=m)
-        ax.set_yscale("log")
-        ax.set_title(f"{b} (N={w})")
-        ax.set_xlabel("compute (full evaluations)")
-    axes[0][0].set_ylabel("median regret")
-    axes[0][0].legend()
+    for row, w in zip(axes, args.workers, strict=True):
+        for ax, b in zip(row, args.benchmarks, strict=True):
+            for m in args.methods:
+                curves = np.array([r["curve"] for r in by[(m, b, w)]])
+                med = np.median(curves, axis=0)
+                limit = 2 * args.budget if m == "random2x" else args.budget
+                keep = (grid <= limit) & np.isfinite(med)
+                ax.plot(grid[keep], np.maximum(med[keep], 1e-6), label=m)
+            ax.set_yscale("log")
+            ax.set_title(f"{b} (N={w})", fontsize=9)
+            ax.tick_params(labelsize=7)
+        row[0].set_ylabel("median regret")
+    for ax in axes[-1]:
+        ax.set_xlabel("compute (full evaluations)", fontsize=8)
+    axes[0][0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
     print(f"wrote {path}")
 
 

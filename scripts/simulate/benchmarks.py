@@ -14,27 +14,47 @@ maps to the continuous fidelity ``z = log(t) / log(27)`` of the published forms,
   the literature, so the benchmark minimises their negation.
 - ``crossing``: Hartmann-6 at full fidelity, reached along learning curves whose speed is slower
   for better configurations, so steps 1, 3 and 9 rank configurations in the wrong order.
+- ``digits``: the tabular learning curves of the template's digits MLP, trained for real
+  (:mod:`simulate.tabular`).
+
+Every benchmark offers the :class:`Problem` interface; a step of a function benchmark costs 1.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache
+from typing import Any, Protocol
 
 import numpy as np
 from scipy.optimize import minimize
 
+from simulate.tabular import DIGITS_TABLE, TabularBenchmark
 from tunefleet.space import SearchSpace
 from tunefleet.study import Fidelity
 
-__all__ = ["Benchmark", "BENCHMARKS", "FIDELITY"]
+__all__ = ["Benchmark", "BENCHMARKS", "FIDELITY", "Problem"]
 
 FIDELITY = Fidelity(min=1, max=27, eta=3)
 
 # A function of (points in the box, shape (n, d); fidelity z in [0, 1]) -> values (n,)
 Vectorised = Callable[[np.ndarray, float], np.ndarray]
+
+
+class Problem(Protocol):
+    """What the simulator and the benchmark script need of a benchmark (minimised)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def space(self) -> SearchSpace: ...
+    @property
+    def optimum(self) -> float: ...
+    def value(self, params: Mapping[str, Any], step: int) -> float: ...
+    def step_cost(self, params: Mapping[str, Any], step: int) -> float: ...
+    def target(self, n: int = 1000, quantile: float = 0.01, seed: int = 12345) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -52,10 +72,13 @@ class Benchmark:
             for i, (lo, hi) in enumerate(self.bounds)
         })
 
-    def value(self, params: dict, step: int) -> float:
+    def value(self, params: Mapping[str, Any], step: int) -> float:
         x = np.array([[float(params[f"x{i}"]) for i in range(len(self.bounds))]])
         z = math.log(step) / math.log(FIDELITY.max)
         return float(self.fn(x, min(max(z, 0.0), 1.0))[0])
+
+    def step_cost(self, params: Mapping[str, Any], step: int) -> float:
+        return 1.0
 
     def full(self, x: np.ndarray) -> np.ndarray:
         return self.fn(x, 1.0)
@@ -154,22 +177,23 @@ def _crossing(x: np.ndarray, z: float) -> np.ndarray:
 
 
 _UNIT6 = ((0.0, 1.0),) * 6
-BENCHMARKS: dict[str, Benchmark] = {
-    b.name: b
-    for b in [
-        Benchmark("branin", ((-5.0, 10.0), (0.0, 15.0)), _branin),
-        Benchmark("hartmann6", _UNIT6, _hartmann6),
-        Benchmark(
-            "borehole",
-            ((0.05, 0.15), (100.0, 50000.0), (63070.0, 115600.0), (990.0, 1110.0),
-             (63.1, 116.0), (700.0, 820.0), (1120.0, 1680.0), (9855.0, 12045.0)),
-            _borehole,
-        ),
-        Benchmark("park", ((0.0, 1.0),) * 4, _park),
-        Benchmark("currin", ((0.0, 1.0),) * 2, _currin),
-        Benchmark("crossing", _UNIT6, _crossing),
-    ]
-}
+_ALL: list[Problem] = [
+    Benchmark("branin", ((-5.0, 10.0), (0.0, 15.0)), _branin),
+    Benchmark("hartmann6", _UNIT6, _hartmann6),
+    Benchmark(
+        "borehole",
+        ((0.05, 0.15), (100.0, 50000.0), (63070.0, 115600.0), (990.0, 1110.0),
+         (63.1, 116.0), (700.0, 820.0), (1120.0, 1680.0), (9855.0, 12045.0)),
+        _borehole,
+    ),
+    Benchmark("park", ((0.0, 1.0),) * 4, _park),
+    Benchmark("currin", ((0.0, 1.0),) * 2, _currin),
+    Benchmark("crossing", _UNIT6, _crossing),
+    TabularBenchmark("digits", DIGITS_TABLE, epochs=FIDELITY.max),
+]
+BENCHMARKS: dict[str, Problem] = {b.name: b for b in _ALL}
+
+_FUNCTIONS = {name: b for name, b in BENCHMARKS.items() if isinstance(b, Benchmark)}
 
 # Published optima at full fidelity (minimisation form), checked numerically by `_optimum`.
 KNOWN_OPTIMA = {"branin": 0.397887, "hartmann6": -3.32237, "currin": -13.7987}
@@ -178,7 +202,7 @@ KNOWN_OPTIMA = {"branin": 0.397887, "hartmann6": -3.32237, "currin": -13.7987}
 @cache
 def _optimum(name: str) -> float:
     """The minimum at full fidelity: published where there is one, else multi-start L-BFGS-B."""
-    bench = BENCHMARKS[name]
+    bench = _FUNCTIONS[name]
     lo = np.array([b[0] for b in bench.bounds])
     hi = np.array([b[1] for b in bench.bounds])
     rng = np.random.default_rng(0)
@@ -196,7 +220,7 @@ def _optimum(name: str) -> float:
 
 @cache
 def _target(name: str, n: int, quantile: float, seed: int) -> float:
-    bench = BENCHMARKS[name]
+    bench = _FUNCTIONS[name]
     lo = np.array([b[0] for b in bench.bounds])
     hi = np.array([b[1] for b in bench.bounds])
     x = lo + np.random.default_rng(seed).random((n, len(lo))) * (hi - lo)

@@ -1,6 +1,7 @@
 """Run a study in virtual time on N workers.
 
-Each step of a trial costs ``step_cost`` time units on one worker. A worker that becomes free
+Each step of a trial costs the time the benchmark says (``bench.step_cost``: 1 for the test
+functions, the measured relative epoch time for a tabular benchmark) on one worker. A worker that becomes free
 asks the tuner for the next trial at once; a worker told to WAIT tries again at the next event.
 The simulation ends when the compute spent reaches ``budget`` (in step units) or the tuner is
 exhausted. Everything is deterministic: events at the same time run in worker order.
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from coordinator.scheduling import AskStatus, Decision, Suggestion
-from simulate.benchmarks import FIDELITY, Benchmark
+from simulate.benchmarks import FIDELITY, Problem
 
 __all__ = ["AskTell", "Trace", "simulate"]
 
@@ -53,9 +54,7 @@ class Trace:
         return value
 
 
-def simulate(
-    tuner: AskTell, bench: Benchmark, workers: int, budget: float, step_cost: float = 1.0
-) -> Trace:
+def simulate(tuner: AskTell, bench: Problem, workers: int, budget: float) -> Trace:
     """Run ``tuner`` on ``bench`` with ``workers`` workers until ``budget`` compute is spent."""
     trace = Trace()
     events: list[tuple[float, int, int]] = []  # (time, worker, trial) when a step finishes
@@ -76,8 +75,9 @@ def simulate(
             return False
         trace.trials += 1
         state[worker] = (s.trial_id, s.params, 1)
-        spent += step_cost
-        heapq.heappush(events, (now + step_cost, worker, s.trial_id))
+        cost = bench.step_cost(s.params, 1)
+        spent += cost
+        heapq.heappush(events, (now + cost, worker, s.trial_id))
         return True
 
     idle = [w for w in idle if not start(w)]
@@ -98,8 +98,9 @@ def simulate(
             idle = sorted(w for w in idle if not start(w))
         elif spent < budget:
             state[worker] = (trial_id, params, step + 1)
-            spent += step_cost
-            heapq.heappush(events, (now + step_cost, worker, trial_id))
+            cost = bench.step_cost(params, step + 1)
+            spent += cost
+            heapq.heappush(events, (now + cost, worker, trial_id))
         else:
             tuner.tell_complete(trial_id)
             del state[worker]

@@ -82,6 +82,36 @@ def test_hyperband_brackets_are_a_function_of_seed_and_trial() -> None:
     assert [HyperbandScheduler(fid, seed=4).bracket(i) for i in ids] != forward
 
 
+def _feed_pairs(hb: HyperbandScheduler, sign: float, n: int = 30) -> None:
+    """Trials whose rung values rank them like (sign 1) or against (sign -1) their finals."""
+    for t in range(1000, 1000 + n):
+        hb.on_add(t)
+        for step in (1, 3, 9):
+            hb.on_report(t, step, sign * t + 10_000)  # rung values: never below the cutoff
+        hb.on_report(t, 27, float(t))
+
+
+def test_hyperband_brackets_follow_the_evidence_of_the_rungs() -> None:
+    fid = Fidelity(1, 27, 3)
+    hb = HyperbandScheduler(fid, seed=0)
+    # without evidence: Hyperband's proportions
+    assert hb.probabilities().round(3).tolist() == [0.551, 0.245, 0.122, 0.082]
+    _feed_pairs(hb, 1.0)  # early steps rank exactly like full fidelity
+    agree = hb.probabilities()
+    assert agree.sum() == pytest.approx(1.0)
+    assert agree[0] > 0.85  # mostly the cheapest bracket
+    crossing = HyperbandScheduler(fid, seed=0)
+    _feed_pairs(crossing, -1.0)  # early steps rank in reverse
+    against = crossing.probabilities()
+    assert against.sum() == pytest.approx(1.0)
+    assert against[0] < 0.2 and against[-1] > 0.3  # mostly the cautious brackets
+    fixed = HyperbandScheduler(fid, seed=0, adaptive=False)
+    _feed_pairs(fixed, -1.0)
+    assert fixed.probabilities().round(3).tolist() == [0.551, 0.245, 0.122, 0.082]
+    with pytest.raises(InvalidInputError, match="prior_pairs"):
+        HyperbandScheduler(fid, prior_pairs=0)
+
+
 def test_hyperband_brackets_first_judge_at_their_own_rung() -> None:
     fid = Fidelity(1, 27, 3)
     hb = HyperbandScheduler(fid, seed=0, trust_threshold=None)
