@@ -2,8 +2,8 @@
 
 A trial is judged at each *rung* ``min * eta**k`` below ``max``: it goes on only if its value
 there is within the best ``1/eta`` quantile of the values recorded at that rung so far. The
-:class:`RungTrust` check turns a rung off while the ranking it gives disagrees with the ranking
-at full fidelity (learning curves that cross), so a misleading early step stops no one.
+:class:`RungTrust` check turns a rung off while its decisions would have stopped the trials that
+end best (learning curves that cross), so a misleading early step stops no one.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import numpy as np
 
 from coordinator.scheduling._base import Decision, TrialScheduler
-from coordinator.scheduling._history import rank_agreement
 from tunefleet.errors import InvalidInputError
 from tunefleet.study import Fidelity
 
@@ -32,20 +31,31 @@ def rung_levels(fidelity: Fidelity) -> list[int]:
 
 
 class RungTrust:
-    """Whether each rung's ranking agrees with the ranking at full fidelity.
+    """How reliably each rung's stop decisions spare the trials that end best.
 
-    Contract: :meth:`record` every rung value and every full-fidelity value of a trial.
-    :meth:`trusted` is true until ``min_pairs`` trials have both a value at the rung and at full
-    fidelity; after that, it is true while Kendall's tau between the two is at least
-    ``threshold``. ``threshold=None`` trusts every rung always.
+    Contract: :meth:`record` every rung value and every full-fidelity value of a trial. A
+    *pair* is a trial with both a value at the rung and one at full fidelity. Among the pairs,
+    the best ``1/eta`` by final value (at least one) are the ones a rung must not stop; the
+    rung's *false-stop rate* is the fraction of them whose rung value lies above the rung's
+    cutoff (the ``1/eta`` quantile of every value recorded there). :meth:`reliability` maps it
+    to ``[0, 1]``: 1 when the rung stopped none of them, 0 when it did no better than a coin
+    with the rung's odds. :meth:`trusted` is true until ``min_pairs`` pairs exist, and after
+    that while the reliability is at least ``threshold`` (``None``: every rung always).
+
+    Judging decisions rather than the whole ranking (Kendall's tau) keeps a good searcher from
+    looking untrustworthy: its trials are all fairly good, so their ranking among themselves
+    is noisy even where the rung separates good from bad well.
     """
 
-    def __init__(self, threshold: float | None = 0.1, min_pairs: int = 6) -> None:
+    def __init__(
+        self, threshold: float | None = 0.25, min_pairs: int = 6, eta: int = 3
+    ) -> None:
         self.threshold = threshold
         self.min_pairs = min_pairs
+        self.eta = eta
         self._at_rung: dict[int, dict[int, float]] = {}
         self._final: dict[int, float] = {}
-        self._cache: dict[int, tuple[int, float]] = {}
+        self._cache: dict[int, tuple[int, int, float]] = {}
 
     def record(self, rung: int, trial_id: int, value: float) -> None:
         self._at_rung.setdefault(rung, {}).setdefault(trial_id, value)
@@ -53,25 +63,29 @@ class RungTrust:
     def record_final(self, trial_id: int, value: float) -> None:
         self._final.setdefault(trial_id, value)
 
-    def agreement(self, rung: int) -> tuple[int, float] | None:
-        """(pairs, Kendall's tau) of the rung against full fidelity, or ``None`` while fewer
-        than ``min_pairs`` trials have both values."""
+    def reliability(self, rung: int) -> tuple[int, float] | None:
+        """(pairs, reliability in ``[0, 1]``) of the rung, or ``None`` while fewer than
+        ``min_pairs`` pairs exist."""
         values = self._at_rung.get(rung, {})
-        n = sum(1 for t in self._final if t in values)
+        pairs = [(values[t], f) for t, f in self._final.items() if t in values]
+        n = len(pairs)
         if n < self.min_pairs:
             return None
         cached = self._cache.get(rung)
-        if cached is not None and cached[0] == n:
-            return cached
-        a, b = np.array([(values[t], f) for t, f in self._final.items() if t in values]).T
-        result = (n, rank_agreement(a, b))
-        self._cache[rung] = result
-        return result
+        if cached is not None and cached[:2] == (n, len(values)):
+            return n, cached[2]
+        cutoff = float(np.quantile(np.fromiter(values.values(), float), 1.0 / self.eta))
+        pairs.sort(key=lambda pair: pair[1])
+        best = pairs[: max(1, -(-n // self.eta))]
+        false_stops = sum(1 for v, _ in best if v > cutoff) / len(best)
+        result = min(max(1.0 - false_stops / (1.0 - 1.0 / self.eta), 0.0), 1.0)
+        self._cache[rung] = (n, len(values), result)
+        return n, result
 
     def trusted(self, rung: int) -> bool:
         if self.threshold is None:
             return True
-        evidence = self.agreement(rung)
+        evidence = self.reliability(rung)
         return evidence is None or evidence[1] >= self.threshold
 
 
@@ -111,12 +125,12 @@ class ASHAScheduler(TrialScheduler):
     """
 
     def __init__(
-        self, fidelity: Fidelity, seed: int = 0, trust_threshold: float | None = 0.1
+        self, fidelity: Fidelity, seed: int = 0, trust_threshold: float | None = 0.25
     ) -> None:
         self.fidelity = fidelity
         self.seed = seed
         self._rungs = Rungs(rung_levels(fidelity), fidelity.eta)
-        self._trust = RungTrust(trust_threshold)
+        self._trust = RungTrust(trust_threshold, eta=fidelity.eta)
 
     @property
     def levels(self) -> list[int]:

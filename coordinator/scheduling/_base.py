@@ -64,6 +64,11 @@ class Searcher(abc.ABC):
     def suggest(self, trial_id: int) -> Config | None:
         """Return the configuration for ``trial_id``, or ``None`` when exhausted."""
 
+    def explore(self, trial_id: int) -> Config | None:
+        """Like :meth:`suggest`, but drawn without a model (quasi-random, say): asked for the
+        probes of a scheduler (:meth:`TrialScheduler.wants_probe`). The default suggests."""
+        return self.suggest(trial_id)
+
     def on_report(self, trial_id: int, step: int, value: float) -> None:
         """An intermediate result of ``trial_id`` at ``step`` (to be minimised)."""
 
@@ -82,6 +87,8 @@ class TrialScheduler(abc.ABC):
     that got STOP is expected to end (it will be completed as pruned). :meth:`on_complete` and
     :meth:`on_fail` end a trial. :meth:`can_start` lets a scheduler hold new trials back (for
     example while it would rather promote a paused one); the default always allows.
+    :meth:`wants_probe` is asked once per trial, just before :meth:`on_add`: a *probe* gets its
+    configuration from :meth:`Searcher.explore` instead of :meth:`Searcher.suggest`.
     """
 
     def on_add(self, trial_id: int) -> None:
@@ -99,6 +106,10 @@ class TrialScheduler(abc.ABC):
 
     def can_start(self) -> bool:
         return True
+
+    def wants_probe(self, trial_id: int) -> bool:
+        """Whether ``trial_id``, about to start, should be a probe (default: never)."""
+        return False
 
 
 def describe(obj: Any) -> str:

@@ -188,7 +188,12 @@ class GPSearcher(Searcher):
         self._gp = Matern52GP(sum(max(k, 1) for _, k in self._columns))
 
     def suggest(self, trial_id: int) -> Config | None:
-        point = self._suggest_point(trial_id)
+        return self._register(trial_id, self._suggest_point(trial_id))
+
+    def explore(self, trial_id: int) -> Config | None:
+        return self._register(trial_id, self._sobol[trial_id])
+
+    def _register(self, trial_id: int, point: np.ndarray) -> Config:
         config = self.space.from_unit(point)
         self._history.add(trial_id, self.space.to_unit(config))
         return config

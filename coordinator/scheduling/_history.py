@@ -103,7 +103,7 @@ class TrialHistory:
     def n_with_results(self) -> int:
         return sum(1 for t in self._trials.values() if t.steps and t.state != "failed")
 
-    def training_set(self, min_points: int, level_points: int | None = None) -> TrainingSet | None:
+    def training_set(self, min_points: int) -> TrainingSet | None:
         """The data to fit on, or ``None`` while fewer than ``min_points`` trials have results.
 
         The level is the highest step that at least ``min_points`` trials reached. If a higher
@@ -115,8 +115,7 @@ class TrialHistory:
         if len(reached) < min(min_points, self.reference_count):
             return None
         if len(reached) >= min_points:
-            lp = min(level_points or min_points, len(reached))
-            level = reached[lp - 1]
+            level = reached[min_points - 1]
             if len(reached) >= self.reference_count:
                 reference = reached[self.reference_count - 1]
                 if reference > level and not self._trusted(live, level, reference):

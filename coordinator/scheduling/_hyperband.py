@@ -1,9 +1,15 @@
-"""Asynchronous Hyperband: several ASHA brackets that differ in how early they first judge.
+"""Asynchronous Hyperband with probes: ASHA brackets, a hedge that follows the evidence.
 
-Which bracket a new trial joins is a hedge between aggressive brackets (cheap, but they trust
-early steps) and cautious ones. Hyperband's fixed proportions hedge blindly; here they are only
-the prior, and the hedge follows the evidence: how well each rung has ranked trials so far
-compared with full fidelity (Kendall's tau, from :class:`~coordinator.scheduling._asha.RungTrust`).
+Early steps are cheap but may rank configurations wrongly (learning curves that cross). Three
+mechanisms keep the scheduler efficient when they rank well and safe when they do not:
+
+- *probes*: a share of the compute goes to trials that the searcher draws without its model
+  (quasi-random) and that are never stopped. They are a random-search hedge and, being
+  unselected, the unbiased evidence of how each rung's decisions compare with full fidelity;
+- *adaptive brackets*: every other trial joins a bracket that first judges at rung ``r_b``,
+  drawn with Hyperband's proportions as a prior that moves with that evidence;
+- *rung trust* (:class:`~coordinator.scheduling._asha.RungTrust`): a rung whose decisions would
+  have stopped the probes that end best stops no one.
 """
 
 from __future__ import annotations
@@ -21,105 +27,161 @@ __all__ = ["HyperbandScheduler"]
 
 
 class HyperbandScheduler(TrialScheduler):
-    """Asynchronous Hyperband (stopping variant) over ``fidelity``, with adaptive brackets.
+    """Asynchronous Hyperband (stopping variant) over ``fidelity``, with probes.
 
-    Contract: with rungs ``r_0 < r_1 < ... < r_{s-1}`` below ``max`` there are ``s + 1``
-    brackets; bracket ``b`` first judges a trial at ``r_b`` (bracket ``s`` never stops one).
-    Each bracket keeps its own rung records, as in ASHA. A trial's bracket is drawn when it
-    starts, from ``(seed, trial_id)`` and :meth:`probabilities` at that moment, so the same
-    events in the same order assign the same brackets (a replay rebuilds them exactly).
+    Contract: with rungs ``r_0 < ... < r_{s-1}`` below ``max`` there are ``s + 1`` brackets;
+    bracket ``b`` first judges a trial at ``r_b`` (bracket ``s`` never stops one). A trial
+    continues at a rung when its value is within the best ``1/eta`` of every value recorded at
+    that rung, whatever the bracket that recorded it (``shared_rungs``; ``False`` keeps one
+    record per bracket, as in the original). All decisions are functions of the seed, the
+    trial id and the events so far, so the same events in the same order give the same
+    decisions (a replay rebuilds them exactly).
 
-    Bracket choice, read as a sequence of questions: "is rung ``r_0`` reliable? then bracket 0;
-    else is ``r_1``? then bracket 1; ..." with ``rho_b`` the chance to answer yes at ``r_b``.
-    Hyperband's proportions ``(s + 1) / (s - b + 1) * eta**(s - b)`` are the prior ``rho_b``.
-    Once ``min_pairs`` trials have a value at ``r_b`` and at full fidelity, ``rho_b`` moves
-    from the prior towards ``max(tau_b, 0)`` (``tau_b``: Kendall's tau between the two), with
-    the prior weighted as ``prior_pairs`` pairs. So a rung that ranks like full fidelity draws
-    trials into the cheap brackets, and one whose ranking crosses pushes them to later ones.
-    ``adaptive=False`` keeps Hyperband's proportions. Every trial's value at every rung counts
-    as evidence, whatever its bracket. Rungs whose ranking disagrees with full fidelity stop no
-    one (``trust_threshold``, see :class:`~coordinator.scheduling._asha.RungTrust`).
+    Probes (:meth:`wants_probe`): while some rung has fewer than ``min_pairs`` probes with a
+    value there and at full fidelity, a new trial is a probe when probes hold less than
+    ``probe_share`` of the running trials or of the compute so far (probes counted at full
+    cost from their start); afterwards the share is ``probe_floor``. A probe never stops.
+
+    Brackets of the other trials, read as questions: "is rung ``r_0`` reliable? then bracket
+    0; else is ``r_1``? then bracket 1; ..." with ``rho_b`` the chance of a yes at ``r_b``.
+    Hyperband's proportions ``(s + 1) / (s - b + 1) * eta**(s - b)`` give the prior ``rho_b``;
+    once enough probes have ended, ``rho_b`` moves towards the rung's reliability (see
+    :class:`~coordinator.scheduling._asha.RungTrust`), the prior weighted as ``prior_pairs``
+    probes. ``adaptive=False`` keeps Hyperband's proportions.
     """
 
     def __init__(
         self,
         fidelity: Fidelity,
         seed: int = 0,
-        trust_threshold: float | None = 0.1,
+        trust_threshold: float | None = 0.25,
         adaptive: bool = True,
         prior_pairs: float = 10.0,
-        reliable_tau: float = 1.0,
-        prior_rho: float | None = None,
-        probe_share: float = 0.0,
+        probe_share: float = 0.2,
+        probe_floor: float = 0.05,
+        shared_rungs: bool = True,
+        min_pairs: int = 6,
     ) -> None:
-        self.probe_share = probe_share
         if prior_pairs <= 0:
             raise InvalidInputError("prior_pairs", prior_pairs, "must be > 0")
-        if not 0.0 < reliable_tau <= 1.0:
-            raise InvalidInputError("reliable_tau", reliable_tau, "must be in (0, 1]")
-        self.reliable_tau = reliable_tau
+        for name, share in (("probe_share", probe_share), ("probe_floor", probe_floor)):
+            if not 0.0 <= share < 1.0:
+                raise InvalidInputError(name, share, "must be in [0, 1)")
         self.fidelity = fidelity
         self.seed = seed
         self.adaptive = adaptive
         self.prior_pairs = prior_pairs
+        self.probe_share = probe_share
+        self.probe_floor = probe_floor
+        self.shared_rungs = shared_rungs
         levels = rung_levels(fidelity)
         self._levels = levels
-        s = len(levels)
-        eta = fidelity.eta
+        s, eta = len(levels), fidelity.eta
         self._brackets = [Rungs(levels[b:], eta) for b in range(s + 1)]
+        self._pooled: list[list[float]] = [[] for _ in levels]
+        if shared_rungs:
+            for b, rungs in enumerate(self._brackets):
+                rungs.values = self._pooled[b:]
         sizes = np.array(
             [math.ceil((s + 1) / (s - b + 1) * eta ** (s - b)) for b in range(s + 1)], dtype=float
         )
         self.bracket_probabilities = sizes / sizes.sum()  # Hyperband's, the prior
         tails = np.cumsum(sizes[::-1])[::-1]
-        self._prior_rho = sizes[:-1] / tails[:-1] if prior_rho is None else np.full(s, prior_rho)
+        self._prior_rho = sizes[:-1] / tails[:-1]
         self._bracket_of: dict[int, int] = {}
         self._recorded: dict[int, int] = {}  # trial -> rungs whose value is recorded as evidence
-        self._trust = RungTrust(trust_threshold)
+        self._last_step: dict[int, int] = {}
+        self._probes: set[int] = set()
+        self._running: set[int] = set()
+        self._steps = 0.0  # compute so far: reported steps, probes at full cost from the start
+        self._probe_steps = 0.0
+        self._trust = RungTrust(trust_threshold, min_pairs=min_pairs, eta=eta)  # probes only
+        self._probe_cache: dict[int, bool] = {}
+
+    # --- probes -------------------------------------------------------------------------
+
+    def _evidence_lacking(self) -> bool:
+        return any(self._trust.reliability(level) is None for level in self._levels)
+
+    def wants_probe(self, trial_id: int) -> bool:
+        decided = self._probe_cache.get(trial_id)
+        if decided is not None:
+            return decided
+        share = self.probe_share if self._evidence_lacking() else self.probe_floor
+        running_probes = len(self._running & self._probes)
+        probe = share > 0 and bool(self._levels) and (
+            running_probes + 1 <= share * (len(self._running) + 1)
+            or self._probe_steps <= share * self._steps
+        )
+        self._probe_cache[trial_id] = probe
+        return probe
+
+    def is_probe(self, trial_id: int) -> bool:
+        return trial_id in self._probes
+
+    # --- brackets -----------------------------------------------------------------------
 
     def probabilities(self) -> np.ndarray:
-        """The probability of each bracket for a trial that starts now."""
+        """The probability of each bracket for a trial (not a probe) that starts now."""
         if not self.adaptive:
             return np.asarray(self.bracket_probabilities)
         out, remaining = [], 1.0
-        lacking = False
         for b, level in enumerate(self._levels):
             rho = float(self._prior_rho[b])
-            evidence = self._trust.agreement(level)
-            lacking = lacking or evidence is None
+            evidence = self._trust.reliability(level)
             if evidence is not None:
-                n, tau = evidence
-                q = min(max(tau, 0.0) / self.reliable_tau, 1.0)
+                n, q = evidence
                 rho = (self.prior_pairs * rho + n * q) / (self.prior_pairs + n)
             out.append(remaining * rho)
             remaining *= 1.0 - rho
         out.append(remaining)
-        p = np.array(out)
-        if lacking and self.probe_share > 0:
-            p = (1 - self.probe_share) * p
-            p[-1] += self.probe_share
-        return p
+        return np.array(out)
 
     def bracket(self, trial_id: int) -> int:
         """The bracket of ``trial_id``, drawn the first time it is asked for."""
         b = self._bracket_of.get(trial_id)
         if b is None:
-            u = np.random.default_rng([self.seed, trial_id, 0x4B]).random()
-            cumulative = np.cumsum(self.probabilities())
-            b = min(int(np.searchsorted(cumulative, u, side="right")), len(cumulative) - 1)
+            if trial_id in self._probes:
+                b = len(self._levels)
+            else:
+                u = np.random.default_rng([self.seed, trial_id, 0x4B]).random()
+                cumulative = np.cumsum(self.probabilities())
+                b = min(int(np.searchsorted(cumulative, u, side="right")), len(cumulative) - 1)
             self._bracket_of[trial_id] = b
         return b
 
+    # --- events -------------------------------------------------------------------------
+
     def on_add(self, trial_id: int) -> None:
+        if self._probe_cache.get(trial_id, False):
+            self._probes.add(trial_id)
+            self._probe_steps += self.fidelity.max
+            self._steps += self.fidelity.max
+        self._running.add(trial_id)
         self.bracket(trial_id)
 
     def on_report(self, trial_id: int, step: int, value: float) -> Decision:
-        if step >= self.fidelity.max:
-            self._trust.record_final(trial_id, value)
-            return Decision.CONTINUE
+        probe = trial_id in self._probes
+        if not probe:
+            self._steps += max(step - self._last_step.get(trial_id, 0), 0)
+        self._last_step[trial_id] = max(step, self._last_step.get(trial_id, 0))
+        first = self.bracket(trial_id)
         k = self._recorded.get(trial_id, 0)
         while k < len(self._levels) and step >= self._levels[k]:
-            self._trust.record(self._levels[k], trial_id, value)
+            if probe:
+                self._trust.record(self._levels[k], trial_id, value)
+            if self.shared_rungs and k < first:  # rungs this trial's bracket does not judge
+                self._pooled[k].append(value)
             k += 1
         self._recorded[trial_id] = k
-        return self._brackets[self.bracket(trial_id)].on_report(trial_id, step, value, self._trust)
+        if step >= self.fidelity.max:
+            if probe:
+                self._trust.record_final(trial_id, value)
+            return Decision.CONTINUE
+        return self._brackets[first].on_report(trial_id, step, value, self._trust)
+
+    def on_complete(self, trial_id: int, value: float | None) -> None:
+        self._running.discard(trial_id)
+
+    def on_fail(self, trial_id: int) -> None:
+        self._running.discard(trial_id)

@@ -80,7 +80,10 @@ class Tuner:
         if not self.scheduler.can_start():
             return Suggestion(AskStatus.WAIT)
         trial_id = len(self.trials)
-        params = self.searcher.suggest(trial_id)
+        if self.scheduler.wants_probe(trial_id):
+            params = self.searcher.explore(trial_id)
+        else:
+            params = self.searcher.suggest(trial_id)
         if params is None:
             self._exhausted = True
             return Suggestion(AskStatus.EXHAUSTED)

@@ -55,6 +55,9 @@ class Problem(Protocol):
     def value(self, params: Mapping[str, Any], step: int) -> float: ...
     def step_cost(self, params: Mapping[str, Any], step: int) -> float: ...
     def target(self, n: int = 1000, quantile: float = 0.01, seed: int = 12345) -> float: ...
+    def for_run(self) -> Problem:
+        """The benchmark as one run sees it (a tabular one remembers which entries it used)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,9 @@ class Benchmark:
 
     def step_cost(self, params: Mapping[str, Any], step: int) -> float:
         return 1.0
+
+    def for_run(self) -> Benchmark:
+        return self
 
     def full(self, x: np.ndarray) -> np.ndarray:
         return self.fn(x, 1.0)

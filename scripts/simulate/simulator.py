@@ -56,6 +56,7 @@ class Trace:
 
 def simulate(tuner: AskTell, bench: Problem, workers: int, budget: float) -> Trace:
     """Run ``tuner`` on ``bench`` with ``workers`` workers until ``budget`` compute is spent."""
+    bench = bench.for_run()
     trace = Trace()
     events: list[tuple[float, int, int]] = []  # (time, worker, trial) when a step finishes
     state: dict[int, tuple[int, dict[str, Any], int]] = {}  # worker -> (trial, params, step)

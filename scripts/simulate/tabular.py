@@ -6,10 +6,15 @@ every epoch (``scripts/data/digits_curves.npz``).
 
 It is a *finite-pool* benchmark: a suggested configuration is mapped to the closest tabulated
 configuration in the space's unit cube (categorical parameters must match exactly; the
-numeric ones, ``depth`` included, by Euclidean distance), and its step ``t`` returns that
-configuration's recorded validation loss after epoch ``t``. The optimum is the best final loss
-in the table; the target, as for the functions, is the 1% quantile of the final losses of 1,000
-uniformly random configurations (mapped to the pool the same way).
+numeric ones, ``depth`` included, by Euclidean distance) that this run has not used yet, and
+its step ``t`` returns that configuration's recorded validation loss after epoch ``t``. The
+same suggested configuration always maps to the same entry, but two different suggestions
+never share one (:meth:`TabularBenchmark.for_run` holds that state): in the real, continuous
+space they would be different networks, whereas the pool is coarse (4,096 points in 7
+dimensions), so without this every search that homes in on a region would re-train one
+tabulated network over and over. The optimum is the best final loss in the table; the target,
+as for the functions, is the 1% quantile of the final losses of 1,000 uniformly random
+configurations (each mapped to its closest entry).
 
 A step costs the configuration's median CPU time per epoch divided by the mean of that median
 over the table, so the compute of a run is in "epochs of an average configuration" and
@@ -19,6 +24,7 @@ more than narrow ones, as they do on a real machine.
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Mapping
 from functools import cached_property
@@ -47,6 +53,13 @@ class TabularBenchmark:
         self.path = path
         self.epochs = epochs
         self._nearest: dict[tuple[Any, ...], int] = {}
+        self._used: set[int] = set()
+
+    def for_run(self) -> TabularBenchmark:
+        """A view of the table for one run: it remembers which entries the run has used."""
+        view = copy.copy(self)
+        view._nearest, view._used = {}, set()
+        return view
 
     @cached_property
     def _data(self) -> dict[str, np.ndarray]:
@@ -98,11 +111,23 @@ class TabularBenchmark:
         return np.asarray(index, dtype=int)
 
     def index(self, params: Mapping[str, Any]) -> int:
+        """The entry of ``params``: its closest entry that no other configuration has taken."""
         key = tuple(params[name] for name in self.space)
         i = self._nearest.get(key)
         if i is None:
-            i = int(self.index_of_units(self.space.to_unit(params))[0])
+            point = self.space.to_unit(params) * self._scale
+            k = min(len(self), 16)
+            while True:
+                _, near = self._tree.query(point, k=k)
+                free = [int(j) for j in np.atleast_1d(near) if int(j) not in self._used]
+                if free or k >= len(self):
+                    break
+                k = min(len(self), 4 * k)
+            if not free:
+                raise ValueError(f"{self.name}: all {len(self)} configurations are used")
+            i = free[0]
             self._nearest[key] = i
+            self._used.add(i)
         return i
 
     def value(self, params: Mapping[str, Any], step: int) -> float:

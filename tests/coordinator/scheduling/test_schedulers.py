@@ -82,31 +82,54 @@ def test_hyperband_brackets_are_a_function_of_seed_and_trial() -> None:
     assert [HyperbandScheduler(fid, seed=4).bracket(i) for i in ids] != forward
 
 
-def _feed_pairs(hb: HyperbandScheduler, sign: float, n: int = 30) -> None:
-    """Trials whose rung values rank them like (sign 1) or against (sign -1) their finals."""
-    for t in range(1000, 1000 + n):
+def _run_trials(hb: HyperbandScheduler, sign: float, n: int = 300) -> list[int]:
+    """Trials whose rung values rank them like (sign 1) or against (sign -1) their finals.
+
+    Every trial reports at steps 1, 3, 9 and 27 (a STOP is ignored); returns the probes."""
+    probes = []
+    for t in range(n):
+        if hb.wants_probe(t):
+            probes.append(t)
         hb.on_add(t)
+        final = float((t * 7919) % 101)  # finals in a scrambled order
         for step in (1, 3, 9):
-            hb.on_report(t, step, sign * t + 10_000)  # rung values: never below the cutoff
-        hb.on_report(t, 27, float(t))
+            hb.on_report(t, step, sign * final + 1000.0)
+        hb.on_report(t, 27, final)
+        hb.on_complete(t, final)
+    return probes
 
 
-def test_hyperband_brackets_follow_the_evidence_of_the_rungs() -> None:
+def test_hyperband_probes_are_a_share_of_the_compute_and_never_stop() -> None:
+    hb = HyperbandScheduler(Fidelity(1, 27, 3), seed=0, probe_share=0.2, probe_floor=0.05)
+    probes = _run_trials(hb, 1.0, n=230)
+    assert probes[0] == 0  # the first trial probes (no compute spent yet)
+    assert all(hb.bracket(t) == 3 for t in probes)  # the bracket that never stops
+    # every trial here costs the same: a fifth are probes until six probes have ended (the
+    # evidence every rung needs), then a twentieth
+    assert probes[:6] == [0, 5, 10, 15, 20, 25]
+    assert 5 <= len([t for t in probes if t > 25]) <= 8
+    none = HyperbandScheduler(Fidelity(1, 27, 3), seed=0, probe_share=0.0, probe_floor=0.0)
+    assert _run_trials(none, 1.0, n=30) == []
+    with pytest.raises(InvalidInputError, match="probe_share"):
+        HyperbandScheduler(Fidelity(1, 27, 3), probe_share=1.0)
+
+
+def test_hyperband_brackets_follow_the_evidence_of_the_probes() -> None:
     fid = Fidelity(1, 27, 3)
     hb = HyperbandScheduler(fid, seed=0)
     # without evidence: Hyperband's proportions
     assert hb.probabilities().round(3).tolist() == [0.551, 0.245, 0.122, 0.082]
-    _feed_pairs(hb, 1.0)  # early steps rank exactly like full fidelity
+    _run_trials(hb, 1.0)  # early steps rank exactly like full fidelity
     agree = hb.probabilities()
     assert agree.sum() == pytest.approx(1.0)
-    assert agree[0] > 0.85  # mostly the cheapest bracket
+    assert agree[0] > 0.8  # mostly the cheapest bracket
     crossing = HyperbandScheduler(fid, seed=0)
-    _feed_pairs(crossing, -1.0)  # early steps rank in reverse
+    _run_trials(crossing, -1.0)  # early steps rank in reverse
     against = crossing.probabilities()
     assert against.sum() == pytest.approx(1.0)
-    assert against[0] < 0.2 and against[-1] > 0.3  # mostly the cautious brackets
+    assert against[0] < 0.25 and against[-1] > 0.3  # mostly the cautious brackets
     fixed = HyperbandScheduler(fid, seed=0, adaptive=False)
-    _feed_pairs(fixed, -1.0)
+    _run_trials(fixed, -1.0)
     assert fixed.probabilities().round(3).tolist() == [0.551, 0.245, 0.122, 0.082]
     with pytest.raises(InvalidInputError, match="prior_pairs"):
         HyperbandScheduler(fid, prior_pairs=0)
@@ -114,7 +137,7 @@ def test_hyperband_brackets_follow_the_evidence_of_the_rungs() -> None:
 
 def test_hyperband_brackets_first_judge_at_their_own_rung() -> None:
     fid = Fidelity(1, 27, 3)
-    hb = HyperbandScheduler(fid, seed=0, trust_threshold=None)
+    hb = HyperbandScheduler(fid, seed=0, trust_threshold=None, shared_rungs=False)
     by_bracket: dict[int, list[int]] = {}
     for i in range(200):
         by_bracket.setdefault(hb.bracket(i), []).append(i)

@@ -154,3 +154,29 @@ def test_study_keys_select_searcher_and_scheduler(searcher: str, scheduler: str)
     tuner.tell_report(s.trial_id, 1, -toy_loss(s.params, 1))
     tuner.tell_complete(s.trial_id)
     assert tuner.best() is not None
+
+
+class _ProbeEvery(FIFOScheduler):
+    """Asks for a probe on every ``k``-th trial."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+        self.asked: list[int] = []
+
+    def wants_probe(self, trial_id: int) -> bool:
+        self.asked.append(trial_id)
+        return trial_id % self.k == self.k - 1
+
+
+@pytest.mark.parametrize("cls", [TPESearcher, GPSearcher])
+def test_probes_get_the_searchers_quasi_random_point(cls: type[Searcher]) -> None:
+    scheduler = _ProbeEvery(4)
+    tuner = Tuner(cls(BRANIN_SPACE, 3), scheduler, max_trials=24)
+    reference = QuasiRandomSearcher(BRANIN_SPACE, 3)
+    while (s := tuner.ask()).status is AskStatus.READY:
+        assert s.trial_id is not None and s.params is not None
+        if s.trial_id % 4 == 3:  # a probe: the model is not asked, even once it has data
+            assert s.params == reference.suggest(s.trial_id)
+        tuner.tell_report(s.trial_id, 1, branin(float(s.params["x1"]), float(s.params["x2"])))
+        tuner.tell_complete(s.trial_id)
+    assert scheduler.asked == list(range(24))  # once per trial, in order
