@@ -8,7 +8,11 @@ configurations at full fidelity), and the final regret. It prints medians over s
 default / baseline, and writes a PNG of median regret over compute and a markdown table of the
 figures to ``scripts/results/``.
 
-    python scripts/bench_schedulers.py --seeds 10 --workers 1 8 32 --jobs 1
+    python scripts/bench_schedulers.py --seeds 30 --workers 1 8 32 --jobs 2
+
+Medians over a few seeds are noisy (compute to the target is bimodal with several workers), so
+every geometric-mean ratio comes with a 90% bootstrap interval over the seeds (seeds resampled
+together for the default and the baseline). ``--seed-start`` runs a held-out set of seeds.
 """
 
 from __future__ import annotations
@@ -40,11 +44,12 @@ RESULTS = Path(__file__).resolve().parent / "results"
 CROSSING = "crossing"  # the robustness variant: judged against random search, not averaged
 
 
-def make(method: str, bench_name: str, seed: int) -> AskTell:
+def make(method: str, bench_name: str, seed: int, max_running: int | None = None) -> AskTell:
     space = BENCHMARKS[bench_name].space
     if method == "default":
         return Tuner(
-            SEARCHER_FACTORIES["tpe"](space, seed), SCHEDULER_FACTORIES["hyperband"](FIDELITY, seed)
+            SEARCHER_FACTORIES["tpe"](space, seed), SCHEDULER_FACTORIES["hyperband"](FIDELITY, seed),
+            max_running=max_running,
         )
     if method in ("random", "random2x"):
         return Tuner(SEARCHER_FACTORIES["random"](space, seed), SCHEDULER_FACTORIES["fifo"](FIDELITY, seed))
@@ -60,12 +65,12 @@ def make(method: str, bench_name: str, seed: int) -> AskTell:
     raise ValueError(f"method: got {method!r}; allowed: {list(METHODS)} or 'searcher+scheduler'")
 
 
-def run_one(task: tuple[str, str, int, int, float]) -> dict[str, Any]:
-    method, bench_name, workers, seed, budget = task
+def run_one(task: tuple[str, str, int, int, float, int | None]) -> dict[str, Any]:
+    method, bench_name, workers, seed, budget, max_running = task
     bench = BENCHMARKS[bench_name]
     full = budget * FIDELITY.max * (2 if method == "random2x" else 1)
     started = time.process_time()
-    trace = simulate(make(method, bench_name, seed), bench, workers, full)
+    trace = simulate(make(method, bench_name, seed, max_running), bench, workers, full)
     compute, wall = trace.first_reaching(bench.target())
     grid = np.linspace(0, 2 * budget * FIDELITY.max, GRID_POINTS)
     return {
@@ -117,22 +122,31 @@ def geomean(values: list[float]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--seeds", type=int, default=30, help="how many seeds (at least 10)")
+    parser.add_argument("--seed-start", type=int, default=0,
+                        help="the first seed (seeds run from here on; default 0)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--budget", type=float, default=100.0,
                         help="compute budget in full-fidelity evaluations (random2x gets twice)")
     parser.add_argument("--benchmarks", nargs="+", default=list(BENCHMARKS))
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
     parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--max-running", type=int, default=None,
+                        help="the default method's [search] max_running (default: no limit)")
     parser.add_argument("--png", type=Path, default=RESULTS / "bench_schedulers.png")
     parser.add_argument("--table", type=Path, default=RESULTS / "bench_schedulers.md",
                         help="markdown file for the figures ('-' for none)")
     args = parser.parse_args()
+    if args.seeds < 1:
+        parser.error(f"--seeds: got {args.seeds}; must be >= 1")
+    if args.max_running is not None and args.max_running < 1:
+        parser.error(f"--max-running: got {args.max_running}; must be >= 1")
+    seeds = list(range(args.seed_start, args.seed_start + args.seeds))
 
     tasks = [
-        (m, b, w, s, args.budget)
+        (m, b, w, s, args.budget, args.max_running)
         for b in args.benchmarks for w in args.workers for m in args.methods
-        for s in range(args.seeds)
+        for s in seeds
     ]
     started = time.time()
     if args.jobs > 1:
@@ -142,7 +156,7 @@ def main() -> None:
         results = [run_one(t) for t in tasks]
     by: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
     for r in results:
-        m, b, w, _, _ = r["task"]
+        m, b, w = r["task"][:3]
         by.setdefault((m, b, w), []).append(r)
     lines = report(by, results, args, time.time() - started)
     print("\n".join(lines))
@@ -161,7 +175,10 @@ def report(by: dict[tuple[str, str, int], list[dict[str, Any]]], results: list[d
            args: argparse.Namespace, seconds: float) -> list[str]:
     out: list[str] = []
     out.append(f"targets: 1% quantile of 1,000 random configurations; budget {args.budget:g} "
-               f"full evaluations; {args.seeds} seeds; {seconds:.0f} s")
+               f"full evaluations; {args.seeds} seeds ({args.seed_start}-"
+               f"{args.seed_start + args.seeds - 1}); {seconds:.0f} s")
+    if args.max_running is not None:
+        out.append(f"default runs at most {args.max_running} trials at once (max_running)")
     out.append("compute and virtual wall time in full-fidelity evaluations (medians over seeds; "
                "inf: the median run did not reach the target; '<': the baseline's median run "
                "did not, and its budget stands in, so the ratio is an upper bound)")
@@ -194,16 +211,20 @@ def report(by: dict[tuple[str, str, int], list[dict[str, Any]]], results: list[d
     if geo:
         out.append("")
         out.append(f"geometric mean of compute ratios default/baseline over the suite "
-                   f"(without {CROSSING}):")
+                   f"(without {CROSSING}), with a 90% bootstrap interval over the seeds:")
         for (w, m), qs in sorted(geo.items()):
-            out.append(f"  N={w:>2}  default/{m:9} {geomean(qs):.3f}  (n={len(qs)})")
+            lo, hi = bootstrap_geomean(by, args, w, m)
+            out.append(f"  N={w:>2}  default/{m:9} {geomean(qs):.3f}  [{lo:.3f}, {hi:.3f}]  "
+                       f"(n={len(qs)})")
     if has_default and "random" in methods and CROSSING in args.benchmarks:
         out.append("")
         out.append(f"{CROSSING}: default/random compute to target (target: at most 1):")
         for w in args.workers:
             a = median([r["compute"] for r in by[("default", CROSSING, w)]])
             c = median([r["compute"] for r in by[("random", CROSSING, w)]])
-            out.append(f"  N={w:>2}  {fmt(ratio(a, c))}")
+            q, bound = censored_ratio(a, c, args.budget)
+            out.append(f"  N={w:>2}  {'<' if bound else ''}{fmt(q)}   (default {fmt(a)}, "
+                       f"random {fmt(c)})")
     if has_default and len(args.workers) > 1:
         lo, hi = min(args.workers), max(args.workers)
         out.append("")
@@ -224,6 +245,38 @@ def report(by: dict[tuple[str, str, int], list[dict[str, Any]]], results: list[d
     out.append("")
     out.append("median CPU seconds per run: " + ", ".join(f"{m} {v:.2f}" for m, v in cpu.items()))
     return out
+
+
+def bootstrap_geomean(by: dict[tuple[str, str, int], list[dict[str, Any]]],
+                      args: argparse.Namespace, workers: int, baseline: str,
+                      rounds: int = 1000) -> tuple[float, float]:
+    """5% and 95% quantiles of the suite's geometric-mean ratio default/``baseline`` when the
+    seeds are drawn again with replacement (the same draw for both methods, runs are paired)."""
+    rng = np.random.default_rng(0)
+    benches = [b for b in args.benchmarks if b != CROSSING]
+    comp = {
+        (m, b): np.array([r["compute"] for r in sorted(by[(m, b, workers)],
+                                                       key=lambda r: r["task"][3])])
+        for b in benches for m in ("default", baseline)
+    }
+    n = len(comp[("default", benches[0])]) if benches else 0
+    if n == 0:
+        return math.nan, math.nan
+    stats = []
+    for _ in range(rounds):
+        pick = rng.integers(0, n, n)
+        logs = []
+        for b in benches:
+            a = float(np.median(comp[("default", b)][pick]))
+            c = float(np.median(comp[(baseline, b)][pick]))
+            q, _ = censored_ratio(a, c, budget_of(baseline, args.budget))
+            if not math.isnan(q):
+                logs.append(math.log(max(q, 1e-3)) if math.isfinite(q) else math.log(1e3))
+        if logs:
+            stats.append(math.exp(float(np.mean(logs))))
+    if not stats:
+        return math.nan, math.nan
+    return float(np.quantile(stats, 0.05)), float(np.quantile(stats, 0.95))
 
 
 def plot(by: dict[tuple[str, str, int], list[dict[str, Any]]], args: argparse.Namespace,

@@ -98,4 +98,6 @@ def build_tuner(spec: StudySpec) -> Tuner:
     check_available(spec)
     searcher = SEARCHER_FACTORIES[spec.search.searcher](spec.space, spec.search.seed)
     scheduler = SCHEDULER_FACTORIES[spec.search.scheduler](spec.fidelity, spec.search.seed)
-    return Tuner(searcher, scheduler, spec.objective.mode, spec.budget.max_trials)
+    return Tuner(
+        searcher, scheduler, spec.objective.mode, spec.budget.max_trials, spec.search.max_running
+    )

@@ -48,7 +48,7 @@ class RungTrust:
     """
 
     def __init__(
-        self, threshold: float | None = 0.25, min_pairs: int = 6, eta: int = 3
+        self, threshold: float | None = 0.5, min_pairs: int = 6, eta: int = 3
     ) -> None:
         self.threshold = threshold
         self.min_pairs = min_pairs
@@ -125,7 +125,7 @@ class ASHAScheduler(TrialScheduler):
     """
 
     def __init__(
-        self, fidelity: Fidelity, seed: int = 0, trust_threshold: float | None = 0.25
+        self, fidelity: Fidelity, seed: int = 0, trust_threshold: float | None = 0.5
     ) -> None:
         self.fidelity = fidelity
         self.seed = seed

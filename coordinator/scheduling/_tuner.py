@@ -24,7 +24,7 @@ from coordinator.scheduling._base import (
     Suggestion,
     TrialScheduler,
 )
-from tunefleet.errors import StateError
+from tunefleet.errors import InvalidInputError, StateError
 from tunefleet.study import Mode
 
 __all__ = ["Tuner", "TrialRecord"]
@@ -45,8 +45,9 @@ class Tuner:
     """Composes a :class:`Searcher` and a :class:`TrialScheduler` under a trial budget.
 
     Contract: :meth:`ask` hands out consecutive trial ids; it returns EXHAUSTED once
-    ``max_trials`` trials were handed out or the searcher has nothing left, WAIT when the
-    scheduler holds new trials back. Reports of a trial must have increasing steps; a report of
+    ``max_trials`` trials were handed out or the searcher has nothing left, WAIT when
+    ``max_running`` trials are running (stopping ones included) or the scheduler holds new
+    trials back. Reports of a trial must have increasing steps; a report of
     a trial that is not running, or a step that does not increase, raises
     :class:`~tunefleet.errors.StateError` and changes nothing. A non-finite value counts as the
     worst possible result and stops the trial.
@@ -58,11 +59,16 @@ class Tuner:
         scheduler: TrialScheduler,
         mode: Mode = Mode.MIN,
         max_trials: int | None = None,
+        max_running: int | None = None,
     ) -> None:
+        if max_running is not None and max_running < 1:
+            raise InvalidInputError("max_running", max_running, "must be >= 1 (or None: no limit)")
         self.searcher = searcher
         self.scheduler = scheduler
         self.mode = mode
         self.max_trials = max_trials
+        self.max_running = max_running
+        self._running_count = 0
         self.trials: dict[int, TrialRecord] = {}
         self._exhausted = False
 
@@ -77,6 +83,8 @@ class Tuner:
             self.max_trials is not None and len(self.trials) >= self.max_trials
         ):
             return Suggestion(AskStatus.EXHAUSTED)
+        if self.max_running is not None and self._running_count >= self.max_running:
+            return Suggestion(AskStatus.WAIT)
         if not self.scheduler.can_start():
             return Suggestion(AskStatus.WAIT)
         trial_id = len(self.trials)
@@ -88,6 +96,7 @@ class Tuner:
             self._exhausted = True
             return Suggestion(AskStatus.EXHAUSTED)
         self.trials[trial_id] = TrialRecord(trial_id, dict(params))
+        self._running_count += 1
         self.scheduler.on_add(trial_id)
         return Suggestion(AskStatus.READY, trial_id, dict(params))
 
@@ -122,6 +131,7 @@ class Tuner:
         """The trial ended; it counts as pruned if the scheduler stopped it."""
         record = self._running(trial_id)
         record.state = "pruned" if record.state == "stopping" else "completed"
+        self._running_count -= 1
         signed = None if record.value is None else self._sign(record.value)
         self.searcher.on_complete(trial_id, signed)
         self.scheduler.on_complete(trial_id, signed)
@@ -130,6 +140,7 @@ class Tuner:
         """The trial failed: it has no valid result."""
         record = self._running(trial_id)
         record.state = "failed"
+        self._running_count -= 1
         self.searcher.on_fail(trial_id)
         self.scheduler.on_fail(trial_id)
 

@@ -88,6 +88,8 @@ def spec_to_proto(spec: StudySpec, bundle_digest: str) -> common_pb2.StudySpec:
     )
     if spec.budget.max_trials is not None:
         message.budget.max_trials = spec.budget.max_trials
+    if spec.search.max_running is not None:
+        message.search.max_running = spec.search.max_running
     else:
         message.budget.SetInParent()
     for name, table in spec.space.to_mapping().items():
@@ -147,6 +149,8 @@ def spec_mapping_from_proto(message: common_pb2.StudySpec) -> dict[str, Any]:
         }
     if message.budget.HasField("max_trials"):
         data["budget"]["max_trials"] = message.budget.max_trials
+    if message.search.HasField("max_running"):
+        data["search"]["max_running"] = message.search.max_running
     return data
 
 

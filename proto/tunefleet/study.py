@@ -39,6 +39,7 @@ SCHEDULERS = ("fifo", "asha", "hyperband", "median")
 DEFAULT_SEARCHER = "tpe"
 DEFAULT_SCHEDULER = "hyperband"
 MAX_TRIALS_LIMIT = 1_000_000
+MAX_RUNNING_LIMIT = 100_000
 MAX_STEP = 10**9
 
 
@@ -68,9 +69,13 @@ class Budget:
 
 @dataclass(frozen=True)
 class SearchConfig:
+    """How trials are chosen and stopped. ``max_running`` caps the trials running at once
+    (``None``: as many as the pool has free slots)."""
+
     searcher: str = DEFAULT_SEARCHER
     scheduler: str = DEFAULT_SCHEDULER
     seed: int = 0
+    max_running: int | None = None
 
 
 @dataclass(frozen=True)
@@ -165,6 +170,8 @@ class StudySpec:
                 "searcher": self.search.searcher,
                 "scheduler": self.search.scheduler,
                 "seed": self.search.seed,
+                **({} if self.search.max_running is None
+                   else {"max_running": self.search.max_running}),
             },
             "fidelity": {"min": self.fidelity.min, "max": self.fidelity.max, "eta": self.fidelity.eta},
             "space": self.space.to_mapping(),
@@ -248,7 +255,7 @@ def _budget(table: Mapping[str, Any]) -> Budget:
 
 
 def _search(table: Mapping[str, Any]) -> SearchConfig:
-    _check_keys("search", table, {"searcher", "scheduler", "seed"})
+    _check_keys("search", table, {"searcher", "scheduler", "seed", "max_running"})
     searcher = table.get("searcher", DEFAULT_SEARCHER)
     if searcher not in SEARCHERS:
         raise InvalidInputError("search.searcher", searcher, f"must be one of {list(SEARCHERS)}")
@@ -256,7 +263,10 @@ def _search(table: Mapping[str, Any]) -> SearchConfig:
     if scheduler not in SCHEDULERS:
         raise InvalidInputError("search.scheduler", scheduler, f"must be one of {list(SCHEDULERS)}")
     seed = _int("search.seed", table.get("seed", 0), 0, 2**63 - 1)
-    return SearchConfig(searcher, scheduler, seed)
+    max_running = None
+    if "max_running" in table:
+        max_running = _int("search.max_running", table["max_running"], 1, MAX_RUNNING_LIMIT)
+    return SearchConfig(searcher, scheduler, seed, max_running)
 
 
 def _fidelity(table: Mapping[str, Any]) -> Fidelity:

@@ -395,3 +395,18 @@ def test_a_grid_too_large_to_enumerate_is_refused(hub: Hub, store: Store) -> Non
     with pytest.raises(InvalidInputError, match="points"):
         submit(hub, spec)
     assert store.list_studies() == []
+
+
+def test_max_running_caps_the_trials_leased_at_once(hub: Hub, store: Store) -> None:
+    study = submit(hub, make_spec(search={"searcher": "random", "scheduler": "fifo", "seed": 7,
+                                          "max_running": 2}))
+    leased = connect(hub, "n1", cpu_slots=3)
+    assert len(leased) == 2  # three free slots, but the study runs at most two trials
+    assert connect(hub, "n2", cpu_slots=2) == []
+    first = leased[0]
+    for step in (1, 2, 3):
+        report(hub, "n1", first.attempt_id, step, step, 1.0)
+    nxt = finish(hub, "n1", first.attempt_id)
+    assert len(nxt) == 1  # one place freed, one new trial
+    running = store.list_trials(study, TrialState.RUNNING)
+    assert len(running) == 2

@@ -74,6 +74,7 @@ def study_tables(draw: st.DrawFn, bundle: str | None = None) -> dict[str, Any]:
     max_trials = draw(st.none() | st.integers(1, 1_000_000)) if searcher == "grid" else draw(
         st.integers(1, 1_000_000)
     )
+    max_running = draw(st.none() | st.integers(1, 100_000))
     fid_min = draw(st.integers(1, 10**6))
     fid_max = fid_min + draw(st.integers(0, 10**6))
     data: dict[str, Any] = {
@@ -89,6 +90,7 @@ def study_tables(draw: st.DrawFn, bundle: str | None = None) -> dict[str, Any]:
             "searcher": searcher,
             "scheduler": draw(st.sampled_from(SCHEDULERS)),
             "seed": draw(st.integers(0, 2**63 - 1)),
+            **({} if max_running is None else {"max_running": max_running}),
         },
         "fidelity": {"min": fid_min, "max": fid_max, "eta": draw(st.integers(2, 100))},
         "space": draw(space_tables),

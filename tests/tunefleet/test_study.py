@@ -86,6 +86,16 @@ def without(path: str) -> Callable[[dict[str, Any]], None]:
         pytest.param(with_("search.seed", -1), "search.seed", -1, ("[0, ",), id="seed-negative"),
         pytest.param(with_("search.seed", "0"), "search.seed", "0", ("integer",),
                      id="seed-string"),
+        pytest.param(with_("search.max_running", 0), "search.max_running", 0, ("in [1, ",),
+                     id="max-running-zero"),
+        pytest.param(with_("search.max_running", -3), "search.max_running", -3, ("in [1, ",),
+                     id="max-running-negative"),
+        pytest.param(with_("search.max_running", 2.5), "search.max_running", 2.5, ("integer",),
+                     id="max-running-float"),
+        pytest.param(with_("search.max_running", True), "search.max_running", True,
+                     ("integer",), id="max-running-bool"),
+        pytest.param(with_("search.max_running", "8"), "search.max_running", "8", ("integer",),
+                     id="max-running-string"),
         pytest.param(with_("fidelity", {"min": 5, "max": 3}), "fidelity", {"min": 5, "max": 3},
                      ("min <= max", "low=5", "high=3"), id="fidelity-min-above-max"),
         pytest.param(with_("fidelity.min", 0), "fidelity.min", 0, ("in [1, ",),
@@ -342,4 +352,5 @@ def test_to_mapping_from_mapping_round_trip(
     assert again.to_mapping() == mapping
     assert spec.name == table["name"] and spec.bundle == table["bundle"]
     assert spec.search.seed == table["search"]["seed"]
+    assert spec.search.max_running == table["search"].get("max_running")
     assert spec.fidelity == Fidelity(**table["fidelity"])

@@ -63,14 +63,16 @@ class Budget(_message.Message):
     def __init__(self, max_trials: _Optional[int] = ...) -> None: ...
 
 class SearchSettings(_message.Message):
-    __slots__ = ("searcher", "scheduler", "seed")
+    __slots__ = ("searcher", "scheduler", "seed", "max_running")
     SEARCHER_FIELD_NUMBER: _ClassVar[int]
     SCHEDULER_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    MAX_RUNNING_FIELD_NUMBER: _ClassVar[int]
     searcher: str
     scheduler: str
     seed: int
-    def __init__(self, searcher: _Optional[str] = ..., scheduler: _Optional[str] = ..., seed: _Optional[int] = ...) -> None: ...
+    max_running: int
+    def __init__(self, searcher: _Optional[str] = ..., scheduler: _Optional[str] = ..., seed: _Optional[int] = ..., max_running: _Optional[int] = ...) -> None: ...
 
 class Fidelity(_message.Message):
     __slots__ = ("min", "max", "eta")

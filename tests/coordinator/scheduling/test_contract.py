@@ -16,6 +16,7 @@ from coordinator.scheduling import (
     Tuner,
 )
 from tests.coordinator.scheduling.helpers import toy_loss
+from tunefleet.errors import InvalidInputError
 from tunefleet.space import SearchSpace
 from tunefleet.study import Fidelity, Mode
 
@@ -103,3 +104,33 @@ def test_pickle_round_trip_keeps_decisions(
             a = original.tell_report(s.trial_id, 1, toy_loss(s.params, 1))
             b = copy.tell_report(s.trial_id, 1, toy_loss(s.params, 1))
             assert a == b
+
+
+def test_max_running_holds_new_trials_back_until_one_ends() -> None:
+    space = SearchSpace.from_mapping({"x": {"type": "float", "low": 0.0, "high": 1.0}})
+    fidelity = Fidelity(1, 9, 3)
+    tuner = Tuner(
+        SEARCHER_FACTORIES["random"](space, 1), SCHEDULER_FACTORIES["hyperband"](fidelity, 1),
+        Mode.MIN, max_trials=10, max_running=2,
+    )
+    first, second = tuner.ask(), tuner.ask()
+    assert first.status is AskStatus.READY and second.status is AskStatus.READY
+    assert tuner.ask().status is AskStatus.WAIT  # two are running
+    assert tuner.ask().status is AskStatus.WAIT  # asking again changes nothing
+    tuner.tell_report(first.trial_id, 1, 0.5)
+    assert tuner.ask().status is AskStatus.WAIT  # a report does not free a place
+    tuner.tell_complete(first.trial_id)
+    third = tuner.ask()
+    assert third.status is AskStatus.READY and third.trial_id == 2
+    assert tuner.ask().status is AskStatus.WAIT
+    tuner.tell_failed(second.trial_id)  # a failure frees its place too
+    assert tuner.ask().status is AskStatus.READY
+    assert len(tuner.running) == 2
+
+
+@pytest.mark.parametrize("value", [0, -1])
+def test_max_running_below_one_is_refused(value: int) -> None:
+    space = SearchSpace.from_mapping({"x": {"type": "float", "low": 0.0, "high": 1.0}})
+    with pytest.raises(InvalidInputError, match="max_running"):
+        Tuner(SEARCHER_FACTORIES["random"](space, 1), SCHEDULER_FACTORIES["fifo"](Fidelity(), 1),
+              max_running=value)

@@ -100,7 +100,9 @@ def _run_trials(hb: HyperbandScheduler, sign: float, n: int = 300) -> list[int]:
 
 
 def test_hyperband_probes_are_a_share_of_the_compute_and_never_stop() -> None:
-    hb = HyperbandScheduler(Fidelity(1, 27, 3), seed=0, probe_share=0.2, probe_floor=0.05)
+    hb = HyperbandScheduler(
+        Fidelity(1, 27, 3), seed=0, probe_share=0.2, probe_floor=0.05, min_pairs=6
+    )
     probes = _run_trials(hb, 1.0, n=230)
     assert probes[0] == 0  # the first trial probes (no compute spent yet)
     assert all(hb.bracket(t) == 3 for t in probes)  # the bracket that never stops

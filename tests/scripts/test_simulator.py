@@ -1,0 +1,135 @@
+"""The virtual-time simulator and the scheduler benchmark script (unit level, no Optuna)."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from coordinator.scheduling import SCHEDULER_FACTORIES, SEARCHER_FACTORIES, AskStatus, Tuner
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+sys.path.insert(0, str(SCRIPTS))
+
+from simulate.benchmarks import BENCHMARKS, FIDELITY  # noqa: E402
+from simulate.simulator import simulate  # noqa: E402
+
+
+class Counting:
+    """Wraps a tuner and records how many trials ran at once."""
+
+    def __init__(self, tuner: Tuner) -> None:
+        self.tuner = tuner
+        self.running: set[int] = set()
+        self.peak = 0
+        self.log: list[tuple[Any, ...]] = []
+
+    def ask(self) -> Any:
+        s = self.tuner.ask()
+        if s.status is AskStatus.READY:
+            self.running.add(s.trial_id)
+            self.peak = max(self.peak, len(self.running))
+        self.log.append(("ask", s.status, s.trial_id))
+        return s
+
+    def tell_report(self, trial_id: int, step: int, value: float) -> Any:
+        decision = self.tuner.tell_report(trial_id, step, value)
+        self.log.append(("report", trial_id, step, value, decision))
+        return decision
+
+    def tell_complete(self, trial_id: int) -> None:
+        self.running.discard(trial_id)
+        self.tuner.tell_complete(trial_id)
+
+
+def tuner(bench: str, searcher: str = "tpe", scheduler: str = "hyperband", seed: int = 3,
+          max_running: int | None = None) -> Counting:
+    space = BENCHMARKS[bench].space
+    return Counting(Tuner(SEARCHER_FACTORIES[searcher](space, seed),
+                          SCHEDULER_FACTORIES[scheduler](FIDELITY, seed),
+                          max_running=max_running))
+
+
+def test_fifo_random_search_spends_the_budget_in_full_evaluations() -> None:
+    t = tuner("branin", "random", "fifo")
+    trace = simulate(t, BENCHMARKS["branin"], workers=4, budget=10 * FIDELITY.max)
+    assert trace.total_compute == 10 * FIDELITY.max  # each step costs 1, nothing is stopped
+    assert t.peak == 4
+    # two waves of four trials end at full fidelity (216 steps); the third wave is cut off
+    # when the budget runs out
+    assert trace.trials == 12
+    assert trace.wall[-1] == 2 * FIDELITY.max
+    # the incumbent only improves, and each entry is a full-fidelity value of a trial
+    assert trace.best == sorted(trace.best, reverse=True)
+    assert trace.compute == sorted(trace.compute)
+
+
+def test_the_same_seed_gives_the_same_run_and_another_seed_a_different_one() -> None:
+    bench = BENCHMARKS["hartmann6"]
+    a, b, c = tuner("hartmann6"), tuner("hartmann6"), tuner("hartmann6", seed=4)
+    ta = simulate(a, bench, workers=8, budget=20 * FIDELITY.max)
+    tb = simulate(b, bench, workers=8, budget=20 * FIDELITY.max)
+    simulate(c, bench, workers=8, budget=20 * FIDELITY.max)
+    assert a.log == b.log and (ta.compute, ta.best) == (tb.compute, tb.best)
+    assert a.log != c.log
+
+
+@pytest.mark.parametrize("workers", [1, 8, 32])
+def test_workers_and_max_running_bound_the_trials_at_once(workers: int) -> None:
+    free = tuner("park")
+    simulate(free, BENCHMARKS["park"], workers=workers, budget=15 * FIDELITY.max)
+    assert free.peak == workers
+    capped = tuner("park", max_running=4)
+    simulate(capped, BENCHMARKS["park"], workers=workers, budget=15 * FIDELITY.max)
+    assert capped.peak == min(workers, 4)
+
+
+def test_first_reaching_reads_compute_and_wall_time_of_the_incumbent() -> None:
+    t = tuner("currin", "random", "fifo")
+    trace = simulate(t, BENCHMARKS["currin"], workers=2, budget=6 * FIDELITY.max)
+    compute, wall = trace.first_reaching(trace.best[0])
+    assert (compute, wall) == (trace.compute[0], trace.wall[0])
+    assert trace.first_reaching(trace.best[-1] - 1.0) == (math.inf, math.inf)
+    assert wall <= compute  # two workers: wall time is at most the compute
+
+
+def test_the_default_beats_random_search_on_branin_in_the_simulator() -> None:
+    bench = BENCHMARKS["branin"]
+    target = bench.target()
+    default, random = [], []
+    for seed in range(5):
+        for method, out in (("default", default), ("random", random)):
+            t = tuner("branin", seed=seed) if method == "default" else tuner(
+                "branin", "random", "fifo", seed=seed)
+            c, _ = simulate(t, bench, workers=4, budget=60 * FIDELITY.max).first_reaching(target)
+            out.append(c)
+    assert sorted(default)[2] < 0.5 * sorted(random)[2]  # the medians, with a wide margin
+
+
+def test_the_benchmark_script_prints_ratios_and_writes_its_table(tmp_path: Path) -> None:
+    table, png = tmp_path / "t.md", tmp_path / "t.png"
+    done = subprocess.run(
+        [sys.executable, str(SCRIPTS / "bench_schedulers.py"), "--seeds", "2", "--workers", "1",
+         "4", "--benchmarks", "branin", "crossing", "--methods", "default", "random",
+         "--budget", "30", "--table", str(table), "--png", str(png)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "default/random" in done.stdout and "90% bootstrap interval" in done.stdout
+    assert "crossing: default/random" in done.stdout
+    assert table.read_text().startswith("# Scheduler benchmark")
+    assert png.stat().st_size > 1000
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--seeds", "0"), ("--max-running", "0")])
+def test_the_benchmark_script_refuses_bad_counts(flag: str, value: str) -> None:
+    done = subprocess.run(
+        [sys.executable, str(SCRIPTS / "bench_schedulers.py"), flag, value, "--table", "-"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert done.returncode == 2
+    assert flag in done.stderr and value in done.stderr
