@@ -238,9 +238,10 @@ def report(by: dict[tuple[str, str, int], list[dict[str, Any]]], results: list[d
                 qs.append(q)
             out.append(f"  {b:10} {fmt(q)}   (N={lo}: {fmt(c)}, N={hi}: {fmt(a)})")
         out.append(f"  geometric mean (without {CROSSING}): {fmt(geomean(qs))}")
-        out.append(f"  (no method can reach the target at N={hi} with less than about {hi} full "
+        busy = hi if args.max_running is None else min(hi, args.max_running)
+        out.append(f"  (with {busy} trials at once the target takes at least about {busy} full "
                    f"evaluations of compute: the first full-fidelity result takes {FIDELITY.max} "
-                   f"steps, during which all {hi} workers are busy)")
+                   f"steps, during which all {busy} are running)")
     cpu = {m: median([r["cpu"] for r in results if r["task"][0] == m]) for m in methods}
     out.append("")
     out.append("median CPU seconds per run: " + ", ".join(f"{m} {v:.2f}" for m, v in cpu.items()))
