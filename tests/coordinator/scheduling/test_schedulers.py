@@ -10,7 +10,7 @@ from coordinator.scheduling import (
     HyperbandScheduler,
     MedianStoppingScheduler,
 )
-from coordinator.scheduling._asha import rung_levels
+from coordinator.scheduling._asha import RungTrust, rung_levels
 from tunefleet.errors import InvalidInputError
 from tunefleet.study import Fidelity
 
@@ -169,3 +169,41 @@ def test_median_stopping_rule() -> None:
     assert med.on_report(5, 10, 99.0) is C  # at max fidelity nothing stops
     with pytest.raises(InvalidInputError, match="min_trials"):
         MedianStoppingScheduler(Fidelity(1, 10, 3), min_trials=0)
+
+
+def _trust_with_false_stops(false_stops: int) -> RungTrust:
+    """Twelve probes at rung 1: the four that end best are ``false_stops`` of them above the
+    rung's cutoff (the 1/3 quantile), the rest of them below it."""
+    trust = RungTrust(min_pairs=4, eta=3)
+    for t in range(12):
+        final = float(t)  # trial 0 ends best
+        if t < 4:
+            rung = 100.0 + t if t < false_stops else float(t)  # above or below the cutoff
+        else:
+            rung = 50.0 + t
+        trust.record(1, t, rung)
+        trust.record_final(t, final)
+    return trust
+
+
+@pytest.mark.parametrize(("false_stops", "reliability", "trusted"),
+                         [(0, 1.0, True), (1, 0.625, True), (2, 0.25, False), (4, 0.0, False)])
+def test_a_rung_that_would_stop_half_the_best_probes_is_not_trusted(
+    false_stops: int, reliability: float, trusted: bool
+) -> None:
+    trust = _trust_with_false_stops(false_stops)
+    n, q = trust.reliability(1) or (0, -1.0)
+    assert n == 12 and q == pytest.approx(reliability)
+    assert trust.trusted(1) is trusted
+    assert RungTrust(threshold=None).trusted(1)  # no threshold: every rung is trusted
+
+
+def test_a_rung_is_trusted_until_it_has_enough_pairs() -> None:
+    trust = RungTrust(min_pairs=4, eta=3)
+    for t in range(3):
+        trust.record(1, t, 100.0 - t)  # the worst at the rung ends best: would be stopped
+        trust.record_final(t, float(t))
+    assert trust.reliability(1) is None and trust.trusted(1)
+    trust.record(1, 3, 200.0)
+    trust.record_final(3, 0.5)
+    assert trust.reliability(1) is not None and not trust.trusted(1)
