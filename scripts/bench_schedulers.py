@@ -133,7 +133,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--max-running", type=int, default=None,
                         help="the default method's [search] max_running (default: no limit)")
-    parser.add_argument("--png", type=Path, default=RESULTS / "bench_schedulers.png")
+    parser.add_argument("--png", type=Path, default=RESULTS / "bench_schedulers.png",
+                        help="PNG of median regret over compute ('-' for none; needs matplotlib)")
     parser.add_argument("--table", type=Path, default=RESULTS / "bench_schedulers.md",
                         help="markdown file for the figures ('-' for none)")
     args = parser.parse_args()
@@ -168,7 +169,8 @@ def main() -> None:
             + "\n".join(lines) + "\n```\n"
         )
         print(f"wrote {args.table}")
-    plot(by, args, args.png)
+    if str(args.png) != "-":
+        plot(by, args, args.png)
 
 
 def report(by: dict[tuple[str, str, int], list[dict[str, Any]]], results: list[dict[str, Any]],
