@@ -19,6 +19,7 @@ from pathlib import Path
 from types import TracebackType
 
 import grpc
+from google.protobuf.message import Message
 
 from client.results import StudyStatus, TrialResult, status_from_proto, trial_from_proto
 from tunefleet import serde
@@ -26,6 +27,7 @@ from tunefleet.bundle import SignedBundle, pack_directory
 from tunefleet.envelope import seal
 from tunefleet.errors import TunefleetError
 from tunefleet.keys import Identity
+from tunefleet.read_auth import read_metadata
 from tunefleet.study import StudySpec, load_study_file
 from tunefleet.tls import ChannelSecurity, open_channel
 from tunefleet.v1 import common_pb2, researcher_pb2, researcher_pb2_grpc
@@ -93,6 +95,16 @@ class Client:
             raise TunefleetError("this call must be signed: create a key with `tunefleet keygen`")
         return self.identity
 
+    def _read(self, request: Message) -> tuple[tuple[str, bytes], ...]:
+        """Metadata that signs a read: the coordinator shows a study only to its owner."""
+        if self.identity is None:
+            raise TunefleetError(
+                "reading a study needs the researcher key that submitted it; none was found "
+                "(create one with `tunefleet keygen`, or set TUNEFLEET_HOME to the home that "
+                "holds it)"
+            )
+        return read_metadata(self.identity, request)
+
     def close(self) -> None:
         self._channel.close()
 
@@ -137,17 +149,19 @@ class Client:
         return self.submit(spec, (path.parent / spec.bundle).resolve()).study_id
 
     def status(self, study_id: str) -> StudyStatus:
+        request = researcher_pb2.StudyRef(study_id=study_id)
         try:
-            reply = self._stub.GetStudy(researcher_pb2.StudyRef(study_id=study_id),
-                                        timeout=self.timeout)
+            reply = self._stub.GetStudy(request, timeout=self.timeout,
+                                        metadata=self._read(request))
         except grpc.RpcError as exc:
             raise self._error(exc) from None
         return status_from_proto(reply)
 
     def studies(self) -> list[StudyStatus]:
+        request = researcher_pb2.ListStudiesRequest()
         try:
-            reply = self._stub.ListStudies(researcher_pb2.ListStudiesRequest(),
-                                           timeout=self.timeout)
+            reply = self._stub.ListStudies(request, timeout=self.timeout,
+                                           metadata=self._read(request))
         except grpc.RpcError as exc:
             raise self._error(exc) from None
         return [status_from_proto(s) for s in reply.studies]
@@ -157,7 +171,8 @@ class Client:
             study_id=study_id, include_reports=include_reports
         )
         try:
-            reply = self._stub.ListTrials(request, timeout=self.timeout)
+            reply = self._stub.ListTrials(request, timeout=self.timeout,
+                                          metadata=self._read(request))
         except grpc.RpcError as exc:
             raise self._error(exc) from None
         return [trial_from_proto(t) for t in reply.trials]
@@ -172,8 +187,9 @@ class Client:
 
     def watch(self, study_id: str) -> Iterator[StudyStatus]:
         """Yield the study's status whenever it changes, until it ends."""
+        request = researcher_pb2.StudyRef(study_id=study_id)
         try:
-            for info in self._stub.WatchStudy(researcher_pb2.StudyRef(study_id=study_id)):
+            for info in self._stub.WatchStudy(request, metadata=self._read(request)):
                 yield status_from_proto(info)
         except grpc.RpcError as exc:
             raise self._error(exc) from None

@@ -188,8 +188,11 @@ class Hub(AccessMixin, VerificationMixin):
                 best = trial
         return best
 
-    def list_studies(self) -> list[StudyView]:
-        return [self.study_view(s.id) for s in self.store.list_studies()]
+    def list_studies(self, reader: str | None = None) -> list[StudyView]:
+        """Every study (``reader=None`` or the operator), else the ones ``reader`` owns."""
+        everything = reader is None or reader == self.operator_key_id
+        return [self.study_view(s.id) for s in self.store.list_studies()
+                if everything or s.owner_key_id == reader]
 
     def stop_study(self, study_id: str, key_id: str, reason: str = "stopped by its owner"
                    ) -> Outbox:

@@ -42,6 +42,19 @@ class AccessMixin(HubState):
         if reason is not None:
             raise PermissionDeniedError(f"node {node_id} is banned: {reason}")
 
+    def check_reader(self, key_id: str, study_id: str | None = None) -> None:
+        """Raise unless ``key_id`` may read ``study_id``: its owner or the operator, not banned
+        (and, but for the operator, still admitted). With ``None``: may list studies."""
+        self.check_researcher(key_id)
+        if study_id is None:
+            return
+        study = self.store.get_study(study_id)  # NotFoundError for an unknown study
+        if key_id not in (study.owner_key_id, self.operator_key_id):
+            raise PermissionDeniedError(
+                f"study {study_id} belongs to another researcher; only its owner or the "
+                "operator may read it"
+            )
+
     def check_operator(self, key_id: str) -> None:
         if self.operator_key_id is None or key_id != self.operator_key_id:
             raise PermissionDeniedError("only the operator key may do this")

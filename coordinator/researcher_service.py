@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 import grpc
+from google.protobuf.message import Message
 
 from coordinator.grpc_errors import guarded
 from coordinator.models import StudyState
@@ -16,6 +17,7 @@ from tunefleet.bundle import MAX_BUNDLE_BYTES, verify_bundle
 from tunefleet.envelope import open_envelope
 from tunefleet.errors import InvalidInputError
 from tunefleet.keys import key_id_of
+from tunefleet.read_auth import read_signer
 from tunefleet.v1 import common_pb2, researcher_pb2, researcher_pb2_grpc
 
 if TYPE_CHECKING:
@@ -86,10 +88,18 @@ class ResearcherServicer(researcher_pb2_grpc.ResearcherServiceServicer):
 
         return await guarded(context, work())
 
+    async def _reader(self, context: grpc.aio.ServicerContext, request: Message,
+                      study_id: str | None) -> str:
+        """The signer of this read, once it is known to be allowed to read ``study_id``."""
+        signer = read_signer(context.invocation_metadata(), request, self.server.max_skew)
+        await self.hub.call(self.server.hub.check_reader, signer, study_id)
+        return signer
+
     async def GetStudy(
         self, request: researcher_pb2.StudyRef, context: grpc.aio.ServicerContext
     ) -> researcher_pb2.StudyInfo:
         async def work() -> researcher_pb2.StudyInfo:
+            await self._reader(context, request, request.study_id)
             view = await self.hub.call(self.server.hub.study_view, request.study_id)
             return study_info_to_proto(view)
 
@@ -99,7 +109,8 @@ class ResearcherServicer(researcher_pb2_grpc.ResearcherServiceServicer):
         self, request: researcher_pb2.ListStudiesRequest, context: grpc.aio.ServicerContext
     ) -> researcher_pb2.StudyList:
         async def work() -> researcher_pb2.StudyList:
-            views = await self.hub.call(self.server.hub.list_studies)
+            reader = await self._reader(context, request, None)
+            views = await self.hub.call(self.server.hub.list_studies, reader)
             out = researcher_pb2.StudyList()
             for view in views:
                 info = study_info_to_proto(view)
@@ -130,7 +141,11 @@ class ResearcherServicer(researcher_pb2_grpc.ResearcherServiceServicer):
                 out.trials.append(info)
             return out
 
-        return await guarded(context, self.hub.call(collect))
+        async def work() -> researcher_pb2.TrialList:
+            await self._reader(context, request, request.study_id)
+            return await self.hub.call(collect)
+
+        return await guarded(context, work())
 
     async def StopStudy(
         self, request: common_pb2.SignedEnvelope, context: grpc.aio.ServicerContext
@@ -149,7 +164,11 @@ class ResearcherServicer(researcher_pb2_grpc.ResearcherServiceServicer):
         self, request: researcher_pb2.StudyRef, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[researcher_pb2.StudyInfo]:
         last: bytes | None = None
+        reader = await guarded(context, self._reader(context, request, request.study_id))
         while True:
+            # the signature is checked once, the access at every poll: a ban ends the stream
+            await guarded(context, self.hub.call(self.server.hub.check_reader, reader,
+                                                 request.study_id))
             view = await guarded(
                 context, self.hub.call(self.server.hub.study_view, request.study_id)
             )

@@ -79,6 +79,7 @@ from tunefleet import serde
 from tunefleet.bundle import digest_of, sign_digest
 from tunefleet.envelope import seal
 from tunefleet.keys import Identity, load
+from tunefleet.read_auth import READ_AUTH_METADATA, read_metadata
 from tunefleet.study import SCHEDULERS, SEARCHERS, StudySpec
 from tunefleet.v1 import common_pb2, node_pb2, operator_pb2, researcher_pb2
 
@@ -140,6 +141,7 @@ class Probe:
     forged: bool = False             # must be refused: forged, stale, replayed or mistyped
     families: set[str] = field(default_factory=set)
     stop_target: str | None = None   # the study a validly signed stop names
+    metadata: tuple[tuple[str, bytes], ...] = ()  # a read's signature (tunefleet.read_auth)
 
 
 # ---- small byte and message helpers -----------------------------------------------------
@@ -226,9 +228,9 @@ class Fuzzer:
         call = factory(ep.path, request_serializer=None, response_deserializer=None)
         try:
             if ep.kind == "unary_unary":
-                replies = [call(probe.payload[0], timeout=timeout)]
+                replies = [call(probe.payload[0], timeout=timeout, metadata=probe.metadata)]
             elif ep.kind == "unary_stream":
-                replies = list(call(probe.payload[0], timeout=timeout))
+                replies = list(call(probe.payload[0], timeout=timeout, metadata=probe.metadata))
             elif ep.kind == "stream_unary":
                 replies = [call(iter(probe.payload), timeout=timeout)]
             else:
@@ -326,8 +328,9 @@ class Fuzzer:
     def get_study(self, study_id: str) -> researcher_pb2.StudyInfo:
         stub = self.channel.unary_unary(ENDPOINTS["GetStudy"].path,
                                         request_serializer=None, response_deserializer=None)
-        reply = stub(researcher_pb2.StudyRef(study_id=study_id).SerializeToString(),
-                     timeout=CALL_TIMEOUT)
+        request = researcher_pb2.StudyRef(study_id=study_id)
+        reply = stub(request.SerializeToString(), timeout=CALL_TIMEOUT,
+                     metadata=read_metadata(self.researcher, request))
         return researcher_pb2.StudyInfo.FromString(reply)
 
     # -- values the generators draw from --
@@ -697,7 +700,28 @@ class Fuzzer:
             wire = _unknown_field(wire, MAX_MESSAGE + 1)
         elif kind in ("bitflip", "truncate"):
             wire = self.decodable_mutation(ENDPOINTS[name].request, wire, kind)
-        return Probe(name, "mutation", kind, [wire])
+        # reads are signed by the study's owner; some are not, or by a stranger, or the
+        # signature covers another request, or is garbage: those must be refused
+        signer = rng.choice(("owner", "owner", "owner", "none", "stranger", "other", "junk"))
+        if signer == "owner":
+            metadata = read_metadata(self.researcher, message)
+        elif signer == "stranger":
+            metadata = read_metadata(self.stranger, message)
+        elif signer == "other":
+            other = type(message)()
+            other.CopyFrom(message)
+            if hasattr(other, "study_id"):
+                other.study_id += "x"
+            else:
+                other = researcher_pb2.StudyRef(study_id="x")  # another message type
+            metadata = read_metadata(self.researcher, other)
+        elif signer == "junk":
+            metadata = ((READ_AUTH_METADATA, _flip(rng, rng.randbytes(rng.randrange(0, 200)))),)
+        else:
+            metadata = ()
+        forged = signer in ("none", "other", "junk") or (
+            signer == "stranger" and name != "ListStudies")
+        return Probe(name, "mutation", f"{kind}/{signer}", [wire], forged, metadata=metadata)
 
     def decodable_mutation(self, kind_: type[Message], wire: bytes, kind: str) -> bytes:
         for _ in range(20):

@@ -19,10 +19,17 @@ from tests.integration.helpers import cli, query
 from tunefleet import serde
 from tunefleet.bundle import SignedBundle
 from tunefleet.envelope import seal
-from tunefleet.keys import Identity
+from tunefleet.keys import Identity, load
+from tunefleet.read_auth import MAX_TOKEN_BYTES, READ_AUTH_METADATA, read_metadata
 from tunefleet.study import load_study_file
 from tunefleet.tls import open_channel
-from tunefleet.v1 import common_pb2, node_pb2, node_pb2_grpc
+from tunefleet.v1 import (
+    common_pb2,
+    node_pb2,
+    node_pb2_grpc,
+    researcher_pb2,
+    researcher_pb2_grpc,
+)
 
 
 @pytest.fixture(scope="module")
@@ -236,12 +243,69 @@ def test_stop_by_someone_else_is_denied(cluster: LocalCluster, tiny_train_dir: P
 
 
 def test_unknown_study_is_not_found(cluster: LocalCluster) -> None:
+    cli("keygen", check=True)
     proc = cli("status", "nope", *cluster.connection_args)
     assert proc.returncode == 1
     assert proc.stderr.strip() == "tunefleet: error: NOT_FOUND: study 'nope' does not exist"
 
 
+def test_reading_without_a_key_says_how_to_get_one(cluster: LocalCluster) -> None:
+    proc = cli("status", "nope", *cluster.connection_args)
+    assert proc.returncode == 1
+    [line] = proc.stderr.strip().splitlines()
+    assert "needs the researcher key that submitted it" in line and "tunefleet keygen" in line
+
+
+def _get_study(cluster: LocalCluster, study_id: str,
+               metadata: tuple[tuple[str, bytes], ...]) -> grpc.StatusCode:
+    channel = open_channel(cluster.address, cluster.security)
+    try:
+        stub = researcher_pb2_grpc.ResearcherServiceStub(channel)
+        stub.GetStudy(researcher_pb2.StudyRef(study_id=study_id), metadata=metadata, timeout=10)
+        return grpc.StatusCode.OK
+    except grpc.RpcError as exc:
+        return exc.code()  # type: ignore[attr-defined,no-any-return]
+    finally:
+        channel.close()
+
+
+def test_reads_show_a_study_only_to_its_owner_and_the_operator(
+    cluster: LocalCluster, tiny_train_dir: Path
+) -> None:
+    owner, stranger = Identity.generate(), Identity.generate()
+    with Client(cluster.address, owner, cluster.security) as client:
+        study_id = client.submit_file(tiny_train_dir / "study.toml")
+        assert client.status(study_id).study_id == study_id
+        assert [s.study_id for s in client.studies()] == [study_id]
+        assert client.trials(study_id) == []
+    with Client(cluster.address, stranger, cluster.security) as other:
+        for read in (other.status, other.trials, lambda s: next(iter(other.watch(s)))):
+            with pytest.raises(CoordinatorError) as info:
+                read(study_id)
+            assert info.value.code is grpc.StatusCode.PERMISSION_DENIED
+            assert "only its owner or the operator" in info.value.details
+        assert study_id not in [s.study_id for s in other.studies()]
+    operator = load(cluster.tls_dir / "operator.key")
+    with Client(cluster.address, operator, cluster.security) as client:
+        assert client.status(study_id).study_id == study_id
+        assert study_id in [s.study_id for s in client.studies()]
+    request = researcher_pb2.StudyRef(study_id=study_id)
+    assert _get_study(cluster, study_id, read_metadata(owner, request)) is grpc.StatusCode.OK
+    refused = {
+        "unsigned": (),
+        "another request": read_metadata(owner, researcher_pb2.StudyRef(study_id="other")),
+        "another type": read_metadata(owner, researcher_pb2.ListTrialsRequest(study_id=study_id)),
+        "stale": ((READ_AUTH_METADATA,
+                   seal(owner, request, when=time.time() - 3600).SerializeToString()),),
+        "garbage": ((READ_AUTH_METADATA, b"\x0a\xff not an envelope"),),
+        "too large": ((READ_AUTH_METADATA, b"x" * (MAX_TOKEN_BYTES + 1)),),
+    }
+    for case, metadata in refused.items():
+        assert _get_study(cluster, study_id, metadata) is grpc.StatusCode.UNAUTHENTICATED, case
+
+
 def test_unreachable_coordinator_is_one_line() -> None:
+    cli("keygen", check=True)
     proc = cli("status", "x", "--coordinator", "127.0.0.1:1", "--insecure")
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()

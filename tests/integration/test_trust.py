@@ -165,10 +165,16 @@ def test_banned_researcher_loses_running_studies(admitted: tuple[LocalCluster, I
          *cluster.connection_args, "--operator-key", str(cluster.tls_dir / "operator.key")],
         capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0 and "1 study(ies) stopped" in proc.stdout, proc
-    with Client(cluster.address, identity, cluster.security) as client:
+    operator = load(cluster.tls_dir / "operator.key")
+    with Client(cluster.address, operator, cluster.security) as client:
         assert client.status(study_id).state == "stopped"
+    with Client(cluster.address, identity, cluster.security) as client:
         with pytest.raises(CoordinatorError) as info:
             client.submit_file(tiny_train_dir / "study.toml")
+        assert info.value.code is grpc.StatusCode.PERMISSION_DENIED
+        assert "abuse" in info.value.details
+        with pytest.raises(CoordinatorError) as info:  # a banned key reads nothing either
+            client.status(study_id)
     assert info.value.code is grpc.StatusCode.PERMISSION_DENIED and "abuse" in info.value.details
 
 
