@@ -11,7 +11,7 @@ from coordinator.hub import Hub, PermissionDeniedError
 from coordinator.models import AttemptState, StudyState, TrialState
 from coordinator.store import Store
 from tunefleet import serde
-from tunefleet.errors import InvalidInputError
+from tunefleet.errors import InvalidInputError, NotFoundError
 from tunefleet.study import StudySpec
 from tunefleet.v1 import node_pb2
 
@@ -410,3 +410,20 @@ def test_max_running_caps_the_trials_leased_at_once(hub: Hub, store: Store) -> N
     assert len(nxt) == 1  # one place freed, one new trial
     running = store.list_trials(study, TrialState.RUNNING)
     assert len(running) == 2
+
+
+def test_only_the_owner_and_the_operator_read_a_study(store: Store, clock: Clock) -> None:
+    hub = Hub(store, clock=clock, lease_seconds=10.0, max_attempts=2, operator_key_id="op",
+              open_admission=True)
+    hub.put_bundle(DIGEST, b"bundle", b"k" * 32, "pub", b"s" * 64)
+    mine = submit(hub, make_spec(), owner="alice")
+    theirs = submit(hub, make_spec(), owner="bob")
+    hub.check_reader("alice", mine)
+    hub.check_reader("op", theirs)
+    with pytest.raises(PermissionDeniedError, match="only its owner or the operator"):
+        hub.check_reader("alice", theirs)
+    with pytest.raises(NotFoundError):
+        hub.check_reader("alice", "no-such-study")
+    assert [v.study.id for v in hub.list_studies("alice")] == [mine]
+    assert {v.study.id for v in hub.list_studies("op")} == {mine, theirs}
+    assert {v.study.id for v in hub.list_studies()} == {mine, theirs}
