@@ -107,6 +107,11 @@ class Hub(AccessMixin, VerificationMixin):
                         f"replay of study {study.id} diverged: expected trial {trial}, "
                         f"got {suggestion}"
                     )
+                stored = self.store.get_trial(study.id, trial).params
+                if suggestion.params != stored:  # the searcher's defaults changed since
+                    log.warning("study %s trial %d: the replay suggests other parameters than "
+                                "the trial ran with; the stored ones are kept", study.id, trial)
+                    tuner.adopt(trial, stored)
             elif kind == "report":
                 tuner.tell_report(trial, int(step or 0), float("nan") if value is None else value)
             elif kind == "complete":
@@ -608,9 +613,10 @@ class Hub(AccessMixin, VerificationMixin):
                         self._wake = self._queue_verification(runtime, trial, "sample", now)
             if runtime is not None:
                 self._maybe_complete(runtime, now)
-        if self._wake:
+        if self._wake or (runtime is not None and runtime.tuner.max_running is not None):
+            # a capped study may have held trials back from other nodes: offer them now
             self._wake = False
-            return outbox + self.assign_all()
+            return outbox + self.assign(node_id) + self.assign_all()
         return outbox + self.assign(node_id)
 
 

@@ -122,7 +122,8 @@ def geomean(values: list[float]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seeds", type=int, default=30, help="how many seeds (at least 10)")
+    parser.add_argument("--seeds", type=int, default=30,
+                        help="how many seeds (default 30; report at least 10)")
     parser.add_argument("--seed-start", type=int, default=0,
                         help="the first seed (seeds run from here on; default 0)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 8, 32])
@@ -273,8 +274,8 @@ def bootstrap_geomean(by: dict[tuple[str, str, int], list[dict[str, Any]]],
             a = float(np.median(comp[("default", b)][pick]))
             c = float(np.median(comp[(baseline, b)][pick]))
             q, _ = censored_ratio(a, c, budget_of(baseline, args.budget))
-            if not math.isnan(q):
-                logs.append(math.log(max(q, 1e-3)) if math.isfinite(q) else math.log(1e3))
+            if not math.isnan(q):  # as the point estimate: floored at 1e-3, inf stays inf
+                logs.append(math.log(max(q, 1e-3)))
         if logs:
             stats.append(math.exp(float(np.mean(logs))))
     if not stats:

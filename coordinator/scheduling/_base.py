@@ -69,6 +69,11 @@ class Searcher(abc.ABC):
         probes of a scheduler (:meth:`TrialScheduler.wants_probe`). The default suggests."""
         return self.suggest(trial_id)
 
+    def adopt(self, trial_id: int, config: Config) -> None:
+        """``trial_id`` (just suggested) actually runs ``config``: a replay whose suggestion
+        differs from what was stored, say after an upgrade changed a default. Searchers that
+        remember their suggestions replace them; the default does nothing."""
+
     def on_report(self, trial_id: int, step: int, value: float) -> None:
         """An intermediate result of ``trial_id`` at ``step`` (to be minimised)."""
 

@@ -76,6 +76,9 @@ class TPESearcher(Searcher):
     def explore(self, trial_id: int) -> Config | None:
         return self._register(trial_id, self._sobol[trial_id])
 
+    def adopt(self, trial_id: int, config: Config) -> None:
+        self._history.add(trial_id, self.space.to_unit(config))
+
     def _register(self, trial_id: int, point: np.ndarray) -> Config:
         config = self.space.from_unit(point)
         self._history.add(trial_id, self.space.to_unit(config))

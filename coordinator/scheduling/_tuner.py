@@ -100,6 +100,12 @@ class Tuner:
         self.scheduler.on_add(trial_id)
         return Suggestion(AskStatus.READY, trial_id, dict(params))
 
+    def adopt(self, trial_id: int, params: Config) -> None:
+        """Record that the running ``trial_id`` runs ``params`` (see :meth:`Searcher.adopt`)."""
+        record = self._running(trial_id)
+        record.params = dict(params)
+        self.searcher.adopt(trial_id, params)
+
     def _running(self, trial_id: int) -> TrialRecord:
         record = self.trials.get(trial_id)
         if record is None:

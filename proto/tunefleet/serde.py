@@ -88,10 +88,10 @@ def spec_to_proto(spec: StudySpec, bundle_digest: str) -> common_pb2.StudySpec:
     )
     if spec.budget.max_trials is not None:
         message.budget.max_trials = spec.budget.max_trials
-    if spec.search.max_running is not None:
-        message.search.max_running = spec.search.max_running
     else:
         message.budget.SetInParent()
+    if spec.search.max_running is not None:
+        message.search.max_running = spec.search.max_running
     for name, table in spec.space.to_mapping().items():
         param = message.space.add(name=name, type=table["type"])
         if table["type"] == "categorical":

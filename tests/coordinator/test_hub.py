@@ -427,3 +427,38 @@ def test_only_the_owner_and_the_operator_read_a_study(store: Store, clock: Clock
     assert [v.study.id for v in hub.list_studies("alice")] == [mine]
     assert {v.study.id for v in hub.list_studies("op")} == {mine, theirs}
     assert {v.study.id for v in hub.list_studies()} == {mine, theirs}
+
+
+def test_a_capped_study_offers_a_freed_place_to_every_node(hub: Hub, store: Store) -> None:
+    study = submit(hub, make_spec(search={"searcher": "random", "scheduler": "fifo", "seed": 7,
+                                          "max_running": 1}))
+    [a] = connect(hub, "n1", cpu_slots=1)
+    assert connect(hub, "n2", cpu_slots=1) == []  # the cap holds the second trial back
+    hub.heartbeat("n1", node_pb2.Heartbeat(draining=True, running_attempts=[a.attempt_id]))
+    out = hub.finished("n1", node_pb2.AttemptFinished(attempt_id=a.attempt_id,
+                                                      outcome="completed"))
+    leased = [(node, m.assignment) for node, m in out if m.WhichOneof("kind") == "assignment"]
+    assert [node for node, _ in leased] == ["n2"]  # n1 drains: the next trial goes to n2
+    assert [t.number for t in store.list_trials(study, TrialState.RUNNING)] == [1]
+
+
+def test_replay_keeps_the_parameters_a_trial_ran_with(tmp_path: Path, clock: Clock) -> None:
+    """After an upgrade that changes a searcher's defaults, a replayed suggestion may differ
+    from what was stored and run; the tuner adopts the stored parameters."""
+    path = tmp_path / "c.db"
+    store = Store(path)
+    hub = Hub(store, clock=clock, lease_seconds=10)
+    hub.put_bundle(DIGEST, b"b", b"k" * 32, "pub", b"s" * 64)
+    study = submit(hub, make_spec(search={"searcher": "tpe", "scheduler": "fifo", "seed": 5}))
+    [a] = connect(hub, "n1")
+    with store.atomic():  # what an older release would have suggested and run
+        store.conn.execute("UPDATE trials SET params = ? WHERE study_id = ? AND number = ?",
+                           ('{"x": 0.123}', study, a.trial_id))
+    store.close()
+    store = Store(path)
+    again = Hub(store, clock=clock, lease_seconds=10)
+    tuner = again.studies[study].tuner
+    assert tuner.trials[a.trial_id].params == {"x": 0.123}
+    point = tuner.searcher._history._trials[a.trial_id].point  # type: ignore[attr-defined]
+    assert point.tolist() == [0.123]
+    store.close()

@@ -158,15 +158,21 @@ def test_the_local_bundle_directory_stays_on_the_client() -> None:
     assert back == dataclasses.replace(spec, bundle=default_bundle)
 
 
-def test_an_unset_budget_round_trips_as_unset() -> None:
+@pytest.mark.parametrize("max_running", [None, 2])
+def test_an_unset_budget_round_trips_as_unset(max_running: int | None) -> None:
+    search: dict[str, object] = {"searcher": "grid"}
+    if max_running is not None:
+        search["max_running"] = max_running
     spec = StudySpec.from_mapping({
-        "name": "g", "objective": {"metric": "loss"}, "search": {"searcher": "grid"},
+        "name": "g", "objective": {"metric": "loss"}, "search": search,
         "space": {"n": {"type": "int", "low": 0, "high": 3}},
     })
     message = spec_to_proto(spec, GOOD_DIGEST)
     assert message.HasField("budget") and not message.budget.HasField("max_trials")
+    assert message.search.HasField("max_running") is (max_running is not None)
     back, _ = spec_from_proto(wire(message))
     assert back.budget.max_trials is None and back == spec
+    assert back.search.max_running == max_running
 
 
 def _message() -> common_pb2.StudySpec:
