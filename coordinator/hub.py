@@ -374,6 +374,20 @@ class Hub(AccessMixin, VerificationMixin):
         study_id = runtime.study.id
         now = self.clock()
         pending = self.store.list_trials(study_id, TrialState.PENDING)
+        try:
+            return self._lease_in_store(runtime, node_id, gpu_uuids, pending, now)
+        except Exception:
+            # the tuner may have handed out a trial that the rolled-back transaction does not
+            # hold: rebuild it from the store, so it counts only what is stored
+            if self.studies.get(study_id) is runtime:
+                self.studies[study_id] = self._rebuild(runtime.study)
+            raise
+
+    def _lease_in_store(
+        self, runtime: StudyRuntime, node_id: str, gpu_uuids: list[str], pending: list[Trial],
+        now: float,
+    ) -> node_pb2.CoordinatorMessage | None:
+        study_id = runtime.study.id
         with self.store.atomic():
             if pending:
                 trial = pending[0]

@@ -462,3 +462,23 @@ def test_replay_keeps_the_parameters_a_trial_ran_with(tmp_path: Path, clock: Clo
     point = tuner.searcher._history._trials[a.trial_id].point  # type: ignore[attr-defined]
     assert point.tolist() == [0.123]
     store.close()
+
+
+def test_a_failed_lease_leaves_no_phantom_trial_in_the_tuner(
+    hub: Hub, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    study = submit(hub, make_spec(search={"searcher": "random", "scheduler": "fifo", "seed": 7,
+                                          "max_running": 1}))
+    real = store.insert_attempt
+
+    def broken(attempt: Any) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(store, "insert_attempt", broken)
+    with pytest.raises(OSError):
+        connect(hub, "n1", cpu_slots=1)
+    assert store.list_trials(study) == []  # the transaction rolled back
+    assert hub.studies[study].tuner.running == []  # and the tuner counts nothing running
+    monkeypatch.setattr(store, "insert_attempt", real)
+    [a] = assignments(hub.assign_all())  # n1's session was opened before the failure
+    assert a.trial_id == 0  # the cap of one is free again, and the trial numbers go on from 0
