@@ -1,0 +1,96 @@
+#!/usr/bin/env python
+"""Agent latency: from the lease of a trial to its first reported step.
+
+    python scripts/bench_agent_latency.py --trials 8
+
+Starts a real coordinator and one real agent (TLS, sandboxed children), runs a study whose
+entrypoint reports step 1 at once, and reads from the coordinator's database, for every
+attempt, the time from the attempt's start (the lease) to the arrival of its first report.
+The first attempt also downloads, verifies and unpacks the bundle; later ones find it in the
+agent's cache. Two entrypoints are measured side by side: one that only imports the trial API,
+and one that imports torch first, as real training code does. DESIGN's target is 0.5 s "with
+a warm runtime"; this shows how far a fresh interpreter per trial is from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from client.local import LocalCluster
+from client.sdk import Client
+from tunefleet.keys import Identity
+
+STUDY = """name = "latency-{kind}"
+[objective]
+metric = "loss"
+[budget]
+max_trials = {trials}
+[search]
+searcher = "random"
+scheduler = "fifo"
+[fidelity]
+min = 1
+max = 1
+[space]
+x = {{ type = "float", low = 0.0, high = 1.0 }}
+[verification]
+best = false
+"""
+
+ENTRYPOINTS = {
+    "bare": "from tunefleet import trial\ntrial.report(1, loss=trial.params['x'])\n",
+    "torch": "import torch  # noqa: F401\nfrom tunefleet import trial\n"
+             "trial.report(1, loss=trial.params['x'])\n",
+}
+
+
+def measure(cluster: LocalCluster, client: Client, root: Path, kind: str, trials: int
+            ) -> list[float]:
+    """Lease-to-first-report seconds of each attempt of a fresh study, in lease order."""
+    directory = root / kind
+    directory.mkdir()
+    (directory / "train.py").write_text(ENTRYPOINTS[kind])
+    (directory / "study.toml").write_text(STUDY.format(kind=kind, trials=trials))
+    study_id = client.submit_file(directory / "study.toml")
+    deadline = time.monotonic() + 60 + 10 * trials
+    while not client.status(study_id).finished:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"study {study_id} did not finish in time")
+        time.sleep(0.2)
+    with sqlite3.connect(cluster.db_path) as db:
+        rows = db.execute(
+            "SELECT a.started_at, MIN(r.received_at) FROM attempts a JOIN reports r "
+            "ON r.attempt_id = a.id WHERE a.study_id = ? GROUP BY a.id ORDER BY a.started_at",
+            (study_id,),
+        ).fetchall()
+    return [received - started for started, received in rows]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--trials", type=int, default=8, help="trials per entrypoint (>= 2)")
+    args = parser.parse_args()
+    if args.trials < 2:
+        parser.error(f"--trials: got {args.trials}; must be >= 2 (the first one is cold)")
+    with tempfile.TemporaryDirectory(prefix="tunefleet-latency-") as tmp, \
+            LocalCluster(agents=1, state_dir=Path(tmp) / "cluster") as cluster:
+        identity = Identity.generate()
+        with Client(cluster.address, identity, cluster.security) as client:
+            print(f"lease to first report, one agent, {args.trials} trials each "
+                  "(seconds; the first attempt fetches the bundle)")
+            for kind in ENTRYPOINTS:
+                seconds = measure(cluster, client, Path(tmp), kind, args.trials)
+                cached = seconds[1:]
+                print(f"  {kind:6} first {seconds[0]:.3f}  cached: median "
+                      f"{statistics.median(cached):.3f}  min {min(cached):.3f}  "
+                      f"max {max(cached):.3f}  (n={len(cached)})")
+            print("  target (DESIGN, warm runtime): 0.5")
+
+
+if __name__ == "__main__":
+    main()
