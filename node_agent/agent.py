@@ -26,6 +26,7 @@ from node_agent.bundle_cache import BundleCache, TrustPolicy
 from node_agent.inventory import read_inventory
 from node_agent.runner import Child, ChildSpec
 from node_agent.sandbox import SandboxLimits
+from node_agent.warm import WarmPool
 from tunefleet import serde
 from tunefleet.bundle import MAX_BUNDLE_BYTES
 from tunefleet.envelope import seal
@@ -52,6 +53,7 @@ class AgentConfig:
     ack_log: Path | None = None  # appends one JSON line per acknowledged report (audits)
     limits: SandboxLimits = field(default_factory=SandboxLimits)
     run_as: str | None = None  # the unprivileged account children run as (None: no switch)
+    preload: tuple[str, ...] = ()  # modules a warm runtime per slot imports ahead of trials
 
 
 @dataclass
@@ -77,6 +79,7 @@ class Agent:
             config.home / "bundles", self._fetch, TrustPolicy(config.trusted_publishers)
         )
         self.attempts: dict[int, RunningAttempt] = {}
+        self.warm = WarmPool(config.home / "work", config.preload) if config.preload else None
         self.draining = False
         self.lease_seconds = 30.0
         self.exit_reason: str | None = None
@@ -117,8 +120,41 @@ class Agent:
     def shutdown(self) -> None:
         self._shutdown.set()
 
+    def _threads(self, gpu_uuids: tuple[str, ...]) -> int:
+        """The CPU threads a child gets: the cores shared among the slots of its kind."""
+        cores = os.cpu_count() or 1
+        share = len(self.inventory.gpus) if gpu_uuids else max(1, self.inventory.cpu_slots)
+        return max(1, cores // max(1, share))
+
+    def _slot_shape(self, gpu_uuids: tuple[str, ...]) -> ChildSpec:
+        return ChildSpec(workdir=self.config.home / "work", entrypoint="", trial={},
+                         gpu_uuids=gpu_uuids, threads=self._threads(gpu_uuids),
+                         limits=self.config.limits, run_as=self.config.run_as)
+
+    async def _spawn_warm(self, shape: ChildSpec) -> None:
+        if self.warm is None or self.draining or self._shutdown.is_set():
+            return
+        try:
+            await self.warm.spawn(shape)
+        except (OSError, ValueError) as exc:  # the agent works on without it: cold starts
+            log.warning("could not start a warm runtime: %s", exc)
+
     async def run(self) -> None:
         """Hold a session until shut down (or drained), reconnecting with backoff."""
+        if self.warm is not None:
+            shapes = [(g.uuid,) for g in self.inventory.gpus] + [
+                () for _ in range(self.inventory.cpu_slots)]
+            for gpu_uuids in shapes:
+                await self._spawn_warm(self._slot_shape(tuple(gpu_uuids)))
+            log.info("warm runtimes: %d waiting, preloading %s", len(self.warm.waiting),
+                     ", ".join(self.config.preload))
+        try:
+            await self._hold_sessions()
+        finally:
+            if self.warm is not None:
+                self.warm.close()
+
+    async def _hold_sessions(self) -> None:
         backoff = 0.25
         while not self._shutdown.is_set():
             session = asyncio.create_task(self._session())
@@ -292,6 +328,8 @@ class Agent:
                 raise
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
+            if attempt.child is not None and attempt.child.scratch is not None:
+                shutil.rmtree(attempt.child.scratch, ignore_errors=True)
 
     def _fail(self, attempt: RunningAttempt, error: str) -> None:
         attempt.final = self._event(finished=node_pb2.AttemptFinished(
@@ -316,17 +354,20 @@ class Agent:
             reason = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else repr(exc)
             self._fail(attempt, f"could not fetch the bundle: {reason}")
             return
-        cores = os.cpu_count() or 1
-        share = len(self.inventory.gpus) if a.gpu_uuids else max(1, self.inventory.cpu_slots)
         spec = ChildSpec(
             workdir=workdir, entrypoint=a.entrypoint,
             trial={"params": serde.params_from_proto(a.params), "fidelity_max": a.fidelity_max,
                    "trial_id": a.trial_id, "attempt_id": a.attempt_id, "study_id": a.study_id},
-            gpu_uuids=tuple(a.gpu_uuids), threads=max(1, cores // max(1, share)),
+            gpu_uuids=tuple(a.gpu_uuids), threads=self._threads(tuple(a.gpu_uuids)),
             limits=self.config.limits, run_as=self.config.run_as,
         )
         try:
-            attempt.child = await Child.start(spec)
+            if self.warm is not None:
+                attempt.child = await self.warm.take(spec)
+                if attempt.child is not None:  # the slot gets a new warm runtime at once
+                    asyncio.create_task(self._spawn_warm(self._slot_shape(spec.gpu_uuids)))
+            if attempt.child is None:
+                attempt.child = await Child.start(spec)
         except OSError as exc:
             self._fail(attempt, f"could not start the entrypoint: {exc}")
             return

@@ -80,6 +80,11 @@ def _parser() -> argparse.ArgumentParser:
     start.add_argument("--wall-hours", type=float, default=24.0,
                        help="wall-time limit of a trial in hours, 0 for none (default: 24)")
     start.add_argument(
+        "--preload", action="append", default=[], metavar="MODULE",
+        help="keep one sandboxed interpreter per slot that has imported MODULE, so a trial "
+        "starts without paying for the import (repeatable; e.g. --preload torch; default: none)",
+    )
+    start.add_argument(
         "--ack-log", type=Path, default=None, metavar="FILE",
         help="append a JSON line for every report the coordinator acknowledged (for audits)",
     )
@@ -101,6 +106,7 @@ async def _start(args: argparse.Namespace, home: Path) -> None:
         cpu_slots=args.slots, trusted_publishers=set(args.trust), stop_grace=args.stop_grace,
         max_backoff=args.max_backoff, ack_log=args.ack_log, limits=_limits(args),
         run_as=sandbox_user(args.run_as) if os.geteuid() == 0 else None,
+        preload=tuple(args.preload),
     )
     agent = Agent(config, identity)
     if created:
@@ -108,6 +114,8 @@ async def _start(args: argparse.Namespace, home: Path) -> None:
     inv = agent.inventory
     print(f"inventory: {agent.inventory_note}; {len(inv.gpus)} GPU slot(s), "
           f"{inv.cpu_slots} CPU slot(s)", flush=True)
+    if config.preload:
+        print(f"warm runtimes: one per slot, preloading {', '.join(config.preload)}", flush=True)
     print(f"node {agent.node_id} connecting to {args.coordinator}", flush=True)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -179,6 +187,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"node-agent: error: --slots: got {args.slots}; must be >= 0",
                       file=sys.stderr)
                 return 2
+            for module in args.preload:
+                if not all(part.isidentifier() for part in module.split(".")):
+                    print(f"node-agent: error: --preload: got {module!r}; must be a module "
+                          "name such as torch or numpy.linalg", file=sys.stderr)
+                    return 2
             home.mkdir(parents=True, exist_ok=True, mode=0o711)
             with contextlib.suppress(KeyboardInterrupt):
                 asyncio.run(_start(args, home))

@@ -144,6 +144,7 @@ class Child:
         self._tail: str | None = None
         self.limit_exceeded: str | None = None
         self.bad_lines = 0
+        self.scratch: Path | None = None  # a directory of the agent's to remove afterwards
         self._watchdog: asyncio.Task[None] | None = None
         if spec.limits.wall_seconds is not None:
             self._watchdog = asyncio.get_running_loop().create_task(

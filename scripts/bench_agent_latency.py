@@ -9,7 +9,9 @@ attempt, the time from the attempt's start (the lease) to the arrival of its fir
 The first attempt also downloads, verifies and unpacks the bundle; later ones find it in the
 agent's cache. Two entrypoints are measured side by side: one that only imports the trial API,
 and one that imports torch first, as real training code does. DESIGN's target is 0.5 s "with
-a warm runtime"; this shows how far a fresh interpreter per trial is from it.
+a warm runtime": ``--preload torch`` gives the agent warm runtimes (one waiting interpreter
+per slot that has imported torch), to compare with a fresh interpreter per trial. The very
+first trial may find its warm runtime still importing (the agent has just started).
 """
 
 from __future__ import annotations
@@ -42,22 +44,25 @@ x = {{ type = "float", low = 0.0, high = 1.0 }}
 best = false
 """
 
+# Each trial reports step 1 at once, then "trains" for a while (sleeps), as a real one would:
+# that is when an agent with warm runtimes gets the slot's next one ready.
 ENTRYPOINTS = {
-    "bare": "from tunefleet import trial\ntrial.report(1, loss=trial.params['x'])\n",
-    "torch": "import torch  # noqa: F401\nfrom tunefleet import trial\n"
-             "trial.report(1, loss=trial.params['x'])\n",
+    "bare": "import time\nfrom tunefleet import trial\ntrial.report(1, loss=trial.params['x'])\n"
+            "time.sleep({settle})\n",
+    "torch": "import time\nimport torch  # noqa: F401\nfrom tunefleet import trial\n"
+             "trial.report(1, loss=trial.params['x'])\ntime.sleep({settle})\n",
 }
 
 
-def measure(cluster: LocalCluster, client: Client, root: Path, kind: str, trials: int
-            ) -> list[float]:
+def measure(cluster: LocalCluster, client: Client, root: Path, kind: str, trials: int,
+            settle: float) -> list[float]:
     """Lease-to-first-report seconds of each attempt of a fresh study, in lease order."""
     directory = root / kind
     directory.mkdir()
-    (directory / "train.py").write_text(ENTRYPOINTS[kind])
+    (directory / "train.py").write_text(ENTRYPOINTS[kind].format(settle=settle))
     (directory / "study.toml").write_text(STUDY.format(kind=kind, trials=trials))
     study_id = client.submit_file(directory / "study.toml")
-    deadline = time.monotonic() + 60 + 10 * trials
+    deadline = time.monotonic() + 60 + (10 + settle) * trials
     while not client.status(study_id).finished:
         if time.monotonic() > deadline:
             raise SystemExit(f"study {study_id} did not finish in time")
@@ -74,17 +79,25 @@ def measure(cluster: LocalCluster, client: Client, root: Path, kind: str, trials
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--trials", type=int, default=8, help="trials per entrypoint (>= 2)")
+    parser.add_argument("--settle", type=float, default=1.5,
+                        help="seconds each trial runs after its first report (default: 1.5)")
+    parser.add_argument("--preload", action="append", default=[], metavar="MODULE",
+                        help="the agent's --preload (warm runtimes; repeatable)")
     args = parser.parse_args()
     if args.trials < 2:
         parser.error(f"--trials: got {args.trials}; must be >= 2 (the first one is cold)")
     with tempfile.TemporaryDirectory(prefix="tunefleet-latency-") as tmp, \
-            LocalCluster(agents=1, state_dir=Path(tmp) / "cluster") as cluster:
+            LocalCluster(agents=1, state_dir=Path(tmp) / "cluster",
+                         agent_args=[a for m in args.preload for a in ("--preload", m)]
+                         ) as cluster:
         identity = Identity.generate()
         with Client(cluster.address, identity, cluster.security) as client:
-            print(f"lease to first report, one agent, {args.trials} trials each "
+            warm = f"warm runtimes preloading {', '.join(args.preload)}" if args.preload \
+                else "no warm runtime"
+            print(f"lease to first report, one agent, {warm}, {args.trials} trials each "
                   "(seconds; the first attempt fetches the bundle)")
             for kind in ENTRYPOINTS:
-                seconds = measure(cluster, client, Path(tmp), kind, args.trials)
+                seconds = measure(cluster, client, Path(tmp), kind, args.trials, args.settle)
                 cached = seconds[1:]
                 print(f"  {kind:6} first {seconds[0]:.3f}  cached: median "
                       f"{statistics.median(cached):.3f}  min {min(cached):.3f}  "

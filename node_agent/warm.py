@@ -1,0 +1,214 @@
+"""Warm runtimes: a sandboxed interpreter per slot that has already imported the heavy modules.
+
+A trial whose code begins with ``import torch`` spends most of a second before its first step
+in that import alone. With ``--preload torch`` the agent keeps, for every slot, one child
+started the usual way (the same launcher, rlimits, account, scrubbed environment, own process
+group, pinned GPUs) that imports the preload modules and then waits on a pipe. When an
+assignment for that slot arrives, the agent unpacks the bundle, hands the work directory over,
+and writes one line: the work directory, the entrypoint, and the trial's environment. The child
+moves there and runs the entrypoint as ``__main__``. Each warm child runs at most one trial (no
+state is shared between trials); a new one is started for the slot at once.
+
+The child's stdout and stderr are log files the agent opened before the start, in a scratch
+directory the agent owns (:attr:`WarmChild.scratch`), so the agent reads the stderr tail through
+its own descriptor, as for a cold start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import IO
+
+from node_agent.runner import (
+    MAX_LINE_BYTES,
+    Child,
+    ChildSpec,
+    _account,
+    _environment,
+    _hand_over,
+)
+from node_agent.sandbox import launch_command, rlimits_for
+from tunefleet.trial import ENV_TRIAL
+
+__all__ = ["WarmPool", "WarmChild", "ENV_GO_FD"]
+
+log = logging.getLogger(__name__)
+
+ENV_GO_FD = "TUNEFLEET_GO_FD"
+MAX_GO_BYTES = 1 << 20
+
+# Runs in the sandboxed child. Preload failures are reported and do not stop the child: the
+# trial then imports the module itself, as it would cold.
+_BOOT = r"""
+import json, os, runpy, sys
+for name in sys.argv[1:]:
+    try:
+        __import__(name)
+    except Exception as exc:
+        print(f"tunefleet warm runtime: could not preload {name}: {exc!r}", file=sys.stderr)
+go = os.fdopen(int(os.environ.pop("TUNEFLEET_GO_FD")), "rb")
+line = go.readline()
+go.close()
+if not line:
+    sys.exit(0)
+order = json.loads(line)
+os.chdir(order["workdir"])
+os.environ.update(order["env"])
+entry = os.path.abspath(order["entrypoint"])
+sys.argv = [entry]
+sys.path.insert(0, os.path.dirname(entry))
+del go, line, order, name
+runpy.run_path(entry, run_name="__main__")
+"""
+
+
+@dataclass
+class WarmChild:
+    """A waiting child: its process, the agent's ends of its pipes and its log files."""
+
+    spec: ChildSpec  # what it was started as (its workdir is the scratch directory)
+    process: asyncio.subprocess.Process
+    report_r: int
+    control_w: int
+    go_w: int
+    logs: tuple[IO[bytes], IO[bytes]]
+    scratch: Path
+
+    def matches(self, spec: ChildSpec) -> bool:
+        mine = self.spec
+        return (mine.gpu_uuids, mine.threads, mine.limits, mine.run_as) == (
+            spec.gpu_uuids, spec.threads, spec.limits, spec.run_as
+        ) and self.process.returncode is None
+
+    def discard(self) -> None:
+        """End the child (it never got a trial) and free what the agent holds for it."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        for fd in (self.report_r, self.control_w, self.go_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        for log_file in self.logs:
+            log_file.close()
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+class WarmPool:
+    """Warm children for the agent's slots, taken by matching assignments.
+
+    Contract: :meth:`spawn` starts one child for a slot shape (GPUs, threads); :meth:`take`
+    returns a started :class:`~node_agent.runner.Child` for a spec of that shape (the bundle
+    already unpacked in ``spec.workdir``) or ``None`` when no live child matches, in which case
+    the caller starts the trial cold. :meth:`close` ends every waiting child.
+    """
+
+    def __init__(self, scratch_root: Path, preload: tuple[str, ...]) -> None:
+        self.scratch_root = scratch_root
+        self.preload = preload
+        self.waiting: list[WarmChild] = []
+        self._numbers = itertools.count()
+
+    async def spawn(self, template: ChildSpec) -> WarmChild:
+        """Start a warm child shaped like ``template`` (its workdir and trial are ignored)."""
+        scratch = self.scratch_root / f"warm-{os.getpid()}-{next(self._numbers)}"
+        scratch.mkdir(parents=True)
+        spec = replace(template, workdir=scratch, entrypoint="", trial={})
+        account = _account(spec)
+        rlimits = rlimits_for(spec.limits, gpus=bool(spec.gpu_uuids))
+        report_r, report_w = os.pipe()
+        control_r, control_w = os.pipe()
+        go_r, go_w = os.pipe()
+        logs: tuple[IO[bytes], IO[bytes]] | None = None
+        try:
+            env = _environment(spec, report_w, control_r)
+            del env[ENV_TRIAL]
+            env[ENV_GO_FD] = str(go_r)
+            logs = (open(scratch / "stdout.log", "wb"),  # noqa: SIM115
+                    open(scratch / "stderr.log", "w+b"))  # noqa: SIM115
+            argv = launch_command([sys.executable, "-c", _BOOT, *self.preload], rlimits,
+                                  account, os.getpid())
+            process = await asyncio.create_subprocess_exec(
+                *argv, cwd="/", env=env, pass_fds=(report_w, control_r, go_r),
+                stdin=asyncio.subprocess.DEVNULL, stdout=logs[0], stderr=logs[1],
+                start_new_session=True,
+            )
+        except BaseException:
+            for fd in (report_r, control_w, go_w):
+                os.close(fd)
+            for log_file in logs or ():
+                log_file.close()
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise
+        finally:
+            for fd in (report_w, control_r, go_r):
+                os.close(fd)
+        child = WarmChild(spec, process, report_r, control_w, go_w, logs, scratch)
+        self.waiting.append(child)
+        return child
+
+    async def take(self, spec: ChildSpec) -> Child | None:
+        """Start ``spec``'s entrypoint in a matching warm child, or return ``None``.
+
+        Raises ``FileNotFoundError`` for a missing entrypoint (as a cold start does).
+        """
+        entry = spec.workdir / spec.entrypoint
+        if not entry.is_file():
+            raise FileNotFoundError(f"entrypoint {spec.entrypoint} is not in the bundle")
+        for dead in [w for w in self.waiting if w.process.returncode is not None]:
+            log.warning("a warm runtime ended before it got a trial (exit %s): %s",
+                        dead.process.returncode, _tail(dead.logs[1]))
+            self.waiting.remove(dead)
+            dead.discard()
+        warm = next((w for w in self.waiting if w.matches(spec)), None)
+        if warm is None:
+            return None
+        self.waiting.remove(warm)
+        try:
+            account = _account(spec)
+            tmp = spec.workdir / ".tmp"
+            tmp.mkdir(exist_ok=True)
+            if account is not None:
+                await asyncio.to_thread(_hand_over, spec.workdir, account)
+            order = json.dumps({
+                "workdir": str(spec.workdir), "entrypoint": spec.entrypoint,
+                "env": {"HOME": str(spec.workdir), "TMPDIR": str(tmp),
+                        ENV_TRIAL: json.dumps(spec.trial)},
+            }).encode() + b"\n"
+            if len(order) > MAX_GO_BYTES:
+                raise OSError(f"the trial's order is {len(order)} bytes, over {MAX_GO_BYTES}")
+            os.write(warm.go_w, order)
+            os.close(warm.go_w)
+        except BaseException:
+            warm.discard()
+            raise
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=MAX_LINE_BYTES)
+        await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(warm.report_r, "rb", 0)
+        )
+        child = Child(spec, warm.process, reader, warm.control_w, time.monotonic(), warm.logs)
+        child.scratch = warm.scratch
+        return child
+
+    def close(self) -> None:
+        for warm in self.waiting:
+            warm.discard()
+        self.waiting.clear()
+
+
+def _tail(log_file: IO[bytes]) -> str:
+    with contextlib.suppress(OSError):
+        size = os.fstat(log_file.fileno()).st_size
+        start = max(0, size - 2000)
+        return os.pread(log_file.fileno(), size - start, start).decode("utf-8", "replace")
+    return ""

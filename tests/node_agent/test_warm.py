@@ -1,0 +1,145 @@
+"""Warm runtimes: a waiting sandboxed interpreter per slot runs the next trial (real processes)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from node_agent.runner import ChildSpec
+from node_agent.sandbox import SandboxLimits
+from node_agent.warm import WarmPool
+
+TRIAL = (
+    "import os, sys\n"
+    "from tunefleet import trial\n"
+    "trial.report(1, x=trial.params['x'],\n"
+    "             leaked=float('PROVIDER_SECRET' in os.environ),\n"
+    "             home=float(os.environ['HOME'] == os.getcwd()),\n"
+    "             pgid=float(os.getpgid(0) == os.getpid()),\n"
+    "             preloaded=float('json' in sys.modules and 'decimal' in sys.modules),\n"
+    "             main=float(__name__ == '__main__'),\n"
+    "             local=float(__import__('helper').VALUE))\n"
+    "print('to stderr', file=sys.stderr)\n"
+)
+
+
+def trial_spec(tmp_path: Path, code: str = TRIAL, x: float = 0.25, **changes: object
+               ) -> ChildSpec:
+    work = tmp_path / f"attempt-{x}"
+    work.mkdir()
+    (work / "train.py").write_text(code)
+    (work / "helper.py").write_text("VALUE = 7\n")  # the bundle's own modules import
+    spec = ChildSpec(work, "train.py", {"params": {"x": x}, "fidelity_max": 1})
+    return replace(spec, **changes)  # type: ignore[arg-type]
+
+
+def test_a_warm_child_runs_the_trial_in_its_work_directory_and_sandbox(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PROVIDER_SECRET", "hunter2")
+    pool = WarmPool(tmp_path / "scratch", ("json", "decimal"))
+    spec = trial_spec(tmp_path)
+
+    async def go() -> tuple[list[dict[str, float]], int, str, Path | None]:
+        await pool.spawn(spec)
+        child = await pool.take(spec)
+        assert child is not None
+        got = [r.metrics async for r in child.reports()]
+        end = await child.wait()
+        return got, end.exit_code, end.stderr_tail, child.scratch
+
+    got, code, tail, scratch = asyncio.run(go())
+    assert got == [{"x": 0.25, "leaked": 0.0, "home": 1.0, "pgid": 1.0, "preloaded": 1.0,
+                    "main": 1.0, "local": 7.0}]
+    assert code == 0 and "to stderr" in tail
+    assert scratch is not None and scratch.parent == tmp_path / "scratch"
+    assert pool.waiting == []  # each warm child runs one trial only
+
+
+def test_only_a_child_of_the_same_shape_is_taken(tmp_path: Path) -> None:
+    pool = WarmPool(tmp_path / "scratch", ("json",))
+
+    async def go() -> tuple[bool, bool, bool]:
+        await pool.spawn(trial_spec(tmp_path, x=1.0, gpu_uuids=("GPU-a",)))
+        other_gpu = await pool.take(trial_spec(tmp_path, x=2.0, gpu_uuids=("GPU-b",)))
+        other_limits = await pool.take(trial_spec(tmp_path, x=3.0, gpu_uuids=("GPU-a",),
+                                                  limits=SandboxLimits(open_files=99)))
+        same = await pool.take(trial_spec(tmp_path, x=4.0, gpu_uuids=("GPU-a",)))
+        if same is not None:
+            [r async for r in same.reports()]
+            await same.wait()
+        pool.close()
+        return other_gpu is None, other_limits is None, same is not None
+
+    assert asyncio.run(go()) == (True, True, True)
+
+
+def test_a_failed_preload_still_runs_the_trial_and_says_why(tmp_path: Path) -> None:
+    pool = WarmPool(tmp_path / "scratch", ("no_such_module_for_tunefleet",))
+    spec = trial_spec(tmp_path, "from tunefleet import trial\ntrial.report(1, ok=1.0)\n"
+                                "import sys\nsys.exit(3)\n")
+
+    async def go() -> tuple[list[dict[str, float]], int, str]:
+        await pool.spawn(spec)
+        child = await pool.take(spec)
+        assert child is not None
+        got = [r.metrics async for r in child.reports()]
+        end = await child.wait()
+        return got, end.exit_code, end.stderr_tail
+
+    got, code, tail = asyncio.run(go())
+    assert got == [{"ok": 1.0}] and code == 3
+    assert "could not preload no_such_module_for_tunefleet" in tail
+
+
+def test_a_dead_warm_child_is_dropped_and_the_caller_starts_cold(tmp_path: Path) -> None:
+    pool = WarmPool(tmp_path / "scratch", ("json",))
+    spec = trial_spec(tmp_path)
+
+    async def go() -> tuple[object, int]:
+        warm = await pool.spawn(spec)
+        os.killpg(warm.process.pid, 9)
+        await warm.process.wait()
+        taken = await pool.take(spec)
+        return taken, len(pool.waiting)
+
+    taken, waiting = asyncio.run(go())
+    assert taken is None and waiting == 0
+    assert list((tmp_path / "scratch").iterdir()) == []  # its scratch directory is gone
+
+
+def test_the_wall_time_limit_counts_from_the_trial_start(tmp_path: Path) -> None:
+    limits = SandboxLimits(wall_seconds=1.0, wall_grace_seconds=0.2)
+    pool = WarmPool(tmp_path / "scratch", ("json",))
+    spec = trial_spec(tmp_path, "import time\ntime.sleep(30)\n", limits=limits)
+
+    async def go() -> tuple[str | None, float]:
+        await pool.spawn(spec)
+        await asyncio.sleep(1.5)  # waiting is not running: the limit has not started
+        child = await pool.take(spec)
+        assert child is not None
+        end = await child.wait()
+        return end.limit_exceeded, end.wall_seconds
+
+    exceeded, seconds = asyncio.run(go())
+    assert exceeded == "wall time limit of 1 s exceeded"
+    assert 0.9 <= seconds < 5.0
+
+
+def test_a_missing_entrypoint_is_refused_before_a_child_is_used(tmp_path: Path) -> None:
+    pool = WarmPool(tmp_path / "scratch", ("json",))
+    spec = trial_spec(tmp_path)
+
+    async def go() -> int:
+        await pool.spawn(spec)
+        with pytest.raises(FileNotFoundError, match="not in the bundle"):
+            await pool.take(replace(spec, entrypoint="missing.py"))
+        waiting = len(pool.waiting)
+        pool.close()
+        return waiting
+
+    assert asyncio.run(go()) == 1  # still waiting for a trial it can run
