@@ -80,6 +80,8 @@ class Agent:
         )
         self.attempts: dict[int, RunningAttempt] = {}
         self.warm = WarmPool(config.home / "work", config.preload) if config.preload else None
+        self._warm_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
         self.draining = False
         self.lease_seconds = 30.0
         self.exit_reason: str | None = None
@@ -131,21 +133,32 @@ class Agent:
                          gpu_uuids=gpu_uuids, threads=self._threads(gpu_uuids),
                          limits=self.config.limits, run_as=self.config.run_as)
 
-    async def _spawn_warm(self, shape: ChildSpec) -> None:
-        if self.warm is None or self.draining or self._shutdown.is_set():
+    async def _refill_warm(self) -> None:
+        """Start warm runtimes until every slot has one waiting (none while draining)."""
+        if self.warm is None:
             return
-        try:
-            await self.warm.spawn(shape)
-        except (OSError, ValueError) as exc:  # the agent works on without it: cold starts
-            log.warning("could not start a warm runtime: %s", exc)
+        async with self._warm_lock:
+            wanted: list[tuple[tuple[str, ...], int]] = [((g.uuid,), 1) for g in self.inventory.gpus]
+            wanted.append(((), self.inventory.cpu_slots))
+            for gpu_uuids, count in wanted:
+                shape = self._slot_shape(gpu_uuids)
+                while (self.warm.count(shape) < count and not self.draining
+                       and not self._shutdown.is_set()):
+                    try:
+                        await self.warm.spawn(shape)
+                    except (OSError, ValueError) as exc:  # cold starts go on working
+                        log.warning("could not start a warm runtime: %s", exc)
+                        return
+
+    def _refill_warm_soon(self) -> None:
+        task = asyncio.create_task(self._refill_warm())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def run(self) -> None:
         """Hold a session until shut down (or drained), reconnecting with backoff."""
         if self.warm is not None:
-            shapes = [(g.uuid,) for g in self.inventory.gpus] + [
-                () for _ in range(self.inventory.cpu_slots)]
-            for gpu_uuids in shapes:
-                await self._spawn_warm(self._slot_shape(tuple(gpu_uuids)))
+            await self._refill_warm()
             log.info("warm runtimes: %d waiting, preloading %s", len(self.warm.waiting),
                      ", ".join(self.config.preload))
         try:
@@ -364,8 +377,7 @@ class Agent:
         try:
             if self.warm is not None:
                 attempt.child = await self.warm.take(spec)
-                if attempt.child is not None:  # the slot gets a new warm runtime at once
-                    asyncio.create_task(self._spawn_warm(self._slot_shape(spec.gpu_uuids)))
+                self._refill_warm_soon()  # the slot gets a new warm runtime at once
             if attempt.child is None:
                 attempt.child = await Child.start(spec)
         except OSError as exc:

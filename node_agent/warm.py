@@ -11,20 +11,28 @@ state is shared between trials); a new one is started for the slot at once.
 
 The child's stdout and stderr are log files the agent opened before the start, in a scratch
 directory the agent owns (:attr:`WarmChild.scratch`), so the agent reads the stderr tail through
-its own descriptor, as for a cold start.
+its own descriptor, as for a cold start. The trial's order is a file there too; the pipe only
+carries its path (under ``PIPE_BUF`` bytes, so the write never blocks the agent). While it
+waits the child is not dumpable: no other process of the sandbox account can ptrace it or write
+its memory to plant code for the next trial.
+
+Differences from a cold start: the preloaded modules were imported with the scratch directory
+as ``HOME`` and ``TMPDIR`` (the trial's own are set before its code runs); the CPU-time limit
+also counts the preload; each waiting child holds the preloaded modules in memory.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import json
 import logging
 import os
+import select
 import shutil
 import signal
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -38,7 +46,7 @@ from node_agent.runner import (
     _environment,
     _hand_over,
 )
-from node_agent.sandbox import launch_command, rlimits_for
+from node_agent.sandbox import grant_traversal, launch_command, rlimits_for, runtime_directories
 from tunefleet.trial import ENV_TRIAL
 
 __all__ = ["WarmPool", "WarmChild", "ENV_GO_FD"]
@@ -46,30 +54,34 @@ __all__ = ["WarmPool", "WarmChild", "ENV_GO_FD"]
 log = logging.getLogger(__name__)
 
 ENV_GO_FD = "TUNEFLEET_GO_FD"
-MAX_GO_BYTES = 1 << 20
 
 # Runs in the sandboxed child. Preload failures are reported and do not stop the child: the
 # trial then imports the module itself, as it would cold.
 _BOOT = r"""
-import json, os, runpy, sys
+import ctypes, json, os, runpy, sys
+# Not dumpable while waiting: no other process of this account may ptrace this one or write its
+# memory, so a trial cannot plant code in the interpreter that will run the next trial.
+ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE, 0
+if sys.path and sys.path[0] == "":
+    del sys.path[0]  # "-c" put the current directory first; a script run does not
 for name in sys.argv[1:]:
     try:
         __import__(name)
     except Exception as exc:
         print(f"tunefleet warm runtime: could not preload {name}: {exc!r}", file=sys.stderr)
 go = os.fdopen(int(os.environ.pop("TUNEFLEET_GO_FD")), "rb")
-line = go.readline()
+path = go.readline().strip()
 go.close()
-if not line:
+if not path:
     sys.exit(0)
-order = json.loads(line)
+with open(path, "rb") as f:
+    order = json.loads(f.read())
 os.chdir(order["workdir"])
 os.environ.update(order["env"])
-entry = os.path.abspath(order["entrypoint"])
-sys.argv = [entry]
-sys.path.insert(0, os.path.dirname(entry))
-del go, line, order, name
-runpy.run_path(entry, run_name="__main__")
+sys.argv = [order["entrypoint"]]
+sys.path.insert(0, os.path.dirname(os.path.abspath(order["entrypoint"])))
+del go, path, order, f
+runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
@@ -116,14 +128,16 @@ class WarmPool:
         self.scratch_root = scratch_root
         self.preload = preload
         self.waiting: list[WarmChild] = []
-        self._numbers = itertools.count()
 
     async def spawn(self, template: ChildSpec) -> WarmChild:
         """Start a warm child shaped like ``template`` (its workdir and trial are ignored)."""
-        scratch = self.scratch_root / f"warm-{os.getpid()}-{next(self._numbers)}"
-        scratch.mkdir(parents=True)
+        self.scratch_root.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix="warm-", dir=self.scratch_root))
+        os.chmod(scratch, 0o755)  # the child reads its order here; only the agent writes
         spec = replace(template, workdir=scratch, entrypoint="", trial={})
         account = _account(spec)
+        if account is not None:
+            await asyncio.to_thread(grant_traversal, runtime_directories())
         rlimits = rlimits_for(spec.limits, gpus=bool(spec.gpu_uuids))
         report_r, report_w = os.pipe()
         control_r, control_w = os.pipe()
@@ -179,26 +193,43 @@ class WarmPool:
             tmp.mkdir(exist_ok=True)
             if account is not None:
                 await asyncio.to_thread(_hand_over, spec.workdir, account)
-            order = json.dumps({
+            order = warm.scratch / "order.json"
+            order.write_text(json.dumps({
                 "workdir": str(spec.workdir), "entrypoint": spec.entrypoint,
                 "env": {"HOME": str(spec.workdir), "TMPDIR": str(tmp),
                         ENV_TRIAL: json.dumps(spec.trial)},
-            }).encode() + b"\n"
-            if len(order) > MAX_GO_BYTES:
-                raise OSError(f"the trial's order is {len(order)} bytes, over {MAX_GO_BYTES}")
-            os.write(warm.go_w, order)
-            os.close(warm.go_w)
+            }))
+            order.chmod(0o644)
+            line = str(order).encode() + b"\n"
+            if len(line) > select.PIPE_BUF:
+                raise OSError(f"the scratch path is over {select.PIPE_BUF} bytes")
         except BaseException:
             warm.discard()
             raise
+        try:
+            # a line of at most PIPE_BUF bytes into an empty pipe: written whole, never blocks
+            os.write(warm.go_w, line)
+            os.close(warm.go_w)
+        except OSError as exc:  # the child died after the check: start the trial cold
+            log.warning("a warm runtime ended before it got a trial: %s", exc)
+            warm.discard()
+            return None
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader(limit=MAX_LINE_BYTES)
-        await loop.connect_read_pipe(
-            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(warm.report_r, "rb", 0)
-        )
+        try:
+            await loop.connect_read_pipe(
+                lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(warm.report_r, "rb", 0)
+            )
+        except BaseException:
+            warm.discard()
+            raise
         child = Child(spec, warm.process, reader, warm.control_w, time.monotonic(), warm.logs)
         child.scratch = warm.scratch
         return child
+
+    def count(self, shape: ChildSpec) -> int:
+        """How many live children of ``shape`` wait."""
+        return sum(1 for w in self.waiting if w.matches(shape))
 
     def close(self) -> None:
         for warm in self.waiting:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,7 +24,10 @@ TRIAL = (
     "             pgid=float(os.getpgid(0) == os.getpid()),\n"
     "             preloaded=float('json' in sys.modules and 'decimal' in sys.modules),\n"
     "             main=float(__name__ == '__main__'),\n"
-    "             local=float(__import__('helper').VALUE))\n"
+    "             local=float(__import__('helper').VALUE),\n"
+    "             argv=float(sys.argv == ['train.py']),\n"
+    "             cwd_path=float('' not in sys.path),\n"
+    "             dumpable=float(__import__('ctypes').CDLL(None).prctl(3, 0, 0, 0, 0)))\n"
     "print('to stderr', file=sys.stderr)\n"
 )
 
@@ -54,7 +59,8 @@ def test_a_warm_child_runs_the_trial_in_its_work_directory_and_sandbox(
 
     got, code, tail, scratch = asyncio.run(go())
     assert got == [{"x": 0.25, "leaked": 0.0, "home": 1.0, "pgid": 1.0, "preloaded": 1.0,
-                    "main": 1.0, "local": 7.0}]
+                    "main": 1.0, "local": 7.0, "argv": 1.0, "cwd_path": 1.0,
+                    "dumpable": 0.0}]  # not dumpable: no other trial may ptrace it
     assert code == 0 and "to stderr" in tail
     assert scratch is not None and scratch.parent == tmp_path / "scratch"
     assert pool.waiting == []  # each warm child runs one trial only
@@ -96,13 +102,48 @@ def test_a_failed_preload_still_runs_the_trial_and_says_why(tmp_path: Path) -> N
     assert "could not preload no_such_module_for_tunefleet" in tail
 
 
+def test_a_large_order_does_not_block_and_reaches_the_trial(tmp_path: Path) -> None:
+    pool = WarmPool(tmp_path / "scratch", ("json",))
+    spec = trial_spec(tmp_path, "from tunefleet import trial\n"
+                                "trial.report(1, n=float(len(trial.params['big'])))\n")
+    spec = replace(spec, trial={"params": {"x": 0.0, "big": "b" * 300_000}, "fidelity_max": 1})
+
+    async def go() -> list[dict[str, float]]:
+        warm = await pool.spawn(spec)
+        os.killpg(warm.process.pid, signal.SIGSTOP)  # a child that reads nothing for now
+        started = time.monotonic()
+        child = await pool.take(spec)
+        assert child is not None and time.monotonic() - started < 2.0  # the loop never blocks
+        os.killpg(warm.process.pid, signal.SIGCONT)
+        got = [r.metrics async for r in child.reports()]
+        await child.wait()
+        return got
+
+    assert asyncio.run(go()) == [{"n": 300_000.0}]
+
+
+def test_a_child_that_dies_before_it_is_reaped_means_a_cold_start(tmp_path: Path) -> None:
+    pool = WarmPool(tmp_path / "scratch", ("json",))
+    spec = trial_spec(tmp_path)
+
+    async def go() -> object:
+        warm = await pool.spawn(spec)
+        await asyncio.sleep(0.5)  # past its imports, waiting on the pipe
+        os.killpg(warm.process.pid, signal.SIGKILL)
+        time.sleep(0.2)  # dead, but the event loop has not reaped it yet
+        return await pool.take(spec)
+
+    assert asyncio.run(go()) is None
+    assert list((tmp_path / "scratch").iterdir()) == []
+
+
 def test_a_dead_warm_child_is_dropped_and_the_caller_starts_cold(tmp_path: Path) -> None:
     pool = WarmPool(tmp_path / "scratch", ("json",))
     spec = trial_spec(tmp_path)
 
     async def go() -> tuple[object, int]:
         warm = await pool.spawn(spec)
-        os.killpg(warm.process.pid, 9)
+        os.killpg(warm.process.pid, signal.SIGKILL)
         await warm.process.wait()
         taken = await pool.take(spec)
         return taken, len(pool.waiting)
