@@ -67,3 +67,51 @@ def test_bad_limit_flags_name_the_flag(tmp_path: Path, capsys: pytest.CaptureFix
                  "--home", str(tmp_path / "h")])
     assert code == 1
     assert "--memory-gb" in capsys.readouterr().err
+
+
+def test_warm_runtimes_run_attempts_refill_their_slots_and_stop_refilling_when_draining(
+        tmp_path: Path) -> None:
+    agent = Agent(AgentConfig(coordinator="127.0.0.1:1", home=tmp_path / "home", cpu_slots=2,
+                              preload=("json", "decimal")), Identity.generate())
+    assert agent.warm is not None
+    pool = agent.warm
+
+    async def unpack(digest: str, workdir: Path) -> None:
+        workdir.mkdir(parents=True)
+        (workdir / "train.py").write_text(
+            "import sys\nfrom tunefleet import trial\n"
+            "trial.report(1, warm=float('decimal' in sys.modules))\n")
+
+    agent.cache.unpack = unpack  # type: ignore[method-assign]
+
+    async def settle(count: int) -> int:
+        for _ in range(100):
+            if len(pool.waiting) == count:
+                break
+            await asyncio.sleep(0.05)
+        return len(pool.waiting)
+
+    async def go() -> tuple[int, int, float, str, int, int]:
+        await agent._refill_warm()
+        first = len(pool.waiting)
+        attempt = RunningAttempt(assignment())
+        await agent._run_attempt(attempt)
+        refilled = await settle(2)  # the used slot got a new warm runtime
+        [report] = attempt.unacked.values()
+        assert attempt.final is not None
+        outcome = attempt.final.finished.outcome
+        agent.draining = True
+        again = RunningAttempt(node_pb2.Assignment(
+            attempt_id=8, study_id="s", trial_id=1, bundle_digest="ab" * 32,
+            entrypoint="train.py", fidelity_max=1))
+        await agent._run_attempt(again)
+        await asyncio.sleep(0.3)
+        draining = len(pool.waiting)  # used, and not replaced while draining
+        pool.close()
+        return first, refilled, report.metrics["warm"], outcome, draining, len(pool.waiting)
+
+    first, refilled, warm, outcome, draining, closed = asyncio.run(go())
+    assert (first, refilled, warm, outcome) == (2, 2, 1.0, "completed")
+    assert (draining, closed) == (1, 0)
+    work = tmp_path / "home" / "work"
+    assert not list(work.glob("warm-*")) and not list(work.glob("attempt-*"))
