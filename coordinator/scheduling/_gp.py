@@ -15,9 +15,7 @@ from scipy.linalg import cho_solve, solve_triangular
 from scipy.optimize import minimize
 from scipy.special import log_ndtr
 
-from coordinator.scheduling._base import Config, Searcher
-from coordinator.scheduling._history import TrialHistory
-from coordinator.scheduling._quasirandom import SobolPoints
+from coordinator.scheduling._model_searcher import ModelSearcher
 from tunefleet.errors import InvalidInputError
 from tunefleet.space import CategoricalParam, SearchSpace
 
@@ -153,7 +151,7 @@ def standardise(y: np.ndarray) -> np.ndarray:
     return (y - y.mean()) / (std if std > 0 else 1.0)
 
 
-class GPSearcher(Searcher):
+class GPSearcher(ModelSearcher):
     """GP with expected improvement; pending trials enter as fantasies (a pessimistic liar).
 
     Contract: the first ``n_startup`` trials, and every trial while fewer than ``n_startup``
@@ -183,23 +181,7 @@ class GPSearcher(Searcher):
         self.max_points = max_points
         self.refit_growth = refit_growth
         self._columns = _encode_columns(space)
-        self._sobol = SobolPoints(len(space), seed)
-        self._history = TrialHistory(len(space))
         self._gp = Matern52GP(sum(max(k, 1) for _, k in self._columns))
-
-    def suggest(self, trial_id: int) -> Config | None:
-        return self._register(trial_id, self._suggest_point(trial_id))
-
-    def explore(self, trial_id: int) -> Config | None:
-        return self._register(trial_id, self._sobol[trial_id])
-
-    def adopt(self, trial_id: int, config: Config) -> None:
-        self._history.add(trial_id, self.space.to_unit(config))
-
-    def _register(self, trial_id: int, point: np.ndarray) -> Config:
-        config = self.space.from_unit(point)
-        self._history.add(trial_id, self.space.to_unit(config))
-        return config
 
     def _suggest_point(self, trial_id: int) -> np.ndarray:
         if trial_id < self.n_startup:
@@ -250,12 +232,3 @@ class GPSearcher(Searcher):
                 mask = rng.random((per, d)) < min(1.0, 3.0 / d)
                 local.append(np.clip(inc + step * mask, 0.0, 1.0))
         return np.concatenate([uniform, *local])
-
-    def on_report(self, trial_id: int, step: int, value: float) -> None:
-        self._history.report(trial_id, step, value)
-
-    def on_complete(self, trial_id: int, value: float | None) -> None:
-        self._history.finish(trial_id, value)
-
-    def on_fail(self, trial_id: int) -> None:
-        self._history.fail(trial_id)

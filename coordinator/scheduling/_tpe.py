@@ -14,17 +14,15 @@ import math
 
 import numpy as np
 
-from coordinator.scheduling._base import Config, Searcher
-from coordinator.scheduling._history import TrialHistory
+from coordinator.scheduling._model_searcher import ModelSearcher
 from coordinator.scheduling._parzen import DimensionKinds, ParzenEstimator
-from coordinator.scheduling._quasirandom import SobolPoints
 from tunefleet.errors import InvalidInputError
 from tunefleet.space import SearchSpace
 
 __all__ = ["TPESearcher"]
 
 
-class TPESearcher(Searcher):
+class TPESearcher(ModelSearcher):
     """Multivariate TPE with a constant liar for pending trials.
 
     Contract: the first ``n_startup`` trials, and every trial while fewer than ``n_startup``
@@ -67,22 +65,6 @@ class TPESearcher(Searcher):
         self.random_fraction = random_fraction
         self.widen = widen
         self._kinds = DimensionKinds.of(space)
-        self._sobol = SobolPoints(len(space), seed)
-        self._history = TrialHistory(len(space))
-
-    def suggest(self, trial_id: int) -> Config | None:
-        return self._register(trial_id, self._suggest_point(trial_id))
-
-    def explore(self, trial_id: int) -> Config | None:
-        return self._register(trial_id, self._sobol[trial_id])
-
-    def adopt(self, trial_id: int, config: Config) -> None:
-        self._history.add(trial_id, self.space.to_unit(config))
-
-    def _register(self, trial_id: int, point: np.ndarray) -> Config:
-        config = self.space.from_unit(point)
-        self._history.add(trial_id, self.space.to_unit(config))
-        return config
 
     def _suggest_point(self, trial_id: int) -> np.ndarray:
         rng = np.random.default_rng([self.seed, trial_id, 0x7E5])
@@ -100,12 +82,3 @@ class TPESearcher(Searcher):
         candidates = l_model.sample(rng, self.n_candidates, from_prior=False, widen=self.widen)
         score = l_model.log_pdf(candidates) - g_model.log_pdf(candidates)
         return np.asarray(candidates[int(np.argmax(score))])
-
-    def on_report(self, trial_id: int, step: int, value: float) -> None:
-        self._history.report(trial_id, step, value)
-
-    def on_complete(self, trial_id: int, value: float | None) -> None:
-        self._history.finish(trial_id, value)
-
-    def on_fail(self, trial_id: int) -> None:
-        self._history.fail(trial_id)
