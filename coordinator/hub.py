@@ -630,7 +630,7 @@ class Hub(AccessMixin, VerificationMixin):
         if self._wake or (runtime is not None and runtime.tuner.max_running is not None):
             # a capped study may have held trials back from other nodes: offer them now
             self._wake = False
-            return outbox + self.assign(node_id) + self.assign_all()
+            return outbox + self.assign_all()
         return outbox + self.assign(node_id)
 
 

@@ -19,7 +19,7 @@ import signal
 import sys
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -37,7 +37,8 @@ from node_agent.sandbox import (
 from tunefleet.errors import InvalidInputError
 from tunefleet.trial import ENV_CONTROL_FD, ENV_REPORT_FD, ENV_TRIAL
 
-__all__ = ["ChildSpec", "Child", "ChildReport", "ChildExit"]
+__all__ = ["ChildSpec", "Child", "ChildReport", "ChildExit", "spawn_sandboxed", "report_reader",
+           "hand_over", "child_account"]
 
 STDERR_TAIL_LINES = 20
 MAX_STEP = 2**62  # steps beyond this are refused (they must fit the wire's int64)
@@ -111,7 +112,7 @@ def _environment(spec: ChildSpec, report_fd: int, control_fd: int) -> dict[str, 
     return env
 
 
-def _account(spec: ChildSpec) -> Account | None:
+def child_account(spec: ChildSpec) -> Account | None:
     """The account to switch to, or ``None`` when the child keeps the agent's."""
     if spec.run_as is None:
         return None
@@ -126,6 +127,66 @@ def _account(spec: ChildSpec) -> Account | None:
 
 def _seconds(value: float) -> str:
     return f"{value:g}"
+
+
+async def spawn_sandboxed(
+    spec: ChildSpec,
+    command: list[str],
+    *,
+    cwd: Path | str,
+    prepare: Callable[[Path, Account], None],
+    env_changes: Mapping[str, str | None] | None = None,
+    extra_fds: tuple[int, ...] = (),
+) -> tuple[asyncio.subprocess.Process, int, int, tuple[IO[bytes], IO[bytes]]]:
+    """Start ``command`` under the sandbox of ``spec`` (launcher, rlimits, account, scrubbed
+    environment, own process group), with the report and control pipes and with stdout and
+    stderr going to log files in ``spec.workdir``.
+
+    ``prepare`` runs (in a thread) when the child switches account; ``env_changes`` set
+    variables, or remove them where the value is ``None``; ``extra_fds`` are passed on as well.
+    Returns the process, the agent's ends of the report and control pipes, and the log files.
+    """
+    account = child_account(spec)
+    rlimits = rlimits_for(spec.limits, gpus=bool(spec.gpu_uuids))
+    report_r, report_w = os.pipe()
+    control_r, control_w = os.pipe()
+    logs: tuple[IO[bytes], IO[bytes]] | None = None
+    try:
+        env = _environment(spec, report_w, control_r)
+        for key, value in (env_changes or {}).items():
+            if value is None:
+                env.pop(key, None)
+            else:
+                env[key] = value
+        logs = (open(spec.workdir / "stdout.log", "wb"),  # noqa: SIM115
+                open(spec.workdir / "stderr.log", "w+b"))  # noqa: SIM115
+        if account is not None:
+            await asyncio.to_thread(prepare, spec.workdir, account)
+        argv = launch_command(command, rlimits, account, os.getpid())
+        process = await asyncio.create_subprocess_exec(
+            *argv, cwd=cwd, env=env, pass_fds=(report_w, control_r, *extra_fds),
+            stdin=asyncio.subprocess.DEVNULL, stdout=logs[0], stderr=logs[1],
+            start_new_session=True,
+        )
+    except BaseException:
+        for fd in (report_r, control_w):
+            os.close(fd)
+        for log_file in logs or ():
+            log_file.close()
+        raise
+    finally:
+        os.close(report_w)
+        os.close(control_r)
+    return process, report_r, control_w, logs
+
+
+async def report_reader(report_r: int) -> asyncio.StreamReader:
+    """An asyncio reader over the agent's end of a child's report pipe."""
+    reader = asyncio.StreamReader(limit=MAX_LINE_BYTES)
+    await asyncio.get_running_loop().connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(report_r, "rb", 0)
+    )
+    return reader
 
 
 class Child:
@@ -161,38 +222,9 @@ class Child:
         entry = spec.workdir / spec.entrypoint
         if not entry.is_file():
             raise FileNotFoundError(f"entrypoint {spec.entrypoint} is not in the bundle")
-        account = _account(spec)
-        rlimits = rlimits_for(spec.limits, gpus=bool(spec.gpu_uuids))
-        report_r, report_w = os.pipe()
-        control_r, control_w = os.pipe()
-        logs: tuple[IO[bytes], ...] = ()
-        try:
-            env = _environment(spec, report_w, control_r)
-            logs = (open(spec.workdir / "stdout.log", "wb"),  # noqa: SIM115
-                    open(spec.workdir / "stderr.log", "w+b"))  # noqa: SIM115
-            if account is not None:
-                await asyncio.to_thread(_hand_over, spec.workdir, account)
-            argv = launch_command([sys.executable, spec.entrypoint], rlimits, account,
-                                  os.getpid())
-            process = await asyncio.create_subprocess_exec(
-                *argv, cwd=spec.workdir, env=env, pass_fds=(report_w, control_r),
-                stdin=asyncio.subprocess.DEVNULL, stdout=logs[0], stderr=logs[1],
-                start_new_session=True,
-            )
-        except BaseException:
-            for fd in (report_r, control_w):
-                os.close(fd)
-            for log_file in logs:
-                log_file.close()
-            raise
-        finally:
-            os.close(report_w)
-            os.close(control_r)
-        loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader(limit=MAX_LINE_BYTES)
-        await loop.connect_read_pipe(
-            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(report_r, "rb", 0)
-        )
+        process, report_r, control_w, logs = await spawn_sandboxed(
+            spec, [sys.executable, spec.entrypoint], cwd=spec.workdir, prepare=hand_over)
+        reader = await report_reader(report_r)
         return cls(spec, process, reader, control_w, time.monotonic(), logs)
 
     async def reports(self) -> AsyncIterator[ChildReport]:
@@ -282,7 +314,7 @@ class Child:
         return "\n".join(deque(data.splitlines(), maxlen=STDERR_TAIL_LINES))
 
 
-def _hand_over(workdir: Path, account: Account) -> None:
+def hand_over(workdir: Path, account: Account) -> None:
     """Give the work directory to ``account`` and open the paths it needs (``o+x`` only)."""
     grant_access(workdir, account)
     grant_traversal(runtime_directories())

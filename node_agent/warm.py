@@ -39,14 +39,14 @@ from pathlib import Path
 from typing import IO
 
 from node_agent.runner import (
-    MAX_LINE_BYTES,
     Child,
     ChildSpec,
-    _account,
-    _environment,
-    _hand_over,
+    child_account,
+    hand_over,
+    report_reader,
+    spawn_sandboxed,
 )
-from node_agent.sandbox import grant_traversal, launch_command, rlimits_for, runtime_directories
+from node_agent.sandbox import Account, grant_traversal, runtime_directories
 from tunefleet.trial import ENV_TRIAL
 
 __all__ = ["WarmPool", "WarmChild", "ENV_GO_FD"]
@@ -135,37 +135,19 @@ class WarmPool:
         scratch = Path(tempfile.mkdtemp(prefix="warm-", dir=self.scratch_root))
         os.chmod(scratch, 0o755)  # the child reads its order here; only the agent writes
         spec = replace(template, workdir=scratch, entrypoint="", trial={})
-        account = _account(spec)
-        if account is not None:
-            await asyncio.to_thread(grant_traversal, runtime_directories())
-        rlimits = rlimits_for(spec.limits, gpus=bool(spec.gpu_uuids))
-        report_r, report_w = os.pipe()
-        control_r, control_w = os.pipe()
         go_r, go_w = os.pipe()
-        logs: tuple[IO[bytes], IO[bytes]] | None = None
         try:
-            env = _environment(spec, report_w, control_r)
-            del env[ENV_TRIAL]
-            env[ENV_GO_FD] = str(go_r)
-            logs = (open(scratch / "stdout.log", "wb"),  # noqa: SIM115
-                    open(scratch / "stderr.log", "w+b"))  # noqa: SIM115
-            argv = launch_command([sys.executable, "-c", _BOOT, *self.preload], rlimits,
-                                  account, os.getpid())
-            process = await asyncio.create_subprocess_exec(
-                *argv, cwd="/", env=env, pass_fds=(report_w, control_r, go_r),
-                stdin=asyncio.subprocess.DEVNULL, stdout=logs[0], stderr=logs[1],
-                start_new_session=True,
+            process, report_r, control_w, logs = await spawn_sandboxed(
+                spec, [sys.executable, "-c", _BOOT, *self.preload], cwd="/",
+                prepare=_grant_runtime_traversal,
+                env_changes={ENV_TRIAL: None, ENV_GO_FD: str(go_r)}, extra_fds=(go_r,),
             )
         except BaseException:
-            for fd in (report_r, control_w, go_w):
-                os.close(fd)
-            for log_file in logs or ():
-                log_file.close()
+            os.close(go_w)
             shutil.rmtree(scratch, ignore_errors=True)
             raise
         finally:
-            for fd in (report_w, control_r, go_r):
-                os.close(fd)
+            os.close(go_r)
         child = WarmChild(spec, process, report_r, control_w, go_w, logs, scratch)
         self.waiting.append(child)
         return child
@@ -188,11 +170,11 @@ class WarmPool:
             return None
         self.waiting.remove(warm)
         try:
-            account = _account(spec)
+            account = child_account(spec)
             tmp = spec.workdir / ".tmp"
             tmp.mkdir(exist_ok=True)
             if account is not None:
-                await asyncio.to_thread(_hand_over, spec.workdir, account)
+                await asyncio.to_thread(hand_over, spec.workdir, account)
             order = warm.scratch / "order.json"
             order.write_text(json.dumps({
                 "workdir": str(spec.workdir), "entrypoint": spec.entrypoint,
@@ -214,12 +196,8 @@ class WarmPool:
             log.warning("a warm runtime ended before it got a trial: %s", exc)
             warm.discard()
             return None
-        loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader(limit=MAX_LINE_BYTES)
         try:
-            await loop.connect_read_pipe(
-                lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(warm.report_r, "rb", 0)
-            )
+            reader = await report_reader(warm.report_r)
         except BaseException:
             warm.discard()
             raise
@@ -235,6 +213,13 @@ class WarmPool:
         for warm in self.waiting:
             warm.discard()
         self.waiting.clear()
+
+
+def _grant_runtime_traversal(scratch: Path, account: Account) -> None:
+    """What a waiting child needs before its account switch: the interpreter's directories
+    traversable (its scratch directory stays the agent's; the work directory is handed over
+    when a trial comes)."""
+    grant_traversal(runtime_directories())
 
 
 def _tail(log_file: IO[bytes]) -> str:
