@@ -4,7 +4,9 @@ A :class:`TrialHistory` keeps, for every suggested trial, its point in the unit 
 (step, value) and whether it is pending, finished or failed. :meth:`TrialHistory.training_set`
 picks the fidelity level a model should be fitted on, BOHB style: the highest step that enough
 trials reached, unless the ranking at that step disagrees with the ranking at the highest
-well-populated step (learning curves that cross), in which case it moves up.
+well-populated step (learning curves that cross), in which case it moves up. Trials that a
+scheduler stopped below that level count as bad only where their stopping step ranks like the
+level: a stop decided by a step that ranks against it says nothing of the configuration.
 """
 
 from __future__ import annotations
@@ -38,8 +40,9 @@ class _Trial:
 class TrainingSet:
     """Points with a value at ``level``, and the points that have none there.
 
-    ``below`` are finished trials that stopped before ``level`` (the scheduler judged them worse);
-    ``pending`` are running trials that have not reached it yet.
+    ``below`` are finished trials that stopped before ``level`` at a step that ranks the trials
+    which reached ``level`` like ``level`` does (the scheduler judged them worse, and its judgement
+    can be believed); ``pending`` are running trials that have not reached it yet.
     """
 
     level: int
@@ -131,7 +134,12 @@ class TrialHistory:
         return rank_agreement(a, b) >= self.trust_threshold
 
     def _split(self, live: list[_Trial], level: int) -> TrainingSet:
+        """Points at ``level``; stopped trials count as bad only where their stopping step
+        ranks like ``level`` (Kendall's tau at least ``trust_threshold`` over the trials that
+        reached ``level``). On learning curves that cross, the trials an early step stopped are
+        often the best ones, and calling them bad would steer the model away from them."""
         x, y, below, pending = [], [], [], []
+        believed: dict[int, bool] = {}  # stopping step -> does it rank like ``level``?
         for t in live:
             if t.steps and t.max_step >= level:
                 x.append(t.point)
@@ -139,7 +147,11 @@ class TrialHistory:
             elif t.state == "pending":
                 pending.append(t.point)
             else:
-                below.append(t.point)
+                step = t.max_step
+                if step not in believed:
+                    believed[step] = step < 0 or self._trusted(live, step, level)
+                if believed[step]:
+                    below.append(t.point)
         d = self.dim
         return TrainingSet(
             level,

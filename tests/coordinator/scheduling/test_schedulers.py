@@ -119,8 +119,8 @@ def test_hyperband_probes_are_a_share_of_the_compute_and_never_stop() -> None:
 def test_hyperband_brackets_follow_the_evidence_of_the_probes() -> None:
     fid = Fidelity(1, 27, 3)
     hb = HyperbandScheduler(fid, seed=0)
-    # without evidence: Hyperband's proportions
-    assert hb.probabilities().round(3).tolist() == [0.551, 0.245, 0.122, 0.082]
+    # without evidence and few trials running: the lean to bracket 0
+    assert hb.probabilities().round(3).tolist() == [0.9, 0.06, 0.024, 0.016]
     _run_trials(hb, 1.0)  # early steps rank exactly like full fidelity
     agree = hb.probabilities()
     assert agree.sum() == pytest.approx(1.0)
@@ -135,6 +135,37 @@ def test_hyperband_brackets_follow_the_evidence_of_the_probes() -> None:
     assert fixed.probabilities().round(3).tolist() == [0.551, 0.245, 0.122, 0.082]
     with pytest.raises(InvalidInputError, match="prior_pairs"):
         HyperbandScheduler(fid, prior_pairs=0)
+
+
+def test_hyperband_prior_leans_to_bracket_0_only_while_few_trials_run() -> None:
+    fid = Fidelity(1, 27, 3)
+    hb = HyperbandScheduler(fid, seed=0, probe_share=0.0, probe_floor=0.0)
+    hyperband = [0.551, 0.245, 0.122, 0.082]
+    lean = [0.9, 0.06, 0.024, 0.016]  # rho 0.9, then 0.6 of the rest at each later rung
+    seen, rho = [], []
+    for t in range(20):
+        hb.on_add(t)  # the new trial counts among the running ones
+        seen.append(hb.probabilities().round(3).tolist())
+        rho.append(hb.prior_rho().tolist())
+    assert seen[0] == seen[7] == lean  # 1 to 8 running
+    # 12 running: rho halfway between the lean's and Hyperband's (27/49, 12/22, 6/10)
+    assert rho[11] == pytest.approx([(0.9 + 27 / 49) / 2, (0.6 + 12 / 22) / 2, 0.6])
+    assert seen[15] == seen[19] == hyperband  # 16 and more
+    # the draw happens once, with the running count at the trial's start
+    early = [hb.bracket(t) for t in range(20)]
+    assert early.count(0) >= 10  # most of the first eight (p 0.9) and some of the blend
+    for t in range(20):
+        hb.on_complete(t, None)
+    assert hb.probabilities().round(3).tolist() == lean
+    assert [hb.bracket(t) for t in range(20)] == early  # a drawn bracket never moves
+    assert HyperbandScheduler(fid, lean=None).probabilities().round(3).tolist() == hyperband
+    assert HyperbandScheduler(fid, adaptive=False).probabilities().round(3).tolist() == hyperband
+    for bad in (0.0, 1.0, 1.5, -0.1):
+        with pytest.raises(InvalidInputError, match="lean"):
+            HyperbandScheduler(fid, lean=bad)
+    for pair in ((8, 8), (0, 4), (16, 8), (8,), (8.0, 16)):
+        with pytest.raises(InvalidInputError, match="lean_running"):
+            HyperbandScheduler(fid, lean_running=pair)  # type: ignore[arg-type]
 
 
 def test_hyperband_brackets_first_judge_at_their_own_rung() -> None:

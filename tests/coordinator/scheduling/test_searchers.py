@@ -24,6 +24,7 @@ from coordinator.scheduling import (
     Tuner,
     build_tuner,
 )
+from coordinator.scheduling._history import TrialHistory
 from tests.coordinator.scheduling.helpers import toy_loss
 from tunefleet.errors import InvalidInputError
 from tunefleet.space import SearchSpace
@@ -180,3 +181,31 @@ def test_probes_get_the_searchers_quasi_random_point(cls: type[Searcher]) -> Non
         tuner.tell_report(s.trial_id, 1, branin(float(s.params["x1"]), float(s.params["x2"])))
         tuner.tell_complete(s.trial_id)
     assert scheduler.asked == list(range(24))  # once per trial, in order
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_stopped_trials_count_as_bad_only_where_their_step_ranks_like_the_fit(
+    sign: float,
+) -> None:
+    history = TrialHistory(dim=1)
+    for t in range(6):  # six trials ran to step 27; step 1 ranks them like it (1) or against (-1)
+        history.add(t, np.array([t / 10]))
+        history.report(t, 1, sign * t)
+        history.report(t, 27, float(t))
+        history.finish(t, float(t))
+    for t in range(6, 9):  # three stopped at step 1, one stopped without a report
+        history.add(t, np.array([t / 10]))
+        history.report(t, 1, 100.0 * sign)
+        history.finish(t, 100.0 * sign)
+    history.add(9, np.array([0.9]))
+    history.finish(9, None)
+    history.add(10, np.array([0.95]))  # still running
+    data = history.training_set(6)
+    assert data is not None and data.level == 27
+    assert data.y.tolist() == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+    assert data.pending.ravel().tolist() == [0.95]
+    below = sorted(data.below.ravel().tolist())
+    if sign > 0:  # step 1 can be believed: the stopped trials are bad
+        assert below == [0.6, 0.7, 0.8, 0.9]
+    else:  # step 1 ranks against step 27: its stops say nothing of those configurations
+        assert below == [0.9]
