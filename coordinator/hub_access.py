@@ -43,9 +43,14 @@ class AccessMixin(HubState):
             raise PermissionDeniedError(f"node {node_id} is banned: {reason}")
 
     def check_reader(self, key_id: str, study_id: str | None = None) -> None:
-        """Raise unless ``key_id`` may read ``study_id``: its owner or the operator, not banned
-        (and, but for the operator, still admitted). With ``None``: may list studies."""
-        self.check_researcher(key_id)
+        """Raise unless ``key_id`` may read ``study_id``: its owner or the operator, not banned.
+        With ``None``: may list studies (a key sees only its own). Admission is not needed: it
+        governs what costs the pool (submitting, uploading), and a study's owner was admitted,
+        or the coordinator was open, when it submitted, so it can still follow its study after
+        a restart without ``--open``."""
+        reason = self._banned(key_id)
+        if reason is not None:
+            raise PermissionDeniedError(f"key {key_id} is banned: {reason}")
         if study_id is None:
             return
         study = self.store.get_study(study_id)  # NotFoundError for an unknown study

@@ -427,6 +427,17 @@ def test_only_the_owner_and_the_operator_read_a_study(store: Store, clock: Clock
     assert [v.study.id for v in hub.list_studies("alice")] == [mine]
     assert {v.study.id for v in hub.list_studies("op")} == {mine, theirs}
     assert {v.study.id for v in hub.list_studies()} == {mine, theirs}
+    # after a restart without --open, alice (never admitted) still follows her own study
+    hub.open_admission = False
+    with pytest.raises(PermissionDeniedError, match="not admitted"):
+        hub.check_researcher("alice")  # but submits no more
+    hub.check_reader("alice")
+    hub.check_reader("alice", mine)
+    with pytest.raises(PermissionDeniedError, match="only its owner or the operator"):
+        hub.check_reader("carol", mine)  # a stranger, admitted or not
+    hub.change_access("op", "ab" * 16, "ban", "abuse")
+    with pytest.raises(PermissionDeniedError, match="abuse"):
+        hub.check_reader("ab" * 16)
 
 
 def test_a_capped_study_offers_a_freed_place_to_every_node(hub: Hub, store: Store) -> None:

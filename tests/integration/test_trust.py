@@ -285,3 +285,27 @@ def test_faked_results_are_caught_by_a_rerun_and_flag_the_node(
         assert [(n, r) for n, r, _ in flagged] == [(cheater.key_id, 0.5)]
         shown = cli("best", study_id, *cluster.connection_args, check=True).stdout
         assert "DISPUTED" in shown
+
+
+def test_an_owner_reads_its_study_after_a_restart_that_closes_admission(
+        tmp_path: Path, tiny_train_dir: Path) -> None:
+    owner, stranger = Identity.generate(), Identity.generate()
+    with LocalCluster(agents=0, state_dir=tmp_path / "state") as cluster:  # --open
+        with Client(cluster.address, owner, cluster.security) as client:
+            study_id = client.submit_file(tiny_train_dir / "study.toml")
+        assert cluster.coordinator is not None
+        cluster.coordinator.terminate()
+        cluster.coordinator.wait(timeout=30)
+        cluster.researchers = [stranger.key_id]  # restart: only the stranger is admitted
+        cluster.start_coordinator()
+        with Client(cluster.address, owner, cluster.security) as client:
+            assert client.status(study_id).study_id == study_id
+            assert [s.study_id for s in client.studies()] == [study_id]
+            with pytest.raises(CoordinatorError) as info:
+                client.submit_file(tiny_train_dir / "study.toml")  # submitting needs admission
+            assert info.value.code is grpc.StatusCode.PERMISSION_DENIED
+        with Client(cluster.address, stranger, cluster.security) as other:
+            with pytest.raises(CoordinatorError) as info:
+                other.status(study_id)  # admitted, but not the owner
+            assert info.value.code is grpc.StatusCode.PERMISSION_DENIED
+            assert other.studies() == []
