@@ -2,7 +2,9 @@
 
 ``tunefleet run study.toml --local N`` uses it; so do the integration tests. Each part starts
 through its public entry point (``python -m coordinator serve``, ``python -m node_agent
-start``), exactly as an operator or a provider would start it.
+start``), exactly as an operator or a provider would start it. On Linux each part also dies
+with the process that started it, even one killed with SIGKILL (``PR_SET_PDEATHSIG``, set by
+the agent's sandbox launcher before the entry point runs), so no part is left orphaned.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
+from node_agent.sandbox import launch_command
 from tunefleet.errors import TunefleetError
 from tunefleet.tls import CA_FILE, ChannelSecurity, init_authority
 
@@ -77,9 +80,9 @@ class LocalCluster:
         """Start (or restart, on the same database) the coordinator; returns its address."""
         log = open(self._log_path("coordinator"), "ab")  # noqa: SIM115
         self.coordinator = subprocess.Popen(
-            [sys.executable, "-m", "coordinator", "serve", "--db", str(self.db_path),
-             "--listen", listen, "--lease-seconds", str(self.lease_seconds),
-             *self._security_args(server=True), *self.coordinator_args],
+            _tied([sys.executable, "-m", "coordinator", "serve", "--db", str(self.db_path),
+                   "--listen", listen, "--lease-seconds", str(self.lease_seconds),
+                   *self._security_args(server=True), *self.coordinator_args]),
             stdout=subprocess.PIPE, stderr=log, start_new_session=True,
         )
         stdout = self.coordinator.stdout
@@ -117,9 +120,9 @@ class LocalCluster:
         log = open(self._log_path(f"agent-{index}"), "ab")  # noqa: SIM115
         home = self.state_dir / f"agent-{index}"
         proc = subprocess.Popen(
-            [sys.executable, "-m", "node_agent", "start", "--coordinator", self.address,
-             "--home", str(home), "--slots", str(self.slots), "--name", f"local-{index}",
-             *self._security_args(), *self.agent_args],
+            _tied([sys.executable, "-m", "node_agent", "start", "--coordinator", self.address,
+                   "--home", str(home), "--slots", str(self.slots), "--name", f"local-{index}",
+                   *self._security_args(), *self.agent_args]),
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         return proc
@@ -168,6 +171,15 @@ class LocalCluster:
                 proc.wait()
         if self._tmp is not None:
             self._tmp.cleanup()
+
+
+def _tied(command: list[str]) -> list[str]:
+    """``command``, started so that it is SIGKILLed when this process dies (Linux; elsewhere
+    unchanged). The tie is to the calling thread: start parts from a thread that lives as long
+    as the cluster (the main thread, in the CLI and the tests)."""
+    if not sys.platform.startswith("linux"):
+        return command
+    return launch_command(command, (), None, os.getpid())
 
 
 def _pump(source: IO[bytes], sink: IO[bytes]) -> None:

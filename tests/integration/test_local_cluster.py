@@ -1,0 +1,54 @@
+"""The embedded pool leaves nothing running when the process that started it is SIGKILLed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+START = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from client.local import LocalCluster
+    cluster = LocalCluster(agents=2, state_dir=Path(sys.argv[1]))
+    cluster.start()
+    cluster.wait_for_nodes(2)
+    pids = [cluster.coordinator.pid, *(a.pid for a in cluster.agents)]
+    print(" ".join(map(str, pids)), flush=True)
+    time.sleep(600)
+""")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"  # a zombie has exited
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_parts_die_with_the_process_that_started_them(tmp_path: Path) -> None:
+    owner = subprocess.Popen([sys.executable, "-c", START, str(tmp_path / "state")],
+                             stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert owner.stdout is not None
+        line = owner.stdout.readline()
+        pids = [int(p) for p in line.split()]
+        assert len(pids) == 3 and all(_alive(p) for p in pids), line
+    finally:
+        os.kill(owner.pid, signal.SIGKILL)  # no clean-up code runs in the owner
+        owner.wait()
+    deadline = time.monotonic() + 20
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = [p for p in pids if _alive(p)]
+    for pid in left:  # do not leak them into the rest of the run if the check fails
+        os.kill(pid, signal.SIGKILL)
+    assert left == []
