@@ -304,6 +304,9 @@ class Hub(AccessMixin, VerificationMixin):
         log.warning("attempt %d on node %s lost: %s", attempt.id, attempt.node_id[:8], reason)
         if attempt.purpose == "verify":
             self._verification_failed(attempt, now)
+            runtime = self.studies.get(attempt.study_id)
+            if runtime is not None:
+                self._maybe_complete(runtime, now)
         else:
             self._retry_or_fail(attempt, f"attempt {attempt.id} lost ({reason})", now)
         return [(attempt.node_id, stop_message(attempt.id, f"attempt lost: {reason}"))]
@@ -445,6 +448,8 @@ class Hub(AccessMixin, VerificationMixin):
                 if others and self._queue_verification(runtime, best, "best trial", now):
                     self._wake = True
                     return
+        if any(v["state"] == VerificationState.RUNNING.value for v in waiting):
+            return  # a node runs one (perhaps while it reconnects): it ends or its lease lapses
         if any(self._verifiers(runtime.study.id, v["original_node_id"]) for v in waiting):
             return  # another node can still run them
         for v in waiting:  # no other node is there: they end unverifiable
@@ -571,6 +576,9 @@ class Hub(AccessMixin, VerificationMixin):
             self.declined.add((node_id, attempt.study_id))
             if attempt.purpose == "verify":
                 self._verification_failed(attempt, now)
+                runtime = self.studies.get(attempt.study_id)
+                if runtime is not None:
+                    self._maybe_complete(runtime, now)
                 return outbox + self.assign_all()
             trial = self.store.get_trial(attempt.study_id, attempt.trial_number)
             trial.error = f"node {node_id[:8]} declined the bundle: {reason}"

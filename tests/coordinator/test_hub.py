@@ -326,6 +326,47 @@ def test_best_trial_is_rerun_on_another_node_and_verified(hub: Hub, store: Store
     assert store.get_trial(study2, 0).value == 0.30
 
 
+def test_a_study_waits_for_a_running_rerun_whose_node_is_reconnecting(
+        hub: Hub, store: Store, clock: Clock) -> None:
+    study = submit(hub, make_spec(budget={"max_trials": 1},
+                                  verification={"best": True, "tolerance": 0.01}))
+    [a] = connect(hub, "honest")
+    connect(hub, "checker")
+    report(hub, "honest", a.attempt_id, 1, 1, 0.30)
+    out = hub.finished("honest", node_pb2.AttemptFinished(attempt_id=a.attempt_id,
+                                                          outcome="completed"))
+    [v] = [m.assignment for n, m in out
+           if m.WhichOneof("kind") == "assignment" and n == "checker"]
+    hub.node_disconnected("checker")  # e.g. a coordinator restart the checker has not seen yet
+    assert assignments(hub.assign("honest")) == []  # the original node asks for work
+    assert hub.study_view(study).study.state is StudyState.RUNNING  # the re-run still counts
+    assert store.verification_of(study, 0)["state"] == "running"
+    hub.node_connected("checker", node_pb2.Hello(  # it comes back, still running the re-run
+        inventory=node_pb2.Inventory(cpu_slots=1), running_attempts=[v.attempt_id]))
+    report(hub, "checker", v.attempt_id, 1, 1, 0.301)
+    finish(hub, "checker", v.attempt_id)
+    assert hub.study_view(study).study.state is StudyState.COMPLETED
+    assert store.verification_of(study, 0)["state"] == "verified"
+    assert store.get_attempt(v.attempt_id).state is AttemptState.COMPLETED
+
+    # A re-run whose node never comes back: its lease lapses, no node is left to re-run it,
+    # and the study completes with the verification failed; nothing stays running.
+    study2 = submit(hub, make_spec(budget={"max_trials": 1},
+                                   verification={"best": True, "tolerance": 0.01}))
+    [b] = assignments(hub.assign("honest"))
+    report(hub, "honest", b.attempt_id, 1, 1, 0.30)
+    out = hub.finished("honest", node_pb2.AttemptFinished(attempt_id=b.attempt_id,
+                                                          outcome="completed"))
+    [w] = [m.assignment for n, m in out
+           if m.WhichOneof("kind") == "assignment" and n == "checker"]
+    hub.node_disconnected("checker")
+    clock.now += 60
+    hub.expire_leases()
+    assert store.get_attempt(w.attempt_id).state is AttemptState.LOST
+    assert hub.study_view(study2).study.state is StudyState.COMPLETED
+    assert store.verification_of(study2, 0)["state"] == "failed"
+
+
 def test_disagreeing_rerun_flags_the_original_node(hub: Hub, store: Store) -> None:
     study = submit(hub, make_spec(budget={"max_trials": 1},
                                   verification={"best": True, "tolerance": 0.05}))
