@@ -3,8 +3,10 @@
 ``tunefleet run study.toml --local N`` uses it; so do the integration tests. Each part starts
 through its public entry point (``python -m coordinator serve``, ``python -m node_agent
 start``), exactly as an operator or a provider would start it. On Linux each part also dies
-with the process that started it, even one killed with SIGKILL (``PR_SET_PDEATHSIG``, set by
-the agent's sandbox launcher before the entry point runs), so no part is left orphaned.
+with the thread that started it, even when its process is killed with SIGKILL
+(``PR_SET_PDEATHSIG``, set by the agent's sandbox launcher before the entry point runs), so no
+part is left orphaned: start the cluster from a thread that outlives it (the main thread, as
+the CLI and the tests do).
 """
 
 from __future__ import annotations

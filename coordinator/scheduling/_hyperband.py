@@ -57,7 +57,8 @@ class HyperbandScheduler(TrialScheduler):
     between. Before the probes' first results nobody knows whether early steps rank well. With
     few trials at once, a bet on them pays on most problems and the probes correct it in time
     where curves cross; with many, the whole first wave is judged before any evidence exists,
-    and a wrong bet costs more than plain random search (``None``: Hyperband's prior always).
+    and a wrong bet costs more than plain random search (``None``: Hyperband's prior always;
+    ``adaptive=False`` ignores the lean too).
 
     Defaults: a rung is trusted while its reliability is at least 0.5 (at ``eta = 3``: it
     would have stopped at most a third of the best probes); 0.25 let a rung that stops half of

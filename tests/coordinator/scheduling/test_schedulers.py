@@ -76,7 +76,8 @@ def test_hyperband_brackets_are_a_function_of_seed_and_trial() -> None:
     backward = [b.bracket(i) for i in reversed(ids)][::-1]
     assert forward == backward
     assert set(forward) == {0, 1, 2, 3}
-    # Hyperband proportions 27 : 12 : 6 : 4
+    # Hyperband proportions 27 : 12 : 6 : 4 (the prior; with nothing running the draws above
+    # lean to bracket 0)
     assert a.bracket_probabilities.round(3).tolist() == [0.551, 0.245, 0.122, 0.082]
     assert forward.count(0) > forward.count(1) > forward.count(2) > 0
     assert [HyperbandScheduler(fid, seed=4).bracket(i) for i in ids] != forward
