@@ -29,7 +29,13 @@ from coordinator.hub_state import (
 )
 from coordinator.hub_verification import VerificationMixin
 from coordinator.models import Attempt, AttemptState, Node, Study, StudyState, Trial, TrialState
-from coordinator.scheduling import AskStatus, Decision, build_tuner, check_available
+from coordinator.scheduling import (
+    DEFAULTS_VERSION,
+    AskStatus,
+    Decision,
+    build_tuner,
+    check_available,
+)
 from coordinator.store import Store
 from coordinator.verification import VerificationState, sampled
 from tunefleet import serde
@@ -98,7 +104,7 @@ class Hub(AccessMixin, VerificationMixin):
         """Build a study's tuner from its seed and replay its stored events."""
         message = common_pb2.StudySpec.FromString(study.spec)
         spec, _ = serde.spec_from_proto(message)
-        tuner = build_tuner(spec)
+        tuner = build_tuner(spec, study.scheduling_defaults)  # the defaults it was submitted with
         for kind, trial, step, value in self.store.events(study.id):
             if kind == "ask":
                 suggestion = tuner.ask()
@@ -168,7 +174,7 @@ class Hub(AccessMixin, VerificationMixin):
         study = Study(
             id=uuid.uuid4().hex[:12], name=spec.name, owner_key_id=owner_key_id,
             spec=spec_bytes, bundle_digest=digest, state=StudyState.RUNNING,
-            created_at=self.clock(),
+            created_at=self.clock(), scheduling_defaults=DEFAULTS_VERSION,
         )
         tuner = build_tuner(spec)
         with self.store.atomic():

@@ -129,6 +129,11 @@ MIGRATIONS: dict[int, list[str]] = {
             UNIQUE (study_id, trial_number)
         )""",
     ],
+    # the version of the schedulers' defaults a study was submitted with (1: before Hyperband's
+    # lean to bracket 0); see coordinator.scheduling.DEFAULTS_VERSION
+    4: [
+        "ALTER TABLE studies ADD COLUMN scheduling_defaults INTEGER NOT NULL DEFAULT 1",
+    ],
 }
 
 

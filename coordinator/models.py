@@ -46,6 +46,7 @@ class Study:
     created_at: float
     ended_at: float | None = None
     end_reason: str | None = None
+    scheduling_defaults: int = 1  # coordinator.scheduling.DEFAULTS_VERSION at submission
 
 
 @dataclass

@@ -144,6 +144,7 @@ class Store:
                 "spec": study.spec, "bundle_digest": study.bundle_digest,
                 "state": study.state.value, "created_at": study.created_at,
                 "ended_at": study.ended_at, "end_reason": study.end_reason,
+                "scheduling_defaults": study.scheduling_defaults,
             }
         )
 
@@ -153,6 +154,7 @@ class Store:
             id=row["id"], name=row["name"], owner_key_id=row["owner_key_id"], spec=row["spec"],
             bundle_digest=row["bundle_digest"], state=StudyState(row["state"]),
             created_at=row["created_at"], ended_at=row["ended_at"], end_reason=row["end_reason"],
+            scheduling_defaults=row["scheduling_defaults"],
         )
 
     def get_study(self, study_id: str) -> Study:

@@ -49,6 +49,7 @@ __all__ = [
     "MedianStoppingScheduler",
     "SEARCHER_FACTORIES",
     "SCHEDULER_FACTORIES",
+    "DEFAULTS_VERSION",
     "build_tuner",
 ]
 
@@ -93,11 +94,26 @@ def check_available(spec: StudySpec) -> None:
             )
 
 
-def build_tuner(spec: StudySpec) -> Tuner:
-    """The tuner a study's settings select, seeded from ``search.seed``."""
+DEFAULTS_VERSION = 2
+"""The version of the schedulers' defaults that a new study gets. A study keeps the version it
+was submitted with, so a coordinator upgraded while it runs rebuilds it with the decisions it
+was making. 1: :class:`HyperbandScheduler` without its lean to bracket 0 (``lean=None``)."""
+
+
+def build_tuner(spec: StudySpec, defaults: int = DEFAULTS_VERSION) -> Tuner:
+    """The tuner a study's settings select, seeded from ``search.seed``, with the schedulers'
+    defaults of version ``defaults`` (1 to :data:`DEFAULTS_VERSION`)."""
     check_available(spec)
+    if not 1 <= defaults <= DEFAULTS_VERSION:
+        raise InvalidInputError(
+            "scheduling_defaults", defaults,
+            f"must be 1 to {DEFAULTS_VERSION}; the study comes from a newer tunefleet, upgrade",
+        )
     searcher = SEARCHER_FACTORIES[spec.search.searcher](spec.space, spec.search.seed)
-    scheduler = SCHEDULER_FACTORIES[spec.search.scheduler](spec.fidelity, spec.search.seed)
+    if spec.search.scheduler == "hyperband" and defaults < 2:
+        scheduler: TrialScheduler = HyperbandScheduler(spec.fidelity, spec.search.seed, lean=None)
+    else:
+        scheduler = SCHEDULER_FACTORIES[spec.search.scheduler](spec.fidelity, spec.search.seed)
     return Tuner(
         searcher, scheduler, spec.objective.mode, spec.budget.max_trials, spec.search.max_running
     )

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from coordinator.hub import Hub, PermissionDeniedError
+from coordinator.migrations import MIGRATIONS
 from coordinator.models import AttemptState, StudyState, TrialState
+from coordinator.scheduling import DEFAULTS_VERSION, build_tuner
 from coordinator.store import Store
 from tunefleet import serde
 from tunefleet.errors import InvalidInputError, NotFoundError
@@ -514,6 +517,50 @@ def test_replay_keeps_the_parameters_a_trial_ran_with(tmp_path: Path, clock: Clo
     assert tuner.trials[a.trial_id].params == {"x": 0.123}
     point = tuner.searcher._history._trials[a.trial_id].point  # type: ignore[attr-defined]
     assert point.tolist() == [0.123]
+    store.close()
+
+
+def test_replay_keeps_the_schedulers_defaults_a_study_was_submitted_with(
+        tmp_path: Path, clock: Clock) -> None:
+    """A study submitted before Hyperband leaned to bracket 0 is rebuilt without the lean, so a
+    coordinator upgraded mid-study keeps making the decisions it was making."""
+    path = tmp_path / "c.db"
+    store = Store(path)
+    hub = Hub(store, clock=clock, lease_seconds=10)
+    hub.put_bundle(DIGEST, b"b", b"k" * 32, "pub", b"s" * 64)
+    hyperband = {"searcher": "random", "scheduler": "hyperband", "seed": 5}
+    old, new = submit(hub, make_spec(search=hyperband)), submit(hub, make_spec(search=hyperband))
+    assert store.get_study(new).scheduling_defaults == DEFAULTS_VERSION == 2
+    assert hub.studies[old].tuner.scheduler.lean == 0.9  # type: ignore[attr-defined]
+    with store.atomic():  # what the previous release stored (the migration's default)
+        store.conn.execute("UPDATE studies SET scheduling_defaults = 1 WHERE id = ?", (old,))
+    store.close()
+    store = Store(path)
+    again = Hub(store, clock=clock, lease_seconds=10)
+    assert again.studies[old].tuner.scheduler.lean is None  # type: ignore[attr-defined]
+    assert again.studies[new].tuner.scheduler.lean == 0.9  # type: ignore[attr-defined]
+    store.close()
+    spec = make_spec(search=hyperband)
+    for bad in (0, DEFAULTS_VERSION + 1):
+        with pytest.raises(InvalidInputError, match="scheduling_defaults"):
+            build_tuner(spec, bad)
+
+
+def test_a_database_from_before_the_defaults_version_migrates_to_version_1(
+        tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at REAL)")
+    for number in (1, 2, 3):  # the schema of the previous release
+        for statement in MIGRATIONS[number]:
+            conn.execute(statement)
+        conn.execute("INSERT INTO schema_migrations VALUES (?, 0)", (number,))
+    conn.execute("INSERT INTO studies (id, name, owner_key_id, spec, bundle_digest, state, "
+                 "created_at) VALUES ('s1', 'old', 'o', x'', 'd', 'running', 1.0)")
+    conn.commit()
+    conn.close()
+    store = Store(path)
+    assert store.get_study("s1").scheduling_defaults == 1
     store.close()
 
 
