@@ -23,11 +23,14 @@ class AccessMixin(HubState):
         row = self.store.get_access(key_id)
         return row["reason"] if row is not None and row["state"] == "banned" else None
 
-    def check_researcher(self, key_id: str) -> None:
-        """Raise :class:`PermissionDeniedError` unless ``key_id`` may submit and upload."""
+    def _refuse_banned(self, key_id: str) -> None:
         reason = self._banned(key_id)
         if reason is not None:
             raise PermissionDeniedError(f"key {key_id} is banned: {reason}")
+
+    def check_researcher(self, key_id: str) -> None:
+        """Raise :class:`PermissionDeniedError` unless ``key_id`` may submit and upload."""
+        self._refuse_banned(key_id)
         if self.open_admission or key_id == self.operator_key_id:
             return
         row = self.store.get_access(key_id)
@@ -48,9 +51,7 @@ class AccessMixin(HubState):
         governs what costs the pool (submitting, uploading), and a study's owner was admitted,
         or the coordinator was open, when it submitted, so it can still follow its study after
         a restart without ``--open``."""
-        reason = self._banned(key_id)
-        if reason is not None:
-            raise PermissionDeniedError(f"key {key_id} is banned: {reason}")
+        self._refuse_banned(key_id)
         if study_id is None:
             return
         study = self.store.get_study(study_id)  # NotFoundError for an unknown study

@@ -329,17 +329,23 @@ def test_best_trial_is_rerun_on_another_node_and_verified(hub: Hub, store: Store
     assert store.get_trial(study2, 0).value == 0.30
 
 
+def rerun_after(hub: Hub, node: str, attempt_id: int, loss: float, checker: str = "checker"
+                ) -> node_pb2.Assignment:
+    """Report ``loss`` for the attempt, finish it, and return the re-run leased to ``checker``."""
+    report(hub, node, attempt_id, 1, 1, loss)
+    out = hub.finished(node, node_pb2.AttemptFinished(attempt_id=attempt_id, outcome="completed"))
+    [rerun] = [m.assignment for n, m in out
+               if m.WhichOneof("kind") == "assignment" and n == checker]
+    return rerun
+
+
 def test_a_study_waits_for_a_running_rerun_whose_node_is_reconnecting(
         hub: Hub, store: Store, clock: Clock) -> None:
     study = submit(hub, make_spec(budget={"max_trials": 1},
                                   verification={"best": True, "tolerance": 0.01}))
     [a] = connect(hub, "honest")
     connect(hub, "checker")
-    report(hub, "honest", a.attempt_id, 1, 1, 0.30)
-    out = hub.finished("honest", node_pb2.AttemptFinished(attempt_id=a.attempt_id,
-                                                          outcome="completed"))
-    [v] = [m.assignment for n, m in out
-           if m.WhichOneof("kind") == "assignment" and n == "checker"]
+    v = rerun_after(hub, "honest", a.attempt_id, 0.30)
     hub.node_disconnected("checker")  # e.g. a coordinator restart the checker has not seen yet
     assert assignments(hub.assign("honest")) == []  # the original node asks for work
     assert hub.study_view(study).study.state is StudyState.RUNNING  # the re-run still counts
@@ -357,11 +363,7 @@ def test_a_study_waits_for_a_running_rerun_whose_node_is_reconnecting(
     study2 = submit(hub, make_spec(budget={"max_trials": 1},
                                    verification={"best": True, "tolerance": 0.01}))
     [b] = assignments(hub.assign("honest"))
-    report(hub, "honest", b.attempt_id, 1, 1, 0.30)
-    out = hub.finished("honest", node_pb2.AttemptFinished(attempt_id=b.attempt_id,
-                                                          outcome="completed"))
-    [w] = [m.assignment for n, m in out
-           if m.WhichOneof("kind") == "assignment" and n == "checker"]
+    w = rerun_after(hub, "honest", b.attempt_id, 0.30)
     hub.node_disconnected("checker")
     hub.node_disconnected("honest")  # no node asks for work: the lapse alone must end it
     clock.now += 60
@@ -376,11 +378,7 @@ def test_disagreeing_rerun_flags_the_original_node(hub: Hub, store: Store) -> No
                                   verification={"best": True, "tolerance": 0.05}))
     [a] = connect(hub, "cheater")
     connect(hub, "checker")
-    report(hub, "cheater", a.attempt_id, 1, 1, 0.01)  # a faked, too-good loss
-    out = hub.finished("cheater", node_pb2.AttemptFinished(attempt_id=a.attempt_id,
-                                                           outcome="completed"))
-    [v] = [m.assignment for n, m in out
-           if m.WhichOneof("kind") == "assignment" and n == "checker"]
+    v = rerun_after(hub, "cheater", a.attempt_id, 0.01)  # a faked, too-good loss
     report(hub, "checker", v.attempt_id, 1, 1, 0.9)
     finish(hub, "checker", v.attempt_id)
     assert store.verification_of(study, 0)["state"] == "disputed"
