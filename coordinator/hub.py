@@ -14,7 +14,8 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from coordinator.hub_access import AccessMixin
 from coordinator.hub_state import (
@@ -125,6 +126,34 @@ class Hub(AccessMixin, VerificationMixin):
             elif kind == "fail":
                 tuner.tell_failed(trial)
         return StudyRuntime(study, spec, tuner)
+
+    @contextmanager
+    def _unit(self) -> Iterator[None]:
+        """One unit of work on the store: a transaction, or a savepoint inside an open one.
+
+        On an exception its writes roll back, and then every study whose tuner took an event in
+        it, or that left or entered memory, is rebuilt from the store (or dropped, if the store
+        no longer has it running): the schedulers in memory hold exactly what the store holds.
+        """
+        before = {sid: (rt, rt.tuner.told) for sid, rt in self.studies.items()}
+        try:
+            with self.store.savepoint() if self.store.in_transaction else self.store.atomic():
+                yield
+        except BaseException:
+            self._resync(before)
+            raise
+
+    def _resync(self, before: dict[str, tuple[StudyRuntime, int]]) -> None:
+        for study_id in set(before) | set(self.studies):
+            runtime, then = self.studies.get(study_id), before.get(study_id)
+            if runtime is not None and then == (runtime, runtime.tuner.told):
+                continue
+            study = self.store.get_study(study_id)
+            if study.state is StudyState.RUNNING:
+                self.studies[study_id] = self._rebuild(study)
+                log.warning("study %s: scheduler rebuilt after a rolled-back change", study_id)
+            else:
+                self.studies.pop(study_id, None)
 
     def _runtime(self, study_id: str) -> StudyRuntime:
         runtime = self.studies.get(study_id)
@@ -276,7 +305,7 @@ class Hub(AccessMixin, VerificationMixin):
         now = self.clock()
         outbox: Outbox = []
         mine = {a.id: a for a in self.store.running_attempts(node_id)}
-        with self.store.atomic():
+        with self._unit():
             self.store.extend_leases(node_id, [a for a in running if a in mine],
                                      now + self.lease_seconds)
             for attempt_id in running:
@@ -297,7 +326,7 @@ class Hub(AccessMixin, VerificationMixin):
         expired = [a for a in self.store.running_attempts() if a.lease_deadline < now]
         if not expired:
             return outbox
-        with self.store.atomic():
+        with self._unit():
             for attempt in expired:
                 outbox += self._lose(attempt, "lease expired", now)
         for node_id in list(self.sessions):
@@ -383,21 +412,14 @@ class Hub(AccessMixin, VerificationMixin):
         study_id = runtime.study.id
         now = self.clock()
         pending = self.store.list_trials(study_id, TrialState.PENDING)
-        try:
-            return self._lease_in_store(runtime, node_id, gpu_uuids, pending, now)
-        except Exception:
-            # the tuner may have handed out a trial that the rolled-back transaction does not
-            # hold: rebuild it from the store, so it counts only what is stored
-            if self.studies.get(study_id) is runtime:
-                self.studies[study_id] = self._rebuild(runtime.study)
-            raise
+        return self._lease_in_store(runtime, node_id, gpu_uuids, pending, now)
 
     def _lease_in_store(
         self, runtime: StudyRuntime, node_id: str, gpu_uuids: list[str], pending: list[Trial],
         now: float,
     ) -> node_pb2.CoordinatorMessage | None:
         study_id = runtime.study.id
-        with self.store.atomic():
+        with self._unit():
             if pending:
                 trial = pending[0]
             else:
@@ -497,17 +519,12 @@ class Hub(AccessMixin, VerificationMixin):
         metrics = dict(report.metrics)
         now = self.clock()
         decision = Decision.STOP.value if runtime is None else Decision.CONTINUE.value
-        try:
-            with self.store.atomic():
-                if runtime is not None and attempt.purpose == "trial":
-                    decision = self._feed(runtime, attempt, report.step, metrics)
-                self.store.insert_report(attempt, report.seq, report.step, metrics, decision,
-                                         envelope, now)
-                self.store.extend_leases(node_id, [attempt.id], now + self.lease_seconds)
-        except BaseException:
-            if runtime is not None:  # the tuner saw an event the store did not keep
-                self.studies[attempt.study_id] = self._rebuild(runtime.study)
-            raise
+        with self._unit():
+            if runtime is not None and attempt.purpose == "trial":
+                decision = self._feed(runtime, attempt, report.step, metrics)
+            self.store.insert_report(attempt, report.seq, report.step, metrics, decision,
+                                     envelope, now)
+            self.store.extend_leases(node_id, [attempt.id], now + self.lease_seconds)
         return [(node_id, ack_message(attempt.id, report.seq, decision))]
 
     def _feed(self, runtime: StudyRuntime, attempt: Attempt, step: int,
@@ -534,21 +551,15 @@ class Hub(AccessMixin, VerificationMixin):
         be sent before this method returns, that is before the batch is committed.
         """
         results: list[Outbox | Exception] = []
-        try:
-            with self.store.atomic():
-                for node_id, seq, event, raw in batch:
-                    try:
-                        with self.store.savepoint():
-                            results.append(self.node_event(node_id, seq, event, raw))
-                    except Exception as exc:  # that event alone fails; the batch goes on
-                        if not isinstance(exc, TunefleetError):
-                            log.exception("event of node %s failed", node_id[:8])
-                        results.append(exc)
-        except BaseException:
-            # The commit failed: the schedulers may have seen events the store did not keep.
-            for study_id, runtime in list(self.studies.items()):
-                self.studies[study_id] = self._rebuild(runtime.study)
-            raise
+        with self._unit():  # if the commit fails, the schedulers are rebuilt from the store
+            for node_id, seq, event, raw in batch:
+                try:
+                    with self._unit():
+                        results.append(self.node_event(node_id, seq, event, raw))
+                except Exception as exc:  # that event alone fails; the batch goes on
+                    if not isinstance(exc, TunefleetError):
+                        log.exception("event of node %s failed", node_id[:8])
+                    results.append(exc)
         return results
 
     def node_event(self, node_id: str, seq: int, event: node_pb2.NodeEvent, raw: bytes) -> Outbox:
@@ -575,7 +586,7 @@ class Hub(AccessMixin, VerificationMixin):
             return outbox
         now = self.clock()
         reason = declined.reason[:2000] or "no reason given"
-        with self.store.atomic():
+        with self._unit():
             attempt.state, attempt.ended_at = AttemptState.FAILED, now
             attempt.error = f"declined by node: {reason}"
             self.store.update_attempt(attempt)
@@ -609,7 +620,7 @@ class Hub(AccessMixin, VerificationMixin):
         now = self.clock()
         runtime = self.studies.get(attempt.study_id)
         if attempt.purpose == "verify":
-            with self.store.atomic():
+            with self._unit():
                 self._verification_finished(attempt, done, now)
                 if runtime is not None:
                     self._maybe_complete(runtime, now)
@@ -617,7 +628,7 @@ class Hub(AccessMixin, VerificationMixin):
         attempt.ended_at, attempt.exit_code = now, done.exit_code
         attempt.error = done.error or None
         attempt.gpu_seconds, attempt.wall_seconds = done.gpu_seconds, done.wall_seconds
-        with self.store.atomic():
+        with self._unit():
             trial = self.store.get_trial(attempt.study_id, attempt.trial_number)
             if done.outcome == "failed":
                 attempt.state = AttemptState.FAILED

@@ -54,6 +54,11 @@ class Store:
     def close(self) -> None:
         self.conn.close()
 
+    @property
+    def in_transaction(self) -> bool:
+        """True inside :meth:`atomic`."""
+        return self._depth > 0
+
     @contextmanager
     def atomic(self) -> Iterator[None]:
         """One transaction (nested calls join the outer one); rolled back on any exception."""

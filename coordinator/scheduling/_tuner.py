@@ -51,6 +51,10 @@ class Tuner:
     a trial that is not running, or a step that does not increase, raises
     :class:`~tunefleet.errors.StateError` and changes nothing. A non-finite value counts as the
     worst possible result and stops the trial.
+
+    :attr:`told` counts the calls that changed the tuner's state (an ask that reached the
+    searcher, adopt, reports, completions, failures): a caller that keeps the events elsewhere
+    can tell from it whether the tuner saw something since it last looked.
     """
 
     def __init__(
@@ -69,6 +73,7 @@ class Tuner:
         self.max_trials = max_trials
         self.max_running = max_running
         self._running_count = 0
+        self.told = 0
         self.trials: dict[int, TrialRecord] = {}
         self._exhausted = False
 
@@ -88,6 +93,7 @@ class Tuner:
         if not self.scheduler.can_start():
             return Suggestion(AskStatus.WAIT)
         trial_id = len(self.trials)
+        self.told += 1
         if self.scheduler.wants_probe(trial_id):
             params = self.searcher.explore(trial_id)
         else:
@@ -103,6 +109,7 @@ class Tuner:
     def adopt(self, trial_id: int, params: Config) -> None:
         """Record that the running ``trial_id`` runs ``params`` (see :meth:`Searcher.adopt`)."""
         record = self._running(trial_id)
+        self.told += 1
         record.params = dict(params)
         self.searcher.adopt(trial_id, params)
 
@@ -123,6 +130,7 @@ class Tuner:
             raise StateError(
                 f"trial {trial_id}: steps must increase, but got step {step} after {record.step}"
             )
+        self.told += 1
         record.step, record.value = step, value
         signed = self._sign(value)
         self.searcher.on_report(trial_id, step, signed)
@@ -136,6 +144,7 @@ class Tuner:
     def tell_complete(self, trial_id: int) -> None:
         """The trial ended; it counts as pruned if the scheduler stopped it."""
         record = self._running(trial_id)
+        self.told += 1
         record.state = "pruned" if record.state == "stopping" else "completed"
         self._running_count -= 1
         signed = None if record.value is None else self._sign(record.value)
@@ -145,6 +154,7 @@ class Tuner:
     def tell_failed(self, trial_id: int) -> None:
         """The trial failed: it has no valid result."""
         record = self._running(trial_id)
+        self.told += 1
         record.state = "failed"
         self._running_count -= 1
         self.searcher.on_fail(trial_id)

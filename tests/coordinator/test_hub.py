@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -580,3 +581,87 @@ def test_a_failed_lease_leaves_no_phantom_trial_in_the_tuner(
     monkeypatch.setattr(store, "insert_attempt", real)
     [a] = assignments(hub.assign_all())  # n1's session was opened before the failure
     assert a.trial_id == 0  # the cap of one is free again, and the trial numbers go on from 0
+
+
+def finished_event(attempt_id: int) -> node_pb2.NodeEvent:
+    return node_pb2.NodeEvent(
+        finished=node_pb2.AttemptFinished(attempt_id=attempt_id, outcome="completed"))
+
+
+def test_an_event_that_fails_after_the_tuner_saw_it_leaves_the_tuner_as_the_store_is(
+    hub: Hub, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    study = submit(hub, make_spec(budget={"max_trials": 2}))
+    [first] = connect(hub, "n1", cpu_slots=1)
+    assert report(hub, "n1", first.attempt_id, 1, 1, 0.5) == "continue"
+    real = store.append_event
+
+    def broken(study_id: str, kind: str, *args: Any) -> None:
+        if kind == "complete":
+            raise OSError("disk full")
+        real(study_id, kind, *args)
+
+    monkeypatch.setattr(store, "append_event", broken)
+    [result] = hub.node_events([("n1", 1, finished_event(first.attempt_id), b"raw")])
+    assert isinstance(result, OSError)
+    # the event rolled back in the store, and the tuner no longer counts the completion
+    assert store.get_trial(study, first.trial_id).state is TrialState.RUNNING
+    assert hub.studies[study].tuner.running == [first.trial_id]
+    monkeypatch.setattr(store, "append_event", real)
+    [outbox] = hub.node_events([("n1", 2, finished_event(first.attempt_id), b"raw")])
+    assert not isinstance(outbox, Exception)
+    assert store.get_trial(study, first.trial_id).state is TrialState.COMPLETED
+    [second] = assignments(outbox)
+    assert second.trial_id == first.trial_id + 1
+
+
+def test_a_study_completed_by_an_event_that_rolls_back_stays_scheduled(
+    hub: Hub, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    done = submit(hub, make_spec(budget={"max_trials": 1}))
+    [only] = connect(hub, "n1", cpu_slots=1)
+    other = submit(hub, make_spec(name="other"))
+    assert report(hub, "n1", only.attempt_id, 1, 1, 0.5) == "continue"
+    real = store.insert_attempt
+
+    def broken(attempt: Any) -> None:
+        raise OSError("disk full")
+
+    # finishing the last trial completes the study; the lease of the other study's trial that
+    # follows in the same event fails, so the whole event, completion included, rolls back
+    monkeypatch.setattr(store, "insert_attempt", broken)
+    [result] = hub.node_events([("n1", 1, finished_event(only.attempt_id), b"raw")])
+    assert isinstance(result, OSError)
+    assert store.get_study(done).state is StudyState.RUNNING
+    assert hub.studies[done].tuner.running == [only.trial_id]  # still scheduled, as stored
+    assert hub.studies[other].tuner.trials == {}  # the failed lease left no phantom trial
+    monkeypatch.setattr(store, "insert_attempt", real)
+    [outbox] = hub.node_events([("n1", 2, finished_event(only.attempt_id), b"raw")])
+    assert not isinstance(outbox, Exception)
+    assert store.get_study(done).state is StudyState.COMPLETED
+    assert done not in hub.studies
+    [lease] = assignments(outbox)
+    assert (lease.study_id, lease.trial_id) == (other, 0)
+
+
+def test_a_failed_commit_of_a_batch_rebuilds_every_study_it_touched(
+    hub: Hub, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    done = submit(hub, make_spec(budget={"max_trials": 1}))
+    [only] = connect(hub, "n1", cpu_slots=1)
+    real_atomic = store.atomic
+
+    @contextmanager
+    def failing_commit() -> Any:
+        outermost = not store.in_transaction
+        with real_atomic():
+            yield
+            if outermost:  # the batch's own transaction fails as it ends, and rolls back
+                raise OSError("commit failed")
+
+    monkeypatch.setattr(store, "atomic", failing_commit)
+    with pytest.raises(OSError):
+        hub.node_events([("n1", 1, finished_event(only.attempt_id), b"raw")])
+    monkeypatch.setattr(store, "atomic", real_atomic)
+    assert store.get_study(done).state is StudyState.RUNNING
+    assert hub.studies[done].tuner.running == [only.trial_id]
