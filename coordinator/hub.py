@@ -34,6 +34,7 @@ from coordinator.scheduling import (
     DEFAULTS_VERSION,
     AskStatus,
     Decision,
+    Tuner,
     build_tuner,
     check_available,
 )
@@ -128,31 +129,48 @@ class Hub(AccessMixin, VerificationMixin):
         return StudyRuntime(study, spec, tuner)
 
     @contextmanager
-    def _unit(self) -> Iterator[None]:
-        """One unit of work on the store: a transaction, or a savepoint inside an open one.
+    def _unit(self, savepoint: bool = False) -> Iterator[None]:
+        """A unit of work on the store that memory follows: what it rolls back, memory forgets.
 
-        On an exception its writes roll back, and then every study whose tuner took an event in
-        it, or that left or entered memory, is rebuilt from the store (or dropped, if the store
-        no longer has it running): the schedulers in memory hold exactly what the store holds.
+        The outermost unit is a transaction; ``savepoint=True`` opens a savepoint inside the
+        enclosing one (one node event of a batch), and any other nested unit joins its
+        enclosing unit. When a unit rolls back, every study whose tuner changed in it, or that
+        left or entered :attr:`studies`, is rebuilt from the store, or dropped where the store
+        no longer has it running. An exception raised inside a unit must not be swallowed
+        before it leaves that unit, except by the caller of a ``savepoint=True`` unit.
         """
-        before = {sid: (rt, rt.tuner.told) for sid, rt in self.studies.items()}
+        if self.store.in_transaction and not savepoint:
+            yield
+            return
+        mark, before = Tuner.stamp_now(), self.studies.copy()
         try:
             with self.store.savepoint() if self.store.in_transaction else self.store.atomic():
                 yield
         except BaseException:
-            self._resync(before)
+            self._resync(mark, before)
             raise
 
-    def _resync(self, before: dict[str, tuple[StudyRuntime, int]]) -> None:
+    def _resync(self, mark: int, before: dict[str, StudyRuntime]) -> None:
+        """After a rollback: the studies in memory as the store has them (see :meth:`_unit`)."""
         for study_id in set(before) | set(self.studies):
-            runtime, then = self.studies.get(study_id), before.get(study_id)
-            if runtime is not None and then == (runtime, runtime.tuner.told):
+            runtime = self.studies.get(study_id)
+            if runtime is not None and runtime is before.get(study_id) and (
+                runtime.tuner.told <= mark
+            ):
                 continue
-            study = self.store.get_study(study_id)
-            if study.state is StudyState.RUNNING:
-                self.studies[study_id] = self._rebuild(study)
-                log.warning("study %s: scheduler rebuilt after a rolled-back change", study_id)
-            else:
+            try:
+                study = self.store.get_study(study_id)
+                if study.state is StudyState.RUNNING:
+                    self.studies[study_id] = self._rebuild(study)
+                    log.warning("study %s: scheduler rebuilt after a rolled-back change",
+                                study_id)
+                else:
+                    self.studies.pop(study_id, None)
+            except NotFoundError:
+                self.studies.pop(study_id, None)
+            except Exception:  # keep the original error; this study waits for a restart
+                log.exception("study %s: could not rebuild its scheduler; it is not scheduled "
+                              "until the coordinator restarts", study_id)
                 self.studies.pop(study_id, None)
 
     def _runtime(self, study_id: str) -> StudyRuntime:
@@ -246,7 +264,7 @@ class Hub(AccessMixin, VerificationMixin):
             return []
         now = self.clock()
         outbox: Outbox = []
-        with self.store.atomic():
+        with self._unit():
             self.store.end_study(study_id, StudyState.STOPPED, now, reason)
             for trial in self.store.list_trials(study_id, TrialState.PENDING):
                 trial.state, trial.error, trial.ended_at = (
@@ -256,7 +274,7 @@ class Hub(AccessMixin, VerificationMixin):
             for attempt in self.store.running_attempts():
                 if attempt.study_id == study_id:
                     outbox.append((attempt.node_id, stop_message(attempt.id, "study stopped")))
-        self.studies.pop(study_id, None)
+            self.studies.pop(study_id, None)
         return outbox
 
     # nodes ---------------------------------------------------------------------------------
@@ -554,7 +572,7 @@ class Hub(AccessMixin, VerificationMixin):
         with self._unit():  # if the commit fails, the schedulers are rebuilt from the store
             for node_id, seq, event, raw in batch:
                 try:
-                    with self._unit():
+                    with self._unit(savepoint=True):
                         results.append(self.node_event(node_id, seq, event, raw))
                 except Exception as exc:  # that event alone fails; the batch goes on
                     if not isinstance(exc, TunefleetError):

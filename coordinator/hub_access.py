@@ -80,29 +80,27 @@ class AccessMixin(HubState):
         outbox: Outbox = []
         end_nodes: list[str] = []
         stopped = 0
-        with self.store.atomic():
+        with self._unit():  # memory below changes only once the store has
             if action == "unban":
                 if key_id in self.banned:  # an admitted key stays admitted
                     self.store.remove_access(key_id)
-                    self.banned.discard(key_id)
             else:
                 state = "admitted" if action == "admit" else "banned"
                 self.store.set_access(key_id, state, reason or action, now)
-                if state == "banned":
-                    self.banned.add(key_id)
-                else:
-                    self.banned.discard(key_id)
             if action == "ban":
                 for attempt in self.store.running_attempts(key_id):
                     outbox += self._lose(attempt, f"node banned: {reason or 'by the operator'}",
                                          now)
-                if key_id in self.sessions:
-                    end_nodes.append(key_id)
-                    self.sessions.pop(key_id, None)
                 for study in self.store.list_studies(StudyState.RUNNING):
                     if study.owner_key_id == key_id:
                         outbox += self.stop_study(study.id, signer, reason="owner banned")
                         stopped += 1
+        if action == "ban":
+            self.banned.add(key_id)
+            if self.sessions.pop(key_id, None) is not None:
+                end_nodes.append(key_id)
+        else:
+            self.banned.discard(key_id)
         entry = self.store.get_access(key_id) or {"key_id": key_id, "state": "none",
                                                   "reason": "", "changed_at": now}
         return entry, outbox + self.assign_all(), end_nodes, stopped

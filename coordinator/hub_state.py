@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from coordinator.models import Attempt, Study, Trial, TrialState
@@ -75,6 +76,9 @@ class HubState:
     _wake: bool
 
     def assign_all(self) -> Outbox:
+        raise NotImplementedError
+
+    def _unit(self, savepoint: bool = False) -> AbstractContextManager[None]:
         raise NotImplementedError
 
     def stop_study(self, study_id: str, key_id: str, reason: str = "stopped by its owner"

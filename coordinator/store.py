@@ -61,7 +61,8 @@ class Store:
 
     @contextmanager
     def atomic(self) -> Iterator[None]:
-        """One transaction (nested calls join the outer one); rolled back on any exception."""
+        """One transaction (nested calls join the outer one); rolled back on any exception,
+        a failed COMMIT included."""
         if self._depth:
             self._depth += 1
             try:
@@ -73,11 +74,11 @@ class Store:
         self._depth = 1
         try:
             yield
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        else:
             self.conn.execute("COMMIT")
+        except BaseException:
+            if self.conn.in_transaction:  # the body failed, or COMMIT itself (busy, disk full)
+                self.conn.execute("ROLLBACK")
+            raise
         finally:
             self._depth = 0
 

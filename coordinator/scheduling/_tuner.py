@@ -29,6 +29,8 @@ from tunefleet.study import Mode
 
 __all__ = ["Tuner", "TrialRecord"]
 
+_stamps = [0]  # the process-wide change counter behind Tuner.told
+
 
 @dataclass
 class TrialRecord:
@@ -52,9 +54,10 @@ class Tuner:
     :class:`~tunefleet.errors.StateError` and changes nothing. A non-finite value counts as the
     worst possible result and stops the trial.
 
-    :attr:`told` counts the calls that changed the tuner's state (an ask that reached the
-    searcher, adopt, reports, completions, failures): a caller that keeps the events elsewhere
-    can tell from it whether the tuner saw something since it last looked.
+    :attr:`told` is a stamp taken at the last call that changed the tuner's state (an ask that
+    reached the searcher, adopt, reports, completions, failures), from one counter shared by
+    every tuner in the process: a caller that keeps the events elsewhere marks
+    :meth:`stamp_now` and later finds each tuner that changed since by ``told > mark``.
     """
 
     def __init__(
@@ -77,6 +80,15 @@ class Tuner:
         self.trials: dict[int, TrialRecord] = {}
         self._exhausted = False
 
+    @staticmethod
+    def stamp_now() -> int:
+        """The latest stamp any tuner in this process took (see :attr:`told`)."""
+        return _stamps[0]
+
+    def _touch(self) -> None:
+        _stamps[0] += 1
+        self.told = _stamps[0]
+
     def _sign(self, value: float) -> float:
         if not math.isfinite(value):
             return math.inf
@@ -93,7 +105,7 @@ class Tuner:
         if not self.scheduler.can_start():
             return Suggestion(AskStatus.WAIT)
         trial_id = len(self.trials)
-        self.told += 1
+        self._touch()
         if self.scheduler.wants_probe(trial_id):
             params = self.searcher.explore(trial_id)
         else:
@@ -109,7 +121,7 @@ class Tuner:
     def adopt(self, trial_id: int, params: Config) -> None:
         """Record that the running ``trial_id`` runs ``params`` (see :meth:`Searcher.adopt`)."""
         record = self._running(trial_id)
-        self.told += 1
+        self._touch()
         record.params = dict(params)
         self.searcher.adopt(trial_id, params)
 
@@ -130,7 +142,7 @@ class Tuner:
             raise StateError(
                 f"trial {trial_id}: steps must increase, but got step {step} after {record.step}"
             )
-        self.told += 1
+        self._touch()
         record.step, record.value = step, value
         signed = self._sign(value)
         self.searcher.on_report(trial_id, step, signed)
@@ -144,7 +156,7 @@ class Tuner:
     def tell_complete(self, trial_id: int) -> None:
         """The trial ended; it counts as pruned if the scheduler stopped it."""
         record = self._running(trial_id)
-        self.told += 1
+        self._touch()
         record.state = "pruned" if record.state == "stopping" else "completed"
         self._running_count -= 1
         signed = None if record.value is None else self._sign(record.value)
@@ -154,7 +166,7 @@ class Tuner:
     def tell_failed(self, trial_id: int) -> None:
         """The trial failed: it has no valid result."""
         record = self._running(trial_id)
-        self.told += 1
+        self._touch()
         record.state = "failed"
         self._running_count -= 1
         self.searcher.on_fail(trial_id)

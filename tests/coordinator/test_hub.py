@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -644,24 +643,66 @@ def test_a_study_completed_by_an_event_that_rolls_back_stays_scheduled(
     assert (lease.study_id, lease.trial_id) == (other, 0)
 
 
+def make_commit_fail(store: Store) -> Any:
+    """A deferred foreign key: a transaction that writes the returned statement fails at COMMIT
+    (SQLite leaves it open then), the way a commit fails for real."""
+    store.conn.execute("CREATE TEMP TABLE parent (id INTEGER PRIMARY KEY)")
+    store.conn.execute("CREATE TEMP TABLE child (parent_id INTEGER REFERENCES parent (id) "
+                       "DEFERRABLE INITIALLY DEFERRED)")
+    return lambda: store.conn.execute("INSERT INTO child VALUES (1)")
+
+
+def test_a_failed_commit_rolls_back_and_the_store_goes_on(store: Store) -> None:
+    orphan = make_commit_fail(store)
+    with pytest.raises(sqlite3.IntegrityError), store.atomic():
+        store.set_access("cd" * 16, "admitted", "r", 1.0)
+        orphan()
+    assert not store.conn.in_transaction
+    assert store.get_access("cd" * 16) is None
+    with store.atomic():  # the next transaction starts
+        store.set_access("cd" * 16, "admitted", "r", 1.0)
+    assert store.get_access("cd" * 16) is not None
+
+
 def test_a_failed_commit_of_a_batch_rebuilds_every_study_it_touched(
     hub: Hub, store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     done = submit(hub, make_spec(budget={"max_trials": 1}))
     [only] = connect(hub, "n1", cpu_slots=1)
-    real_atomic = store.atomic
+    orphan, real = make_commit_fail(store), store.end_study
 
-    @contextmanager
-    def failing_commit() -> Any:
-        outermost = not store.in_transaction
-        with real_atomic():
-            yield
-            if outermost:  # the batch's own transaction fails as it ends, and rolls back
-                raise OSError("commit failed")
+    def end_study(*args: Any) -> None:  # completing the study also writes what fails at COMMIT
+        real(*args)
+        orphan()
 
-    monkeypatch.setattr(store, "atomic", failing_commit)
-    with pytest.raises(OSError):
+    monkeypatch.setattr(store, "end_study", end_study)
+    with pytest.raises(sqlite3.IntegrityError):
         hub.node_events([("n1", 1, finished_event(only.attempt_id), b"raw")])
-    monkeypatch.setattr(store, "atomic", real_atomic)
     assert store.get_study(done).state is StudyState.RUNNING
     assert hub.studies[done].tuner.running == [only.trial_id]
+
+
+def test_a_ban_that_fails_half_way_changes_nothing(
+    hub: Hub, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hub.operator_key_id = "op"
+    owner = "ab" * 16
+    first, second = submit(hub, make_spec(), owner), submit(hub, make_spec(name="b"), owner)
+    real, calls = store.end_study, []
+
+    def end_study(*args: Any) -> None:
+        calls.append(args)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        real(*args)
+
+    monkeypatch.setattr(store, "end_study", end_study)
+    with pytest.raises(OSError):
+        hub.change_access("op", owner, "ban", "spam")
+    assert {store.get_study(s).state for s in (first, second)} == {StudyState.RUNNING}
+    assert set(hub.studies) == {first, second}  # both still scheduled
+    assert owner not in hub.banned
+    monkeypatch.setattr(store, "end_study", real)
+    hub.change_access("op", owner, "ban", "spam")
+    assert {store.get_study(s).state for s in (first, second)} == {StudyState.STOPPED}
+    assert hub.studies == {} and owner in hub.banned
