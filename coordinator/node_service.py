@@ -23,10 +23,27 @@ from tunefleet.v1 import common_pb2, node_pb2, node_pb2_grpc
 if TYPE_CHECKING:
     from coordinator.server import CoordinatorServer
 
-__all__ = ["NodeServicer", "SessionEnd"]
+__all__ = ["NodeServicer", "Received", "SessionEnd", "Stream"]
 
 log = logging.getLogger(__name__)
 CHUNK = 1024 * 1024
+
+
+@dataclass
+class Stream:
+    """One session's stream of events; ``refused`` once one of them did not verify, after which
+    none of its later events is handled."""
+
+    refused: bool = False
+
+
+@dataclass(frozen=True)
+class Received:
+    """A node's event as it arrived: verified off the event loop, in the batch it joins."""
+
+    node_id: str
+    envelope: common_pb2.SignedEnvelope
+    stream: Stream
 
 
 @dataclass(frozen=True)
@@ -104,13 +121,14 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         await self.server.deliver(await self.hub.call(hub.node_connected, node_id, event.hello))
         log.info("node %s connected", node_id[:8])
 
+        stream = Stream()
+
         async def read() -> None:
             try:
                 async for envelope in request_iterator:
-                    message, _ = self._open(envelope, node_pb2.NodeEvent, node_id)
-                    # Committed in a batch; its answer is delivered once the batch commits.
-                    await self.server.inbox.put(
-                        (node_id, envelope.seq, message, envelope.SerializeToString()))
+                    # Verified and committed in a batch; the answer (or the end of the session,
+                    # for an envelope that does not verify) follows once the batch commits.
+                    await self.server.inbox.put(Received(node_id, envelope, stream))
             except BaseException:
                 queue.put_nowait(None)
                 raise

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -13,11 +14,11 @@ import grpc
 from coordinator.decode_guard import DecodeGuard
 from coordinator.hub import Hub, NodeEventItem, Outbox
 from coordinator.hub_thread import HubThread
-from coordinator.node_service import NodeServicer, SessionEnd
+from coordinator.node_service import NodeServicer, Received, SessionEnd
 from coordinator.operator_service import OperatorServicer
 from coordinator.researcher_service import ResearcherServicer
 from coordinator.store import Store
-from tunefleet.envelope import DEFAULT_MAX_SKEW
+from tunefleet.envelope import DEFAULT_MAX_SKEW, open_envelope
 from tunefleet.tls import server_credentials
 from tunefleet.v1 import node_pb2, node_pb2_grpc, operator_pb2_grpc, researcher_pb2_grpc
 
@@ -54,7 +55,10 @@ class CoordinatorServer:
         self.sessions: dict[str, asyncio.Queue[node_pb2.CoordinatorMessage | None]] = {}
         self.ended: dict[str, bool] = {}  # nodes whose session the operator ended
         self.failed: dict[str, BaseException] = {}  # why a node's session must end
-        self.inbox: asyncio.Queue[NodeEventItem | SessionEnd] = asyncio.Queue(maxsize=INBOX_LIMIT)
+        self.inbox: asyncio.Queue[Received | SessionEnd] = asyncio.Queue(maxsize=INBOX_LIMIT)
+        # Signatures are checked on their own thread: the check releases the GIL, so it runs
+        # beside the event loop instead of on it.
+        self._verifier = ThreadPoolExecutor(max_workers=1, thread_name_prefix="verify")
         self._batcher: asyncio.Task[None] | None = None
         self.port = 0
         self._server: grpc.aio.Server | None = None
@@ -97,27 +101,55 @@ class CoordinatorServer:
                 log.exception("lease sweep failed")
 
     async def _process_events(self) -> None:
-        """Group commit: hand every queued node event to the hub in one batch, then deliver."""
+        """Group commit: verify every queued node event, hand the batch to the hub, deliver."""
+        loop = asyncio.get_running_loop()
         while True:
             batch = [await self.inbox.get()]
             while len(batch) < MAX_BATCH and not self.inbox.empty():
                 batch.append(self.inbox.get_nowait())
-            events = [item for item in batch if not isinstance(item, SessionEnd)]
+            received = [item for item in batch if isinstance(item, Received)]
+            opened = await loop.run_in_executor(self._verifier, self._open_all, received)
+            events: list[NodeEventItem] = []
+            plan: list[int | tuple[str, BaseException]] = []
+            for item, result in zip(received, opened, strict=True):
+                if item.stream.refused:
+                    continue  # after an envelope that does not verify, the session is over
+                if isinstance(result, BaseException):
+                    item.stream.refused = True
+                    plan.append((item.node_id, result))
+                else:
+                    plan.append(len(events))
+                    events.append(result)
+            ends = iter([item for item in batch if isinstance(item, SessionEnd)])
             try:
                 results = await self.hub_thread.call(self.hub.node_events, events)
             except Exception as exc:  # the commit failed: every sender's session ends
                 log.exception("a batch of %d node events failed", len(events))
                 results = [exc] * len(events)
-            answers = iter(results)
-            for item in batch:  # in arrival order, so a session ends after its last answer
-                if isinstance(item, SessionEnd):
-                    item.queue.put_nowait(None)
+            for step in plan:  # in arrival order, so a session ends after its last answer
+                if isinstance(step, tuple):
+                    self.fail_session(*step)
                     continue
-                result = next(answers)
-                if isinstance(result, BaseException):
-                    self.fail_session(item[0], result)
+                answer = results[step]
+                if isinstance(answer, BaseException):
+                    self.fail_session(events[step][0], answer)
                 else:
-                    await self.deliver(result)
+                    await self.deliver(answer)
+            for end in ends:  # a node queues its end after its last event
+                end.queue.put_nowait(None)
+
+    def _open_all(self, received: list[Received]) -> list[NodeEventItem | BaseException]:
+        """Verify and parse each envelope (on the verifier thread)."""
+        opened: list[NodeEventItem | BaseException] = []
+        for item in received:
+            try:
+                message, _ = open_envelope(item.envelope, node_pb2.NodeEvent, item.node_id,
+                                           max_skew=self.max_skew)
+                opened.append((item.node_id, item.envelope.seq, message,
+                               item.envelope.SerializeToString()))
+            except Exception as exc:
+                opened.append(exc)
+        return opened
 
     def fail_session(self, node_id: str, error: BaseException) -> None:
         """End a node's session with the status ``error`` maps to."""
@@ -171,4 +203,5 @@ class CoordinatorServer:
         if self._server is not None:
             await self._server.stop(grace)
         self.hub_thread.shutdown()
+        self._verifier.shutdown(wait=True)
         self.store.close()

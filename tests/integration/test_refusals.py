@@ -158,9 +158,10 @@ def test_bundle_changed_after_signing_is_refused(cluster: LocalCluster, tiny_tra
 
 
 def _session(stub: node_pb2_grpc.NodeServiceStub, node: Identity, inventory: node_pb2.Inventory,
-             second: Callable[[int, int], common_pb2.SignedEnvelope]
+             second: Callable[[int, int], list[common_pb2.SignedEnvelope]]
              ) -> tuple[list[str], grpc.RpcError | None]:
-    """Open a session as ``node``; once assigned an attempt, send ``second(attempt, hello_seq)``."""
+    """Open a session as ``node``; once assigned an attempt, send ``second(attempt, hello_seq)``
+    (one or more envelopes, back to back)."""
     hello = seal(node, node_pb2.NodeEvent(node_id=node.key_id,
                                           hello=node_pb2.Hello(inventory=inventory)))
     q: queue.Queue[common_pb2.SignedEnvelope | None] = queue.Queue()
@@ -175,7 +176,8 @@ def _session(stub: node_pb2_grpc.NodeServiceStub, node: Identity, inventory: nod
         for message in stub.Session(requests(), timeout=20):
             kinds.append(message.WhichOneof("kind"))
             if message.WhichOneof("kind") == "assignment":
-                q.put(second(message.assignment.attempt_id, hello.seq))
+                for envelope in second(message.assignment.attempt_id, hello.seq):
+                    q.put(envelope)
     except grpc.RpcError as exc:
         return kinds, exc
     finally:
@@ -195,19 +197,21 @@ def test_forged_replayed_and_stale_reports_are_refused(cluster: LocalCluster,
     node, intruder = Identity.generate(), Identity.generate()
     inventory = node_pb2.Inventory(cpu_slots=1)
 
-    def forged(attempt_id: int, _: int) -> common_pb2.SignedEnvelope:
+    def forged(attempt_id: int, _: int) -> list[common_pb2.SignedEnvelope]:
         envelope = seal(intruder, node_pb2.NodeEvent(node_id=node.key_id,
                                                      report=_report(attempt_id)))
         envelope.public_key = node.public_key  # claims to be the node
-        return envelope
+        # and right behind it a genuine report: the session is over, so it is not handled
+        genuine = seal(node, node_pb2.NodeEvent(node_id=node.key_id, report=_report(attempt_id)))
+        return [envelope, genuine]
 
-    def replayed(attempt_id: int, hello_seq: int) -> common_pb2.SignedEnvelope:
-        return seal(node, node_pb2.NodeEvent(node_id=node.key_id, report=_report(attempt_id)),
-                    seq=hello_seq)  # a sequence number the coordinator has seen
+    def replayed(attempt_id: int, hello_seq: int) -> list[common_pb2.SignedEnvelope]:
+        return [seal(node, node_pb2.NodeEvent(node_id=node.key_id, report=_report(attempt_id)),
+                     seq=hello_seq)]  # a sequence number the coordinator has seen
 
-    def stale(attempt_id: int, _: int) -> common_pb2.SignedEnvelope:
-        return seal(node, node_pb2.NodeEvent(node_id=node.key_id, report=_report(attempt_id)),
-                    when=time.time() - 3600)
+    def stale(attempt_id: int, _: int) -> list[common_pb2.SignedEnvelope]:
+        return [seal(node, node_pb2.NodeEvent(node_id=node.key_id, report=_report(attempt_id)),
+                     when=time.time() - 3600)]
 
     with open_channel(cluster.address, cluster.security) as channel:
         stub = node_pb2_grpc.NodeServiceStub(channel)
