@@ -137,9 +137,10 @@ class TrialHistory:
         """Points at ``level``; stopped trials count as bad only where their stopping step
         ranks like ``level`` (Kendall's tau at least ``trust_threshold`` over the trials that
         reached ``level``). On learning curves that cross, the trials an early step stopped are
-        often the best ones, and calling them bad would steer the model away from them."""
-        x, y, below, pending = [], [], [], []
-        believed: dict[int, bool] = {}  # stopping step -> does it rank like ``level``?
+        often the best ones, and calling them bad would steer the model away from them. With
+        many distinct stopping steps (median stopping), a step is judged by the nearest lower
+        one of a few steps spaced at least ``sqrt(2)`` apart (see :func:`_judging_steps`)."""
+        x, y, below, pending, stopped = [], [], [], [], []
         for t in live:
             if t.steps and t.max_step >= level:
                 x.append(t.point)
@@ -147,11 +148,12 @@ class TrialHistory:
             elif t.state == "pending":
                 pending.append(t.point)
             else:
-                step = t.max_step
-                if step not in believed:
-                    believed[step] = step < 0 or self._trusted(live, step, level)
-                if believed[step]:
-                    below.append(t.point)
+                stopped.append(t)
+        judge = _judging_steps(sorted({t.max_step for t in stopped if t.max_step >= 0}))
+        believed = {step: self._trusted(live, step, level) for step in set(judge.values())}
+        for t in stopped:
+            if t.max_step < 0 or believed[judge[t.max_step]]:
+                below.append(t.point)
         d = self.dim
         return TrainingSet(
             level,
@@ -160,3 +162,23 @@ class TrialHistory:
             np.array(below).reshape(-1, d),
             np.array(pending).reshape(-1, d),
         )
+
+
+_EXACT_STEPS = 16  # up to this many distinct stopping steps, each is judged by itself
+_STEP_RATIO = 2.0 ** 0.5
+
+
+def _judging_steps(steps: list[int]) -> dict[int, int]:
+    """Map each of the sorted distinct ``steps`` to the step whose ranking judges it: itself
+    while there are at most ``_EXACT_STEPS`` of them, else the largest of a subset spaced by a
+    factor of at least ``_STEP_RATIO`` that is not above it (about 20 subsets up to step
+    1,000), so one suggestion costs a bounded number of rank correlations."""
+    if len(steps) <= _EXACT_STEPS:
+        return {step: step for step in steps}
+    judge: dict[int, int] = {}
+    current = steps[0]
+    for step in steps:
+        if step >= max(current * _STEP_RATIO, current + 1):
+            current = step
+        judge[step] = current
+    return judge

@@ -209,3 +209,61 @@ def test_stopped_trials_count_as_bad_only_where_their_step_ranks_like_the_fit(
         assert below == [0.6, 0.7, 0.8, 0.9]
     else:  # step 1 ranks against step 27: its stops say nothing of those configurations
         assert below == [0.9]
+
+
+def test_many_distinct_stopping_steps_cost_a_bounded_number_of_rank_checks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    history = TrialHistory(dim=1)
+    for t in range(20):  # twenty trials ran to step 1,000, every step ranking them alike
+        history.add(t, np.array([t / 100]))
+        for step in (1, 10, 100, 1000):
+            history.report(t, step, float(t) + 1.0 / step)
+        history.finish(t, float(t))
+    for t in range(20, 320):  # 300 stopped at 300 distinct steps (median stopping, say)
+        history.add(t, np.array([t / 1000]))
+        history.report(t, 1, 50.0 + t)
+        history.report(t, 2 + (t - 20) * 3, 50.0 + t)
+        history.finish(t, 50.0 + t)
+    judged: list[int] = []
+    real = TrialHistory._trusted
+
+    def spy(self: TrialHistory, live: object, level: int, reference: int) -> bool:
+        judged.append(level)
+        return real(self, live, level, reference)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(TrialHistory, "_trusted", spy)
+    data = history.training_set(6)
+    assert data is not None and data.level == 1000
+    assert len(data.below) == 300  # every stop believed: their steps rank like step 1,000
+    assert len(judged) <= 20  # not one rank check per distinct step
+    stops = sorted({2 + k * 3 for k in range(300)})
+    assert set(judged) <= set(stops) and min(judged) == stops[0]
+    steps = sorted(set(judged))
+    ratios = [b / a for a, b in zip(steps, steps[1:], strict=False)]
+    assert min(ratios) >= 2 ** 0.5  # judging steps spaced by sqrt(2) at least
+
+
+def test_a_few_distinct_stopping_steps_are_each_judged_by_themselves(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    history = TrialHistory(dim=1)
+    for t in range(6):
+        history.add(t, np.array([t / 10]))
+        for step in (1, 3, 9, 27):
+            history.report(t, step, float(t))
+        history.finish(t, float(t))
+    for t, stop in enumerate((1, 3, 9, 1, 3), start=6):  # Hyperband's rungs
+        history.add(t, np.array([t / 10]))
+        history.report(t, stop, 99.0)
+        history.finish(t, 99.0)
+    judged: list[int] = []
+    real = TrialHistory._trusted
+
+    def spy(self: TrialHistory, live: object, level: int, reference: int) -> bool:
+        judged.append(level)
+        return real(self, live, level, reference)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(TrialHistory, "_trusted", spy)
+    assert history.training_set(6) is not None
+    assert sorted(judged) == [1, 3, 9]
