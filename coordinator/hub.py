@@ -86,10 +86,7 @@ class Hub(AccessMixin, VerificationMixin):
         self.guard = SequenceGuard(load=store.last_seq, save=store.save_seq)
         self.banned: set[str] = {r["key_id"] for r in store.list_access() if r["state"] == "banned"}
         # (node, study) pairs whose bundle the node declined: never offered again.
-        self.declined: set[tuple[str, str]] = {
-            (r["node_id"], r["study_id"]) for r in store.db.query(
-                "SELECT DISTINCT node_id, study_id FROM attempts WHERE error LIKE 'declined%'")
-        }
+        self.declined: set[tuple[str, str]] = self._stored_declines()
         for study in store.list_studies(StudyState.RUNNING):
             self.studies[study.id] = self._rebuild(study)
         # After a restart, give every node one full lease to reconnect before its attempts
@@ -136,19 +133,29 @@ class Hub(AccessMixin, VerificationMixin):
         enclosing one (one node event of a batch), and any other nested unit joins its
         enclosing unit. When a unit rolls back, every study whose tuner changed in it, or that
         left or entered :attr:`studies`, is rebuilt from the store, or dropped where the store
-        no longer has it running. An exception raised inside a unit must not be swallowed
+        no longer has it running; the replay guard's and the declined bundles' memory is read
+        again if the unit changed it. An exception raised inside a unit must not be swallowed
         before it leaves that unit, except by the caller of a ``savepoint=True`` unit.
         """
         if self.store.in_transaction and not savepoint:
             yield
             return
         mark, before = Tuner.stamp_now(), self.studies.copy()
+        accepted, declined = self.guard.accepted, len(self.declined)
         try:
             with self.store.savepoint() if self.store.in_transaction else self.store.atomic():
                 yield
         except BaseException:
+            if self.guard.accepted != accepted:
+                self.guard.forget()
+            if len(self.declined) != declined:
+                self.declined = self._stored_declines()
             self._resync(mark, before)
             raise
+
+    def _stored_declines(self) -> set[tuple[str, str]]:
+        return {(r["node_id"], r["study_id"]) for r in self.store.db.query(
+            "SELECT DISTINCT node_id, study_id FROM attempts WHERE error LIKE 'declined%'")}
 
     def _resync(self, mark: int, before: dict[str, StudyRuntime]) -> None:
         """After a rollback: the studies in memory as the store has them (see :meth:`_unit`)."""

@@ -108,9 +108,16 @@ class SequenceGuard:
     """
 
     def __init__(self, load: object = None, save: object = None) -> None:
+        self.accepted = 0  # envelopes accepted so far
         self._last: dict[str, int] = {}
         self._load = load
         self._save = save
+
+    def forget(self) -> None:
+        """Drop the sequence numbers held in memory: each signer's is loaded again on its next
+        check (after the storage rolled back what the memory had seen)."""
+        if callable(self._load):
+            self._last.clear()
 
     def check(self, key_id: str, seq: int) -> None:
         """Raise :class:`SignatureError` unless ``seq`` is above the signer's last one; record it."""
@@ -123,5 +130,6 @@ class SequenceGuard:
                 "replayed or reordered"
             )
         self._last[key_id] = seq
+        self.accepted += 1
         if callable(self._save):
             self._save(key_id, seq)

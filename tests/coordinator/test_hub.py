@@ -706,3 +706,32 @@ def test_a_ban_that_fails_half_way_changes_nothing(
     hub.change_access("op", owner, "ban", "spam")
     assert {store.get_study(s).state for s in (first, second)} == {StudyState.STOPPED}
     assert hub.studies == {} and owner in hub.banned
+
+
+def test_a_decline_that_rolls_back_leaves_no_trace_in_memory(
+    hub: Hub, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    study = submit(hub, make_spec())
+    [first] = connect(hub, "n1", cpu_slots=1)
+    connect(hub, "n2", cpu_slots=0)
+    hub.sessions["n2"].inventory.cpu_slots = 1  # n2 gets a free slot only now
+    real = store.insert_attempt
+
+    def broken(attempt: Any) -> None:
+        raise OSError("disk full")
+
+    declined = node_pb2.NodeEvent(declined=node_pb2.AttemptDeclined(
+        attempt_id=first.attempt_id, reason="publisher not trusted"))
+    # the decline offers the trial to n2, and that lease fails: the whole event rolls back
+    monkeypatch.setattr(store, "insert_attempt", broken)
+    [result] = hub.node_events([("n1", 1, declined, b"raw")])
+    assert isinstance(result, OSError)
+    assert ("n1", study) not in hub.declined  # as in the store: the attempt still runs
+    assert store.get_attempt(first.attempt_id).state is AttemptState.RUNNING
+    monkeypatch.setattr(store, "insert_attempt", real)
+    # the rolled-back event did not use up its sequence number either
+    [outbox] = hub.node_events([("n1", 1, declined, b"raw")])
+    assert not isinstance(outbox, Exception)
+    assert ("n1", study) in hub.declined
+    [lease] = assignments(outbox)
+    assert lease.trial_id == first.trial_id
