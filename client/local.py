@@ -3,15 +3,17 @@
 ``tunefleet run study.toml --local N`` uses it; so do the integration tests. Each part starts
 through its public entry point (``python -m coordinator serve``, ``python -m node_agent
 start``), exactly as an operator or a provider would start it. On Linux each part also dies
-with the thread that started it, even when its process is killed with SIGKILL
+with the process that started it, even when that process is killed with SIGKILL
 (``PR_SET_PDEATHSIG``, set by the agent's sandbox launcher before the entry point runs), so no
-part is left orphaned: start the cluster from a thread that outlives it (the main thread, as
-the CLI and the tests do).
+part is left orphaned. The kernel ties that signal to the thread that forks, so every part is
+forked by one daemon thread that lives as long as the process: a cluster may be started from
+any thread, a short-lived one included.
 """
 
 from __future__ import annotations
 
 import os
+import queue
 import re
 import signal
 import subprocess
@@ -20,9 +22,10 @@ import tempfile
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, Any
 
 from node_agent.sandbox import launch_command
 from tunefleet.errors import TunefleetError
@@ -81,7 +84,7 @@ class LocalCluster:
     def start_coordinator(self, listen: str = "127.0.0.1:0") -> str:
         """Start (or restart, on the same database) the coordinator; returns its address."""
         log = open(self._log_path("coordinator"), "ab")  # noqa: SIM115
-        self.coordinator = subprocess.Popen(
+        self.coordinator = _spawn(
             _tied([sys.executable, "-m", "coordinator", "serve", "--db", str(self.db_path),
                    "--listen", listen, "--lease-seconds", str(self.lease_seconds),
                    *self._security_args(server=True), *self.coordinator_args]),
@@ -121,7 +124,7 @@ class LocalCluster:
     def start_agent(self, index: int) -> subprocess.Popen[bytes]:
         log = open(self._log_path(f"agent-{index}"), "ab")  # noqa: SIM115
         home = self.state_dir / f"agent-{index}"
-        proc = subprocess.Popen(
+        proc = _spawn(
             _tied([sys.executable, "-m", "node_agent", "start", "--coordinator", self.address,
                    "--home", str(home), "--slots", str(self.slots), "--name", f"local-{index}",
                    *self._security_args(), *self.agent_args]),
@@ -176,12 +179,40 @@ class LocalCluster:
 
 
 def _tied(command: list[str]) -> list[str]:
-    """``command``, started so that it is SIGKILLed when this process dies (Linux; elsewhere
-    unchanged). The tie is to the calling thread: start parts from a thread that lives as long
-    as the cluster (the main thread, in the CLI and the tests)."""
+    """``command``, started so that it is SIGKILLed when the thread that forks it ends (Linux;
+    elsewhere unchanged): fork it with :func:`_spawn`, whose thread ends with the process."""
     if not sys.platform.startswith("linux"):
         return command
     return launch_command(command, (), None, os.getpid())
+
+
+_requests: queue.SimpleQueue[tuple[list[str], dict[str, Any], Future[subprocess.Popen[bytes]]]] = (
+    queue.SimpleQueue())
+_spawner_lock = threading.Lock()
+_spawner: threading.Thread | None = None
+
+
+def _spawn(argv: list[str], **options: Any) -> subprocess.Popen[bytes]:
+    """``subprocess.Popen(argv, **options)``, forked by the process's spawner thread (a daemon
+    that lives until the process ends), whatever thread calls."""
+    global _spawner
+    with _spawner_lock:
+        if _spawner is None or not _spawner.is_alive():
+            _spawner = threading.Thread(target=_serve_spawns, name="tunefleet-spawner",
+                                        daemon=True)
+            _spawner.start()
+    done: Future[subprocess.Popen[bytes]] = Future()
+    _requests.put((argv, options, done))
+    return done.result()
+
+
+def _serve_spawns() -> None:
+    while True:
+        argv, options, done = _requests.get()
+        try:
+            done.set_result(subprocess.Popen(argv, **options))
+        except BaseException as exc:  # the caller raises it
+            done.set_exception(exc)
 
 
 def _pump(source: IO[bytes], sink: IO[bytes]) -> None:

@@ -52,3 +52,27 @@ def test_parts_die_with_the_process_that_started_them(tmp_path: Path) -> None:
     for pid in left:  # do not leak them into the rest of the run if the check fails
         os.kill(pid, signal.SIGKILL)
     assert left == []
+
+
+FROM_A_THREAD = textwrap.dedent("""
+    import sys, threading, time
+    from pathlib import Path
+    from client.local import LocalCluster
+    cluster = LocalCluster(agents=1, state_dir=Path(sys.argv[1]))
+    starter = threading.Thread(target=cluster.start)
+    starter.start()
+    starter.join()  # the thread that asked for the parts has ended
+    cluster.wait_for_nodes(1)
+    time.sleep(1.0)
+    parts = [cluster.coordinator, *cluster.agents]
+    print(" ".join(str(p.poll()) for p in parts), flush=True)
+    cluster.close()
+""")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_parts_outlive_the_short_lived_thread_that_started_them(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-c", FROM_A_THREAD, str(tmp_path / "state")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["None", "None"]  # both still running after the thread ended
