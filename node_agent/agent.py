@@ -17,7 +17,7 @@ import random
 import shutil
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import grpc
@@ -25,7 +25,7 @@ import grpc
 from node_agent.bundle_cache import BundleCache, TrustPolicy
 from node_agent.inventory import read_inventory
 from node_agent.runner import Child, ChildSpec
-from node_agent.sandbox import SandboxLimits
+from node_agent.sandbox import AccountPool, SandboxLimits
 from node_agent.warm import WarmPool
 from tunefleet import serde
 from tunefleet.bundle import MAX_BUNDLE_BYTES
@@ -53,6 +53,9 @@ class AgentConfig:
     ack_log: Path | None = None  # appends one JSON line per acknowledged report (audits)
     limits: SandboxLimits = field(default_factory=SandboxLimits)
     run_as: str | None = None  # the unprivileged account children run as (None: no switch)
+    # as root: each child runs as an account of its own, uids from this one up (see
+    # node_agent.sandbox.AccountPool); takes precedence over run_as
+    uid_base: int | None = None
     preload: tuple[str, ...] = ()  # modules a warm runtime per slot imports ahead of trials
 
 
@@ -79,7 +82,11 @@ class Agent:
             config.home / "bundles", self._fetch, TrustPolicy(config.trusted_publishers)
         )
         self.attempts: dict[int, RunningAttempt] = {}
-        self.warm = WarmPool(config.home / "work", config.preload) if config.preload else None
+        slots = self.inventory.cpu_slots + len(self.inventory.gpus)
+        self.accounts = (None if config.uid_base is None
+                         else AccountPool(config.uid_base, size=2 * slots + 2))  # warm + running
+        self.warm = (WarmPool(config.home / "work", config.preload, self.accounts)
+                     if config.preload else None)
         self._warm_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         self.draining = False
@@ -343,6 +350,21 @@ class Agent:
             shutil.rmtree(workdir, ignore_errors=True)
             if attempt.child is not None and attempt.child.scratch is not None:
                 shutil.rmtree(attempt.child.scratch, ignore_errors=True)
+            if attempt.child is not None and attempt.child.spec.account is not None and (
+                self.accounts is not None
+            ):  # whatever of it still runs dies when the account is next used
+                self.accounts.give_back(attempt.child.spec.account)
+
+    async def _start_cold(self, spec: ChildSpec) -> Child:
+        """Start ``spec`` in a new child, as an account of its own when the agent has them."""
+        if self.accounts is None:
+            return await Child.start(spec)
+        account = self.accounts.take()
+        try:
+            return await Child.start(replace(spec, account=account))
+        except BaseException:
+            self.accounts.give_back(account)
+            raise
 
     def _fail(self, attempt: RunningAttempt, error: str) -> None:
         attempt.final = self._event(finished=node_pb2.AttemptFinished(
@@ -379,7 +401,7 @@ class Agent:
                 attempt.child = await self.warm.take(spec)
                 self._refill_warm_soon()  # the slot gets a new warm runtime at once
             if attempt.child is None:
-                attempt.child = await Child.start(spec)
+                attempt.child = await self._start_cold(spec)
         except OSError as exc:
             self._fail(attempt, f"could not start the entrypoint: {exc}")
             return

@@ -16,7 +16,7 @@ from google.protobuf.json_format import MessageToDict
 
 from node_agent.agent import Agent, AgentConfig
 from node_agent.inventory import read_inventory
-from node_agent.sandbox import SandboxLimits, sandbox_user
+from node_agent.sandbox import DEFAULT_UID_BASE, MAX_UID, SandboxLimits, sandbox_user
 from tunefleet.connection import add_connection_args, connection_from
 from tunefleet.errors import InvalidInputError, TunefleetError
 from tunefleet.keys import load_or_create
@@ -61,8 +61,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     start.add_argument(
         "--run-as", default=None, metavar="USER",
-        help="the unprivileged account trials run as when the agent runs as root "
-        "(default: nobody); ignored otherwise",
+        help="as root: run every trial as this one existing unprivileged account, shared by "
+        "all of them (default: each trial gets an account of its own, see --uid-base); "
+        "ignored otherwise",
+    )
+    start.add_argument(
+        "--uid-base", type=int, default=DEFAULT_UID_BASE, metavar="UID",
+        help="as root without --run-as: each trial, and each warm runtime, runs as an account "
+        "of its own, the user ids from UID up that the user database does not know (two per "
+        "slot); whatever a trial leaves running is killed before its account is used again "
+        f"(default: {DEFAULT_UID_BASE})",
     )
     start.add_argument(
         "--allow-same-user", action="store_true",
@@ -105,7 +113,8 @@ async def _start(args: argparse.Namespace, home: Path) -> None:
         coordinator=address, home=home, security=security, name=args.name or os.uname().nodename,
         cpu_slots=args.slots, trusted_publishers=set(args.trust), stop_grace=args.stop_grace,
         max_backoff=args.max_backoff, ack_log=args.ack_log, limits=_limits(args),
-        run_as=sandbox_user(args.run_as) if os.geteuid() == 0 else None,
+        run_as=sandbox_user(args.run_as) if os.geteuid() == 0 and args.run_as else None,
+        uid_base=args.uid_base if os.geteuid() == 0 and not args.run_as else None,
         preload=tuple(args.preload),
     )
     agent = Agent(config, identity)
@@ -182,6 +191,10 @@ def main(argv: list[str] | None = None) -> int:
                       "user and could read the node key; run the agent as root (trials then "
                       "run as an unprivileged account), or pass --allow-same-user to accept "
                       "that", file=sys.stderr)
+                return 2
+            if not 1000 <= args.uid_base <= MAX_UID - 1024:
+                print(f"node-agent: error: --uid-base: got {args.uid_base}; must be a user id "
+                      f"in [1000, {MAX_UID - 1024}]", file=sys.stderr)
                 return 2
             if args.slots is not None and args.slots < 0:
                 print(f"node-agent: error: --slots: got {args.slots}; must be >= 0",

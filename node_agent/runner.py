@@ -50,8 +50,10 @@ class ChildSpec:
     """What to run and how to confine it.
 
     ``run_as`` names the account the child runs as (see :func:`node_agent.sandbox.sandbox_user`);
-    ``None`` keeps the agent's own. Switching needs root; the work directory is then handed to
-    that account and the directories above it made traversable (``o+x`` only).
+    ``None`` keeps the agent's own. ``account``, when given, is an account of the child's own
+    from the agent's :class:`~node_agent.sandbox.AccountPool` and takes precedence; every other
+    process of it is killed as the child starts. Switching needs root; the work directory is
+    then handed to that account and the directories above it made traversable (``o+x`` only).
     """
 
     workdir: Path
@@ -61,6 +63,7 @@ class ChildSpec:
     threads: int = 1
     limits: SandboxLimits = SandboxLimits()
     run_as: str | None = None
+    account: Account | None = None
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,12 @@ def _environment(spec: ChildSpec, report_fd: int, control_fd: int) -> dict[str, 
 
 def child_account(spec: ChildSpec) -> Account | None:
     """The account to switch to, or ``None`` when the child keeps the agent's."""
+    if spec.account is not None:
+        if os.geteuid() != 0:
+            raise InvalidInputError("account", spec.account.name,
+                                    "an account of the child's own only when the agent runs "
+                                    "as root")
+        return spec.account
     if spec.run_as is None:
         return None
     account = resolve_account(spec.run_as)
@@ -162,7 +171,8 @@ async def spawn_sandboxed(
                 open(spec.workdir / "stderr.log", "w+b"))  # noqa: SIM115
         if account is not None:
             await asyncio.to_thread(prepare, spec.workdir, account)
-        argv = launch_command(command, rlimits, account, os.getpid())
+        argv = launch_command(command, rlimits, account, os.getpid(),
+                              exclusive=spec.account is not None)
         process = await asyncio.create_subprocess_exec(
             *argv, cwd=cwd, env=env, pass_fds=(report_w, control_r, *extra_fds),
             stdin=asyncio.subprocess.DEVNULL, stdout=logs[0], stderr=logs[1],

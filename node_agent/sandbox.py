@@ -5,20 +5,25 @@ enforced by the kernel through ``setrlimit``, applied by a launcher before it ex
 code (see :func:`launch_command`), except the wall time, which the runner enforces itself (it
 stops the child like a stop order).
 
-When the agent runs as root, children run as an unprivileged account (``nobody`` unless the
-provider names another one, see :func:`sandbox_user`). Before such a child starts,
+When the agent runs as root, each child runs as an unprivileged account of its own, taken from
+an :class:`AccountPool` of user ids that no user or service on the machine owns, and every
+process of that account is killed before the account is used again; a provider may instead
+name one shared account (``--run-as``, see :func:`sandbox_user`). Before such a child starts,
 :func:`grant_access` hands its work directory to that account and makes every directory above it
 traversable (search bit only, never read), so the child reaches its own files but cannot list or
 read the agent's home or its key; the runner does the same for the directories holding the
 Python interpreter (:func:`runtime_directories`), which the child must reach to start.
 
-Limits of this sandbox, stated so nobody relies on more: children that share one account can
-signal and read each other; a child may escape its process group with ``setsid``; memory is
-capped as address space (``RLIMIT_AS``), not resident memory, and not at all for GPU children.
+Limits of this sandbox, stated so nobody relies on more: children that share one account (a
+named ``--run-as`` account, or the agent's own user when it is not root) can signal and read
+each other; a child may escape its process group with ``setsid``, though not outlive its
+account's next use; memory is capped as address space (``RLIMIT_AS``), not resident memory,
+and not at all for GPU children.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import math
 import os
@@ -26,6 +31,7 @@ import pwd
 import resource
 import stat
 import sys
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +41,9 @@ from tunefleet.errors import InvalidInputError
 __all__ = [
     "SandboxLimits",
     "Account",
+    "AccountPool",
     "DEFAULT_ACCOUNT",
+    "DEFAULT_UID_BASE",
     "sandbox_user",
     "resolve_account",
     "rlimits_for",
@@ -50,6 +58,9 @@ log = logging.getLogger(__name__)
 GiB = 1024**3
 MiB = 1024**2
 DEFAULT_ACCOUNT = "nobody"
+DEFAULT_UID_BASE = 61000
+"""The first user id of the agent's own accounts (uids the user database does not know)."""
+MAX_UID = 2**31 - 2
 CPU_KILL_AFTER = 2
 """Seconds of CPU time between SIGXCPU (the soft limit) and SIGKILL (the hard limit)."""
 MIN_MEMORY_BYTES = 64 * MiB
@@ -126,6 +137,103 @@ class Account:
     name: str
     uid: int
     gid: int
+
+
+class AccountPool:
+    """Accounts of their own for the children of an agent that runs as root.
+
+    Contract: the accounts are the user ids from ``first`` up (each with the group id of the
+    same number) that the user database does not know, so no person or service owns them;
+    their name is ``tunefleet-<uid>``. :meth:`take` hands out one that is not in use (raising
+    ``OSError`` when ``size`` are); :meth:`give_back` returns it. A child started with an
+    account from the pool kills every process of that account first (``exclusive`` in
+    :func:`launch_command`), so nothing a previous child left behind shares it.
+
+    Several agents on one machine never share an account: a pool holds an exclusive lock
+    (``flock``) on ``lock_dir/<uid>.lock`` for every uid it has used, until its process ends,
+    and skips uids another process holds. ``lock_dir`` must be the same for every agent of the
+    machine (the default is) and is created private to the agent's user (0700).
+    """
+
+    def __init__(self, first: int = DEFAULT_UID_BASE, size: int = 64,
+                 lock_dir: Path | None = None) -> None:
+        if not 1000 <= first <= MAX_UID - size:
+            raise InvalidInputError("uid_base", first, f"must be in [1000, {MAX_UID - size}]")
+        if size < 1:
+            raise InvalidInputError("size", size, "must be >= 1")
+        self.first = first
+        self.size = size
+        self.lock_dir = lock_dir or _default_lock_dir()
+        self._free: list[int] = []
+        self._next = first
+        self._in_use: set[int] = set()
+        self._locks: dict[int, int] = {}  # uid -> descriptor of its held lock file
+
+    def take(self) -> Account:
+        """A free account (one returned earlier first, else the next unknown, unlocked uid)."""
+        if len(self._in_use) >= self.size:
+            raise OSError(f"all {self.size} sandbox accounts are in use")
+        if self._free:
+            uid = self._free.pop()
+        else:
+            uid = self._next
+            while _known_uid(uid) or not self._lock(uid):
+                uid += 1
+                if uid > MAX_UID:
+                    raise OSError(f"no free user id left above {self.first}")
+            self._next = uid + 1
+        self._in_use.add(uid)
+        return Account(f"tunefleet-{uid}", uid, uid)
+
+    def _lock(self, uid: int) -> bool:
+        _private_dir(self.lock_dir)
+        fd = os.open(self.lock_dir / f"{uid}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False  # another agent of this machine uses it
+        self._locks[uid] = fd
+        return True
+
+    def close(self) -> None:
+        """Release the locks (the process ending does the same)."""
+        for fd in self._locks.values():
+            os.close(fd)
+        self._locks.clear()
+
+    def give_back(self, account: Account) -> None:
+        if account.uid in self._in_use:
+            self._in_use.remove(account.uid)
+            self._free.append(account.uid)
+
+    @property
+    def in_use(self) -> int:
+        return len(self._in_use)
+
+
+def _default_lock_dir() -> Path:
+    run = Path("/run")
+    base = run if run.is_dir() and os.access(run, os.W_OK) else Path(tempfile.gettempdir())
+    return base / "tunefleet-uids"
+
+
+def _private_dir(path: Path) -> None:
+    """Create ``path`` (0700) or check that it is a directory of this user that nobody else
+    may write to; raise ``PermissionError`` otherwise."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o022:
+        raise PermissionError(f"{path} must be a directory of user {os.geteuid()} that no one "
+                              "else may write to; remove it or fix its owner and mode")
+
+
+def _known_uid(uid: int) -> bool:
+    try:
+        pwd.getpwuid(uid)
+    except KeyError:
+        return False
+    return True
 
 
 def resolve_account(name: str) -> Account:
@@ -237,6 +345,7 @@ if sys.platform.startswith("linux"):
 else:
     prctl = None
 limits, uid, gid, parent = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+exclusive = sys.argv[5] == "1"
 try:
     for item in filter(None, limits.split(";")):
         res, soft, hard = (int(x) for x in item.split(","))
@@ -245,11 +354,16 @@ try:
         os.setgroups([])
         os.setgid(gid)
         os.setuid(uid)
+        if exclusive:  # the account is this child's alone: end whatever else runs as it
+            try:
+                os.kill(-1, signal.SIGKILL)  # every process of this uid but this one
+            except ProcessLookupError:
+                pass
     if prctl is not None:
         prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG, after the credential change that clears it
         if os.getppid() != parent:
             os.kill(os.getpid(), signal.SIGKILL)
-    os.execv(sys.argv[5], sys.argv[5:])
+    os.execv(sys.argv[6], sys.argv[6:])
 except OSError as exc:
     sys.stderr.write(f"tunefleet sandbox: {exc}\\n")
     os._exit(126)
@@ -257,13 +371,14 @@ except OSError as exc:
 
 
 def launch_command(command: list[str], rlimits: tuple[Rlimit, ...], account: Account | None,
-                   parent_pid: int) -> list[str]:
+                   parent_pid: int, exclusive: bool = False) -> list[str]:
     """The argv that starts ``command`` inside the sandbox.
 
     A small launcher runs first, as a fresh isolated interpreter (``-I -S``: nothing is imported
     from the work directory, the environment or site-packages while it still has the agent's
     privileges). In this order it applies ``rlimits``; drops privileges to ``account`` when one
-    is given (supplementary groups cleared, then gid, then uid, so none can be regained); only
+    is given (supplementary groups cleared, then gid, then uid, so none can be regained), and
+    with ``exclusive`` (an account no other child uses) SIGKILLs every other process of it; only
     then asks for SIGKILL when the agent dies (``PR_SET_PDEATHSIG``, which a credential change
     clears), killing itself if the agent is already gone; and finally execs ``command`` in the
     same process, so the pid, process group and pipes stay. It exits 126 with a
@@ -276,4 +391,4 @@ def launch_command(command: list[str], rlimits: tuple[Rlimit, ...], account: Acc
     encoded = ";".join(f"{res},{soft},{hard}" for res, soft, hard in rlimits)
     uid, gid = (account.uid, account.gid) if account is not None else (-1, -1)
     return [sys.executable, "-I", "-S", "-c", _LAUNCHER, encoded, str(uid), str(gid),
-            str(parent_pid), *command]
+            str(parent_pid), "1" if exclusive else "0", *command]

@@ -46,7 +46,7 @@ from node_agent.runner import (
     report_reader,
     spawn_sandboxed,
 )
-from node_agent.sandbox import Account, grant_traversal, runtime_directories
+from node_agent.sandbox import Account, AccountPool, grant_traversal, runtime_directories
 from tunefleet.trial import ENV_TRIAL
 
 __all__ = ["WarmPool", "WarmChild", "ENV_GO_FD"]
@@ -124,9 +124,14 @@ class WarmPool:
     the caller starts the trial cold. :meth:`close` ends every waiting child.
     """
 
-    def __init__(self, scratch_root: Path, preload: tuple[str, ...]) -> None:
+    def __init__(self, scratch_root: Path, preload: tuple[str, ...],
+                 accounts: AccountPool | None = None) -> None:
+        """With ``accounts``, each warm child runs as an account of its own from that pool; a
+        trial that takes the child takes its account (give it back once the child has ended);
+        a child discarded unused gives it back itself."""
         self.scratch_root = scratch_root
         self.preload = preload
+        self.accounts = accounts
         self.waiting: list[WarmChild] = []
 
     async def spawn(self, template: ChildSpec) -> WarmChild:
@@ -135,6 +140,19 @@ class WarmPool:
         scratch = Path(tempfile.mkdtemp(prefix="warm-", dir=self.scratch_root))
         os.chmod(scratch, 0o755)  # the child reads its order here; only the agent writes
         spec = replace(template, workdir=scratch, entrypoint="", trial={})
+        if self.accounts is not None:
+            spec = replace(spec, account=self.accounts.take())
+        try:
+            return await self._spawn(spec, scratch)
+        except BaseException:
+            self._give_back(spec)
+            raise
+
+    def _give_back(self, spec: ChildSpec) -> None:
+        if self.accounts is not None and spec.account is not None:
+            self.accounts.give_back(spec.account)
+
+    async def _spawn(self, spec: ChildSpec, scratch: Path) -> WarmChild:
         go_r, go_w = os.pipe()
         try:
             process, report_r, control_w, logs = await spawn_sandboxed(
@@ -164,11 +182,13 @@ class WarmPool:
             log.warning("a warm runtime ended before it got a trial (exit %s): %s",
                         dead.process.returncode, _tail(dead.logs[1]))
             self.waiting.remove(dead)
-            dead.discard()
+            self._discard(dead)
         warm = next((w for w in self.waiting if w.matches(spec)), None)
         if warm is None:
             return None
         self.waiting.remove(warm)
+        if warm.spec.account is not None:  # the trial runs as the child's own account
+            spec = replace(spec, account=warm.spec.account)
         try:
             account = child_account(spec)
             tmp = spec.workdir / ".tmp"
@@ -186,7 +206,7 @@ class WarmPool:
             if len(line) > select.PIPE_BUF:
                 raise OSError(f"the scratch path is over {select.PIPE_BUF} bytes")
         except BaseException:
-            warm.discard()
+            self._discard(warm)
             raise
         try:
             # a line of at most PIPE_BUF bytes into an empty pipe: written whole, never blocks
@@ -194,12 +214,12 @@ class WarmPool:
             os.close(warm.go_w)
         except OSError as exc:  # the child died after the check: start the trial cold
             log.warning("a warm runtime ended before it got a trial: %s", exc)
-            warm.discard()
+            self._discard(warm)
             return None
         try:
             reader = await report_reader(warm.report_r)
         except BaseException:
-            warm.discard()
+            self._discard(warm)
             raise
         child = Child(spec, warm.process, reader, warm.control_w, time.monotonic(), warm.logs)
         child.scratch = warm.scratch
@@ -209,9 +229,13 @@ class WarmPool:
         """How many live children of ``shape`` wait."""
         return sum(1 for w in self.waiting if w.matches(shape))
 
+    def _discard(self, warm: WarmChild) -> None:
+        warm.discard()
+        self._give_back(warm.spec)
+
     def close(self) -> None:
         for warm in self.waiting:
-            warm.discard()
+            self._discard(warm)
         self.waiting.clear()
 
 

@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from client.local import LocalCluster
 from client.sdk import Client
 from tunefleet.keys import Identity
@@ -55,3 +57,15 @@ def test_a_preload_that_is_not_a_module_name_is_refused() -> None:
     )
     assert done.returncode == 2
     assert "--preload: got 'torch; rm -rf /'" in done.stderr and "module name" in done.stderr
+
+
+@pytest.mark.parametrize("base", ["5", "999", str(2**31)])
+def test_a_uid_base_outside_the_unprivileged_range_is_refused(base: str, tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "node_agent", "start", "--coordinator", "127.0.0.1:1",
+         "--insecure", "--allow-same-user", "--uid-base", base, "--home", str(tmp_path / "h")],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert done.returncode == 2
+    assert f"--uid-base: got {base}; must be a user id in [1000," in done.stderr
+    assert not (tmp_path / "h").exists()  # nothing created

@@ -14,13 +14,16 @@ import pwd
 import resource
 import signal
 import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from node_agent import sandbox
 from node_agent.runner import Child, ChildExit, ChildSpec
-from node_agent.sandbox import SandboxLimits, sandbox_user
+from node_agent.sandbox import AccountPool, SandboxLimits, launch_command, sandbox_user
 from tunefleet.errors import InvalidInputError
 
 ROOT = os.geteuid() == 0
@@ -31,12 +34,12 @@ MiB = 1024**2
 
 def spec(tmp_path: Path, code: str, *, workdir: Path | None = None,
          limits: SandboxLimits | None = None, run_as: str | None = None,
-         gpu_uuids: tuple[str, ...] = ()) -> ChildSpec:
+         gpu_uuids: tuple[str, ...] = (), account: sandbox.Account | None = None) -> ChildSpec:
     work = workdir or tmp_path / "work"
     work.mkdir(parents=True)
     (work / "train.py").write_text(code)
     return ChildSpec(work, "train.py", {"params": {}, "fidelity_max": 3}, gpu_uuids=gpu_uuids,
-                     limits=limits or SandboxLimits(), run_as=run_as)
+                     limits=limits or SandboxLimits(), run_as=run_as, account=account)
 
 
 def run(s: ChildSpec) -> tuple[dict[str, float], ChildExit]:
@@ -302,3 +305,91 @@ def test_sandbox_user_is_nobody_as_root_and_the_agent_itself_otherwise() -> None
         assert sandbox_user(pwd.getpwuid(os.geteuid()).pw_name) is None
         with pytest.raises(InvalidInputError, match="runs as root"):
             sandbox_user("root")
+
+
+# accounts of their own ------------------------------------------------------------------
+
+
+def test_an_account_pool_skips_known_uids_and_reuses_what_it_got_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sandbox, "_known_uid", lambda uid: uid == 70001)
+    pool = AccountPool(70000, size=3, lock_dir=tmp_path / "locks")
+    a, b = pool.take(), pool.take()
+    assert (a.uid, b.uid) == (70000, 70002)  # 70001 belongs to someone
+    assert (a.name, a.gid) == ("tunefleet-70000", 70000)
+    pool.give_back(a)
+    assert pool.take().uid == 70000
+    pool.take()
+    with pytest.raises(OSError, match="all 3 sandbox accounts are in use"):
+        pool.take()
+    pool.close()
+
+
+def test_two_agents_on_one_machine_never_share_an_account(tmp_path: Path) -> None:
+    first = AccountPool(70000, size=4, lock_dir=tmp_path / "locks")
+    second = AccountPool(70000, size=4, lock_dir=tmp_path / "locks")
+    mine = {first.take().uid for _ in range(3)}
+    theirs = {second.take().uid for _ in range(3)}
+    assert mine == {70000, 70001, 70002} and theirs == {70003, 70004, 70005}
+    first.close()  # the first agent ends: its uids are free for others
+    third = AccountPool(70000, size=4, lock_dir=tmp_path / "locks")
+    assert third.take().uid == 70000
+    second.close()
+    third.close()
+
+
+@pytest.mark.parametrize("first", [0, 999, 2**31])
+def test_a_bad_uid_base_is_refused_naming_the_field(first: int, tmp_path: Path) -> None:
+    with pytest.raises(InvalidInputError, match="uid_base"):
+        AccountPool(first, lock_dir=tmp_path)
+
+
+def test_a_lock_dir_others_may_write_to_is_refused(tmp_path: Path) -> None:
+    locks = tmp_path / "locks"
+    locks.mkdir(mode=0o777)
+    locks.chmod(0o777)
+    with pytest.raises(PermissionError, match="no one else may write"):
+        AccountPool(70000, lock_dir=locks).take()
+
+
+@needs_root
+def test_children_with_accounts_of_their_own_cannot_read_each_other(tmp_path: Path) -> None:
+    pool = AccountPool(70100, size=2, lock_dir=tmp_path / "locks")
+    first = spec(tmp_path / "a", "import os\nfrom tunefleet import trial\n"
+                                 "trial.report(1, uid=os.getuid(), gid=os.getgid())\n",
+                 account=pool.take())
+    (first.workdir / "secret.txt").write_text("the first trial's data")
+    second = spec(tmp_path / "b", "import os\nfrom tunefleet import trial\n"
+                                  f"path = {str(first.workdir / 'secret.txt')!r}\n"
+                                  "try:\n    open(path).read()\n    read = 1.0\n"
+                                  "except PermissionError:\n    read = 0.0\n"
+                                  "trial.report(1, uid=os.getuid(), read=read)\n",
+                  account=pool.take())
+    metrics, result = run(first)
+    assert result.exit_code == 0, result.stderr_tail
+    assert metrics == {"uid": 70100.0, "gid": 70100.0}
+    metrics, result = run(second)
+    assert result.exit_code == 0, result.stderr_tail
+    assert metrics == {"uid": 70101.0, "read": 0.0}
+    pool.close()
+
+
+@needs_root
+def test_a_child_with_an_account_of_its_own_ends_what_ran_as_it_before(tmp_path: Path) -> None:
+    pool = AccountPool(70200, size=1, lock_dir=tmp_path / "locks")
+    account = pool.take()
+    leftover = subprocess.Popen(launch_command([sys.executable, "-c", "import time; "
+                                                "time.sleep(60)"], (), account, os.getpid()),
+                                start_new_session=True)
+    try:
+        time.sleep(0.3)
+        assert leftover.poll() is None  # something a previous trial left behind
+        metrics, result = run(spec(tmp_path, "from tunefleet import trial\n"
+                                             "trial.report(1, done=1.0)\n", account=account))
+        assert result.exit_code == 0, result.stderr_tail
+        assert leftover.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        if leftover.poll() is None:
+            leftover.kill()
+    pool.close()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from node_agent.runner import ChildSpec
-from node_agent.sandbox import SandboxLimits
+from node_agent.sandbox import AccountPool, SandboxLimits
 from node_agent.warm import WarmPool
 
 TRIAL = (
@@ -184,3 +184,28 @@ def test_a_missing_entrypoint_is_refused_before_a_child_is_used(tmp_path: Path) 
         return waiting
 
     assert asyncio.run(go()) == 1  # still waiting for a trial it can run
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="accounts of their own need the tests as root")
+def test_a_warm_child_of_its_own_account_hands_it_to_its_trial(tmp_path: Path) -> None:
+    accounts = AccountPool(70300, size=2, lock_dir=tmp_path / "locks")
+    pool = WarmPool(tmp_path / "scratch", ("json",), accounts)
+    code = "import os\nfrom tunefleet import trial\ntrial.report(1, uid=os.getuid())\n"
+    spec = trial_spec(tmp_path, code)
+
+    async def go() -> tuple[list[dict[str, float]], int, int | None]:
+        await pool.spawn(spec)
+        await pool.spawn(spec)
+        assert accounts.in_use == 2
+        child = await pool.take(spec)
+        assert child is not None and child.spec.account is not None
+        got = [r.metrics async for r in child.reports()]
+        end = await child.wait()
+        pool.close()  # the other waiting child is discarded: its account comes back
+        return got, end.exit_code, child.spec.account.uid
+
+    got, exit_code, uid = asyncio.run(go())
+    assert exit_code == 0 and uid == 70300
+    assert got == [{"uid": 70300.0}]  # the trial ran as the warm child's own account
+    assert accounts.in_use == 1  # the trial's account is the caller's to give back
+    accounts.close()
