@@ -211,6 +211,19 @@ def test_stopped_trials_count_as_bad_only_where_their_step_ranks_like_the_fit(
         assert below == [0.9]
 
 
+def spy_on_rank_checks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The steps TrialHistory judges by a rank correlation, in call order, from now on."""
+    judged: list[int] = []
+    real = TrialHistory._trusted
+
+    def spy(self: TrialHistory, live: object, level: int, reference: int) -> bool:
+        judged.append(level)
+        return real(self, live, level, reference)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(TrialHistory, "_trusted", spy)
+    return judged
+
+
 def test_many_distinct_stopping_steps_cost_a_bounded_number_of_rank_checks(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -225,14 +238,7 @@ def test_many_distinct_stopping_steps_cost_a_bounded_number_of_rank_checks(
         history.report(t, 1, 50.0 + t)
         history.report(t, 2 + (t - 20) * 3, 50.0 + t)
         history.finish(t, 50.0 + t)
-    judged: list[int] = []
-    real = TrialHistory._trusted
-
-    def spy(self: TrialHistory, live: object, level: int, reference: int) -> bool:
-        judged.append(level)
-        return real(self, live, level, reference)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(TrialHistory, "_trusted", spy)
+    judged = spy_on_rank_checks(monkeypatch)
     data = history.training_set(6)
     assert data is not None and data.level == 1000
     assert len(data.below) == 300  # every stop believed: their steps rank like step 1,000
@@ -257,13 +263,6 @@ def test_a_few_distinct_stopping_steps_are_each_judged_by_themselves(
         history.add(t, np.array([t / 10]))
         history.report(t, stop, 99.0)
         history.finish(t, 99.0)
-    judged: list[int] = []
-    real = TrialHistory._trusted
-
-    def spy(self: TrialHistory, live: object, level: int, reference: int) -> bool:
-        judged.append(level)
-        return real(self, live, level, reference)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(TrialHistory, "_trusted", spy)
+    judged = spy_on_rank_checks(monkeypatch)
     assert history.training_set(6) is not None
     assert sorted(judged) == [1, 3, 9]
