@@ -164,6 +164,8 @@ class Agent:
 
     async def run(self) -> None:
         """Hold a session until shut down (or drained), reconnecting with backoff."""
+        if self.accounts is not None:  # cleared ahead: a trial or warm runtime never waits
+            await asyncio.to_thread(self.accounts.reserve, self.accounts.size // 2 + 1)
         if self.warm is not None:
             await self._refill_warm()
             log.info("warm runtimes: %d waiting, preloading %s", len(self.warm.waiting),
@@ -352,14 +354,19 @@ class Agent:
                 shutil.rmtree(attempt.child.scratch, ignore_errors=True)
             if attempt.child is not None and attempt.child.spec.account is not None and (
                 self.accounts is not None
-            ):  # whatever of it still runs dies when the account is next used
-                self.accounts.give_back(attempt.child.spec.account)
+            ):  # cleared now (whatever of it still runs dies), ready for the next trial
+                account = attempt.child.spec.account
+                try:
+                    await asyncio.to_thread(self.accounts.release, account)
+                except OSError as exc:
+                    log.warning("could not clear %s (cleared when next used): %s",
+                                account.name, exc)
 
     async def _start_cold(self, spec: ChildSpec) -> Child:
         """Start ``spec`` in a new child, as an account of its own when the agent has them."""
         if self.accounts is None:
             return await Child.start(spec)
-        account = self.accounts.take()
+        account = await asyncio.to_thread(self.accounts.take)
         try:
             return await Child.start(replace(spec, account=account))
         except BaseException:

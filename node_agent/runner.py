@@ -109,6 +109,9 @@ def _environment(spec: ChildSpec, report_fd: int, control_fd: int) -> dict[str, 
         ENV_REPORT_FD: str(report_fd),
         ENV_CONTROL_FD: str(control_fd),
     }
+    name = spec.account.name if spec.account is not None else spec.run_as
+    if name is not None:  # getpass.getuser() (torch.compile's cache, git) needs no pwd entry
+        env["USER"] = env["LOGNAME"] = name
     for passthrough in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "LD_LIBRARY_PATH"):
         if passthrough in os.environ:
             env[passthrough] = os.environ[passthrough]

@@ -29,10 +29,12 @@ import math
 import os
 import pwd
 import resource
+import shutil
 import stat
+import subprocess
 import sys
-import tempfile
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +53,7 @@ __all__ = [
     "grant_traversal",
     "runtime_directories",
     "launch_command",
+    "clear_account",
 ]
 
 log = logging.getLogger(__name__)
@@ -58,8 +61,10 @@ log = logging.getLogger(__name__)
 GiB = 1024**3
 MiB = 1024**2
 DEFAULT_ACCOUNT = "nobody"
-DEFAULT_UID_BASE = 61000
-"""The first user id of the agent's own accounts (uids the user database does not know)."""
+DEFAULT_UID_BASE = 60600
+"""The first user id of the agent's own accounts (uids the user database does not know): in the
+gap that systemd leaves between the ids of systemd-homed (60001-60513) and of dynamic service
+users (61184-65519), above the ids that ``useradd`` gives people (up to 60000)."""
 MAX_UID = 2**31 - 2
 CPU_KILL_AFTER = 2
 """Seconds of CPU time between SIGXCPU (the soft limit) and SIGKILL (the hard limit)."""
@@ -145,18 +150,28 @@ class AccountPool:
     Contract: the accounts are the user ids from ``first`` up (each with the group id of the
     same number) that the user database does not know, so no person or service owns them;
     their name is ``tunefleet-<uid>``. :meth:`take` hands out one that is not in use (raising
-    ``OSError`` when ``size`` are); :meth:`give_back` returns it. A child started with an
+    ``OSError`` when ``size`` are); :meth:`release` (or :meth:`give_back`, which leaves the
+    clearing to the next :meth:`take`) returns it. A child started with an
     account from the pool kills every process of that account first (``exclusive`` in
     :func:`launch_command`), so nothing a previous child left behind shares it.
+
+    Before an account is handed out again it is *cleared*: every process of that uid is
+    killed (by a launcher that switched to it, see ``exclusive`` in :func:`launch_command`) and
+    whatever the uid owns at the top of ``/tmp``, ``/var/tmp`` and ``/dev/shm`` is removed, so
+    nothing a previous holder left can reach the next one's work directory, which is handed
+    over only after that. Files it left deeper in other writable places are not found.
 
     Several agents on one machine never share an account: a pool holds an exclusive lock
     (``flock``) on ``lock_dir/<uid>.lock`` for every uid it has used, until its process ends,
     and skips uids another process holds. ``lock_dir`` must be the same for every agent of the
-    machine (the default is) and is created private to the agent's user (0700).
+    machine (the default is) and must be private to the agent's user (created 0700; checked
+    when the pool is made). :meth:`take` and :meth:`give_back` may be called from any thread.
     """
 
     def __init__(self, first: int = DEFAULT_UID_BASE, size: int = 64,
-                 lock_dir: Path | None = None) -> None:
+                 lock_dir: Path | None = None,
+                 clear: Callable[[Account], None] | None = None) -> None:
+        """``clear`` replaces :func:`clear_account` (for tests that do not run as root)."""
         if not 1000 <= first <= MAX_UID - size:
             raise InvalidInputError("uid_base", first, f"must be in [1000, {MAX_UID - size}]")
         if size < 1:
@@ -164,29 +179,75 @@ class AccountPool:
         self.first = first
         self.size = size
         self.lock_dir = lock_dir or _default_lock_dir()
-        self._free: list[int] = []
+        _private_dir(self.lock_dir)
+        self._clear = clear or clear_account
+        self._mutex = threading.Lock()
+        self._clean: list[int] = []  # returned and cleared
+        self._dirty: list[int] = []  # returned, to be cleared when taken
         self._next = first
         self._in_use: set[int] = set()
         self._locks: dict[int, int] = {}  # uid -> descriptor of its held lock file
 
     def take(self) -> Account:
-        """A free account (one returned earlier first, else the next unknown, unlocked uid)."""
-        if len(self._in_use) >= self.size:
-            raise OSError(f"all {self.size} sandbox accounts are in use")
-        if self._free:
-            uid = self._free.pop()
-        else:
-            uid = self._next
-            while _known_uid(uid) or not self._lock(uid):
-                uid += 1
-                if uid > MAX_UID:
-                    raise OSError(f"no free user id left above {self.first}")
-            self._next = uid + 1
-        self._in_use.add(uid)
-        return Account(f"tunefleet-{uid}", uid, uid)
+        """A cleared account: one :meth:`release` cleared, else one given back or a fresh uid,
+        cleared now (a short process run: call it off an event loop)."""
+        with self._mutex:
+            if len(self._in_use) >= self.size:
+                raise OSError(f"all {self.size} sandbox accounts are in use")
+            clean = bool(self._clean)
+            if clean:
+                uid = self._clean.pop()
+            elif self._dirty:
+                uid = self._dirty.pop()
+            else:
+                uid = self._fresh_uid()
+            self._in_use.add(uid)
+        account = Account(f"tunefleet-{uid}", uid, uid)
+        if not clean:
+            try:
+                self._clear(account)
+            except BaseException:
+                self.give_back(account)
+                raise
+        return account
+
+    def _fresh_uid(self) -> int:
+        uid = self._next
+        while _known_uid(uid) or not self._lock(uid):
+            uid += 1
+            if uid > MAX_UID:
+                raise OSError(f"no free user id left above {self.first}")
+        self._next = uid + 1
+        return uid
+
+    def reserve(self, count: int) -> None:
+        """Clear accounts ahead, so that the next ``count`` :meth:`take` calls do not wait."""
+        taken = [self.take() for _ in range(max(0, min(count, self.size - self.in_use)))]
+        with self._mutex:
+            for account in taken:
+                self._in_use.discard(account.uid)
+                self._clean.append(account.uid)
+
+    def release(self, account: Account) -> None:
+        """Clear ``account`` and return it, ready for the next :meth:`take` (blocks)."""
+        try:
+            self._clear(account)
+        except BaseException:
+            self.give_back(account)
+            raise
+        with self._mutex:
+            if account.uid in self._in_use:
+                self._in_use.remove(account.uid)
+                self._clean.append(account.uid)
+
+    def give_back(self, account: Account) -> None:
+        """Return ``account`` without clearing it now: it is cleared when next taken."""
+        with self._mutex:
+            if account.uid in self._in_use:
+                self._in_use.remove(account.uid)
+                self._dirty.append(account.uid)
 
     def _lock(self, uid: int) -> bool:
-        _private_dir(self.lock_dir)
         fd = os.open(self.lock_dir / f"{uid}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -202,11 +263,6 @@ class AccountPool:
             os.close(fd)
         self._locks.clear()
 
-    def give_back(self, account: Account) -> None:
-        if account.uid in self._in_use:
-            self._in_use.remove(account.uid)
-            self._free.append(account.uid)
-
     @property
     def in_use(self) -> int:
         return len(self._in_use)
@@ -214,8 +270,38 @@ class AccountPool:
 
 def _default_lock_dir() -> Path:
     run = Path("/run")
-    base = run if run.is_dir() and os.access(run, os.W_OK) else Path(tempfile.gettempdir())
-    return base / "tunefleet-uids"
+    return (run if run.is_dir() and os.access(run, os.W_OK) else Path("/tmp")) / "tunefleet-uids"
+
+
+SHARED_WRITABLE = (Path("/tmp"), Path("/var/tmp"), Path("/dev/shm"))
+
+
+def clear_account(account: Account) -> None:
+    """Kill every process of ``account`` and remove what it owns at the top of the shared
+    writable directories (:data:`SHARED_WRITABLE`). Needs root; raises ``OSError`` if the
+    kill could not be made."""
+    true = "/bin/true" if os.path.exists("/bin/true") else sys.executable
+    done = subprocess.run(launch_command([true], (), account, os.getpid(), exclusive=True),
+                          stdin=subprocess.DEVNULL, capture_output=True, timeout=30, check=False)
+    if done.returncode != 0:
+        raise OSError(f"could not clear sandbox account {account.name}: "
+                      f"{done.stderr.decode(errors='replace').strip()[-500:]}")
+    for directory in SHARED_WRITABLE:
+        try:
+            entries = list(os.scandir(directory))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                info = entry.stat(follow_symlinks=False)
+                if info.st_uid != account.uid:
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                else:
+                    os.unlink(entry.path)
+            except OSError:
+                continue
 
 
 def _private_dir(path: Path) -> None:
@@ -355,6 +441,10 @@ try:
         os.setgid(gid)
         os.setuid(uid)
         if exclusive:  # the account is this child's alone: end whatever else runs as it
+            with open("/proc/self/status") as status:
+                caps = [l for l in status if l.startswith("CapEff:")]
+            if os.getresuid() != (uid, uid, uid) or not caps or int(caps[0].split()[1], 16):
+                raise OSError("still privileged after the switch: refusing to kill as it")
             try:
                 os.kill(-1, signal.SIGKILL)  # every process of this uid but this one
             except ProcessLookupError:
@@ -388,6 +478,8 @@ def launch_command(command: list[str], rlimits: tuple[Rlimit, ...], account: Acc
     (gRPC's among them) then run in the child and were seen to abort it (SIGABRT,
     ``ev_epoll1_linux.cc ... Check failed``). Without it the child is spawned with ``vfork``.
     """
+    if exclusive and (account is None or account.uid == 0):
+        raise InvalidInputError("account", account, "an unprivileged account when exclusive")
     encoded = ";".join(f"{res},{soft},{hard}" for res, soft, hard in rlimits)
     uid, gid = (account.uid, account.gid) if account is not None else (-1, -1)
     return [sys.executable, "-I", "-S", "-c", _LAUNCHER, encoded, str(uid), str(gid),

@@ -141,7 +141,7 @@ class WarmPool:
         os.chmod(scratch, 0o755)  # the child reads its order here; only the agent writes
         spec = replace(template, workdir=scratch, entrypoint="", trial={})
         if self.accounts is not None:
-            spec = replace(spec, account=self.accounts.take())
+            spec = replace(spec, account=await asyncio.to_thread(self.accounts.take))
         try:
             return await self._spawn(spec, scratch)
         except BaseException:

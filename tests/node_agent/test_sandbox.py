@@ -310,11 +310,15 @@ def test_sandbox_user_is_nobody_as_root_and_the_agent_itself_otherwise() -> None
 # accounts of their own ------------------------------------------------------------------
 
 
+def skip_clearing(account: sandbox.Account) -> None:
+    """Clearing an account needs root; the pool's bookkeeping does not."""
+
+
 def test_an_account_pool_skips_known_uids_and_reuses_what_it_got_back(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(sandbox, "_known_uid", lambda uid: uid == 70001)
-    pool = AccountPool(70000, size=3, lock_dir=tmp_path / "locks")
+    pool = AccountPool(70000, size=3, lock_dir=tmp_path / "locks", clear=skip_clearing)
     a, b = pool.take(), pool.take()
     assert (a.uid, b.uid) == (70000, 70002)  # 70001 belongs to someone
     assert (a.name, a.gid) == ("tunefleet-70000", 70000)
@@ -327,13 +331,13 @@ def test_an_account_pool_skips_known_uids_and_reuses_what_it_got_back(
 
 
 def test_two_agents_on_one_machine_never_share_an_account(tmp_path: Path) -> None:
-    first = AccountPool(70000, size=4, lock_dir=tmp_path / "locks")
-    second = AccountPool(70000, size=4, lock_dir=tmp_path / "locks")
+    first = AccountPool(70000, size=4, lock_dir=tmp_path / "locks", clear=skip_clearing)
+    second = AccountPool(70000, size=4, lock_dir=tmp_path / "locks", clear=skip_clearing)
     mine = {first.take().uid for _ in range(3)}
     theirs = {second.take().uid for _ in range(3)}
     assert mine == {70000, 70001, 70002} and theirs == {70003, 70004, 70005}
     first.close()  # the first agent ends: its uids are free for others
-    third = AccountPool(70000, size=4, lock_dir=tmp_path / "locks")
+    third = AccountPool(70000, size=4, lock_dir=tmp_path / "locks", clear=skip_clearing)
     assert third.take().uid == 70000
     second.close()
     third.close()
@@ -350,7 +354,7 @@ def test_a_lock_dir_others_may_write_to_is_refused(tmp_path: Path) -> None:
     locks.mkdir(mode=0o777)
     locks.chmod(0o777)
     with pytest.raises(PermissionError, match="no one else may write"):
-        AccountPool(70000, lock_dir=locks).take()
+        AccountPool(70000, lock_dir=locks)  # when the agent starts, not at its first trial
 
 
 @needs_root
@@ -360,36 +364,68 @@ def test_children_with_accounts_of_their_own_cannot_read_each_other(tmp_path: Pa
                                  "trial.report(1, uid=os.getuid(), gid=os.getgid())\n",
                  account=pool.take())
     (first.workdir / "secret.txt").write_text("the first trial's data")
-    second = spec(tmp_path / "b", "import os\nfrom tunefleet import trial\n"
+    second = spec(tmp_path / "b", "import getpass, os\nfrom tunefleet import trial\n"
                                   f"path = {str(first.workdir / 'secret.txt')!r}\n"
                                   "try:\n    open(path).read()\n    read = 1.0\n"
                                   "except PermissionError:\n    read = 0.0\n"
-                                  "trial.report(1, uid=os.getuid(), read=read)\n",
+                                  "named = float(getpass.getuser() == 'tunefleet-70101')\n"
+                                  "trial.report(1, uid=os.getuid(), read=read, named=named)\n",
                   account=pool.take())
     metrics, result = run(first)
     assert result.exit_code == 0, result.stderr_tail
     assert metrics == {"uid": 70100.0, "gid": 70100.0}
     metrics, result = run(second)
     assert result.exit_code == 0, result.stderr_tail
-    assert metrics == {"uid": 70101.0, "read": 0.0}
+    assert metrics == {"uid": 70101.0, "read": 0.0, "named": 1.0}
     pool.close()
 
 
 @needs_root
-def test_a_child_with_an_account_of_its_own_ends_what_ran_as_it_before(tmp_path: Path) -> None:
+def test_an_account_is_cleared_before_it_is_handed_out_again(tmp_path: Path) -> None:
     pool = AccountPool(70200, size=1, lock_dir=tmp_path / "locks")
     account = pool.take()
     leftover = subprocess.Popen(launch_command([sys.executable, "-c", "import time; "
                                                 "time.sleep(60)"], (), account, os.getpid()),
-                                start_new_session=True)
+                                start_new_session=True)  # escaped its trial's process group
+    planted = Path("/tmp") / f"tunefleet-test-{account.uid}"
+    planted.write_text("left for the next holder")
+    os.chown(planted, account.uid, account.gid)
     try:
         time.sleep(0.3)
-        assert leftover.poll() is None  # something a previous trial left behind
-        metrics, result = run(spec(tmp_path, "from tunefleet import trial\n"
-                                             "trial.report(1, done=1.0)\n", account=account))
-        assert result.exit_code == 0, result.stderr_tail
+        assert leftover.poll() is None
+        pool.give_back(account)
+        again = pool.take()
+        assert again == account
+        # before the next holder gets it, nothing of the previous one runs or lies in /tmp
         assert leftover.wait(timeout=10) == -signal.SIGKILL
+        assert not planted.exists()
     finally:
         if leftover.poll() is None:
             leftover.kill()
+        planted.unlink(missing_ok=True)
+    pool.close()
+
+
+@pytest.mark.parametrize("account", [None, sandbox.Account("root", 0, 0)])
+def test_killing_an_accounts_processes_needs_an_unprivileged_account(
+    account: sandbox.Account | None,
+) -> None:
+    with pytest.raises(InvalidInputError, match="unprivileged account when exclusive"):
+        launch_command(["/bin/true"], (), account, os.getpid(), exclusive=True)
+
+
+def test_an_account_is_cleared_once_between_two_holders(tmp_path: Path) -> None:
+    cleared: list[int] = []
+    pool = AccountPool(70400, size=2, lock_dir=tmp_path / "locks",
+                       clear=lambda account: cleared.append(account.uid))
+    pool.reserve(1)  # ahead of the first trial
+    assert cleared == [70400]
+    first = pool.take()  # no wait: it was cleared ahead
+    assert cleared == [70400]
+    pool.release(first)  # cleared as its holder ends
+    assert cleared == [70400, 70400]
+    again = pool.take()
+    assert again.uid == 70400 and cleared == [70400, 70400]
+    pool.give_back(again)  # not cleared now: the next take clears it
+    assert pool.take().uid == 70400 and cleared == [70400, 70400, 70400]
     pool.close()
