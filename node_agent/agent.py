@@ -82,6 +82,11 @@ class Agent:
             config.home / "bundles", self._fetch, TrustPolicy(config.trusted_publishers)
         )
         self.attempts: dict[int, RunningAttempt] = {}
+        # trials may pass through the work directory to their own, not list it: the names of
+        # the others' directories (and the warm runtimes' orders in them) stay unknown to them
+        work = config.home / "work"
+        work.mkdir(parents=True, exist_ok=True)
+        os.chmod(work, 0o711)
         slots = self.inventory.cpu_slots + len(self.inventory.gpus)
         self.accounts = (None if config.uid_base is None
                          else AccountPool(config.uid_base, size=2 * slots + 2))  # warm + running
