@@ -12,6 +12,7 @@ import math
 import os
 import pwd
 import resource
+import shutil
 import signal
 import stat
 import subprocess
@@ -429,3 +430,26 @@ def test_an_account_is_cleared_once_between_two_holders(tmp_path: Path) -> None:
     pool.give_back(again)  # not cleared now: the next take clears it
     assert pool.take().uid == 70400 and cleared == [70400, 70400, 70400]
     pool.close()
+
+
+@needs_root
+@pytest.mark.skipif(shutil.which("unshare") is None or shutil.which("setpriv") is None,
+                    reason="needs unshare and setpriv (util-linux)")
+@pytest.mark.parametrize(("uid", "keep_caps"), [(0, False), (70500, True)])
+def test_the_launcher_will_not_kill_while_it_is_still_privileged(uid: int, keep_caps: bool
+                                                                 ) -> None:
+    """In a PID namespace of its own, where a wrong kill could end only that namespace's
+    processes: a launcher still privileged after the switch (uid 0, or capabilities kept with
+    SECBIT_NO_SETUID_FIXUP) refuses to kill, and a sleeper beside it lives on."""
+    launcher = [sys.executable, "-I", "-S", "-c", sandbox._LAUNCHER, "", str(uid), str(uid),
+                "1", "1", "/bin/true"]
+    if keep_caps:
+        launcher = ["setpriv", "--securebits", "+no_setuid_fixup", *launcher]
+    script = ('sleep 30 & S=$!; "$@"; RC=$?; kill -0 $S 2>/dev/null && echo alive; '
+              'echo rc=$RC; kill $S')
+    done = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "sh", "-c", script,
+                           "sh", *launcher], capture_output=True, text=True, timeout=60)
+    if "unshare failed" in done.stderr or "Operation not permitted" in done.stderr:
+        pytest.skip(f"no PID namespace here: {done.stderr.strip()}")
+    assert done.stdout.split() == ["alive", "rc=126"], (done.stdout, done.stderr)
+    assert "still privileged after the switch" in done.stderr
