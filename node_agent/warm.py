@@ -133,6 +133,7 @@ class WarmPool:
         self.preload = preload
         self.accounts = accounts
         self.waiting: list[WarmChild] = []
+        self.closed = False
 
     async def spawn(self, template: ChildSpec) -> WarmChild:
         """Start a warm child shaped like ``template`` (its workdir and trial are ignored)."""
@@ -143,10 +144,14 @@ class WarmPool:
         if self.accounts is not None:
             spec = replace(spec, account=await asyncio.to_thread(self.accounts.take))
         try:
-            return await self._spawn(spec, scratch)
+            child = await self._spawn(spec, scratch)
         except BaseException:
             self._give_back(spec)
             raise
+        if self.closed:  # closed while this child started: it never waits
+            self.waiting.remove(child)
+            self._discard(child)
+        return child
 
     def _give_back(self, spec: ChildSpec) -> None:
         if self.accounts is not None and spec.account is not None:
@@ -234,6 +239,8 @@ class WarmPool:
         self._give_back(warm.spec)
 
     def close(self) -> None:
+        """End every waiting child, and any that a :meth:`spawn` still starting makes."""
+        self.closed = True
         for warm in self.waiting:
             self._discard(warm)
         self.waiting.clear()

@@ -209,3 +209,19 @@ def test_a_warm_child_of_its_own_account_hands_it_to_its_trial(tmp_path: Path) -
     assert got == [{"uid": 70300.0}]  # the trial ran as the warm child's own account
     assert accounts.in_use == 1  # the trial's account is the caller's to give back
     accounts.close()
+
+
+def test_a_child_still_starting_when_the_pool_closes_does_not_outlive_it(tmp_path: Path) -> None:
+    pool = WarmPool(tmp_path / "scratch", ("json",))
+    spec = trial_spec(tmp_path)
+
+    async def go() -> tuple[int | None, bool]:
+        starting = asyncio.create_task(pool.spawn(spec))
+        await asyncio.sleep(0)  # the spawn has begun, its child is not started yet
+        pool.close()  # the agent shuts down meanwhile
+        child = await starting
+        return await asyncio.wait_for(child.process.wait(), 10), child.scratch.exists()
+
+    code, scratch_left = asyncio.run(go())
+    assert code == -signal.SIGKILL and not scratch_left
+    assert pool.waiting == []
