@@ -88,8 +88,9 @@ class Agent:
         work.mkdir(parents=True, exist_ok=True)
         os.chmod(work, 0o711)
         slots = self.inventory.cpu_slots + len(self.inventory.gpus)
+        # per slot: a running trial, a warm runtime and one account being cleared
         self.accounts = (None if config.uid_base is None
-                         else AccountPool(config.uid_base, size=2 * slots + 2))  # warm + running
+                         else AccountPool(config.uid_base, size=3 * slots + 2))
         self.warm = (WarmPool(config.home / "work", config.preload, self.accounts)
                      if config.preload else None)
         self._warm_lock = asyncio.Lock()
@@ -170,7 +171,7 @@ class Agent:
     async def run(self) -> None:
         """Hold a session until shut down (or drained), reconnecting with backoff."""
         if self.accounts is not None:  # cleared ahead: a trial or warm runtime never waits
-            await asyncio.to_thread(self.accounts.reserve, self.accounts.size // 2 + 1)
+            await asyncio.to_thread(self.accounts.reserve, self.accounts.size)
         if self.warm is not None:
             await self._refill_warm()
             log.info("warm runtimes: %d waiting, preloading %s", len(self.warm.waiting),

@@ -68,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     start.add_argument(
         "--uid-base", type=int, default=DEFAULT_UID_BASE, metavar="UID",
         help="as root without --run-as: each trial, and each warm runtime, runs as an account "
-        "of its own, the user ids from UID up that the user database does not know (two per "
+        "of its own, the user ids from UID up that the user database does not know (three per "
         "slot); whatever a trial leaves running is killed before its account is used again "
         f"(default: {DEFAULT_UID_BASE})",
     )
