@@ -59,6 +59,10 @@ class CoordinatorServer:
         # Signatures are checked on their own thread: the check releases the GIL, so it runs
         # beside the event loop instead of on it.
         self._verifier = ThreadPoolExecutor(max_workers=1, thread_name_prefix="verify")
+        self._verified: asyncio.Queue[
+            tuple[list[Received | SessionEnd], list[Received], list[NodeEventItem | BaseException]]
+        ] = asyncio.Queue(maxsize=2)
+        self._checker: asyncio.Task[None] | None = None
         self._batcher: asyncio.Task[None] | None = None
         self.port = 0
         self._server: grpc.aio.Server | None = None
@@ -88,6 +92,7 @@ class CoordinatorServer:
         await server.start()
         self._server = server
         self._sweeper = asyncio.create_task(self._sweep())
+        self._checker = asyncio.create_task(self._verify_events())
         self._batcher = asyncio.create_task(self._process_events())
         return self.port
 
@@ -100,8 +105,9 @@ class CoordinatorServer:
             except Exception:  # keep sweeping whatever one round hit
                 log.exception("lease sweep failed")
 
-    async def _process_events(self) -> None:
-        """Group commit: verify every queued node event, hand the batch to the hub, deliver."""
+    async def _verify_events(self) -> None:
+        """First stage of the group commit: take the queued node events as a batch and verify
+        them on the verifier thread, while the hub commits the batch before."""
         loop = asyncio.get_running_loop()
         while True:
             batch = [await self.inbox.get()]
@@ -109,6 +115,13 @@ class CoordinatorServer:
                 batch.append(self.inbox.get_nowait())
             received = [item for item in batch if isinstance(item, Received)]
             opened = await loop.run_in_executor(self._verifier, self._open_all, received)
+            await self._verified.put((batch, received, opened))
+
+    async def _process_events(self) -> None:
+        """Second stage: hand each verified batch to the hub in one transaction, then deliver
+        the answers in arrival order."""
+        while True:
+            batch, received, opened = await self._verified.get()
             events: list[NodeEventItem] = []
             plan: list[int | tuple[str, BaseException]] = []
             for item, result in zip(received, opened, strict=True):
@@ -120,7 +133,7 @@ class CoordinatorServer:
                 else:
                     plan.append(len(events))
                     events.append(result)
-            ends = iter([item for item in batch if isinstance(item, SessionEnd)])
+            ends = [item for item in batch if isinstance(item, SessionEnd)]
             try:
                 results = await self.hub_thread.call(self.hub.node_events, events)
             except Exception as exc:  # the commit failed: every sender's session ends
@@ -193,7 +206,7 @@ class CoordinatorServer:
             await self._server.wait_for_termination()
 
     async def stop(self, grace: float = 2.0) -> None:
-        for task in (self._sweeper, self._batcher):
+        for task in (self._sweeper, self._checker, self._batcher):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
