@@ -61,7 +61,7 @@ class CoordinatorServer:
         self._verifier = ThreadPoolExecutor(max_workers=1, thread_name_prefix="verify")
         self._verified: asyncio.Queue[
             tuple[list[Received | SessionEnd], list[Received], list[NodeEventItem | BaseException]]
-        ] = asyncio.Queue(maxsize=2)
+        ] = asyncio.Queue(maxsize=1)
         self._checker: asyncio.Task[None] | None = None
         self._batcher: asyncio.Task[None] | None = None
         self.port = 0
@@ -114,7 +114,11 @@ class CoordinatorServer:
             while len(batch) < MAX_BATCH and not self.inbox.empty():
                 batch.append(self.inbox.get_nowait())
             received = [item for item in batch if isinstance(item, Received)]
-            opened = await loop.run_in_executor(self._verifier, self._open_all, received)
+            try:
+                opened = await loop.run_in_executor(self._verifier, self._open_all, received)
+            except Exception as exc:  # never seen; the stage must not die: end the senders
+                log.exception("verifying a batch of %d node events failed", len(received))
+                opened = [exc] * len(received)
             await self._verified.put((batch, received, opened))
 
     async def _process_events(self) -> None:
@@ -122,34 +126,47 @@ class CoordinatorServer:
         the answers in arrival order."""
         while True:
             batch, received, opened = await self._verified.get()
-            events: list[NodeEventItem] = []
-            plan: list[int | tuple[str, BaseException]] = []
-            for item, result in zip(received, opened, strict=True):
-                if item.stream.refused:
-                    continue  # after an envelope that does not verify, the session is over
-                if isinstance(result, BaseException):
-                    item.stream.refused = True
-                    plan.append((item.node_id, result))
-                else:
-                    plan.append(len(events))
-                    events.append(result)
-            ends = [item for item in batch if isinstance(item, SessionEnd)]
             try:
-                results = await self.hub_thread.call(self.hub.node_events, events)
-            except Exception as exc:  # the commit failed: every sender's session ends
-                log.exception("a batch of %d node events failed", len(events))
-                results = [exc] * len(events)
-            for step in plan:  # in arrival order, so a session ends after its last answer
-                if isinstance(step, tuple):
-                    self.fail_session(*step)
-                    continue
-                answer = results[step]
-                if isinstance(answer, BaseException):
-                    self.fail_session(events[step][0], answer)
-                else:
-                    await self.deliver(answer)
-            for end in ends:  # a node queues its end after its last event
-                end.queue.put_nowait(None)
+                await self._commit(batch, received, opened)
+            except Exception:  # never seen; the stage must not die: end the senders
+                log.exception("handling a batch of %d node events failed", len(received))
+                for item in batch:
+                    if isinstance(item, Received):
+                        self.fail_session(item.node_id, RuntimeError("internal error"))
+                    else:
+                        item.queue.put_nowait(None)
+
+    async def _commit(self, batch: list[Received | SessionEnd], received: list[Received],
+                      opened: list[NodeEventItem | BaseException]) -> None:
+        """Commit one verified batch through the hub and deliver its answers in arrival order."""
+        events: list[NodeEventItem] = []
+        plan: list[int | tuple[str, BaseException]] = []
+        for item, result in zip(received, opened, strict=True):
+            if item.stream.refused:
+                continue  # after an envelope that does not verify, the session is over
+            if isinstance(result, BaseException):
+                item.stream.refused = True
+                plan.append((item.node_id, result))
+            else:
+                plan.append(len(events))
+                events.append(result)
+        ends = [item for item in batch if isinstance(item, SessionEnd)]
+        try:
+            results = await self.hub_thread.call(self.hub.node_events, events)
+        except Exception as exc:  # the commit failed: every sender's session ends
+            log.exception("a batch of %d node events failed", len(events))
+            results = [exc] * len(events)
+        for step in plan:  # in arrival order, so a session ends after its last answer
+            if isinstance(step, tuple):
+                self.fail_session(*step)
+                continue
+            answer = results[step]
+            if isinstance(answer, BaseException):
+                self.fail_session(events[step][0], answer)
+            else:
+                await self.deliver(answer)
+        for end in ends:  # a node queues its end after its last event
+            end.queue.put_nowait(None)
 
     def _open_all(self, received: list[Received]) -> list[NodeEventItem | BaseException]:
         """Verify and parse each envelope (on the verifier thread)."""
@@ -209,7 +226,7 @@ class CoordinatorServer:
         for task in (self._sweeper, self._checker, self._batcher):
             if task is not None:
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
         for queue in self.sessions.values():
             queue.put_nowait(None)

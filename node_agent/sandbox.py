@@ -222,7 +222,14 @@ class AccountPool:
 
     def reserve(self, count: int) -> None:
         """Clear accounts ahead, so that the next ``count`` :meth:`take` calls do not wait."""
-        taken = [self.take() for _ in range(max(0, min(count, self.size - self.in_use)))]
+        taken: list[Account] = []
+        try:
+            for _ in range(max(0, min(count, self.size - self.in_use))):
+                taken.append(self.take())
+        except BaseException:
+            for account in taken:
+                self.give_back(account)
+            raise
         with self._mutex:
             for account in taken:
                 self._in_use.discard(account.uid)

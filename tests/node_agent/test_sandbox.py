@@ -453,3 +453,15 @@ def test_the_launcher_will_not_kill_while_it_is_still_privileged(uid: int, keep_
         pytest.skip(f"no PID namespace here: {done.stderr.strip()}")
     assert done.stdout.split() == ["alive", "rc=126"], (done.stdout, done.stderr)
     assert "still privileged after the switch" in done.stderr
+
+
+def test_a_reserve_that_fails_half_way_keeps_no_account(tmp_path: Path) -> None:
+    def clear(account: sandbox.Account) -> None:
+        if account.uid == 70502:
+            raise OSError("could not clear")
+
+    pool = AccountPool(70500, size=5, lock_dir=tmp_path / "locks", clear=clear)
+    with pytest.raises(OSError, match="could not clear"):
+        pool.reserve(5)
+    assert pool.in_use == 0
+    pool.close()
