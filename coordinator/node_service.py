@@ -31,9 +31,10 @@ CHUNK = 1024 * 1024
 
 @dataclass
 class Stream:
-    """One session's stream of events; ``refused`` once one of them did not verify, after which
-    none of its later events is handled."""
+    """One session's stream of events: the session's queue, and ``refused`` once one of them
+    did not verify, after which none of its later events is handled."""
 
+    queue: asyncio.Queue[node_pb2.CoordinatorMessage | None] | None = None
     refused: bool = False
 
 
@@ -121,7 +122,7 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         await self.server.deliver(await self.hub.call(hub.node_connected, node_id, event.hello))
         log.info("node %s connected", node_id[:8])
 
-        stream = Stream()
+        stream = Stream(queue)
 
         async def read() -> None:
             try:

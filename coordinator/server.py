@@ -14,7 +14,7 @@ import grpc
 from coordinator.decode_guard import DecodeGuard
 from coordinator.hub import Hub, NodeEventItem, Outbox
 from coordinator.hub_thread import HubThread
-from coordinator.node_service import NodeServicer, Received, SessionEnd
+from coordinator.node_service import NodeServicer, Received, SessionEnd, Stream
 from coordinator.operator_service import OperatorServicer
 from coordinator.researcher_service import ResearcherServicer
 from coordinator.store import Store
@@ -140,16 +140,18 @@ class CoordinatorServer:
                       opened: list[NodeEventItem | BaseException]) -> None:
         """Commit one verified batch through the hub and deliver its answers in arrival order."""
         events: list[NodeEventItem] = []
-        plan: list[int | tuple[str, BaseException]] = []
+        streams: list[Stream] = []
+        plan: list[int | tuple[Received, BaseException]] = []
         for item, result in zip(received, opened, strict=True):
             if item.stream.refused:
                 continue  # after an envelope that does not verify, the session is over
             if isinstance(result, BaseException):
                 item.stream.refused = True
-                plan.append((item.node_id, result))
+                plan.append((item, result))
             else:
                 plan.append(len(events))
                 events.append(result)
+                streams.append(item.stream)
         ends = [item for item in batch if isinstance(item, SessionEnd)]
         try:
             results = await self.hub_thread.call(self.hub.node_events, events)
@@ -158,11 +160,12 @@ class CoordinatorServer:
             results = [exc] * len(events)
         for step in plan:  # in arrival order, so a session ends after its last answer
             if isinstance(step, tuple):
-                self.fail_session(*step)
+                item, error = step
+                self.fail_session(item.node_id, error, item.stream)
                 continue
             answer = results[step]
             if isinstance(answer, BaseException):
-                self.fail_session(events[step][0], answer)
+                self.fail_session(events[step][0], answer, streams[step])
             else:
                 await self.deliver(answer)
         for end in ends:  # a node queues its end after its last event
@@ -181,9 +184,13 @@ class CoordinatorServer:
                 opened.append(exc)
         return opened
 
-    def fail_session(self, node_id: str, error: BaseException) -> None:
-        """End a node's session with the status ``error`` maps to."""
+    def fail_session(self, node_id: str, error: BaseException,
+                     stream: Stream | None = None) -> None:
+        """End a node's session with the status ``error`` maps to; with ``stream``, only if
+        that stream's session is still the node's (not one a reconnect replaced)."""
         queue = self.sessions.get(node_id)
+        if stream is not None and stream.queue is not None and stream.queue is not queue:
+            return  # an event of a replaced session: that session has ended already
         if queue is not None and node_id not in self.failed:
             self.failed[node_id] = error
             queue.put_nowait(None)
