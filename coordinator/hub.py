@@ -437,14 +437,7 @@ class Hub(AccessMixin, VerificationMixin):
         study_id = runtime.study.id
         now = self.clock()
         pending = self.store.list_trials(study_id, TrialState.PENDING)
-        return self._lease_in_store(runtime, node_id, gpu_uuids, pending, now)
-
-    def _lease_in_store(
-        self, runtime: StudyRuntime, node_id: str, gpu_uuids: list[str], pending: list[Trial],
-        now: float,
-    ) -> node_pb2.CoordinatorMessage | None:
-        study_id = runtime.study.id
-        with self._unit():
+        with self._unit():  # a suggestion the store does not keep is forgotten with it
             if pending:
                 trial = pending[0]
             else:

@@ -91,7 +91,7 @@ class Agent:
         # per slot: a running trial, a warm runtime and one account being cleared
         self.accounts = (None if config.uid_base is None
                          else AccountPool(config.uid_base, size=3 * slots + 2))
-        self.warm = (WarmPool(config.home / "work", config.preload, self.accounts)
+        self.warm = (WarmPool(work, config.preload, self.accounts)
                      if config.preload else None)
         self._warm_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()

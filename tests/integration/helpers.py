@@ -6,8 +6,11 @@ import json
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
+
+from client.sdk import Client
 
 
 def cli(*args: str, timeout: float = 120.0, check: bool = False) -> subprocess.CompletedProcess[str]:
@@ -35,3 +38,11 @@ def last_values(db: Path, study_id: str, metric: str) -> dict[int, float]:
         if value is not None and (trial not in out or step > out[trial][0]):
             out[trial] = (step, value)
     return {t: v for t, (_, v) in out.items()}
+
+
+def wait_until_finished(client: Client, study_id: str, timeout: float = 90.0) -> None:
+    """Poll the study's status until it has finished; fail the test after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not client.status(study_id).finished:
+        assert time.monotonic() < deadline, "the study did not finish"
+        time.sleep(0.2)

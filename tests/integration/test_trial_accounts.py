@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,7 @@ import pytest
 from client.local import LocalCluster
 from client.sdk import Client
 from node_agent.sandbox import DEFAULT_UID_BASE
+from tests.integration.helpers import wait_until_finished
 from tunefleet.keys import Identity
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="accounts of their own need root")
@@ -36,10 +36,7 @@ def test_concurrent_trials_run_as_accounts_of_their_own(tmp_path: Path, tiny_tra
     with LocalCluster(agents=1, state_dir=tmp_path / "cluster", slots_per_agent=2) as cluster, \
             Client(cluster.address, identity, cluster.security) as client:
         study_id = client.submit_file(tiny_train_dir / "study.toml")
-        deadline = time.monotonic() + 90
-        while not client.status(study_id).finished:
-            assert time.monotonic() < deadline, "the study did not finish"
-            time.sleep(0.2)
+        wait_until_finished(client, study_id)
         trials = client.trials(study_id, include_reports=True)
     assert len(trials) == 6 and {t.state for t in trials} == {"completed"}
     reports = [p for t in trials for p in t.reports]

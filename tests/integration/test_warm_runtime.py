@@ -5,13 +5,13 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from client.local import LocalCluster
 from client.sdk import Client
+from tests.integration.helpers import wait_until_finished
 from tunefleet.keys import Identity
 
 
@@ -29,10 +29,7 @@ def test_an_agent_with_warm_runtimes_runs_every_trial(tmp_path: Path, tiny_train
             "    trial.report(step, loss=trial.params['x'] + 1 / step, preloaded=preloaded)\n"
         )
         study_id = client.submit_file(tiny_train_dir / "study.toml")
-        deadline = time.monotonic() + 90
-        while not client.status(study_id).finished:
-            assert time.monotonic() < deadline, "the study did not finish"
-            time.sleep(0.2)
+        wait_until_finished(client, study_id)
         trials = client.trials(study_id, include_reports=True)
         log = (cluster.state_dir / "agent-0.log").read_text()
         with sqlite3.connect(cluster.db_path) as db:
