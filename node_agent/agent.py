@@ -26,7 +26,7 @@ from node_agent.bundle_cache import BundleCache, TrustPolicy
 from node_agent.inventory import read_inventory
 from node_agent.runner import Child, ChildSpec
 from node_agent.sandbox import AccountPool, SandboxLimits
-from node_agent.warm import WarmPool
+from node_agent.warm import WarmPool, default_preload, expand_preload
 from tunefleet import serde
 from tunefleet.bundle import MAX_BUNDLE_BYTES
 from tunefleet.envelope import seal
@@ -56,7 +56,9 @@ class AgentConfig:
     # as root: each child runs as an account of its own, uids from this one up (see
     # node_agent.sandbox.AccountPool); takes precedence over run_as
     uid_base: int | None = None
-    preload: tuple[str, ...] = ()  # modules a warm runtime per slot imports ahead of trials
+    # modules a warm runtime per slot imports ahead of trials; None: the machine's default
+    # (node_agent.warm.default_preload: torch where GPUs are offered)
+    preload: tuple[str, ...] | None = ()
 
 
 @dataclass
@@ -91,8 +93,11 @@ class Agent:
         # per slot: a running trial, a warm runtime and one account being cleared
         self.accounts = (None if config.uid_base is None
                          else AccountPool(config.uid_base, size=3 * slots + 2))
-        self.warm = (WarmPool(work, config.preload, self.accounts)
-                     if config.preload else None)
+        self.preload = expand_preload(
+            default_preload(len(self.inventory.gpus)) if config.preload is None
+            else config.preload
+        )
+        self.warm = WarmPool(work, self.preload, self.accounts) if self.preload else None
         self._warm_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         self.draining = False
@@ -175,7 +180,7 @@ class Agent:
         if self.warm is not None:
             await self._refill_warm()
             log.info("warm runtimes: %d waiting, preloading %s", len(self.warm.waiting),
-                     ", ".join(self.config.preload))
+                     ", ".join(self.preload))
         try:
             await self._hold_sessions()
         finally:

@@ -15,6 +15,7 @@ from pathlib import Path
 from google.protobuf.json_format import MessageToDict
 
 from node_agent.agent import Agent, AgentConfig
+from node_agent.bytecode import compile_advice
 from node_agent.inventory import read_inventory
 from node_agent.sandbox import DEFAULT_UID_BASE, MAX_UID, SandboxLimits, sandbox_user
 from tunefleet.connection import add_connection_args, connection_from
@@ -90,8 +91,11 @@ def _parser() -> argparse.ArgumentParser:
     start.add_argument(
         "--preload", action="append", default=[], metavar="MODULE",
         help="keep one sandboxed interpreter per slot that has imported MODULE, so a trial "
-        "starts without paying for the import (repeatable; e.g. --preload torch; default: none)",
+        "starts without paying for the import (repeatable; e.g. --preload torch, which also "
+        "preloads torch._dynamo; default: torch where GPUs are offered, else none)",
     )
+    start.add_argument("--no-preload", action="store_true",
+                       help="start every trial in a fresh interpreter (no warm runtimes)")
     start.add_argument(
         "--ack-log", type=Path, default=None, metavar="FILE",
         help="append a JSON line for every report the coordinator acknowledged (for audits)",
@@ -115,7 +119,7 @@ async def _start(args: argparse.Namespace, home: Path) -> None:
         max_backoff=args.max_backoff, ack_log=args.ack_log, limits=_limits(args),
         run_as=sandbox_user(args.run_as) if os.geteuid() == 0 and args.run_as else None,
         uid_base=args.uid_base if os.geteuid() == 0 and not args.run_as else None,
-        preload=tuple(args.preload),
+        preload=() if args.no_preload else tuple(args.preload) or None,
     )
     agent = Agent(config, identity)
     if created:
@@ -123,8 +127,10 @@ async def _start(args: argparse.Namespace, home: Path) -> None:
     inv = agent.inventory
     print(f"inventory: {agent.inventory_note}; {len(inv.gpus)} GPU slot(s), "
           f"{inv.cpu_slots} CPU slot(s)", flush=True)
-    if config.preload:
-        print(f"warm runtimes: one per slot, preloading {', '.join(config.preload)}", flush=True)
+    if agent.preload:
+        print(f"warm runtimes: one per slot, preloading {', '.join(agent.preload)}", flush=True)
+    for line in compile_advice(("torch", *agent.preload), sys.executable):
+        print(line, flush=True)
     print(f"node {agent.node_id} connecting to {args.coordinator}", flush=True)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -199,6 +205,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.slots is not None and args.slots < 0:
                 print(f"node-agent: error: --slots: got {args.slots}; must be >= 0",
                       file=sys.stderr)
+                return 2
+            if args.no_preload and args.preload:
+                print(f"node-agent: error: --no-preload: given with --preload "
+                      f"{' '.join(args.preload)}; use one or the other", file=sys.stderr)
                 return 2
             for module in args.preload:
                 if not all(part.isidentifier() for part in module.split(".")):

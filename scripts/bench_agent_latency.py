@@ -7,8 +7,10 @@ Starts a real coordinator and one real agent (TLS, sandboxed children), runs a s
 entrypoint reports step 1 at once, and reads from the coordinator's database, for every
 attempt, the time from the attempt's start (the lease) to the arrival of its first report.
 The first attempt also downloads, verifies and unpacks the bundle; later ones find it in the
-agent's cache. Two entrypoints are measured side by side: one that only imports the trial API,
-and one that imports torch first, as real training code does. DESIGN's target is 0.5 s "with
+agent's cache. Three entrypoints are measured side by side: one that only imports the trial
+API, one that imports torch first, and one that also builds an optimizer and takes a step
+before its first report, as real training code does (building the first optimizer imports
+``torch._dynamo``). DESIGN's target is 0.5 s "with
 a warm runtime": ``--preload torch`` gives the agent warm runtimes (one waiting interpreter
 per slot that has imported torch), to compare with a fresh interpreter per trial. The very
 first trial may find its warm runtime still importing (the agent has just started).
@@ -50,6 +52,11 @@ ENTRYPOINTS = {
     "bare": "import time\nfrom tunefleet import trial\ntrial.report(1, loss=trial.params['x'])\n"
             "time.sleep({settle})\n",
     "torch": "import time\nimport torch  # noqa: F401\nfrom tunefleet import trial\n"
+             "trial.report(1, loss=trial.params['x'])\ntime.sleep({settle})\n",
+    # as training code does before its first step: an optimizer (which imports torch._dynamo)
+    "optim": "import time\nimport torch\nfrom tunefleet import trial\n"
+             "w = torch.zeros(4, requires_grad=True)\n"
+             "torch.optim.AdamW([w], lr=1e-3).step()\n"
              "trial.report(1, loss=trial.params['x'])\ntime.sleep({settle})\n",
 }
 

@@ -56,6 +56,16 @@ def test_a_preload_that_is_not_a_module_name_is_refused() -> None:
     assert "--preload: got 'torch; rm -rf /'" in done.stderr and "module name" in done.stderr
 
 
+def test_no_preload_with_a_preload_is_refused() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "node_agent", "start", "--coordinator", "127.0.0.1:1",
+         "--insecure", "--allow-same-user", "--no-preload", "--preload", "torch"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert done.returncode == 2
+    assert "--no-preload: given with --preload torch" in done.stderr
+
+
 @pytest.mark.parametrize("base", ["5", "999", str(2**31)])
 def test_a_uid_base_outside_the_unprivileged_range_is_refused(base: str, tmp_path: Path) -> None:
     done = subprocess.run(

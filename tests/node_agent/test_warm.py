@@ -13,7 +13,7 @@ import pytest
 
 from node_agent.runner import ChildSpec
 from node_agent.sandbox import AccountPool, SandboxLimits
-from node_agent.warm import WarmPool
+from node_agent.warm import WarmPool, default_preload, expand_preload
 
 TRIAL = (
     "import os, sys\n"
@@ -100,6 +100,42 @@ def test_a_failed_preload_still_runs_the_trial_and_says_why(tmp_path: Path) -> N
     got, code, tail = asyncio.run(go())
     assert got == [{"ok": 1.0}] and code == 3
     assert "could not preload no_such_module_for_tunefleet" in tail
+
+
+def test_torch_comes_with_the_module_its_first_optimizer_imports() -> None:
+    assert expand_preload(("json", "torch", "torch._dynamo", "json")) == (
+        "json", "torch", "torch._dynamo")
+    assert expand_preload(()) == ()
+
+
+def test_an_agent_with_gpus_preloads_torch_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert default_preload(2) == ("torch",)  # torch is installed here
+    assert default_preload(0) == ()  # CPU slots: no guess at what the trials import
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
+    assert default_preload(2) == ()  # no torch installed: nothing to preload
+
+
+def test_what_the_preload_derived_from_the_waiting_environment_does_not_reach_the_trial(
+    tmp_path: Path,
+) -> None:
+    """Importing torch._dynamo sets TORCHINDUCTOR_CACHE_DIR and tempfile's cached directory from
+    the waiting child's environment; the trial must see its own."""
+    pool = WarmPool(tmp_path / "scratch", expand_preload(("torch",)))
+    spec = trial_spec(tmp_path, "import os, sys, tempfile\n"
+                                "from tunefleet import trial\n"
+                                "trial.report(1, dynamo=float('torch._dynamo' in sys.modules),\n"
+                                "  inductor=float('TORCHINDUCTOR_CACHE_DIR' in os.environ),\n"
+                                "  tmp=float(tempfile.gettempdir() == os.environ['TMPDIR']))\n")
+
+    async def go() -> list[dict[str, float]]:
+        await pool.spawn(spec)
+        child = await pool.take(spec)
+        assert child is not None
+        got = [r.metrics async for r in child.reports()]
+        assert (await child.wait()).exit_code == 0
+        return got
+
+    assert asyncio.run(go()) == [{"dynamo": 1.0, "inductor": 0.0, "tmp": 1.0}]
 
 
 def test_a_large_order_does_not_block_and_reaches_the_trial(tmp_path: Path) -> None:
