@@ -9,8 +9,8 @@ It prints one ``PASS`` or ``FAIL`` line per check and exits 1 when any check fai
 
 1. inventory: what NVML gives the agent (UUID, name, memory, compute capability) against
    ``nvidia-smi``;
-2. template: the ``tunefleet init`` study with ``gpus = 1``, run by ``tunefleet run --local 1``,
-   with its ``train.py`` made to insist on CUDA (the template falls back to the CPU);
+2. template: the ``tunefleet init`` study with ``gpus = 1``, run by ``tunefleet run --local 1``
+   (its ``train.py`` fails a trial that was given a GPU it cannot see);
 3. load: a trial that keeps the GPU busy (bf16 matrix products), with NVML sampled while it
    runs: the GPU's utilization, and which processes hold GPU memory under which user id;
 4. warm: an agent with ``--preload torch`` runs CUDA trials in its warm runtimes, and the lease
@@ -162,12 +162,9 @@ def check_template(out: Path, cpu: bool) -> str:
     env = {**os.environ, "TUNEFLEET_HOME": str(home)}
     subprocess.run([sys.executable, "-m", "client", "init", str(study)], env=env, check=True,
                    capture_output=True, timeout=60)
-    train = study / "train.py"
-    fallback = 'torch.device("cuda" if torch.cuda.is_available() else "cpu")'
-    text = train.read_text()
-    need(fallback in text, "the template's device line changed; update this check")
-    train.write_text(text.replace(fallback, 'torch.device("cpu")' if cpu
-                                  else 'torch.device("cuda")'))
+    # the template's pick_device() fails a trial that was given a GPU it cannot see
+    need("device = pick_device()" in (study / "train.py").read_text(),
+         "the template no longer picks its device with pick_device(); update this check")
     toml = (study / "study.toml").read_text()
     toml = toml.replace("max_trials = 16", "max_trials = 8")
     if not cpu:

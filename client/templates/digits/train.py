@@ -5,6 +5,8 @@ Run it alone with:  tunefleet try train.py --param lr=0.01 --param hidden=64
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 from sklearn.datasets import load_digits
@@ -29,10 +31,22 @@ def build_model(hidden: int, depth: int, dropout: float, activation: str) -> nn.
     return nn.Sequential(*layers)
 
 
+def pick_device() -> torch.device:
+    """The GPU the agent gave this trial, else the CPU. A trial given a GPU that torch cannot
+    see fails at once rather than train on the CPU for the price of a GPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    given = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+    if trial.attached and given:
+        raise RuntimeError(f"this trial was given GPU {given}, but torch {torch.__version__} "
+                           "sees no CUDA device (a CPU-only torch, or the node's driver)")
+    return torch.device("cpu")
+
+
 def main() -> None:
     cfg = {**DEFAULTS, **trial.params}
     epochs = trial.max_step or 9
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = pick_device()
     x, y = load_digits(return_X_y=True)
     order = np.random.default_rng(0).permutation(len(x))  # the same split for every trial
     x = torch.tensor(x[order] / 16.0, dtype=torch.float32)
