@@ -157,8 +157,8 @@ def check_inventory(out: Path) -> str:
 @check("template: tunefleet run --local 1 with gpus = 1 trains on CUDA")
 def check_template(out: Path, cpu: bool) -> str:
     home, study = out / "template-home", out / "template-study"
-    shutil.rmtree(home, ignore_errors=True)
-    shutil.rmtree(study, ignore_errors=True)
+    for old in (home, study, out / "template-state"):
+        shutil.rmtree(old, ignore_errors=True)
     env = {**os.environ, "TUNEFLEET_HOME": str(home)}
     subprocess.run([sys.executable, "-m", "client", "init", str(study)], env=env, check=True,
                    capture_output=True, timeout=60)

@@ -133,11 +133,14 @@ def should_stop() -> bool:
     return context().should_stop()
 
 
+_FORWARDED = frozenset({"params", "max_step", "trial_id", "attempt_id", "attached"})
+
+
 def __getattr__(name: str) -> Any:
-    if name == "params":
-        return context().params
-    if name == "max_step":
-        return context().max_step
+    """``trial.params``, ``max_step``, ``trial_id``, ``attempt_id`` and ``attached`` (whether a
+    node agent runs this process) read the process-wide context."""
+    if name in _FORWARDED:
+        return getattr(context(), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

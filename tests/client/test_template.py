@@ -32,3 +32,10 @@ def test_a_cpu_slot_or_a_run_outside_an_agent_trains_on_the_cpu(
     no_cuda.setattr(train, "trial", SimpleNamespace(attached=attached))
     no_cuda.setenv("CUDA_VISIBLE_DEVICES", visible)  # "0": the user's own shell, tunefleet try
     assert train.pick_device() == torch.device("cpu")
+
+
+def test_the_template_reads_whether_an_agent_runs_it_from_the_real_trial_api(
+    no_cuda: pytest.MonkeyPatch,
+) -> None:
+    no_cuda.setenv("CUDA_VISIBLE_DEVICES", "GPU-756e1708")  # no agent here: not attached
+    assert train.pick_device() == torch.device("cpu")

@@ -352,6 +352,8 @@ def fresh_module(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_module_api_uses_the_process_environment(capsys: pytest.CaptureFixture[str]) -> None:
     assert trial.params == TRIAL["params"]
     assert trial.max_step == TRIAL["fidelity_max"]
+    assert (trial.trial_id, trial.attempt_id) == (TRIAL["trial_id"], TRIAL["attempt_id"])
+    assert trial.attached is False  # no report pipe: standalone
     assert trial.context() is trial.context()
     trial.report(1, loss=0.5)
     assert parse_printed(capsys.readouterr().out.strip()) == (1, {"loss": 0.5})
