@@ -27,13 +27,21 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
+from node_agent.inventory import read_inventory
 from node_agent.sandbox import launch_command
 from tunefleet.errors import TunefleetError
 from tunefleet.tls import CA_FILE, ChannelSecurity, init_authority
 
-__all__ = ["LocalCluster"]
+__all__ = ["LocalCluster", "share_gpus"]
 
 LISTEN_LINE = re.compile(rb"coordinator listening on (\S+)")
+
+
+def share_gpus(indices: list[int], agents: int) -> list[str]:
+    """Each local agent's ``--gpus``: the GPUs dealt round-robin, so that no two agents offer
+    the same one (two trials on one GPU would each expect it whole); ``none`` for an agent
+    left without one."""
+    return [",".join(str(i) for i in indices[a::agents]) or "none" for a in range(agents)]
 
 
 class LocalCluster:
@@ -59,6 +67,7 @@ class LocalCluster:
         self.slots = slots_per_agent
         self.lease_seconds = lease_seconds
         self.agent_args = list(agent_args)
+        self._gpu_shares: list[str] | None = None  # each agent's --gpus; [] without GPUs
         self.coordinator_args = list(coordinator_args)
         self.researchers = list(researchers)
         self.tls_dir = self.state_dir / "tls"
@@ -121,13 +130,25 @@ class LocalCluster:
             args.append("--allow-same-user")
         return args
 
+    def _gpu_args(self, index: int) -> list[str]:
+        """``--gpus`` for local agent ``index`` where this machine offers GPUs (see
+        :func:`share_gpus`), unless the caller's agent arguments choose them."""
+        if "--gpus" in self.agent_args:
+            return []
+        if self._gpu_shares is None:
+            indices = [g.index for g in read_inventory(0).inventory.gpus]
+            self._gpu_shares = share_gpus(indices, self.n_agents) if indices else []
+        if not self._gpu_shares:
+            return []
+        return ["--gpus", self._gpu_shares[index] if index < len(self._gpu_shares) else "none"]
+
     def start_agent(self, index: int) -> subprocess.Popen[bytes]:
         log = open(self._log_path(f"agent-{index}"), "ab")  # noqa: SIM115
         home = self.state_dir / f"agent-{index}"
         proc = _spawn(
             _tied([sys.executable, "-m", "node_agent", "start", "--coordinator", self.address,
                    "--home", str(home), "--slots", str(self.slots), "--name", f"local-{index}",
-                   *self._security_args(), *self.agent_args]),
+                   *self._gpu_args(index), *self._security_args(), *self.agent_args]),
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         return proc

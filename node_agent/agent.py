@@ -47,6 +47,8 @@ class AgentConfig:
     security: ChannelSecurity = field(default_factory=lambda: ChannelSecurity(insecure=True))
     name: str = ""
     cpu_slots: int | None = None
+    # the GPUs to offer (node_agent.inventory.select_gpus); None: CUDA_VISIBLE_DEVICES, else all
+    gpus: str | None = None
     trusted_publishers: set[str] = field(default_factory=set)
     stop_grace: float = 5.0
     max_backoff: float = 30.0
@@ -77,7 +79,7 @@ class Agent:
         self.config = config
         self.identity = identity
         self.node_id = identity.key_id
-        result = read_inventory(config.cpu_slots)
+        result = read_inventory(config.cpu_slots, config.gpus)
         self.inventory = result.inventory
         self.inventory_note = result.note
         self.cache = BundleCache(

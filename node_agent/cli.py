@@ -16,7 +16,7 @@ from google.protobuf.json_format import MessageToDict
 
 from node_agent.agent import Agent, AgentConfig
 from node_agent.bytecode import compile_advice
-from node_agent.inventory import read_inventory
+from node_agent.inventory import ENV_VISIBLE, read_inventory
 from node_agent.sandbox import DEFAULT_UID_BASE, MAX_UID, SandboxLimits, sandbox_user
 from tunefleet.connection import add_connection_args, connection_from
 from tunefleet.errors import InvalidInputError, TunefleetError
@@ -46,6 +46,12 @@ def _parser() -> argparse.ArgumentParser:
     start.add_argument(
         "--slots", type=int, default=None,
         help="CPU slots to offer (default: none beside GPUs; one per 2 cores without a GPU)",
+    )
+    start.add_argument(
+        "--gpus", default=None, metavar="LIST",
+        help="the GPUs to offer: indices as nvidia-smi numbers them or UUIDs, comma-separated, "
+        "or none (default: those CUDA_VISIBLE_DEVICES names when set, else all); give each "
+        "agent on one machine GPUs of its own",
     )
     start.add_argument(
         "--trust", action="append", default=[], metavar="KEY_ID",
@@ -103,6 +109,8 @@ def _parser() -> argparse.ArgumentParser:
     start.add_argument("-v", "--verbose", action="store_true", help="log every trial")
     inv = sub.add_parser("inventory", help="show the GPUs NVML reports and exit")
     inv.add_argument("--json", action="store_true", help="print JSON")
+    inv.add_argument("--gpus", default=None, metavar="LIST",
+                     help="show only these GPUs, as node-agent start --gpus would offer them")
     drain = sub.add_parser("drain", help="tell a running agent to finish its trials and exit")
     drain.add_argument("--home", type=Path, default=None, help=home_help)
     ident = sub.add_parser("id", help="print this node's id (creating its key if needed)")
@@ -115,7 +123,7 @@ async def _start(args: argparse.Namespace, home: Path) -> None:
     address, security = connection_from(args)
     config = AgentConfig(
         coordinator=address, home=home, security=security, name=args.name or os.uname().nodename,
-        cpu_slots=args.slots, trusted_publishers=set(args.trust), stop_grace=args.stop_grace,
+        cpu_slots=args.slots, gpus=args.gpus, trusted_publishers=set(args.trust), stop_grace=args.stop_grace,
         max_backoff=args.max_backoff, ack_log=args.ack_log, limits=_limits(args),
         run_as=sandbox_user(args.run_as) if os.geteuid() == 0 and args.run_as else None,
         uid_base=args.uid_base if os.geteuid() == 0 and not args.run_as else None,
@@ -202,6 +210,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"node-agent: error: --uid-base: got {args.uid_base}; must be a user id "
                       f"in [1000, {MAX_UID - 1024}]", file=sys.stderr)
                 return 2
+            if args.gpus is not None or ENV_VISIBLE in os.environ:
+                try:  # a GPU this machine does not have: refused before anything is created
+                    read_inventory(0, args.gpus)
+                except InvalidInputError as exc:
+                    print(f"node-agent: error: {exc}", file=sys.stderr)
+                    return 2
             if args.slots is not None and args.slots < 0:
                 print(f"node-agent: error: --slots: got {args.slots}; must be >= 0",
                       file=sys.stderr)
@@ -219,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
             with contextlib.suppress(KeyboardInterrupt):
                 asyncio.run(_start(args, home))
         elif args.command == "inventory":
-            result = read_inventory()
+            result = read_inventory(gpus=args.gpus)
             if args.json:
                 print(json.dumps(MessageToDict(result.inventory), indent=2))
             else:

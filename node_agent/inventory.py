@@ -1,7 +1,9 @@
 """GPU inventory through NVML (``pynvml`` from nvidia-ml-py).
 
 :func:`read_inventory` never raises for a missing driver: it returns an inventory without GPUs
-and a one-line explanation, and the agent then offers CPU slots only.
+and a one-line explanation, and the agent then offers CPU slots only. Which GPUs are offered is
+the provider's choice (:func:`select_gpus`: ``--gpus``, else ``CUDA_VISIBLE_DEVICES``, else all),
+so that a GPU kept for other work, or given to another agent on the machine, is never leased.
 """
 
 from __future__ import annotations
@@ -11,9 +13,12 @@ import platform
 import socket
 from dataclasses import dataclass
 
+from tunefleet.errors import InvalidInputError
 from tunefleet.v1 import node_pb2
 
-__all__ = ["read_inventory", "InventoryResult", "default_cpu_slots"]
+__all__ = ["read_inventory", "InventoryResult", "default_cpu_slots", "select_gpus", "ENV_VISIBLE"]
+
+ENV_VISIBLE = "CUDA_VISIBLE_DEVICES"
 
 GIB = 1024**3
 
@@ -35,10 +40,46 @@ def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def read_inventory(cpu_slots: int | None = None) -> InventoryResult:
-    """Describe this machine's GPUs (name, UUID, memory, compute capability, versions)."""
+def select_gpus(uuids: list[str], selection: str, field: str) -> list[int]:
+    """The indices (into ``uuids``, NVML's order) that ``selection`` names, in NVML's order.
+
+    ``selection`` is a comma-separated list of NVML indices (as ``nvidia-smi`` numbers them)
+    or UUIDs (``GPU-...``, or a prefix of one that names exactly one GPU, as CUDA accepts), or
+    ``none`` (or nothing) for no GPU. Raises :class:`InvalidInputError` naming ``field`` for
+    anything that is not a GPU of this machine.
+    """
+    allowed = (f"must name GPUs of this machine, comma-separated: indices 0-{len(uuids) - 1} "
+               f"or UUIDs ({', '.join(uuids)}), or none") if uuids else (
+               "names GPUs, but this machine has none that NVML reports")
+    tokens = [t.strip() for t in selection.split(",") if t.strip()]
+    if [t.lower() for t in tokens] in ([], ["none"]):
+        return []
+    chosen: set[int] = set()
+    for token in tokens:
+        if token.isdigit() and int(token) < len(uuids):
+            chosen.add(int(token))
+            continue
+        matches = [i for i, uuid in enumerate(uuids) if token.startswith("GPU-")
+                   and uuid.startswith(token)]
+        if len(matches) != 1:
+            raise InvalidInputError(field, selection, allowed)
+        chosen.add(matches[0])
+    return sorted(chosen)
+
+
+def read_inventory(cpu_slots: int | None = None, gpus: str | None = None) -> InventoryResult:
+    """Describe the GPUs this machine offers (name, UUID, memory, compute capability,
+    versions).
+
+    ``gpus`` selects them (see :func:`select_gpus`; field ``--gpus``). Without it,
+    ``CUDA_VISIBLE_DEVICES`` selects them when the environment sets it, else every GPU is
+    offered. Raises :class:`InvalidInputError` for a selection naming a GPU this machine does
+    not have, or naming any GPU when NVML finds none; an unusable driver alone never raises.
+    """
     inventory = node_pb2.Inventory(hostname=socket.gethostname(), platform=platform.platform())
     note: str
+    field, selection = ("--gpus", gpus) if gpus is not None else (ENV_VISIBLE,
+                                                                   os.environ.get(ENV_VISIBLE))
     try:
         import pynvml
 
@@ -46,25 +87,34 @@ def read_inventory(cpu_slots: int | None = None) -> InventoryResult:
     except Exception as exc:  # no library, no driver, no device: all mean "no GPU here"
         note = f"no NVIDIA driver found ({type(exc).__name__}: {exc}); offering CPU slots only"
         pynvml = None
+        if gpus is not None:
+            select_gpus([], gpus, field)  # naming a GPU where there is none is an error
     if pynvml is not None:
         try:
             inventory.driver_version = _text(pynvml.nvmlSystemGetDriverVersion())
             cuda = pynvml.nvmlSystemGetCudaDriverVersion()
             inventory.cuda_version = f"{cuda // 1000}.{(cuda % 1000) // 10}"
-            for index in range(pynvml.nvmlDeviceGetCount()):
-                handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            handles = [pynvml.nvmlDeviceGetHandleByIndex(i)
+                       for i in range(pynvml.nvmlDeviceGetCount())]
+            uuids = [_text(pynvml.nvmlDeviceGetUUID(h)) for h in handles]
+            offered = (range(len(handles)) if selection is None
+                       else select_gpus(uuids, selection, field))
+            for index in offered:
+                handle = handles[index]
                 memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
                 major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(handle)
                 inventory.gpus.add(
                     index=index,
-                    uuid=_text(pynvml.nvmlDeviceGetUUID(handle)),
+                    uuid=uuids[index],
                     name=_text(pynvml.nvmlDeviceGetName(handle)),
                     memory_total_gb=memory.total / GIB,
                     memory_free_gb=memory.free / GIB,
                     compute_capability=f"{major}.{minor}",
                 )
+            chosen = "" if selection is None else (
+                f" ({len(inventory.gpus)} of {len(handles)} offered: {field} {selection})")
             note = (
-                f"{len(inventory.gpus)} GPU(s), driver {inventory.driver_version}, "
+                f"{len(inventory.gpus)} GPU(s){chosen}, driver {inventory.driver_version}, "
                 f"CUDA {inventory.cuda_version}"
             )
         finally:

@@ -66,6 +66,19 @@ def test_no_preload_with_a_preload_is_refused() -> None:
     assert "--no-preload: given with --preload torch" in done.stderr
 
 
+def test_gpus_that_this_machine_does_not_have_are_refused_before_anything_is_made(
+    tmp_path: Path,
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "node_agent", "start", "--coordinator", "127.0.0.1:1",
+         "--insecure", "--allow-same-user", "--home", str(tmp_path / "home"), "--gpus", "7"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert done.returncode == 2
+    assert "--gpus: got '7'" in done.stderr and "GPU" in done.stderr.split("got '7'")[1]
+    assert not (tmp_path / "home").exists()
+
+
 @pytest.mark.parametrize("base", ["5", "999", str(2**31)])
 def test_a_uid_base_outside_the_unprivileged_range_is_refused(base: str, tmp_path: Path) -> None:
     done = subprocess.run(

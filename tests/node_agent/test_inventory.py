@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from node_agent.inventory import GIB, read_inventory
+from client.local import LocalCluster, share_gpus
+from node_agent.inventory import ENV_VISIBLE, GIB, read_inventory
+from tunefleet.errors import InvalidInputError
 
 
 class Memory:
@@ -49,6 +51,72 @@ def test_gpus_are_described_fully(monkeypatch: pytest.MonkeyPatch) -> None:
     assert inv.driver_version == "550.54.15" and inv.cuda_version == "12.4"
     assert inv.cpu_slots == 0  # GPU machines offer no CPU slots unless asked
     assert "2 GPU(s)" in result.note and nvml.calls == ["init", "shutdown"]
+
+
+FOUR = [{"uuid": f"GPU-{c * 3}-{i}", "name": "NVIDIA A10", "total": 24 * GIB, "free": 20 * GIB,
+         "cc": (8, 6)} for i, c in enumerate("abcd")]
+
+
+@pytest.fixture
+def four_gpus(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml(FOUR))
+    monkeypatch.delenv(ENV_VISIBLE, raising=False)
+    return monkeypatch
+
+
+@pytest.mark.parametrize(("selection", "offered"), [
+    ("1,3", [1, 3]), ("3, 1", [1, 3]), ("GPU-ccc-2", [2]), ("GPU-d", [3]), ("0,GPU-aaa-0", [0]),
+    ("none", []), ("", []),
+])
+def test_the_provider_chooses_the_gpus_offered(four_gpus: pytest.MonkeyPatch, selection: str,
+                                               offered: list[int]) -> None:
+    result = read_inventory(gpus=selection)
+    assert [g.index for g in result.inventory.gpus] == offered
+    assert [g.uuid for g in result.inventory.gpus] == [FOUR[i]["uuid"] for i in offered]
+    assert f"{len(offered)} of 4 offered: --gpus {selection}" in result.note
+
+
+def test_cuda_visible_devices_chooses_them_when_no_flag_does(four_gpus: pytest.MonkeyPatch
+                                                             ) -> None:
+    four_gpus.setenv(ENV_VISIBLE, "GPU-bbb-1,2")
+    assert [g.index for g in read_inventory().inventory.gpus] == [1, 2]
+    assert [g.index for g in read_inventory(gpus="0").inventory.gpus] == [0]  # the flag wins
+    four_gpus.setenv(ENV_VISIBLE, "")  # CUDA's meaning: no device visible
+    result = read_inventory()
+    assert not result.inventory.gpus and result.inventory.cpu_slots >= 1
+
+
+@pytest.mark.parametrize("selection", ["4", "-1", "GPU-zzz", "GPU-", "1,abc", "all", "MIG-1"])
+def test_a_gpu_this_machine_does_not_have_is_refused(four_gpus: pytest.MonkeyPatch,
+                                                     selection: str) -> None:
+    with pytest.raises(InvalidInputError) as caught:
+        read_inventory(gpus=selection)
+    assert caught.value.field == "--gpus" and caught.value.value == selection
+    assert "indices 0-3" in str(caught.value) and "GPU-aaa-0" in str(caught.value)
+    four_gpus.setenv(ENV_VISIBLE, selection)
+    with pytest.raises(InvalidInputError, match=f"^{ENV_VISIBLE}: got"):
+        read_inventory()
+
+
+def test_naming_a_gpu_where_nvml_finds_none_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    nvml = fake_pynvml([])
+    nvml.nvmlInit = lambda: (_ for _ in ()).throw(RuntimeError("Driver Not Loaded"))  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "pynvml", nvml)
+    with pytest.raises(InvalidInputError, match="--gpus: got '0'; names GPUs, but this machine"):
+        read_inventory(gpus="0")
+    assert not read_inventory(gpus="none").inventory.gpus
+    monkeypatch.setenv(ENV_VISIBLE, "0")  # set in a shell without a driver: no GPU, no error
+    assert not read_inventory().inventory.gpus
+
+
+def test_local_agents_never_share_a_gpu(four_gpus: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    assert share_gpus([0, 1, 2, 3], 3) == ["0,3", "1", "2"]
+    assert share_gpus([5], 2) == ["5", "none"]
+    cluster = LocalCluster(3, state_dir=tmp_path)
+    assert [cluster._gpu_args(i) for i in range(4)] == [
+        ["--gpus", "0,3"], ["--gpus", "1"], ["--gpus", "2"], ["--gpus", "none"]]
+    chosen = LocalCluster(2, state_dir=tmp_path, agent_args=["--gpus", "1"])
+    assert chosen._gpu_args(0) == []  # the caller's choice stands
 
 
 def test_a_failing_driver_means_cpu_slots_and_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
