@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from client.config import key_path, researcher_identity
+from client.importance import Importance, study_importance
 from client.local import LocalCluster
 from client.results import StudyStatus, TrialResult
 from client.sdk import Client
@@ -61,6 +62,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("study_id")
     p.add_argument("--format", choices=("table", "csv", "json"), default="table")
     p.add_argument("--reports", action="store_true", help="with --format json: every report")
+    with_coordinator(p)
+    p = sub.add_parser(
+        "importance", help="which parameters mattered: permutation importances from random "
+        "forests, read at the highest step most trials reached",
+    )
+    p.add_argument("study_id")
+    p.add_argument("--json", action="store_true", help="print JSON")
     with_coordinator(p)
     p = sub.add_parser("studies", help="every study on the coordinator")
     with_coordinator(p)
@@ -165,6 +173,20 @@ def _print_trials(trials: list[TrialResult], fmt: str) -> None:
         if t.error:
             for line in t.error.strip().splitlines()[-5:]:
                 print(f"{'':>6}! {line}")
+
+
+def _print_importance(found: Importance, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(found.to_dict(), indent=2))
+        return
+    print(f"importance for {found.metric} at step {found.step} ({found.trials} trials); the "
+          f"parameters explain {max(found.r2, 0.0):.0%} of its variation (cross-validated)")
+    width = max(len(name) for name in found.by_param)
+    for name, share in found.by_param.items():
+        print(f"  {name:<{width}}  {share:5.2f}  {'#' * round(share * 40)}")
+    if found.r2 < 0.1:
+        print(f"  (R^2 {found.r2:.2f}: the parameters explain little of {found.metric} here, so "
+              "these shares are mostly noise; more trials would tell)")
 
 
 def _init(target: Path) -> None:
@@ -293,6 +315,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "trials":
             with _client(args) as client:
                 _print_trials(client.trials(args.study_id, args.reports), args.format)
+        elif args.command == "importance":
+            with _client(args) as client:
+                metric = client.status(args.study_id).metric
+                found = study_importance(client.trials(args.study_id, True), metric)
+            _print_importance(found, args.json)
         elif args.command == "stop":
             with _client(args, sign=True) as client:
                 s = client.stop(args.study_id)

@@ -66,6 +66,8 @@ def test_template_study_runs_end_to_end(tmp_path: Path, small_study: Path) -> No
         status = cli("status", study_id, *cluster.connection_args, check=True)
         assert "completed" in status.stdout
         assert f"{len(completed)} completed, {4 - len(completed)} pruned" in status.stdout
+        few = cli("importance", study_id, *cluster.connection_args)
+        assert few.returncode != 0 and "needs at least 8 trials" in few.stderr
 
 
 def test_tiny_study_through_sdk_with_failures_recorded(tmp_path: Path, tiny_train_dir: Path
@@ -102,3 +104,27 @@ def test_tiny_study_through_sdk_with_failures_recorded(tmp_path: Path, tiny_trai
         assert final.best.value == min(t.value for t in fine)
         listed = cli("trials", study_id, *cluster.connection_args, check=True).stdout
         assert "boom: crash" in listed
+
+
+def test_importance_names_the_parameter_that_drives_the_metric(tmp_path: Path,
+                                                                tiny_train_dir: Path) -> None:
+    """The loss grows with x alone; y is a parameter the training code never reads."""
+    train = tiny_train_dir / "train.py"
+    train.write_text(train.read_text().replace("loss=(x - 0.3) ** 2 + 1.0 / step",
+                                               "loss=2 * x + 1.0 / step"))
+    (tiny_train_dir / "study.toml").write_text(
+        (tiny_train_dir / "study.toml").read_text().replace("max_trials = 6", "max_trials = 12")
+        + 'y = { type = "float", low = 0.0, high = 1.0 }\n'
+    )
+    with LocalCluster(agents=2, state_dir=tmp_path / "cluster") as cluster:
+        cluster.wait_for_nodes(2)
+        study_id = cli("submit", str(tiny_train_dir / "study.toml"), *cluster.connection_args,
+                       check=True).stdout.strip().splitlines()[-1]
+        cli("watch", study_id, *cluster.connection_args, timeout=120, check=True)
+        shown = json.loads(cli("importance", study_id, "--json", *cluster.connection_args,
+                               check=True).stdout)
+        table = cli("importance", study_id, *cluster.connection_args, check=True).stdout
+    assert (shown["metric"], shown["step"], shown["trials"]) == ("loss", 3, 12)
+    assert list(shown["importance"]) == ["x", "y"] and shown["importance"]["x"] > 0.8
+    assert shown["r2"] > 0.5
+    assert "importance for loss at step 3 (12 trials)" in table and "  x " in table
