@@ -115,5 +115,6 @@ def build_tuner(spec: StudySpec, defaults: int = DEFAULTS_VERSION) -> Tuner:
     else:
         scheduler = SCHEDULER_FACTORIES[spec.search.scheduler](spec.fidelity, spec.search.seed)
     return Tuner(
-        searcher, scheduler, spec.objective.mode, spec.budget.max_trials, spec.search.max_running
+        searcher, scheduler, spec.objective.mode, spec.budget.max_trials, spec.search.max_running,
+        spec.search.enqueue,
     )

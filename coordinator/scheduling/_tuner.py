@@ -14,6 +14,7 @@ This is the public face of the scheduling core. A user can drive it directly::
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from coordinator.scheduling._base import (
@@ -46,7 +47,9 @@ class TrialRecord:
 class Tuner:
     """Composes a :class:`Searcher` and a :class:`TrialScheduler` under a trial budget.
 
-    Contract: :meth:`ask` hands out consecutive trial ids; it returns EXHAUSTED once
+    Contract: :meth:`ask` hands out consecutive trial ids, the first ones with the
+    ``enqueue`` configurations in order (the searcher is told of each through
+    :meth:`Searcher.adopt`; the scheduler treats them as any other trial); it returns EXHAUSTED once
     ``max_trials`` trials were handed out or the searcher has nothing left, WAIT when
     ``max_running`` trials are running (stopping ones included) or the scheduler holds new
     trials back. Reports of a trial must have increasing steps; a report of
@@ -67,9 +70,11 @@ class Tuner:
         mode: Mode = Mode.MIN,
         max_trials: int | None = None,
         max_running: int | None = None,
+        enqueue: Sequence[Config] = (),
     ) -> None:
         if max_running is not None and max_running < 1:
             raise InvalidInputError("max_running", max_running, "must be >= 1 (or None: no limit)")
+        self.enqueue = tuple(dict(c) for c in enqueue)
         self.searcher = searcher
         self.scheduler = scheduler
         self.mode = mode
@@ -106,7 +111,12 @@ class Tuner:
             return Suggestion(AskStatus.WAIT)
         trial_id = len(self.trials)
         self._touch()
-        if self.scheduler.wants_probe(trial_id):
+        probe = self.scheduler.wants_probe(trial_id)
+        params: Config | None
+        if trial_id < len(self.enqueue):  # the searcher learns of it as of its own suggestion
+            params = self.enqueue[trial_id]
+            self.searcher.adopt(trial_id, params)
+        elif probe:
             params = self.searcher.explore(trial_id)
         else:
             params = self.searcher.suggest(trial_id)

@@ -92,6 +92,8 @@ def spec_to_proto(spec: StudySpec, bundle_digest: str) -> common_pb2.StudySpec:
         message.budget.SetInParent()
     if spec.search.max_running is not None:
         message.search.max_running = spec.search.max_running
+    for config in spec.search.enqueue:
+        params_to_proto(config, message.search.enqueue.add().params)
     for name, table in spec.space.to_mapping().items():
         param = message.space.add(name=name, type=table["type"])
         if table["type"] == "categorical":
@@ -151,6 +153,11 @@ def spec_mapping_from_proto(message: common_pb2.StudySpec) -> dict[str, Any]:
         data["budget"]["max_trials"] = message.budget.max_trials
     if message.search.HasField("max_running"):
         data["search"]["max_running"] = message.search.max_running
+    if message.search.enqueue:
+        data["search"]["enqueue"] = [
+            {name: value_from_proto(value) for name, value in config.params.items()}
+            for config in message.search.enqueue
+        ]
     return data
 
 

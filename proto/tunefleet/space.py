@@ -67,6 +67,10 @@ class FloatParam:
     def contains(self, value: Any) -> bool:
         return _is_number(value) and self.low <= float(value) <= self.high
 
+    def normalize(self, value: Any) -> float:
+        """A value :meth:`contains` accepts, as this parameter's own type."""
+        return float(value)
+
     def grid(self, points: int) -> list[ParamValue]:
         return [self.from_unit(i / (points - 1)) for i in range(points)] if points > 1 else [
             self.from_unit(0.5)
@@ -107,6 +111,10 @@ class IntParam:
             _is_number(value) and float(value).is_integer() and self.low <= value <= self.high
         )
 
+    def normalize(self, value: Any) -> int:
+        """A value :meth:`contains` accepts, as this parameter's own type."""
+        return int(value)
+
     def grid(self, points: int) -> list[ParamValue]:
         if self.high - self.low + 1 <= points:
             return list(range(self.low, self.high + 1))
@@ -137,6 +145,10 @@ class CategoricalParam:
 
     def contains(self, value: Any) -> bool:
         return any(type(c) is type(value) and c == value for c in self.choices)
+
+    def normalize(self, value: Any) -> ParamValue:
+        """A value :meth:`contains` accepts, as this parameter's own type."""
+        return value  # type: ignore[no-any-return]
 
     def grid(self, points: int) -> list[ParamValue]:
         return list(self.choices)

@@ -13,7 +13,7 @@ import enum
 import math
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -40,6 +40,7 @@ DEFAULT_SEARCHER = "tpe"
 DEFAULT_SCHEDULER = "hyperband"
 MAX_TRIALS_LIMIT = 1_000_000
 MAX_RUNNING_LIMIT = 100_000
+MAX_ENQUEUE = 1_000
 MAX_STEP = 10**9
 
 
@@ -76,6 +77,9 @@ class SearchConfig:
     scheduler: str = DEFAULT_SCHEDULER
     seed: int = 0
     max_running: int | None = None
+    # configurations the first trials run, in order, before the searcher suggests any (known
+    # good settings, or the best of an earlier study); each gives every parameter a value
+    enqueue: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -146,6 +150,7 @@ class StudySpec:
         resources = _resources(_table(data, "resources"))
         verification = _verification(_table(data, "verification"))
         space = SearchSpace.from_mapping(data.get("space"))
+        search = _checked_enqueue(search, space, budget)
         if budget.max_trials is None and search.searcher != "grid":
             raise InvalidInputError(
                 "budget.max_trials", None, f"is required with searcher {search.searcher!r} "
@@ -172,6 +177,8 @@ class StudySpec:
                 "seed": self.search.seed,
                 **({} if self.search.max_running is None
                    else {"max_running": self.search.max_running}),
+                **({"enqueue": [dict(c) for c in self.search.enqueue]}
+                   if self.search.enqueue else {}),
             },
             "fidelity": {"min": self.fidelity.min, "max": self.fidelity.max, "eta": self.fidelity.eta},
             "space": self.space.to_mapping(),
@@ -255,7 +262,7 @@ def _budget(table: Mapping[str, Any]) -> Budget:
 
 
 def _search(table: Mapping[str, Any]) -> SearchConfig:
-    _check_keys("search", table, {"searcher", "scheduler", "seed", "max_running"})
+    _check_keys("search", table, {"searcher", "scheduler", "seed", "max_running", "enqueue"})
     searcher = table.get("searcher", DEFAULT_SEARCHER)
     if searcher not in SEARCHERS:
         raise InvalidInputError("search.searcher", searcher, f"must be one of {list(SEARCHERS)}")
@@ -266,7 +273,36 @@ def _search(table: Mapping[str, Any]) -> SearchConfig:
     max_running = None
     if "max_running" in table:
         max_running = _int("search.max_running", table["max_running"], 1, MAX_RUNNING_LIMIT)
-    return SearchConfig(searcher, scheduler, seed, max_running)
+    enqueue = table.get("enqueue", [])
+    if not isinstance(enqueue, list) or len(enqueue) > MAX_ENQUEUE:
+        raise InvalidInputError("search.enqueue", enqueue,
+                                f"must be a list of at most {MAX_ENQUEUE} tables, e.g. "
+                                "enqueue = [{ lr = 0.01, hidden = 64 }]")
+    for i, config in enumerate(enqueue):
+        if not isinstance(config, Mapping):
+            raise InvalidInputError(f"search.enqueue[{i}]", config,
+                                    "must be a table giving every parameter a value")
+    return SearchConfig(searcher, scheduler, seed, max_running,
+                        tuple(dict(c) for c in enqueue))
+
+
+def _checked_enqueue(search: SearchConfig, space: SearchSpace, budget: Budget) -> SearchConfig:
+    """``search`` with its enqueued configurations checked against the space and the budget,
+    each value in its parameter's own type (a float parameter given ``0`` holds ``0.0``)."""
+    if not search.enqueue:
+        return search
+    if search.searcher == "grid":
+        raise InvalidInputError("search.enqueue", f"{len(search.enqueue)} configurations",
+                                "cannot be used with the grid searcher, which covers the "
+                                "space exactly once by itself")
+    if budget.max_trials is not None and len(search.enqueue) > budget.max_trials:
+        raise InvalidInputError("search.enqueue", f"{len(search.enqueue)} configurations",
+                                f"must be at most budget.max_trials ({budget.max_trials})")
+    typed = []
+    for i, config in enumerate(search.enqueue):
+        space.validate_config(config, field=f"search.enqueue[{i}]")
+        typed.append({name: space[name].normalize(value) for name, value in config.items()})
+    return replace(search, enqueue=tuple(typed))
 
 
 def _fidelity(table: Mapping[str, Any]) -> Fidelity:

@@ -244,11 +244,14 @@ def test_unknown_searcher_or_missing_bundle_stores_nothing(hub: Hub, store: Stor
     assert store.list_studies() == []
 
 
+@pytest.mark.parametrize("enqueue", [[], [{"x": 0.31, "k": "c"}, {"x": 0.9, "k": "a"}]],
+                         ids=["suggested", "enqueued"])
 @pytest.mark.parametrize("searcher, scheduler", [
     ("random", "fifo"), ("tpe", "hyperband"), ("gp", "asha"), ("quasirandom", "median"),
 ])
 def test_restart_rebuilds_the_scheduler_and_makes_the_same_next_decision(
-        tmp_path: Path, clock: Clock, searcher: str, scheduler: str) -> None:
+        tmp_path: Path, clock: Clock, searcher: str, scheduler: str,
+        enqueue: list[dict[str, Any]]) -> None:
     """Many trials through a real store; a restart in the middle changes no decision."""
     def run(restart_at: int | None) -> list[tuple[int, Any, list[str]]]:
         path = tmp_path / f"{searcher}-{restart_at}.db"
@@ -256,7 +259,8 @@ def test_restart_rebuilds_the_scheduler_and_makes_the_same_next_decision(
         hub = Hub(store, clock=clock, lease_seconds=10)
         hub.put_bundle(DIGEST, b"b", b"k" * 32, "pub", b"s" * 64)
         spec = make_spec(budget={"max_trials": 14},
-                         search={"searcher": searcher, "scheduler": scheduler, "seed": 5},
+                         search={"searcher": searcher, "scheduler": scheduler, "seed": 5,
+                                 "enqueue": enqueue},
                          fidelity={"min": 1, "max": 9, "eta": 3},
                          space={"x": {"type": "float", "low": 0.0, "high": 1.0},
                                 "k": {"type": "categorical", "choices": ["a", "b", "c"]}},
@@ -288,6 +292,8 @@ def test_restart_rebuilds_the_scheduler_and_makes_the_same_next_decision(
 
     baseline = run(None)
     assert len(baseline) == 14
+    assert [(p["x"].float_value, p["k"].string_value) for _, p, _ in baseline[:len(enqueue)]] \
+        == [(c["x"], c["k"]) for c in enqueue]
     assert run(restart_at=7) == baseline
 
 

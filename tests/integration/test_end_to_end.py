@@ -72,14 +72,16 @@ def test_template_study_runs_end_to_end(tmp_path: Path, small_study: Path) -> No
 
 def test_tiny_study_through_sdk_with_failures_recorded(tmp_path: Path, tiny_train_dir: Path
                                                        ) -> None:
-    """A torch-free study: each trial reports three steps; a crashing trial is retried."""
+    """A torch-free study: each trial reports three steps; a crashing trial is retried. Its
+    first trial runs an enqueued configuration, the optimum."""
     train = tiny_train_dir / "train.py"
     train.write_text(train.read_text().replace(
         "x = trial.params['x']\n",
         "x = trial.params['x']\nif trial.params.get('crash'):\n    raise SystemExit('boom: crash')\n",
     ))
     (tiny_train_dir / "study.toml").write_text(
-        (tiny_train_dir / "study.toml").read_text()
+        (tiny_train_dir / "study.toml").read_text().replace(
+            "seed = 1\n", "seed = 1\nenqueue = [{ x = 0.3, crash = false }]\n")
         + 'crash = { type = "categorical", choices = [false, true] }\n'
     )
     from client.config import researcher_identity
@@ -102,6 +104,9 @@ def test_tiny_study_through_sdk_with_failures_recorded(tmp_path: Path, tiny_trai
             assert t.value == pytest.approx((t.params["x"] - 0.3) ** 2 + 1 / 3)
         assert final.best is not None
         assert final.best.value == min(t.value for t in fine)
+        first = next(t for t in trials if t.trial_id == 0)
+        assert first.params == {"x": 0.3, "crash": False}  # the enqueued configuration
+        assert final.best.value == pytest.approx(1 / 3)  # (0.3 - 0.3) ** 2 + 1 / 3
         listed = cli("trials", study_id, *cluster.connection_args, check=True).stdout
         assert "boom: crash" in listed
 

@@ -275,3 +275,32 @@ def test_a_malformed_message_gets_the_study_file_validation(change: Any, field: 
     with pytest.raises(InvalidInputError) as exc:
         spec_from_proto(wire(message))
     assert exc.value.field == field
+
+
+def test_enqueued_configurations_round_trip_through_proto_with_their_types() -> None:
+    spec = StudySpec.from_mapping({
+        "name": "s", "objective": {"metric": "loss"}, "budget": {"max_trials": 4},
+        "search": {"enqueue": [{"x": 0.5, "n": 3, "act": True}, {"x": 1, "n": 1, "act": False}]},
+        "space": {"x": {"type": "float", "low": 0, "high": 1},
+                  "n": {"type": "int", "low": 1, "high": 4},
+                  "act": {"type": "categorical", "choices": [True, False]}},
+    })
+    back, _ = spec_from_proto(wire(spec_to_proto(spec, GOOD_DIGEST)))
+    assert back == spec
+    assert typed(back.to_mapping()) == typed(spec.to_mapping())
+    assert [type(c["x"]) for c in back.search.enqueue] == [float, float]
+
+
+def test_an_enqueued_configuration_off_the_wire_is_checked_like_a_study_file() -> None:
+    spec = StudySpec.from_mapping({
+        "name": "s", "objective": {"metric": "loss"}, "budget": {"max_trials": 4},
+        "search": {"enqueue": [{"x": 0.5}]},
+        "space": {"x": {"type": "float", "low": 0, "high": 1}},
+    })
+    message = spec_to_proto(spec, GOOD_DIGEST)
+    message.search.enqueue[0].params["x"].float_value = 7.0
+    with pytest.raises(InvalidInputError, match=r"search.enqueue\[0\].x: got 7.0"):
+        spec_from_proto(wire(message))
+    message.search.enqueue[0].params["x"].Clear()  # present without a value
+    with pytest.raises(InvalidInputError, match=r"search.enqueue\[0\].x: got None"):
+        spec_from_proto(wire(message))

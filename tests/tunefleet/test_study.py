@@ -48,6 +48,9 @@ VALID: dict[str, Any] = {
 }
 
 
+GOOD = {"lr": 0.01, "hidden": 64, "activation": "relu"}  # a configuration of VALID's space
+
+
 def valid() -> dict[str, Any]:
     return copy.deepcopy(VALID)
 
@@ -166,6 +169,23 @@ def without(path: str) -> Callable[[dict[str, Any]], None]:
                      "4", ("number",), id="gpu-memory-string"),
         pytest.param(with_("resources.min_gpu_memory_gb", True), "resources.min_gpu_memory_gb",
                      True, ("number",), id="gpu-memory-bool"),
+        pytest.param(with_("search.enqueue", {"lr": 0.01}), "search.enqueue", {"lr": 0.01},
+                     ("list of at most 1000 tables",), id="enqueue-not-a-list"),
+        pytest.param(with_("search.enqueue", [GOOD] * 61), "search.enqueue",
+                     "61 configurations", ("at most budget.max_trials (60)",),
+                     id="enqueue-over-the-budget"),
+        pytest.param(with_("search.enqueue", [GOOD, 3]), "search.enqueue[1]", 3,
+                     ("table giving every parameter",), id="enqueue-not-a-table"),
+        pytest.param(with_("search.enqueue", [{"lr": 0.01, "hidden": 64}]),
+                     "search.enqueue[0].activation", None, ("missing",), id="enqueue-missing"),
+        pytest.param(with_("search.enqueue", [{**GOOD, "depth": 2}]),
+                     "search.enqueue[0].depth", 2, ("not a parameter",), id="enqueue-unknown"),
+        pytest.param(with_("search.enqueue", [GOOD, {**GOOD, "lr": 0.5}]),
+                     "search.enqueue[1].lr", 0.5, ("in [0.0001, 0.1]",), id="enqueue-range"),
+        pytest.param(with_("search.enqueue", [{**GOOD, "hidden": 64.5}]),
+                     "search.enqueue[0].hidden", 64.5, ("integer",), id="enqueue-int"),
+        pytest.param(with_("search.enqueue", [{**GOOD, "activation": "elu"}]),
+                     "search.enqueue[0].activation", "elu", ("one of",), id="enqueue-choice"),
         pytest.param(with_("name", ""), "name", "", ("non-empty",), id="name-empty"),
         pytest.param(with_("name", "   "), "name", "   ", ("non-empty",), id="name-blank"),
         pytest.param(without("name"), "name", None, ("non-empty",), id="name-missing"),
@@ -354,3 +374,35 @@ def test_to_mapping_from_mapping_round_trip(
     assert spec.search.seed == table["search"]["seed"]
     assert spec.search.max_running == table["search"].get("max_running")
     assert spec.fidelity == Fidelity(**table["fidelity"])
+
+
+def test_enqueued_configurations_hold_each_value_in_its_parameters_type() -> None:
+    data = valid()
+    data["search"]["enqueue"] = [{"lr": 1e-3, "hidden": 64.0, "activation": "gelu"},
+                                 {"lr": 1, "hidden": 16, "activation": "relu"}]
+    data["space"]["lr"]["high"] = 1
+    spec = StudySpec.from_mapping(data)
+    assert spec.search.enqueue == ({"lr": 1e-3, "hidden": 64, "activation": "gelu"},
+                                   {"lr": 1.0, "hidden": 16, "activation": "relu"})
+    assert [type(c["hidden"]) for c in spec.search.enqueue] == [int, int]
+    assert type(spec.search.enqueue[1]["lr"]) is float
+    assert StudySpec.from_mapping(spec.to_mapping()) == spec
+    assert data["search"]["enqueue"][0]["hidden"] == 64.0  # the input is left as it was
+
+
+def test_a_grid_search_takes_no_enqueued_configurations() -> None:
+    data = valid()
+    data["search"].update(searcher="grid", enqueue=[GOOD])
+    with pytest.raises(InvalidInputError, match="search.enqueue: .*grid searcher"):
+        StudySpec.from_mapping(data)
+
+
+def test_the_templates_enqueue_example_is_a_valid_study_file(tmp_path: Path) -> None:
+    path = tmp_path / "study.toml"
+    text = TEMPLATE.read_text()
+    assert "\n# enqueue = [" in text
+    path.write_text(text.replace("\n# enqueue = [", "\nenqueue = [", 1))
+    spec = load_study_file(path)
+    assert spec.search.enqueue == ({"lr": 3e-3, "hidden": 64, "depth": 2, "dropout": 0.1,
+                                    "weight_decay": 1e-4, "batch_size": 64,
+                                    "activation": "relu"},)

@@ -63,16 +63,31 @@ class Budget(_message.Message):
     def __init__(self, max_trials: _Optional[int] = ...) -> None: ...
 
 class SearchSettings(_message.Message):
-    __slots__ = ("searcher", "scheduler", "seed", "max_running")
+    __slots__ = ("searcher", "scheduler", "seed", "max_running", "enqueue")
     SEARCHER_FIELD_NUMBER: _ClassVar[int]
     SCHEDULER_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     MAX_RUNNING_FIELD_NUMBER: _ClassVar[int]
+    ENQUEUE_FIELD_NUMBER: _ClassVar[int]
     searcher: str
     scheduler: str
     seed: int
     max_running: int
-    def __init__(self, searcher: _Optional[str] = ..., scheduler: _Optional[str] = ..., seed: _Optional[int] = ..., max_running: _Optional[int] = ...) -> None: ...
+    enqueue: _containers.RepeatedCompositeFieldContainer[Config]
+    def __init__(self, searcher: _Optional[str] = ..., scheduler: _Optional[str] = ..., seed: _Optional[int] = ..., max_running: _Optional[int] = ..., enqueue: _Optional[_Iterable[_Union[Config, _Mapping]]] = ...) -> None: ...
+
+class Config(_message.Message):
+    __slots__ = ("params",)
+    class ParamsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: ParamValue
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[ParamValue, _Mapping]] = ...) -> None: ...
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    params: _containers.MessageMap[str, ParamValue]
+    def __init__(self, params: _Optional[_Mapping[str, ParamValue]] = ...) -> None: ...
 
 class Fidelity(_message.Message):
     __slots__ = ("min", "max", "eta")

@@ -134,3 +134,40 @@ def test_max_running_below_one_is_refused(value: int) -> None:
     with pytest.raises(InvalidInputError, match="max_running"):
         Tuner(SEARCHER_FACTORIES["random"](space, 1), SCHEDULER_FACTORIES["fifo"](Fidelity(), 1),
               max_running=value)
+
+
+ENQUEUED = [{"lr": 3e-3, "hidden": 64, "dropout": 0.2, "activation": "relu"},
+            {"lr": 1e-2, "hidden": 128, "dropout": 0.0, "activation": "tanh"}]
+
+
+@pytest.mark.parametrize(("searcher", "scheduler"),
+                         [p for p in PAIRS if p[0] != "grid"])
+def test_enqueued_configurations_run_first_and_replay_identically(
+    searcher: str, scheduler: str, mixed_space: SearchSpace, fidelity: Fidelity
+) -> None:
+    for config in ENQUEUED:
+        mixed_space.validate_config(config)
+
+    def tuner() -> Tuner:
+        return Tuner(SEARCHER_FACTORIES[searcher](mixed_space, 7),
+                     SCHEDULER_FACTORIES[scheduler](fidelity, 7), Mode.MIN, max_trials=24,
+                     enqueue=ENQUEUED)
+
+    log = drive(tuner(), fidelity)
+    asked = [entry for entry in log if entry[0] == "ask" and entry[1] is AskStatus.READY]
+    assert [params for _, _, _, params in asked[:2]] == ENQUEUED
+    assert len(asked) == 24 and all(p not in ENQUEUED for _, _, _, p in asked[2:])
+    assert drive(tuner(), fidelity) == log
+
+
+def test_the_searcher_learns_of_an_enqueued_trial_as_of_its_own(
+    mixed_space: SearchSpace, fidelity: Fidelity
+) -> None:
+    searcher = SEARCHER_FACTORIES["tpe"](mixed_space, 7)
+    adopted: list[tuple[int, dict[str, Any]]] = []
+    searcher.adopt = lambda trial_id, config: adopted.append((trial_id, config))  # type: ignore[method-assign]
+    tuner = Tuner(searcher, SCHEDULER_FACTORIES["fifo"](fidelity, 7), Mode.MIN,
+                  max_trials=5, enqueue=ENQUEUED)
+    assert [tuner.ask().params for _ in range(2)] == ENQUEUED
+    assert adopted == [(0, ENQUEUED[0]), (1, ENQUEUED[1])]
+    assert tuner.ask().params not in ENQUEUED
