@@ -161,18 +161,30 @@ def _print_trials(trials: list[TrialResult], fmt: str) -> None:
     names = sorted({k for t in trials for k in t.params})
     if fmt == "csv":
         writer = csv.writer(sys.stdout)
-        writer.writerow(["trial_id", "state", *names, "value", "step", "attempts", "error"])
+        writer.writerow(["trial_id", "state", *names, "value", "step", "attempts", "error",
+                         "gpu_utilization", "gpu_memory_peak_gb"])
         for t in trials:
             writer.writerow([t.trial_id, t.state, *[t.params.get(n, "") for n in names],
-                             "" if t.value is None else t.value, t.step, t.attempts, t.error])
+                             "" if t.value is None else t.value, t.step, t.attempts, t.error,
+                             _blank(t.gpu_utilization), _blank(t.gpu_memory_peak_gb)])
         return
-    print(f"{'id':>4}  {'state':<10}{'value':>12}{'step':>6}{'att':>5}  params")
+    gpu = any(t.gpu_utilization is not None for t in trials)  # a column only where measured
+    print(f"{'id':>4}  {'state':<10}{'value':>12}{'step':>6}{'att':>5}"
+          f"{'  gpu%  GiB' if gpu else ''}  params")
     for t in trials:
-        print(f"{t.trial_id:>4}  {t.state:<10}{_fmt(t.value):>12}{t.step:>6}{t.attempts:>5}  "
-              f"{_params_text(t.params)}")
+        used = ""
+        if gpu:
+            used = (f"{t.gpu_utilization:6.0f}{t.gpu_memory_peak_gb or 0.0:5.1f}"
+                    if t.gpu_utilization is not None else f"{'-':>6}{'-':>5}")
+        print(f"{t.trial_id:>4}  {t.state:<10}{_fmt(t.value):>12}{t.step:>6}{t.attempts:>5}"
+              f"{used}  {_params_text(t.params)}")
         if t.error:
             for line in t.error.strip().splitlines()[-5:]:
                 print(f"{'':>6}! {line}")
+
+
+def _blank(value: float | None) -> float | str:
+    return "" if value is None else value
 
 
 def _print_importance(found: Importance, as_json: bool) -> None:

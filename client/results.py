@@ -25,6 +25,9 @@ class TrialResult:
     reports: list[dict[str, Any]] = field(default_factory=list)
     verification: str = "none"  # none | pending | verified | disputed | unverifiable
     verification_detail: str = ""
+    # how hard it used its GPUs (its node's NVML samples); None: a CPU trial, or not measured
+    gpu_utilization: float | None = None  # percent
+    gpu_memory_peak_gb: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = {
@@ -32,6 +35,8 @@ class TrialResult:
             "value": self.value, "step": self.step, "attempts": self.attempts,
             "node_id": self.node_id, "error": self.error,
             "verification": self.verification, "verification_detail": self.verification_detail,
+            "gpu_utilization": self.gpu_utilization,
+            "gpu_memory_peak_gb": self.gpu_memory_peak_gb,
         }
         if self.reports:
             out["reports"] = self.reports
@@ -75,6 +80,10 @@ def trial_from_proto(message: researcher_pb2.TrialInfo) -> TrialResult:
                  for p in message.reports],
         verification=message.verification or "none",
         verification_detail=message.verification_detail,
+        gpu_utilization=(message.gpu_utilization if message.HasField("gpu_utilization")
+                         else None),
+        gpu_memory_peak_gb=(message.gpu_memory_peak_gb
+                            if message.HasField("gpu_memory_peak_gb") else None),
     )
 
 

@@ -25,6 +25,7 @@ from coordinator.hub_state import (
     StudyRuntime,
     StudyView,
     ack_message,
+    gpu_usage,
     log,
     stop_message,
 )
@@ -646,6 +647,7 @@ class Hub(AccessMixin, VerificationMixin):
         attempt.ended_at, attempt.exit_code = now, done.exit_code
         attempt.error = done.error or None
         attempt.gpu_seconds, attempt.wall_seconds = done.gpu_seconds, done.wall_seconds
+        attempt.gpu_utilization, attempt.gpu_memory_peak_gb = gpu_usage(done, attempt)
         with self._unit():
             trial = self.store.get_trial(attempt.study_id, attempt.trial_number)
             if done.outcome == "failed":

@@ -21,6 +21,7 @@ from tunefleet.study import StudySpec
 from tunefleet.v1 import node_pb2
 
 __all__ = [
+    "gpu_usage", "MAX_GPU_MEMORY_GB",
     "Outbox", "PermissionDeniedError", "StudyRuntime", "NodeSession", "StudyView", "HubState",
     "stop_message", "ack_message",
 ]
@@ -101,3 +102,21 @@ def ack_message(attempt_id: int, seq: int, decision: str) -> node_pb2.Coordinato
     return node_pb2.CoordinatorMessage(
         report_ack=node_pb2.ReportAck(attempt_id=attempt_id, seq=seq, decision=decision)
     )
+
+
+MAX_GPU_MEMORY_GB = 4096.0
+
+
+def gpu_usage(done: node_pb2.AttemptFinished, attempt: Attempt) -> tuple[float | None, float | None]:
+    """The GPU figures a node sent with an attempt's end, where they are plausible: utilization
+    in [0, 100] percent and memory in [0, 4096] GiB, for an attempt that held GPUs. Others are
+    dropped with a warning; they only inform, and no decision rests on them."""
+    if not attempt.gpu_uuids or not done.HasField("gpu_utilization") or not done.HasField(
+            "gpu_memory_peak_gb"):
+        return None, None
+    util, memory = done.gpu_utilization, done.gpu_memory_peak_gb
+    if 0.0 <= util <= 100.0 and 0.0 <= memory <= MAX_GPU_MEMORY_GB:  # NaN fails both
+        return util, memory
+    log.warning("attempt %d: implausible GPU figures from node %s (utilization %r, memory %r "
+                "GiB) dropped", attempt.id, attempt.node_id[:8], util, memory)
+    return None, None

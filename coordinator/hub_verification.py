@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-from coordinator.hub_state import HubState, StudyRuntime, log
+from coordinator.hub_state import HubState, StudyRuntime, gpu_usage, log
 from coordinator.models import Attempt, AttemptState, Trial
 from coordinator.verification import VerificationState, agrees, reputation_after
 from tunefleet.v1 import node_pb2
@@ -71,6 +71,7 @@ class VerificationMixin(HubState):
         attempt.ended_at, attempt.exit_code = now, done.exit_code
         attempt.error = done.error or None
         attempt.gpu_seconds, attempt.wall_seconds = done.gpu_seconds, done.wall_seconds
+        attempt.gpu_utilization, attempt.gpu_memory_peak_gb = gpu_usage(done, attempt)
         value = None
         if runtime is not None:
             value = self.store.last_value(attempt.id, runtime.spec.objective.metric)

@@ -134,6 +134,11 @@ MIGRATIONS: dict[int, list[str]] = {
     4: [
         "ALTER TABLE studies ADD COLUMN scheduling_defaults INTEGER NOT NULL DEFAULT 1",
     ],
+    # how hard an attempt used its GPUs, as its node measured it (NULL: not measured)
+    5: [
+        "ALTER TABLE attempts ADD COLUMN gpu_utilization REAL",
+        "ALTER TABLE attempts ADD COLUMN gpu_memory_peak_gb REAL",
+    ],
 }
 
 

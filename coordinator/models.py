@@ -80,6 +80,8 @@ class Attempt:
     wall_seconds: float | None = None
     late_reports: int = 0
     purpose: str = "trial"  # trial | verify (a re-run of a finished trial on another node)
+    gpu_utilization: float | None = None  # percent, mean over its GPUs (node-measured)
+    gpu_memory_peak_gb: float | None = None
 
 
 @dataclass

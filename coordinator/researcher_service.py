@@ -11,7 +11,7 @@ from google.protobuf.message import Message
 
 from coordinator.grpc_errors import guarded
 from coordinator.models import StudyState
-from coordinator.views import study_info_to_proto, trial_info_to_proto
+from coordinator.views import study_info_to_proto, trial_list
 from tunefleet import serde
 from tunefleet.bundle import MAX_BUNDLE_BYTES, verify_bundle
 from tunefleet.envelope import open_envelope
@@ -124,22 +124,7 @@ class ResearcherServicer(researcher_pb2_grpc.ResearcherServiceServicer):
         self, request: researcher_pb2.ListTrialsRequest, context: grpc.aio.ServicerContext
     ) -> researcher_pb2.TrialList:
         def collect() -> researcher_pb2.TrialList:
-            store = self.server.hub.store
-            store.get_study(request.study_id)
-            by_trial: dict[int, list[dict[str, object]]] = {}
-            if request.include_reports:
-                for r in store.reports_of_study(request.study_id):
-                    by_trial.setdefault(r["trial_number"], []).append(r)
-            out = researcher_pb2.TrialList()
-            for trial in store.list_trials(request.study_id):
-                attempts = store.attempts_of_trial(request.study_id, trial.number)
-                node = attempts[-1].node_id if attempts else ""
-                info = trial_info_to_proto(trial, node, by_trial.get(trial.number),
-                                           store.verification_of(trial.study_id, trial.number))
-                if not info.error and attempts and attempts[-1].error:
-                    info.error = attempts[-1].error
-                out.trials.append(info)
-            return out
+            return trial_list(self.server.hub.store, request.study_id, request.include_reports)
 
         async def work() -> researcher_pb2.TrialList:
             await self._reader(context, request, request.study_id)

@@ -255,10 +255,11 @@ class Store:
     def update_attempt(self, attempt: Attempt) -> None:
         self.conn.execute(
             "UPDATE attempts SET state = ?, lease_deadline = ?, ended_at = ?, exit_code = ?, "
-            "error = ?, gpu_seconds = ?, wall_seconds = ?, late_reports = ? WHERE id = ?",
+            "error = ?, gpu_seconds = ?, wall_seconds = ?, late_reports = ?, "
+            "gpu_utilization = ?, gpu_memory_peak_gb = ? WHERE id = ?",
             (attempt.state.value, attempt.lease_deadline, attempt.ended_at, attempt.exit_code,
              attempt.error, attempt.gpu_seconds, attempt.wall_seconds, attempt.late_reports,
-             attempt.id),
+             attempt.gpu_utilization, attempt.gpu_memory_peak_gb, attempt.id),
         )
 
     @staticmethod
@@ -270,7 +271,8 @@ class Store:
             started_at=row["started_at"], ended_at=row["ended_at"], exit_code=row["exit_code"],
             error=row["error"], gpu_seconds=row["gpu_seconds"],
             wall_seconds=row["wall_seconds"], late_reports=row["late_reports"],
-            purpose=row["purpose"],
+            purpose=row["purpose"], gpu_utilization=row["gpu_utilization"],
+            gpu_memory_peak_gb=row["gpu_memory_peak_gb"],
         )
 
     def get_attempt(self, attempt_id: int) -> Attempt:

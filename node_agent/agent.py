@@ -23,6 +23,7 @@ from pathlib import Path
 import grpc
 
 from node_agent.bundle_cache import BundleCache, TrustPolicy
+from node_agent.gpu_monitor import GpuMonitor
 from node_agent.inventory import read_inventory
 from node_agent.runner import Child, ChildSpec
 from node_agent.sandbox import AccountPool, SandboxLimits
@@ -101,6 +102,7 @@ class Agent:
         )
         self.warm = WarmPool(work, self.preload, self.accounts) if self.preload else None
         self._warm_lock = asyncio.Lock()
+        self.gpu_monitor: GpuMonitor | None = None  # started by run() where GPUs are offered
         self._tasks: set[asyncio.Task[None]] = set()
         self.draining = False
         self.lease_seconds = 30.0
@@ -183,11 +185,14 @@ class Agent:
             await self._refill_warm()
             log.info("warm runtimes: %d waiting, preloading %s", len(self.warm.waiting),
                      ", ".join(self.preload))
+        self.gpu_monitor = GpuMonitor.start([g.uuid for g in self.inventory.gpus])
         try:
             await self._hold_sessions()
         finally:
             if self.warm is not None:
                 self.warm.close()
+            if self.gpu_monitor is not None:
+                self.gpu_monitor.close()
 
     async def _hold_sessions(self) -> None:
         backoff = 0.25
@@ -427,6 +432,8 @@ class Agent:
             return
         if attempt.stop_reason is not None:  # a stop order came while we were unpacking
             asyncio.create_task(attempt.child.stop(self.config.stop_grace))
+        watch = (self.gpu_monitor.watch(tuple(a.gpu_uuids))
+                 if self.gpu_monitor is not None and a.gpu_uuids else None)
         async for report in attempt.child.reports():
             attempt.seq += 1
             message = node_pb2.MetricReport(
@@ -436,6 +443,9 @@ class Agent:
             attempt.unacked[attempt.seq] = message
             self._send(self._event(report=message))
         exit_ = await attempt.child.wait()
+        usage = None
+        if watch is not None and self.gpu_monitor is not None:
+            usage = self.gpu_monitor.unwatch(watch)
         if exit_.exit_code == 0:
             outcome = "completed"
         elif exit_.stopped:
@@ -450,11 +460,15 @@ class Agent:
             error = f"exit code {exit_.exit_code}\n{exit_.stderr_tail}".strip()
         elif attempt.stop_reason == "node agent shut down":
             outcome, error = "failed", "node agent shut down"
-        attempt.final = self._event(finished=node_pb2.AttemptFinished(
+        finished = node_pb2.AttemptFinished(
             attempt_id=a.attempt_id, outcome=outcome, exit_code=exit_.exit_code, error=error,
             gpu_seconds=exit_.wall_seconds * len(a.gpu_uuids), wall_seconds=exit_.wall_seconds,
             reports_sent=attempt.seq,
-        ))
+        )
+        if usage is not None:
+            finished.gpu_utilization = usage.utilization
+            finished.gpu_memory_peak_gb = usage.memory_peak_gb
+        attempt.final = self._event(finished=finished)
         self._send(attempt.final)
         log.info("attempt %d %s (exit %d, %.1fs, %d reports)", a.attempt_id, outcome,
                  exit_.exit_code, exit_.wall_seconds, attempt.seq)

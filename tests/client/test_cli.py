@@ -64,3 +64,28 @@ def test_run_local_refuses_a_gpu_study_without_gpus(tmp_path: Path,
     assert main(["run", str(study), "--local", "1"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "resources.gpus" in err[-1] and "gpus = 0" in err[-1]
+
+
+def test_trials_show_the_gpu_use_where_it_was_measured(capsys: pytest.CaptureFixture[str]
+                                                       ) -> None:
+    from client.cli import _print_trials
+    from client.results import TrialResult
+
+    gpu = TrialResult(0, "completed", {"x": 0.5}, 0.25, 3, 1, gpu_utilization=87.4,
+                      gpu_memory_peak_gb=3.25)
+    cpu = TrialResult(1, "pruned", {"x": 0.1}, 0.5, 1, 1)
+    _print_trials([gpu, cpu], "table")
+    header, first, second = capsys.readouterr().out.splitlines()
+    assert "gpu%" in header and "GiB" in header
+    assert "    87  3.2" in first and "     -    -" in second
+    _print_trials([cpu], "table")  # no trial measured: no column
+    assert "gpu%" not in capsys.readouterr().out
+    _print_trials([gpu, cpu], "csv")
+    rows = capsys.readouterr().out.splitlines()
+    assert rows[0].endswith("error,gpu_utilization,gpu_memory_peak_gb")
+    assert rows[1].endswith(",87.4,3.25") and rows[2].endswith(",,")
+    _print_trials([gpu], "json")
+    import json
+
+    [shown] = json.loads(capsys.readouterr().out)
+    assert (shown["gpu_utilization"], shown["gpu_memory_peak_gb"]) == (87.4, 3.25)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -741,3 +742,53 @@ def test_a_decline_that_rolls_back_leaves_no_trace_in_memory(
     assert ("n1", study) in hub.declined
     [lease] = assignments(outbox)
     assert lease.trial_id == first.trial_id
+
+
+@pytest.mark.parametrize(("util", "memory", "stored"), [
+    (87.5, 12.25, (87.5, 12.25)),
+    (100.0, 0.0, (100.0, 0.0)),
+    (101.0, 1.0, (None, None)),  # implausible figures from a node are dropped
+    (50.0, -1.0, (None, None)),
+    (math.nan, 1.0, (None, None)),
+])
+def test_the_gpu_use_a_node_measured_is_kept_with_the_attempt(
+    hub: Hub, store: Store, util: float, memory: float, stored: tuple[Any, Any]
+) -> None:
+    study = submit(hub, make_spec(resources={"gpus": 1, "min_gpu_memory_gb": 1}))
+    [a] = connect(hub, "n1", cpu_slots=0, gpus=[("GPU-a", 24.0)])
+    assert list(a.gpu_uuids) == ["GPU-a"]
+    report(hub, "n1", a.attempt_id, 1, 1, 0.5)
+    hub.finished("n1", node_pb2.AttemptFinished(
+        attempt_id=a.attempt_id, outcome="completed", gpu_utilization=util,
+        gpu_memory_peak_gb=memory))
+    [attempt] = store.attempts_of_trial(study, a.trial_id)
+    assert (attempt.gpu_utilization, attempt.gpu_memory_peak_gb) == stored
+
+
+def test_gpu_figures_for_an_attempt_without_gpus_are_ignored(hub: Hub, store: Store) -> None:
+    study = submit(hub, make_spec())
+    [a] = connect(hub, "n1")
+    report(hub, "n1", a.attempt_id, 1, 1, 0.5)
+    hub.finished("n1", node_pb2.AttemptFinished(
+        attempt_id=a.attempt_id, outcome="completed", gpu_utilization=50.0,
+        gpu_memory_peak_gb=1.0))
+    [attempt] = store.attempts_of_trial(study, a.trial_id)
+    assert (attempt.gpu_utilization, attempt.gpu_memory_peak_gb) == (None, None)
+
+
+def test_researchers_see_the_gpu_use_of_each_trial(hub: Hub, store: Store) -> None:
+    from coordinator.views import trial_list
+
+    study = submit(hub, make_spec(budget={"max_trials": 2},
+                                  resources={"gpus": 1, "min_gpu_memory_gb": 1}))
+    [a] = connect(hub, "n1", cpu_slots=0, gpus=[("GPU-a", 24.0)])
+    report(hub, "n1", a.attempt_id, 1, 1, 0.5)
+    [b] = assignments(hub.finished("n1", node_pb2.AttemptFinished(
+        attempt_id=a.attempt_id, outcome="completed", gpu_utilization=91.0,
+        gpu_memory_peak_gb=3.5)))
+    report(hub, "n1", b.attempt_id, 1, 1, 0.4)
+    hub.finished("n1", node_pb2.AttemptFinished(attempt_id=b.attempt_id, outcome="completed"))
+    shown = {t.trial_id: t for t in trial_list(store, study, False).trials}
+    assert (shown[a.trial_id].gpu_utilization, shown[a.trial_id].gpu_memory_peak_gb) == (91.0,
+                                                                                          3.5)
+    assert not shown[b.trial_id].HasField("gpu_utilization")  # its node measured nothing

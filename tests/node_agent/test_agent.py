@@ -115,3 +115,39 @@ def test_warm_runtimes_run_attempts_refill_their_slots_and_stop_refilling_when_d
     assert (draining, closed) == (1, 0)
     work = tmp_path / "home" / "work"
     assert not list(work.glob("warm-*")) and not list(work.glob("attempt-*"))
+
+
+def test_an_attempt_on_a_gpu_ends_with_the_gpu_use_measured_while_it_ran(
+        tmp_path: Path) -> None:
+    from node_agent.gpu_monitor import GIB, GpuMonitor
+    from tests.node_agent.test_gpu_monitor import Readings
+
+    agent = make_agent(tmp_path)
+    agent.inventory.gpus.add(index=0, uuid="GPU-a", memory_total_gb=24.0)
+    readings = Readings({"GPU-a": [(75, 5 * GIB)] * 10_000})
+    agent.gpu_monitor = GpuMonitor(readings.module(), ["GPU-a"], interval=0.02)
+
+    async def unpack(digest: str, workdir: Path) -> None:
+        workdir.mkdir(parents=True)
+        (workdir / "train.py").write_text(
+            "import os, time\nfrom tunefleet import trial\n"
+            "time.sleep(0.5)\n"
+            "trial.report(1, pinned=float(os.environ['CUDA_VISIBLE_DEVICES'] == 'GPU-a'))\n")
+
+    agent.cache.unpack = unpack  # type: ignore[method-assign]
+    on_gpu = assignment()
+    on_gpu.gpu_uuids.append("GPU-a")
+    attempt = RunningAttempt(on_gpu)
+    asyncio.run(agent._run_attempt(attempt))
+    agent.gpu_monitor.close()
+    assert attempt.final is not None
+    done = attempt.final.finished
+    assert done.outcome == "completed", done.error
+    assert (done.gpu_utilization, done.gpu_memory_peak_gb) == (75.0, 5.0)
+    [report] = attempt.unacked.values()
+    assert report.metrics["pinned"] == 1.0
+    cpu = RunningAttempt(node_pb2.Assignment(
+        attempt_id=9, study_id="s", trial_id=1, bundle_digest="ab" * 32,
+        entrypoint="train.py", fidelity_max=1))
+    asyncio.run(agent._run_attempt(cpu))
+    assert cpu.final is not None and not cpu.final.finished.HasField("gpu_utilization")

@@ -111,7 +111,7 @@ class MetricReport(_message.Message):
     def __init__(self, attempt_id: _Optional[int] = ..., seq: _Optional[int] = ..., step: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class AttemptFinished(_message.Message):
-    __slots__ = ("attempt_id", "outcome", "exit_code", "error", "gpu_seconds", "wall_seconds", "reports_sent")
+    __slots__ = ("attempt_id", "outcome", "exit_code", "error", "gpu_seconds", "wall_seconds", "reports_sent", "gpu_utilization", "gpu_memory_peak_gb")
     ATTEMPT_ID_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
@@ -119,6 +119,8 @@ class AttemptFinished(_message.Message):
     GPU_SECONDS_FIELD_NUMBER: _ClassVar[int]
     WALL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     REPORTS_SENT_FIELD_NUMBER: _ClassVar[int]
+    GPU_UTILIZATION_FIELD_NUMBER: _ClassVar[int]
+    GPU_MEMORY_PEAK_GB_FIELD_NUMBER: _ClassVar[int]
     attempt_id: int
     outcome: str
     exit_code: int
@@ -126,7 +128,9 @@ class AttemptFinished(_message.Message):
     gpu_seconds: float
     wall_seconds: float
     reports_sent: int
-    def __init__(self, attempt_id: _Optional[int] = ..., outcome: _Optional[str] = ..., exit_code: _Optional[int] = ..., error: _Optional[str] = ..., gpu_seconds: _Optional[float] = ..., wall_seconds: _Optional[float] = ..., reports_sent: _Optional[int] = ...) -> None: ...
+    gpu_utilization: float
+    gpu_memory_peak_gb: float
+    def __init__(self, attempt_id: _Optional[int] = ..., outcome: _Optional[str] = ..., exit_code: _Optional[int] = ..., error: _Optional[str] = ..., gpu_seconds: _Optional[float] = ..., wall_seconds: _Optional[float] = ..., reports_sent: _Optional[int] = ..., gpu_utilization: _Optional[float] = ..., gpu_memory_peak_gb: _Optional[float] = ...) -> None: ...
 
 class AttemptDeclined(_message.Message):
     __slots__ = ("attempt_id", "reason")

@@ -82,7 +82,7 @@ class ListTrialsRequest(_message.Message):
     def __init__(self, study_id: _Optional[str] = ..., include_reports: _Optional[bool] = ...) -> None: ...
 
 class TrialInfo(_message.Message):
-    __slots__ = ("trial_id", "state", "params", "value", "step", "attempts", "node_id", "error", "reports", "verification", "verification_detail")
+    __slots__ = ("trial_id", "state", "params", "value", "step", "attempts", "node_id", "error", "reports", "verification", "verification_detail", "gpu_utilization", "gpu_memory_peak_gb")
     class ParamsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -101,6 +101,8 @@ class TrialInfo(_message.Message):
     REPORTS_FIELD_NUMBER: _ClassVar[int]
     VERIFICATION_FIELD_NUMBER: _ClassVar[int]
     VERIFICATION_DETAIL_FIELD_NUMBER: _ClassVar[int]
+    GPU_UTILIZATION_FIELD_NUMBER: _ClassVar[int]
+    GPU_MEMORY_PEAK_GB_FIELD_NUMBER: _ClassVar[int]
     trial_id: int
     state: str
     params: _containers.MessageMap[str, _common_pb2.ParamValue]
@@ -112,7 +114,9 @@ class TrialInfo(_message.Message):
     reports: _containers.RepeatedCompositeFieldContainer[MetricPoint]
     verification: str
     verification_detail: str
-    def __init__(self, trial_id: _Optional[int] = ..., state: _Optional[str] = ..., params: _Optional[_Mapping[str, _common_pb2.ParamValue]] = ..., value: _Optional[float] = ..., step: _Optional[int] = ..., attempts: _Optional[int] = ..., node_id: _Optional[str] = ..., error: _Optional[str] = ..., reports: _Optional[_Iterable[_Union[MetricPoint, _Mapping]]] = ..., verification: _Optional[str] = ..., verification_detail: _Optional[str] = ...) -> None: ...
+    gpu_utilization: float
+    gpu_memory_peak_gb: float
+    def __init__(self, trial_id: _Optional[int] = ..., state: _Optional[str] = ..., params: _Optional[_Mapping[str, _common_pb2.ParamValue]] = ..., value: _Optional[float] = ..., step: _Optional[int] = ..., attempts: _Optional[int] = ..., node_id: _Optional[str] = ..., error: _Optional[str] = ..., reports: _Optional[_Iterable[_Union[MetricPoint, _Mapping]]] = ..., verification: _Optional[str] = ..., verification_detail: _Optional[str] = ..., gpu_utilization: _Optional[float] = ..., gpu_memory_peak_gb: _Optional[float] = ...) -> None: ...
 
 class MetricPoint(_message.Message):
     __slots__ = ("step", "metrics")
