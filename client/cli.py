@@ -221,8 +221,8 @@ def _run_local(args: argparse.Namespace) -> int:
     print(f"starting an embedded coordinator and {args.local} local agent(s)", flush=True)
     if args.local < 1:
         raise InvalidInputError("--local", args.local, "must be at least 1 agent")
-    with LocalCluster(args.local, state_dir=args.state_dir, researchers=[identity.key_id]
-                      ) as cluster:
+    with LocalCluster(args.local, state_dir=args.state_dir, researchers=[identity.key_id],
+                      gpus_per_trial=max(1, spec.resources.gpus)) as cluster:
         need = spec.resources
         if need.gpus:
             cluster.wait_for_nodes(args.local)
@@ -230,8 +230,9 @@ def _run_local(args: argparse.Namespace) -> int:
             if have < need.gpus:
                 raise InvalidInputError(
                     "resources.gpus", need.gpus,
-                    f"this machine offers {have} GPU(s) with >= {need.min_gpu_memory_gb:g} GB "
-                    "to local agents; set gpus = 0 to run trials on CPU slots",
+                    f"the most GPU(s) with >= {need.min_gpu_memory_gb:g} GB that one local "
+                    f"agent holds is {have} (the machine's GPUs are dealt out among the "
+                    f"{args.local} agents); set gpus = 0 to run trials on CPU slots",
                 )
         with Client(cluster.address, identity, cluster.security) as client:
             status = client.submit(spec, bundle_dir)

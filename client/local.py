@@ -37,11 +37,14 @@ __all__ = ["LocalCluster", "share_gpus"]
 LISTEN_LINE = re.compile(rb"coordinator listening on (\S+)")
 
 
-def share_gpus(indices: list[int], agents: int) -> list[str]:
-    """Each local agent's ``--gpus``: the GPUs dealt round-robin, so that no two agents offer
-    the same one (two trials on one GPU would each expect it whole); ``none`` for an agent
+def share_gpus(indices: list[int], agents: int, block: int = 1) -> list[str]:
+    """Each local agent's ``--gpus``: the GPUs dealt round-robin in blocks of ``block`` (the
+    GPUs one trial needs), so that no two agents offer the same one (two trials on one GPU
+    would each expect it whole) and a trial's GPUs stay on one agent; ``none`` for an agent
     left without one."""
-    return [",".join(str(i) for i in indices[a::agents]) or "none" for a in range(agents)]
+    blocks = [indices[i:i + block] for i in range(0, len(indices), max(1, block))]
+    return [",".join(str(i) for b in blocks[a::agents] for i in b) or "none"
+            for a in range(agents)]
 
 
 class LocalCluster:
@@ -51,10 +54,11 @@ class LocalCluster:
         self, agents: int, state_dir: Path | None = None, slots_per_agent: int = 1,
         lease_seconds: float = 30.0, log_to: IO[str] | None = None,
         agent_args: Sequence[str] = (), coordinator_args: Sequence[str] = (),
-        researchers: Sequence[str] = (), tls: bool = True,
+        researchers: Sequence[str] = (), tls: bool = True, gpus_per_trial: int = 1,
     ) -> None:
         """``researchers`` are the key ids admitted at start (none: open admission). With
-        ``tls`` (the default) a local CA is made in the state dir and every channel uses it."""
+        ``tls`` (the default) a local CA is made in the state dir and every channel uses it.
+        The machine's GPUs are dealt out among the agents in blocks of ``gpus_per_trial``."""
         if agents < 0:
             raise TunefleetError(f"--local: got {agents}; must be >= 0 agents")
         self._tmp = None if state_dir is not None else tempfile.TemporaryDirectory(
@@ -68,6 +72,7 @@ class LocalCluster:
         self.lease_seconds = lease_seconds
         self.agent_args = list(agent_args)
         self._gpu_shares: list[str] | None = None  # each agent's --gpus; [] without GPUs
+        self.gpus_per_trial = gpus_per_trial
         self.coordinator_args = list(coordinator_args)
         self.researchers = list(researchers)
         self.tls_dir = self.state_dir / "tls"
@@ -137,7 +142,8 @@ class LocalCluster:
             return []
         if self._gpu_shares is None:
             indices = [g.index for g in read_inventory(0).inventory.gpus]
-            self._gpu_shares = share_gpus(indices, self.n_agents) if indices else []
+            self._gpu_shares = (share_gpus(indices, self.n_agents, self.gpus_per_trial)
+                                if indices else [])
         if not self._gpu_shares:
             return []
         return ["--gpus", self._gpu_shares[index] if index < len(self._gpu_shares) else "none"]

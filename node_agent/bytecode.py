@@ -30,7 +30,9 @@ def uncompiled_packages(names: tuple[str, ...]) -> list[tuple[str, Path]]:
         if spec is None or not spec.origin or not spec.origin.endswith(".py"):
             continue
         if not Path(importlib.util.cache_from_source(spec.origin)).exists():
-            found.append((name, Path(spec.origin).parent.parent))
+            origin = Path(spec.origin)  # a package's __init__.py, or a single-file module
+            found.append((name, origin.parent.parent if origin.name == "__init__.py"
+                          else origin.parent))
     return found
 
 

@@ -49,9 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     start.add_argument(
         "--gpus", default=None, metavar="LIST",
-        help="the GPUs to offer: indices as nvidia-smi numbers them or UUIDs, comma-separated, "
-        "or none (default: those CUDA_VISIBLE_DEVICES names when set, else all); give each "
-        "agent on one machine GPUs of its own",
+        help="the GPUs to offer: indices as nvidia-smi numbers them (PCI bus order) or UUIDs, "
+        "comma-separated, or none (default: those CUDA_VISIBLE_DEVICES leaves visible, read as "
+        "CUDA reads it, when set; else all); give each agent on one machine GPUs of its own",
     )
     start.add_argument(
         "--trust", action="append", default=[], metavar="KEY_ID",

@@ -16,7 +16,10 @@ from dataclasses import dataclass
 from tunefleet.errors import InvalidInputError
 from tunefleet.v1 import node_pb2
 
-__all__ = ["read_inventory", "InventoryResult", "default_cpu_slots", "select_gpus", "ENV_VISIBLE"]
+__all__ = [
+    "read_inventory", "InventoryResult", "default_cpu_slots", "select_gpus", "visible_gpus",
+    "ENV_VISIBLE",
+]
 
 ENV_VISIBLE = "CUDA_VISIBLE_DEVICES"
 
@@ -40,13 +43,22 @@ def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _named(uuids: list[str], token: str) -> int | None:
+    """The index of the GPU ``token`` names (an index or a unique UUID prefix), or ``None``."""
+    if token.isascii() and token.isdigit():
+        return int(token) if int(token) < len(uuids) else None
+    matches = [i for i, uuid in enumerate(uuids) if token.startswith("GPU-")
+               and uuid.startswith(token)]
+    return matches[0] if len(matches) == 1 else None
+
+
 def select_gpus(uuids: list[str], selection: str, field: str) -> list[int]:
     """The indices (into ``uuids``, NVML's order) that ``selection`` names, in NVML's order.
 
-    ``selection`` is a comma-separated list of NVML indices (as ``nvidia-smi`` numbers them)
-    or UUIDs (``GPU-...``, or a prefix of one that names exactly one GPU, as CUDA accepts), or
-    ``none`` (or nothing) for no GPU. Raises :class:`InvalidInputError` naming ``field`` for
-    anything that is not a GPU of this machine.
+    ``selection`` is a comma-separated list of NVML indices (as ``nvidia-smi`` numbers them:
+    PCI bus order) or UUIDs (``GPU-...``, or a prefix of one that names exactly one GPU, as CUDA
+    accepts), or ``none`` (or nothing) for no GPU. Raises :class:`InvalidInputError` naming
+    ``field`` for anything that is not a GPU of this machine.
     """
     allowed = (f"must name GPUs of this machine, comma-separated: indices 0-{len(uuids) - 1} "
                f"or UUIDs ({', '.join(uuids)}), or none") if uuids else (
@@ -56,15 +68,30 @@ def select_gpus(uuids: list[str], selection: str, field: str) -> list[int]:
         return []
     chosen: set[int] = set()
     for token in tokens:
-        if token.isdigit() and int(token) < len(uuids):
-            chosen.add(int(token))
-            continue
-        matches = [i for i, uuid in enumerate(uuids) if token.startswith("GPU-")
-                   and uuid.startswith(token)]
-        if len(matches) != 1:
+        index = _named(uuids, token)
+        if index is None:
             raise InvalidInputError(field, selection, allowed)
-        chosen.add(matches[0])
+        chosen.add(index)
     return sorted(chosen)
+
+
+def visible_gpus(uuids: list[str], visible: str) -> tuple[list[int], str]:
+    """The GPUs a ``CUDA_VISIBLE_DEVICES`` value leaves visible, read as CUDA reads it: names
+    up to the first that is no whole GPU of this machine (``-1``, ``NoDevFiles``, a MIG
+    instance, an index too high), none after it. Returns the indices and, when something was
+    cut off, a note that says what. Indices are taken in nvidia-smi's order (PCI bus), which is
+    CUDA's only under ``CUDA_DEVICE_ORDER=PCI_BUS_ID``: UUIDs say the same on every machine."""
+    chosen: list[int] = []
+    tokens = [t.strip() for t in visible.split(",")]
+    for n, token in enumerate(tokens):
+        index = _named(uuids, token) if token else None
+        if index is None:
+            rest = ",".join(tokens[n:])
+            why = " (MIG instances are not offered)" if token.startswith("MIG-") else ""
+            return sorted(set(chosen)), (f"{ENV_VISIBLE} stops at {rest!r}{why}; use --gpus to "
+                                         "choose whole GPUs" if token else "")
+        chosen.append(index)
+    return sorted(set(chosen)), ""
 
 
 def read_inventory(cpu_slots: int | None = None, gpus: str | None = None) -> InventoryResult:
@@ -72,9 +99,10 @@ def read_inventory(cpu_slots: int | None = None, gpus: str | None = None) -> Inv
     versions).
 
     ``gpus`` selects them (see :func:`select_gpus`; field ``--gpus``). Without it,
-    ``CUDA_VISIBLE_DEVICES`` selects them when the environment sets it, else every GPU is
-    offered. Raises :class:`InvalidInputError` for a selection naming a GPU this machine does
-    not have, or naming any GPU when NVML finds none; an unusable driver alone never raises.
+    ``CUDA_VISIBLE_DEVICES`` selects them when the environment sets it, read as CUDA reads it
+    (:func:`visible_gpus`), else every GPU is offered. Raises :class:`InvalidInputError` for a
+    ``gpus`` naming a GPU this machine does not have, or naming any GPU when NVML finds none;
+    an unusable driver alone never raises.
     """
     inventory = node_pb2.Inventory(hostname=socket.gethostname(), platform=platform.platform())
     note: str
@@ -97,8 +125,13 @@ def read_inventory(cpu_slots: int | None = None, gpus: str | None = None) -> Inv
             handles = [pynvml.nvmlDeviceGetHandleByIndex(i)
                        for i in range(pynvml.nvmlDeviceGetCount())]
             uuids = [_text(pynvml.nvmlDeviceGetUUID(h)) for h in handles]
-            offered = (range(len(handles)) if selection is None
-                       else select_gpus(uuids, selection, field))
+            cut = ""
+            if selection is None:
+                offered: list[int] = list(range(len(handles)))
+            elif gpus is None:  # the environment's CUDA_VISIBLE_DEVICES, read as CUDA does
+                offered, cut = visible_gpus(uuids, selection)
+            else:
+                offered = select_gpus(uuids, selection, field)
             for index in offered:
                 handle = handles[index]
                 memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
@@ -113,6 +146,8 @@ def read_inventory(cpu_slots: int | None = None, gpus: str | None = None) -> Inv
                 )
             chosen = "" if selection is None else (
                 f" ({len(inventory.gpus)} of {len(handles)} offered: {field} {selection})")
+            if cut:
+                chosen += f" ({cut})"
             note = (
                 f"{len(inventory.gpus)} GPU(s){chosen}, driver {inventory.driver_version}, "
                 f"CUDA {inventory.cuda_version}"

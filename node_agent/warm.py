@@ -21,11 +21,11 @@ first optimizer a trial builds would import. An agent that offers GPUs preloads 
 provider says otherwise (:func:`default_preload`; ``--no-preload`` turns it off).
 
 Differences from a cold start: the preloaded modules were imported with the scratch directory
-as ``HOME`` and ``TMPDIR``. The trial's own are set before its code runs, environment variables
-the imports set are removed and tempfile's cached directory is reset, but what a module computed
-at import from them stays (torch._dynamo's on-disk cache object points into the account's
-``/tmp/torchinductor_USER``). The CPU-time limit also counts the preload; each waiting child
-holds the preloaded modules in memory.
+as ``HOME`` and ``TMPDIR``. The trial's own are set before its code runs; environment variables
+the imports set (torch._dynamo sets ``TORCHINDUCTOR_CACHE_DIR``) are removed and tempfile's
+cached directory is reset, so caches are placed from the trial's own directories. A module that
+kept such a path in a variable of its own at import would keep it. The CPU-time limit also
+counts the preload; each waiting child holds the preloaded modules in memory.
 """
 
 from __future__ import annotations

@@ -48,8 +48,9 @@ class Tuner:
     """Composes a :class:`Searcher` and a :class:`TrialScheduler` under a trial budget.
 
     Contract: :meth:`ask` hands out consecutive trial ids, the first ones with the
-    ``enqueue`` configurations in order (the searcher is told of each through
-    :meth:`Searcher.adopt`; the scheduler treats them as any other trial); it returns EXHAUSTED once
+    ``enqueue`` configurations in order (checked against the searcher's space; the searcher
+    is told of each through :meth:`Searcher.adopt`; the scheduler treats them as any other
+    trial, but never as a probe); it returns EXHAUSTED once
     ``max_trials`` trials were handed out or the searcher has nothing left, WAIT when
     ``max_running`` trials are running (stopping ones included) or the scheduler holds new
     trials back. Reports of a trial must have increasing steps; a report of
@@ -74,6 +75,11 @@ class Tuner:
     ) -> None:
         if max_running is not None and max_running < 1:
             raise InvalidInputError("max_running", max_running, "must be >= 1 (or None: no limit)")
+        for i, config in enumerate(enqueue):
+            searcher.space.validate_config(config, field=f"enqueue[{i}]")
+        if max_trials is not None and len(enqueue) > max_trials:
+            raise InvalidInputError("enqueue", f"{len(enqueue)} configurations",
+                                    f"must be at most max_trials ({max_trials})")
         self.enqueue = tuple(dict(c) for c in enqueue)
         self.searcher = searcher
         self.scheduler = scheduler
@@ -111,12 +117,11 @@ class Tuner:
             return Suggestion(AskStatus.WAIT)
         trial_id = len(self.trials)
         self._touch()
-        probe = self.scheduler.wants_probe(trial_id)
         params: Config | None
-        if trial_id < len(self.enqueue):  # the searcher learns of it as of its own suggestion
-            params = self.enqueue[trial_id]
+        if trial_id < len(self.enqueue):  # the searcher learns of it as of its own suggestion;
+            params = self.enqueue[trial_id]  # never a probe: a chosen point is no unbiased one
             self.searcher.adopt(trial_id, params)
-        elif probe:
+        elif self.scheduler.wants_probe(trial_id):
             params = self.searcher.explore(trial_id)
         else:
             params = self.searcher.suggest(trial_id)

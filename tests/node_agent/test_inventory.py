@@ -86,16 +86,32 @@ def test_cuda_visible_devices_chooses_them_when_no_flag_does(four_gpus: pytest.M
     assert not result.inventory.gpus and result.inventory.cpu_slots >= 1
 
 
-@pytest.mark.parametrize("selection", ["4", "-1", "GPU-zzz", "GPU-", "1,abc", "all", "MIG-1"])
+@pytest.mark.parametrize("selection", ["4", "-1", "GPU-zzz", "GPU-", "1,abc", "all", "MIG-1",
+                                       "\u00b2", "\u0661"])  # superscript two, Arabic-Indic one
 def test_a_gpu_this_machine_does_not_have_is_refused(four_gpus: pytest.MonkeyPatch,
                                                      selection: str) -> None:
     with pytest.raises(InvalidInputError) as caught:
         read_inventory(gpus=selection)
     assert caught.value.field == "--gpus" and caught.value.value == selection
     assert "indices 0-3" in str(caught.value) and "GPU-aaa-0" in str(caught.value)
-    four_gpus.setenv(ENV_VISIBLE, selection)
-    with pytest.raises(InvalidInputError, match=f"^{ENV_VISIBLE}: got"):
-        read_inventory()
+
+
+@pytest.mark.parametrize(("visible", "offered", "cut"), [
+    ("-1", [], "stops at '-1'"),  # the usual way to hide every GPU
+    ("NoDevFiles", [], "stops at 'NoDevFiles'"),
+    ("2,-1,0", [2], "stops at '-1,0'"),  # CUDA sees the GPUs before the first bad name only
+    ("3,9", [3], "stops at '9'"),
+    ("MIG-4f2c", [], "(MIG instances are not offered)"),
+    ("1, GPU-aaa", [0, 1], ""),
+    ("", [], ""),
+])
+def test_cuda_visible_devices_is_read_as_cuda_reads_it(
+    four_gpus: pytest.MonkeyPatch, visible: str, offered: list[int], cut: str
+) -> None:
+    four_gpus.setenv(ENV_VISIBLE, visible)
+    result = read_inventory()  # never refused: the variable is CUDA's, not ours
+    assert [g.index for g in result.inventory.gpus] == offered
+    assert (cut in result.note) and (("stops at" in result.note) == bool(cut))
 
 
 def test_naming_a_gpu_where_nvml_finds_none_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -112,6 +128,12 @@ def test_naming_a_gpu_where_nvml_finds_none_is_refused(monkeypatch: pytest.Monke
 def test_local_agents_never_share_a_gpu(four_gpus: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert share_gpus([0, 1, 2, 3], 3) == ["0,3", "1", "2"]
     assert share_gpus([5], 2) == ["5", "none"]
+    # trials of two GPUs each: a trial's GPUs stay on one agent
+    assert share_gpus([0, 1, 2, 3], 2, block=2) == ["0,1", "2,3"]
+    assert share_gpus([0, 1, 2], 2, block=2) == ["0,1", "2"]
+    assert share_gpus([0, 1, 2, 3], 3, block=2) == ["0,1", "2,3", "none"]
+    pairs = LocalCluster(2, state_dir=tmp_path, gpus_per_trial=2)
+    assert [pairs._gpu_args(i) for i in range(2)] == [["--gpus", "0,1"], ["--gpus", "2,3"]]
     cluster = LocalCluster(3, state_dir=tmp_path)
     assert [cluster._gpu_args(i) for i in range(4)] == [
         ["--gpus", "0,3"], ["--gpus", "1"], ["--gpus", "2"], ["--gpus", "none"]]

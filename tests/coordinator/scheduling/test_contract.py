@@ -171,3 +171,31 @@ def test_the_searcher_learns_of_an_enqueued_trial_as_of_its_own(
     assert [tuner.ask().params for _ in range(2)] == ENQUEUED
     assert adopted == [(0, ENQUEUED[0]), (1, ENQUEUED[1])]
     assert tuner.ask().params not in ENQUEUED
+
+
+def test_an_enqueued_trial_is_never_hyperbands_probe(mixed_space: SearchSpace) -> None:
+    fidelity = Fidelity(min=1, max=27, eta=3)
+    plain = Tuner(SEARCHER_FACTORIES["tpe"](mixed_space, 7),
+                  SCHEDULER_FACTORIES["hyperband"](fidelity, 7), Mode.MIN, max_trials=8)
+    plain.ask()
+    assert plain.scheduler.is_probe(0)  # the first trial is a probe when nothing is enqueued
+    tuner = Tuner(SEARCHER_FACTORIES["tpe"](mixed_space, 7),
+                  SCHEDULER_FACTORIES["hyperband"](fidelity, 7), Mode.MIN, max_trials=8,
+                  enqueue=ENQUEUED)
+    asked = [tuner.ask() for _ in range(3)]
+    assert [s.params for s in asked[:2]] == ENQUEUED
+    assert [tuner.scheduler.is_probe(i) for i in range(3)] == [False, False, True]
+
+
+@pytest.mark.parametrize(("enqueue", "max_trials", "match"), [
+    ([{**ENQUEUED[0], "lr": 5.0}], 4, r"enqueue\[0\].lr: got 5.0"),
+    ([ENQUEUED[0], {"lr": 1e-3}], 4, r"enqueue\[1\].hidden: got None; is missing"),
+    (ENQUEUED, 1, "enqueue: got '2 configurations'; must be at most max_trials"),
+])
+def test_a_tuner_refuses_enqueued_configurations_it_cannot_run(
+    mixed_space: SearchSpace, fidelity: Fidelity, enqueue: list[dict[str, Any]],
+    max_trials: int, match: str,
+) -> None:
+    with pytest.raises(InvalidInputError, match=match):
+        Tuner(SEARCHER_FACTORIES["tpe"](mixed_space, 7), SCHEDULER_FACTORIES["fifo"](fidelity, 7),
+              Mode.MIN, max_trials=max_trials, enqueue=enqueue)
