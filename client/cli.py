@@ -24,7 +24,7 @@ from tunefleet.connection import add_connection_args, connection_from
 from tunefleet.errors import InvalidInputError, TunefleetError
 from tunefleet.keys import load, load_or_create
 from tunefleet.space import CategoricalParam, IntParam
-from tunefleet.study import StudySpec, load_study_file
+from tunefleet.study import StudySpec, deadline_text, load_study_file
 from tunefleet.trial import ENV_TRIAL
 
 __all__ = ["main"]
@@ -122,7 +122,19 @@ def _progress_line(status: StudyStatus, started: float) -> str:
     if status.best is not None:
         best = f"{status.metric}={_fmt(status.best.value)} (trial {status.best.trial_id})"
     return (f"[{time.monotonic() - started:6.1f}s] {status.state:<9} done {done}/{total}  "
-            f"running {c['running']}  pruned {c['pruned']}  failed {c['failed']}  best {best}")
+            f"running {c['running']}  pruned {c['pruned']}  failed {c['failed']}  best {best}"
+            + (f"  ({status.end_reason})" if status.end_reason else ""))
+
+
+def _budget_text(spec: StudySpec) -> str:
+    """What bounds a study, in words: "16 trials, 1.5 GPU-hours, until 2026-12-01T18:00:00Z"."""
+    b = spec.budget
+    parts = [f"{b.max_trials} trials"] if b.max_trials is not None else []
+    if b.max_gpu_hours is not None:
+        parts.append(f"{b.max_gpu_hours:g} GPU-hours")
+    if b.deadline is not None:
+        parts.append(f"until {deadline_text(b.deadline)}")
+    return ", ".join(parts) or "the whole grid"
 
 
 def _watch(client: Client, study_id: str) -> StudyStatus:
@@ -237,8 +249,7 @@ def _run_local(args: argparse.Namespace) -> int:
         with Client(cluster.address, identity, cluster.security) as client:
             status = client.submit(spec, bundle_dir)
             print(f"study {status.study_id} ({spec.name}): {spec.search.searcher} + "
-                  f"{spec.search.scheduler}, {spec.budget.max_trials or 'grid'} trials",
-                  flush=True)
+                  f"{spec.search.scheduler}, {_budget_text(spec)}", flush=True)
             final = _watch(client, status.study_id)
             failed = [t for t in client.trials(status.study_id) if t.state == "failed"]
         if args.state_dir is not None:
@@ -312,7 +323,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             with _client(args) as client:
                 s = client.status(args.study_id)
             c = s.counts
-            print(f"study {s.study_id} ({s.name}): {s.state}")
+            print(f"study {s.study_id} ({s.name}): {s.state}"
+                  + (f" ({s.end_reason})" if s.end_reason else ""))
             print(f"  trials: {c['completed']} completed, {c['pruned']} pruned, "
                   f"{c['failed']} failed, {c['running']} running, {c['pending']} pending"
                   + (f" of {s.max_trials}" if s.max_trials else ""))

@@ -55,6 +55,7 @@ class StudyStatus:
     max_trials: int | None
     created_at: float
     ended_at: float
+    end_reason: str = ""  # why it ended (its budget, a limit, a stop); "" while it runs
 
     @property
     def finished(self) -> bool:
@@ -64,7 +65,7 @@ class StudyStatus:
         return {
             "study_id": self.study_id, "name": self.name, "state": self.state,
             "objective": {"metric": self.metric, "mode": self.mode}, "counts": self.counts,
-            "max_trials": self.max_trials,
+            "max_trials": self.max_trials, "end_reason": self.end_reason,
             "best": None if self.best is None else self.best.to_dict(),
         }
 
@@ -101,5 +102,5 @@ def status_from_proto(message: researcher_pb2.StudyInfo) -> StudyStatus:
                 "pruned": c.pruned, "failed": c.failed},
         best=trial_from_proto(message.best) if message.HasField("best") else None,
         max_trials=budget.max_trials if budget.HasField("max_trials") else None,
-        created_at=message.created_at, ended_at=message.ended_at,
+        created_at=message.created_at, ended_at=message.ended_at, end_reason=message.end_reason,
     )

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from coordinator.hub_access import AccessMixin
+from coordinator.hub_limits import LimitsMixin
 from coordinator.hub_state import (
     NodeSession,
     Outbox,
@@ -44,7 +45,7 @@ from coordinator.verification import VerificationState, sampled
 from tunefleet import serde
 from tunefleet.envelope import SequenceGuard
 from tunefleet.errors import InvalidInputError, NotFoundError, StateError, TunefleetError
-from tunefleet.study import StudySpec
+from tunefleet.study import StudySpec, deadline_text
 from tunefleet.v1 import common_pb2, node_pb2
 
 MAX_STEP = 2**62
@@ -58,7 +59,7 @@ __all__ = ["Hub", "Outbox", "StudyView", "NodeSession", "PermissionDeniedError",
 NodeEventItem = tuple[str, int, node_pb2.NodeEvent, bytes]
 
 
-class Hub(AccessMixin, VerificationMixin):
+class Hub(AccessMixin, VerificationMixin, LimitsMixin):
     """Owns the scheduling state of every running study and the leases of every attempt."""
 
     def __init__(
@@ -222,6 +223,10 @@ class Hub(AccessMixin, VerificationMixin):
     ) -> str:
         """Store a validated study and start scheduling it; returns its id."""
         check_available(spec)
+        now = self.clock()
+        if spec.budget.deadline is not None and spec.budget.deadline <= now:
+            raise InvalidInputError("budget.deadline", deadline_text(spec.budget.deadline),
+                                    f"is past: the coordinator's clock says {deadline_text(now)}")
         if not self.store.has_bundle(digest):
             raise InvalidInputError(
                 "bundle_digest", digest, "must name an uploaded bundle; upload it first"
@@ -229,7 +234,7 @@ class Hub(AccessMixin, VerificationMixin):
         study = Study(
             id=uuid.uuid4().hex[:12], name=spec.name, owner_key_id=owner_key_id,
             spec=spec_bytes, bundle_digest=digest, state=StudyState.RUNNING,
-            created_at=self.clock(), scheduling_defaults=DEFAULTS_VERSION,
+            created_at=now, scheduling_defaults=DEFAULTS_VERSION,
         )
         tuner = build_tuner(spec)
         with self.store.atomic():
@@ -409,6 +414,8 @@ class Hub(AccessMixin, VerificationMixin):
             if (node_id, runtime.study.id) in self.declined:
                 continue
             need = runtime.spec.resources
+            if self._limited(runtime):
+                continue  # ending, or about to: the sweep tells its running attempts to stop
             while True:
                 if need.gpus > 0:
                     fit = [g for g in free_gpus if g.memory_total_gb >= need.min_gpu_memory_gb]
@@ -477,10 +484,17 @@ class Hub(AccessMixin, VerificationMixin):
         return message
 
     def _maybe_complete(self, runtime: StudyRuntime, now: float) -> None:
-        if not runtime.tuner.exhausted:
+        if not runtime.tuner.exhausted and runtime.limit_reason is None:
             return
         counts = self.store.trial_counts(runtime.study.id)
         if counts[TrialState.RUNNING] or counts[TrialState.PENDING]:
+            return
+        if runtime.limit_reason is not None:  # no re-run of the best: it would spend past it
+            if any(a.ended_at is None for a in self.store.attempts_of_study(runtime.study.id)):
+                return  # a stopped re-run has not ended yet
+            self.store.end_study(runtime.study.id, StudyState.COMPLETED, now, runtime.limit_reason)
+            self.studies.pop(runtime.study.id, None)
+            log.info("study %s completed: %s", runtime.study.id, runtime.limit_reason)
             return
         open_states = (VerificationState.PENDING.value, VerificationState.RUNNING.value)
         waiting = [v for v in self.store.verifications(runtime.study.id)
@@ -658,7 +672,10 @@ class Hub(AccessMixin, VerificationMixin):
                 stopping = runtime is not None and (
                     runtime.tuner.trials[trial.number].state == "stopping"
                 )
-                pruned = stopping or done.outcome == "stopped" or runtime is None
+                # a trial that a limit stopped, and that ended cleanly short of max, is pruned
+                cut = runtime is not None and runtime.limit_reason is not None and (
+                    (trial.step or 0) < runtime.spec.fidelity.max)
+                pruned = stopping or cut or done.outcome == "stopped" or runtime is None
                 attempt.state = AttemptState.PRUNED if pruned else AttemptState.COMPLETED
                 self.store.update_attempt(attempt)
                 trial.state = TrialState.PRUNED if pruned else TrialState.COMPLETED
@@ -667,8 +684,8 @@ class Hub(AccessMixin, VerificationMixin):
                 if runtime is not None:
                     runtime.tuner.tell_complete(trial.number)
                     self.store.append_event(trial.study_id, "complete", trial.number)
-                    if not pruned and sampled(trial.study_id, trial.number,
-                                              runtime.spec.verification.fraction):
+                    if not pruned and runtime.limit_reason is None and sampled(
+                            trial.study_id, trial.number, runtime.spec.verification.fraction):
                         self._wake = self._queue_verification(runtime, trial, "sample", now)
             if runtime is not None:
                 self._maybe_complete(runtime, now)

@@ -39,6 +39,7 @@ class StudyRuntime:
     study: Study
     spec: StudySpec
     tuner: Tuner
+    limit_reason: str | None = None  # set once a GPU-hour budget or the deadline is reached
 
 
 @dataclass
@@ -87,6 +88,9 @@ class HubState:
         raise NotImplementedError
 
     def _lose(self, attempt: Attempt, reason: str, now: float) -> Outbox:
+        raise NotImplementedError
+
+    def _maybe_complete(self, runtime: StudyRuntime, now: float) -> None:
         raise NotImplementedError
 
     def _assignment(self, runtime: StudyRuntime, attempt: Attempt, trial: Trial

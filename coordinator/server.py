@@ -102,6 +102,7 @@ class CoordinatorServer:
             await asyncio.sleep(interval)
             try:
                 await self.deliver(await self.hub_thread.call(self.hub.expire_leases))
+                await self.deliver(await self.hub_thread.call(self.hub.enforce_limits))
             except Exception:  # keep sweeping whatever one round hit
                 log.exception("lease sweep failed")
 

@@ -289,6 +289,11 @@ class Store:
             params = (node_id,)
         return [self._attempt(r) for r in self.db.query(sql + " ORDER BY id", params)]
 
+    def attempts_of_study(self, study_id: str) -> list[Attempt]:
+        """Every attempt of a study, re-runs that verify results included, oldest first."""
+        rows = self.db.query("SELECT * FROM attempts WHERE study_id = ? ORDER BY id", (study_id,))
+        return [self._attempt(r) for r in rows]
+
     def attempts_of_trial(self, study_id: str, number: int) -> list[Attempt]:
         rows = self.db.query(
             "SELECT * FROM attempts WHERE study_id = ? AND trial_number = ? "

@@ -86,10 +86,13 @@ def spec_to_proto(spec: StudySpec, bundle_digest: str) -> common_pb2.StudySpec:
             best=spec.verification.best,
         ),
     )
+    message.budget.SetInParent()
     if spec.budget.max_trials is not None:
         message.budget.max_trials = spec.budget.max_trials
-    else:
-        message.budget.SetInParent()
+    if spec.budget.max_gpu_hours is not None:
+        message.budget.max_gpu_hours = spec.budget.max_gpu_hours
+    if spec.budget.deadline is not None:
+        message.budget.deadline = spec.budget.deadline
     if spec.search.max_running is not None:
         message.search.max_running = spec.search.max_running
     for config in spec.search.enqueue:
@@ -149,8 +152,9 @@ def spec_mapping_from_proto(message: common_pb2.StudySpec) -> dict[str, Any]:
             "tolerance": message.verification.tolerance,
             "best": message.verification.best,
         }
-    if message.budget.HasField("max_trials"):
-        data["budget"]["max_trials"] = message.budget.max_trials
+    for key in ("max_trials", "max_gpu_hours", "deadline"):
+        if message.budget.HasField(key):
+            data["budget"][key] = getattr(message.budget, key)
     if message.search.HasField("max_running"):
         data["search"]["max_running"] = message.search.max_running
     if message.search.enqueue:

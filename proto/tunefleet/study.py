@@ -14,6 +14,7 @@ import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -41,6 +42,8 @@ DEFAULT_SCHEDULER = "hyperband"
 MAX_TRIALS_LIMIT = 1_000_000
 MAX_RUNNING_LIMIT = 100_000
 MAX_ENQUEUE = 1_000
+MAX_GPU_HOURS = 1e6
+MAX_DEADLINE = 2**42  # Unix seconds, about the year 141,338
 MAX_STEP = 10**9
 
 
@@ -63,9 +66,19 @@ class Objective:
 
 @dataclass(frozen=True)
 class Budget:
-    """How much a study may spend. ``max_trials`` is the number of trials created."""
+    """How much a study may spend. ``max_trials`` is the number of trials created;
+    ``max_gpu_hours`` the GPU time its attempts may hold (as the coordinator clocks them, from
+    lease to end, times their GPUs); ``deadline`` (Unix seconds) when it must end. At a
+    GPU-hour limit or the deadline no trial starts and running ones are stopped."""
 
     max_trials: int | None = None
+    max_gpu_hours: float | None = None
+    deadline: float | None = None
+
+    @property
+    def limited(self) -> bool:
+        """Whether anything besides a grid's end bounds the study."""
+        return any(v is not None for v in (self.max_trials, self.max_gpu_hours, self.deadline))
 
 
 @dataclass(frozen=True)
@@ -151,10 +164,16 @@ class StudySpec:
         verification = _verification(_table(data, "verification"))
         space = SearchSpace.from_mapping(data.get("space"))
         search = _checked_enqueue(search, space, budget)
-        if budget.max_trials is None and search.searcher != "grid":
+        if not budget.limited and search.searcher != "grid":
             raise InvalidInputError(
                 "budget.max_trials", None, f"is required with searcher {search.searcher!r} "
-                "(only a grid search ends by itself)"
+                "unless max_gpu_hours or deadline bounds the study (only a grid search ends "
+                "by itself)"
+            )
+        if budget.max_gpu_hours is not None and resources.gpus == 0:
+            raise InvalidInputError(
+                "budget.max_gpu_hours", budget.max_gpu_hours, "needs resources.gpus >= 1 (trials "
+                "on CPU slots use no GPU time); bound the study with max_trials or deadline"
             )
         return cls(
             name=name, objective=objective, space=space, budget=budget, search=search,
@@ -164,7 +183,12 @@ class StudySpec:
 
     def to_mapping(self) -> dict[str, Any]:
         """The inverse of :meth:`from_mapping` (``budget`` keys that are unset are left out)."""
-        budget = {} if self.budget.max_trials is None else {"max_trials": self.budget.max_trials}
+        budget: dict[str, Any] = {} if self.budget.max_trials is None else {
+            "max_trials": self.budget.max_trials}
+        if self.budget.max_gpu_hours is not None:
+            budget["max_gpu_hours"] = self.budget.max_gpu_hours
+        if self.budget.deadline is not None:
+            budget["deadline"] = self.budget.deadline
         return {
             "name": self.name,
             "bundle": self.bundle,
@@ -255,10 +279,47 @@ def _objective(table: Any) -> Objective:
 
 
 def _budget(table: Mapping[str, Any]) -> Budget:
-    _check_keys("budget", table, {"max_trials"})
-    if "max_trials" not in table:
-        return Budget()
-    return Budget(_int("budget.max_trials", table["max_trials"], 1, MAX_TRIALS_LIMIT))
+    _check_keys("budget", table, {"max_trials", "max_gpu_hours", "deadline"})
+    max_trials = max_gpu_hours = deadline = None
+    if "max_trials" in table:
+        max_trials = _int("budget.max_trials", table["max_trials"], 1, MAX_TRIALS_LIMIT)
+    if "max_gpu_hours" in table:
+        hours = table["max_gpu_hours"]
+        if isinstance(hours, bool) or not isinstance(hours, (int, float)) or not (
+                0 < hours <= MAX_GPU_HOURS):
+            raise InvalidInputError("budget.max_gpu_hours", hours,
+                                    f"must be a number of hours in (0, {MAX_GPU_HOURS:g}]")
+        max_gpu_hours = float(hours)
+    if "deadline" in table:
+        deadline = _deadline(table["deadline"])
+    return Budget(max_trials, max_gpu_hours, deadline)
+
+
+def _deadline(value: Any) -> float:
+    """Unix seconds from a TOML offset date-time, an ISO 8601 string with a time zone, or a
+    number of Unix seconds (as the wire carries it)."""
+    allowed = ("must be a date-time with a time zone, e.g. 2026-12-01T18:00:00Z or "
+               "2026-12-01T19:00:00+01:00")
+    when: datetime | None = None
+    if isinstance(value, datetime):
+        when = value
+    elif isinstance(value, str):
+        try:
+            when = datetime.fromisoformat(value)
+        except ValueError:
+            raise InvalidInputError("budget.deadline", value, allowed) from None
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not (math.isfinite(value) and 0 < value < MAX_DEADLINE):
+            raise InvalidInputError("budget.deadline", value, allowed)
+        return float(value)
+    if when is None or when.tzinfo is None or when.utcoffset() is None:
+        raise InvalidInputError("budget.deadline", value, allowed)
+    return when.timestamp()
+
+
+def deadline_text(deadline: float) -> str:
+    """A deadline as ISO 8601 in UTC, as :func:`_deadline` reads it back."""
+    return datetime.fromtimestamp(deadline, UTC).isoformat().replace("+00:00", "Z")
 
 
 def _search(table: Mapping[str, Any]) -> SearchConfig:

@@ -792,3 +792,88 @@ def test_researchers_see_the_gpu_use_of_each_trial(hub: Hub, store: Store) -> No
     assert (shown[a.trial_id].gpu_utilization, shown[a.trial_id].gpu_memory_peak_gb) == (91.0,
                                                                                           3.5)
     assert not shown[b.trial_id].HasField("gpu_utilization")  # its node measured nothing
+
+
+def test_a_gpu_hour_budget_stops_the_study_when_its_attempts_have_held_it(
+    hub: Hub, store: Store, clock: Clock
+) -> None:
+    study = submit(hub, make_spec(budget={"max_gpu_hours": 20 / 3600},  # 20 GPU-seconds
+                                  resources={"gpus": 1, "min_gpu_memory_gb": 1}))
+    [a] = connect(hub, "n1", cpu_slots=0, gpus=[("GPU-a", 24.0)])
+    clock.now += 8
+    report(hub, "n1", a.attempt_id, 1, 1, 0.5)
+    [b] = finish(hub, "n1", a.attempt_id)  # 8 GPU-seconds held: the next trial starts
+    clock.now += 6
+    assert hub.enforce_limits() == []  # 14 of 20
+    report(hub, "n1", b.attempt_id, 1, 1, 0.4)
+    clock.now += 7
+    out = hub.enforce_limits()  # 21 of 20: the running attempt is told to stop, once
+    assert [(n, m.stop.attempt_id) for n, m in out] == [("n1", b.attempt_id)]
+    assert "max_gpu_hours reached" in out[0][1].stop.reason
+    assert hub.enforce_limits() == []
+    assert hub.gpu_hours_used(study, clock.now) == pytest.approx(21 / 3600)
+    assert finish(hub, "n1", b.attempt_id, "stopped") == []  # nothing new starts
+    view = hub.study_view(study)
+    assert view.study.state is StudyState.COMPLETED
+    assert view.counts[TrialState.COMPLETED] == 1 and view.counts[TrialState.PRUNED] == 1
+    assert view.best is not None and view.best.value == 0.5
+    assert store.get_study(study).end_reason == (
+        "max_gpu_hours reached (0.00583 of 0.00556 GPU-hours held)")
+
+
+def test_a_deadline_ends_the_study_even_before_the_sweep_sees_it(
+    hub: Hub, store: Store, clock: Clock
+) -> None:
+    study = submit(hub, make_spec(budget={"deadline": clock.now + 10}))
+    [a] = connect(hub, "n1")
+    report(hub, "n1", a.attempt_id, 1, 1, 0.5)
+    clock.now += 11
+    assert finish(hub, "n1", a.attempt_id) == []  # past the deadline no trial starts
+    assert hub.study_view(study).study.state is StudyState.RUNNING  # until the sweep
+    assert hub.enforce_limits() == []  # nothing runs: it just completes
+    assert hub.study_view(study).study.state is StudyState.COMPLETED
+    assert hub.study_view(study).counts[TrialState.COMPLETED] == 1
+    assert store.get_study(study).end_reason == "deadline 1970-01-01T00:16:50Z passed"
+
+
+def test_a_deadline_stops_running_trials_and_fails_pending_ones(
+    hub: Hub, store: Store, clock: Clock
+) -> None:
+    study = submit(hub, make_spec(budget={"deadline": clock.now + 10},
+                                  verification={"best": False}))
+    [a] = connect(hub, "n1")
+    report(hub, "n1", a.attempt_id, 1, 1, 0.5)
+    hub.node_disconnected("n1")
+    clock.now += 10.5  # the lease (10 s) has lapsed too: the trial waits for a node again
+    hub.expire_leases()
+    assert hub.study_view(study).counts[TrialState.PENDING] == 1
+    assert hub.enforce_limits() == []
+    view = hub.study_view(study)
+    assert view.study.state is StudyState.COMPLETED
+    [trial] = [t for t in store.list_trials(study) if t.number == a.trial_id]
+    assert trial.state is TrialState.FAILED and "deadline" in (trial.error or "")
+
+
+def test_a_deadline_already_past_is_refused_and_nothing_is_stored(
+    hub: Hub, store: Store, clock: Clock
+) -> None:
+    with pytest.raises(InvalidInputError, match="budget.deadline: got '1970-01-01T00:16:40Z'; "
+                                                "is past"):
+        submit(hub, make_spec(budget={"deadline": clock.now}))
+    assert store.list_studies() == []
+
+
+def test_a_trial_that_ends_cleanly_when_a_limit_stops_it_short_of_max_is_pruned(
+    hub: Hub, store: Store, clock: Clock
+) -> None:
+    study = submit(hub, make_spec(budget={"deadline": clock.now + 10, "max_trials": 5},
+                                  verification={"best": False}))
+    [a] = connect(hub, "n1")
+    report(hub, "n1", a.attempt_id, 1, 1, 0.5)  # step 1 of 3
+    clock.now += 10
+    [(_, stop)] = hub.enforce_limits()
+    assert stop.stop.attempt_id == a.attempt_id
+    finish(hub, "n1", a.attempt_id, "completed")  # the code saw should_stop() and returned
+    [trial] = store.list_trials(study)
+    assert trial.state is TrialState.PRUNED and trial.value == 0.5
+    assert hub.study_view(study).study.state is StudyState.COMPLETED

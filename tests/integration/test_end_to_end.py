@@ -133,3 +133,32 @@ def test_importance_names_the_parameter_that_drives_the_metric(tmp_path: Path,
     assert list(shown["importance"]) == ["x", "y"] and shown["importance"]["x"] > 0.8
     assert shown["r2"] > 0.5
     assert "importance for loss at step 3 (12 trials)" in table and "  x " in table
+
+
+def test_a_deadline_ends_a_study_of_unbounded_trials_on_time(tmp_path: Path,
+                                                            tiny_train_dir: Path) -> None:
+    """No trial count: the deadline alone bounds the study; running trials are stopped."""
+    import time
+    from datetime import UTC, datetime
+
+    train = tiny_train_dir / "train.py"
+    train.write_text(train.read_text().replace("time.sleep(0.05)", "time.sleep(0.5)"))
+    deadline = datetime.fromtimestamp(time.time() + 6, UTC).isoformat().replace("+00:00", "Z")
+    study = tiny_train_dir / "study.toml"
+    study.write_text(study.read_text().replace("max_trials = 6", f'deadline = {deadline}')
+                     .replace("max = 3", "max = 100"))
+    with LocalCluster(agents=2, state_dir=tmp_path / "cluster") as cluster:
+        cluster.wait_for_nodes(2)
+        study_id = cli("submit", str(study), *cluster.connection_args,
+                       check=True).stdout.strip().splitlines()[-1]
+        watched = cli("watch", study_id, *cluster.connection_args, timeout=60, check=True)
+        ended = time.time()
+        status = cli("status", study_id, *cluster.connection_args, check=True).stdout
+        trials = query(cluster.db_path, "SELECT state FROM trials WHERE study_id = ?",
+                       (study_id,))
+    assert f"completed (deadline {deadline} passed)" in status
+    [last] = [line for line in watched.stdout.splitlines() if "] completed" in line]
+    assert f"(deadline {deadline} passed)" in last
+    assert ended - datetime.fromisoformat(deadline).timestamp() < 10  # the sweep, the stop
+    assert trials and {s for (s,) in trials} <= {"pruned", "failed"}  # none ran 100 steps
+    assert any(s == "pruned" for (s,) in trials)

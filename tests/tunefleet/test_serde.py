@@ -304,3 +304,16 @@ def test_an_enqueued_configuration_off_the_wire_is_checked_like_a_study_file() -
     message.search.enqueue[0].params["x"].Clear()  # present without a value
     with pytest.raises(InvalidInputError, match=r"search.enqueue\[0\].x: got None"):
         spec_from_proto(wire(message))
+
+
+def test_gpu_hour_budgets_and_deadlines_round_trip_through_proto() -> None:
+    spec = StudySpec.from_mapping({
+        "name": "s", "objective": {"metric": "loss"},
+        "budget": {"max_gpu_hours": 1.5, "deadline": "2026-12-01T18:00:00Z"},
+        "resources": {"gpus": 1},
+        "space": {"x": {"type": "float", "low": 0, "high": 1}},
+    })
+    back, _ = spec_from_proto(wire(spec_to_proto(spec, GOOD_DIGEST)))
+    assert back == spec
+    assert (back.budget.max_trials, back.budget.max_gpu_hours, back.budget.deadline) == (
+        None, 1.5, 1796148000.0)

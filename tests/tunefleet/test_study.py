@@ -6,6 +6,7 @@ import copy
 import math
 import tomllib
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -143,8 +144,24 @@ def without(path: str) -> Callable[[dict[str, Any]], None]:
                      id="unknown-top-level-key"),
         pytest.param(with_("objective.goal", "min"), "objective.goal", "min",
                      ("metric", "mode"), id="unknown-objective-key"),
-        pytest.param(with_("budget.max_gpu_hours", 3), "budget.max_gpu_hours", 3,
-                     ("max_trials",), id="unknown-budget-key"),
+        pytest.param(with_("budget.max_credits", 3), "budget.max_credits", 3,
+                     ("max_trials", "max_gpu_hours", "deadline"), id="unknown-budget-key"),
+        pytest.param(with_("budget.max_gpu_hours", 0), "budget.max_gpu_hours", 0,
+                     ("in (0, 1e+06]",), id="gpu-hours-zero"),
+        pytest.param(with_("budget.max_gpu_hours", -2.5), "budget.max_gpu_hours", -2.5,
+                     ("hours",), id="gpu-hours-negative"),
+        pytest.param(with_("budget.max_gpu_hours", True), "budget.max_gpu_hours", True,
+                     ("number",), id="gpu-hours-bool"),
+        pytest.param(with_("budget.deadline", "tomorrow"), "budget.deadline", "tomorrow",
+                     ("time zone", "2026-12-01T18:00:00Z"), id="deadline-not-a-date"),
+        pytest.param(with_("budget.deadline", "2026-12-01T18:00:00"), "budget.deadline",
+                     "2026-12-01T18:00:00", ("time zone",), id="deadline-without-zone"),
+        pytest.param(with_("budget.deadline", datetime(2026, 12, 1, 18)), "budget.deadline",
+                     datetime(2026, 12, 1, 18), ("time zone",), id="deadline-naive-toml"),
+        pytest.param(with_("budget.deadline", -5), "budget.deadline", -5, ("time zone",),
+                     id="deadline-negative"),
+        pytest.param(with_("budget.deadline", [2026]), "budget.deadline", [2026],
+                     ("time zone",), id="deadline-list"),
         pytest.param(with_("search.sampler", "tpe"), "search.sampler", "tpe",
                      ("searcher", "scheduler", "seed"), id="unknown-search-key"),
         pytest.param(with_("fidelity.step", 1), "fidelity.step", 1, ("min", "max", "eta"),
@@ -406,3 +423,42 @@ def test_the_templates_enqueue_example_is_a_valid_study_file(tmp_path: Path) -> 
     assert spec.search.enqueue == ({"lr": 3e-3, "hidden": 64, "depth": 2, "dropout": 0.1,
                                     "weight_decay": 1e-4, "batch_size": 64,
                                     "activation": "relu"},)
+
+
+@pytest.mark.parametrize("deadline", [
+    datetime(2026, 12, 1, 18, tzinfo=UTC), "2026-12-01T18:00:00Z", "2026-12-01T19:00:00+01:00",
+    datetime(2026, 12, 1, 19, tzinfo=timezone(timedelta(hours=1))), 1796148000.0,
+])
+def test_a_deadline_is_one_instant_however_it_is_written(deadline: Any) -> None:
+    data = valid()
+    data["budget"] = {"deadline": deadline}  # a deadline alone bounds a study
+    spec = StudySpec.from_mapping(data)
+    assert spec.budget.deadline == 1796148000.0 and spec.budget.max_trials is None
+    assert StudySpec.from_mapping(spec.to_mapping()) == spec
+
+
+def test_a_gpu_hour_budget_needs_gpus() -> None:
+    data = valid()
+    data["budget"] = {"max_gpu_hours": 2}
+    assert StudySpec.from_mapping(data).budget.max_gpu_hours == 2.0
+    data["resources"]["gpus"] = 0
+    with pytest.raises(InvalidInputError, match="budget.max_gpu_hours: got 2.0; needs resources"):
+        StudySpec.from_mapping(data)
+
+
+def test_a_study_file_deadline_is_a_toml_date_time(tmp_path: Path) -> None:
+    path = tmp_path / "study.toml"
+    path.write_text(TEMPLATE.read_text().replace(
+        "max_trials = 16", "deadline = 2026-12-01T18:00:00Z\nmax_gpu_hours = 1.5", 1).replace(
+        "gpus = 0 ", "gpus = 1 "))
+    spec = load_study_file(path)
+    assert (spec.budget.deadline, spec.budget.max_gpu_hours, spec.budget.max_trials) == (
+        1796148000.0, 1.5, None)
+
+
+@pytest.mark.parametrize("hours", [math.nan, math.inf, 2e6])
+def test_a_gpu_hour_budget_that_is_no_finite_number_of_hours_is_refused(hours: float) -> None:
+    data = valid()
+    data["budget"]["max_gpu_hours"] = hours
+    with pytest.raises(InvalidInputError, match=r"budget.max_gpu_hours: got .*in \(0, 1e\+06\]"):
+        StudySpec.from_mapping(data)

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19tunefleet/v1/common.proto\x12\x0ctunefleet.v1\"`\n\x0eSignedEnvelope\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x12\n\npublic_key\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\x12\x0b\n\x03seq\x18\x04 \x01(\x03\x12\x0c\n\x04time\x18\x05 \x01(\x01\"n\n\nParamValue\x12\x15\n\x0b\x66loat_value\x18\x01 \x01(\x01H\x00\x12\x13\n\tint_value\x18\x02 \x01(\x03H\x00\x12\x16\n\x0cstring_value\x18\x03 \x01(\tH\x00\x12\x14\n\nbool_value\x18\x04 \x01(\x08H\x00\x42\x06\n\x04kind\"\xae\x01\n\tParameter\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12%\n\x03low\x18\x03 \x01(\x0b\x32\x18.tunefleet.v1.ParamValue\x12&\n\x04high\x18\x04 \x01(\x0b\x32\x18.tunefleet.v1.ParamValue\x12\x0b\n\x03log\x18\x05 \x01(\x08\x12)\n\x07\x63hoices\x18\x06 \x03(\x0b\x32\x18.tunefleet.v1.ParamValue\")\n\tObjective\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12\x0c\n\x04mode\x18\x02 \x01(\t\"0\n\x06\x42udget\x12\x17\n\nmax_trials\x18\x01 \x01(\x03H\x00\x88\x01\x01\x42\r\n\x0b_max_trials\"\x94\x01\n\x0eSearchSettings\x12\x10\n\x08searcher\x18\x01 \x01(\t\x12\x11\n\tscheduler\x18\x02 \x01(\t\x12\x0c\n\x04seed\x18\x03 \x01(\x03\x12\x18\n\x0bmax_running\x18\x04 \x01(\x03H\x00\x88\x01\x01\x12%\n\x07\x65nqueue\x18\x05 \x03(\x0b\x32\x14.tunefleet.v1.ConfigB\x0e\n\x0c_max_running\"\x83\x01\n\x06\x43onfig\x12\x30\n\x06params\x18\x01 \x03(\x0b\x32 .tunefleet.v1.Config.ParamsEntry\x1aG\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\'\n\x05value\x18\x02 \x01(\x0b\x32\x18.tunefleet.v1.ParamValue:\x02\x38\x01\"1\n\x08\x46idelity\x12\x0b\n\x03min\x18\x01 \x01(\x03\x12\x0b\n\x03max\x18\x02 \x01(\x03\x12\x0b\n\x03\x65ta\x18\x03 \x01(\x03\"4\n\tResources\x12\x0c\n\x04gpus\x18\x01 \x01(\x05\x12\x19\n\x11min_gpu_memory_gb\x18\x02 \x01(\x01\"A\n\x0cVerification\x12\x10\n\x08\x66raction\x18\x01 \x01(\x01\x12\x11\n\ttolerance\x18\x02 \x01(\x01\x12\x0c\n\x04\x62\x65st\x18\x03 \x01(\x08\"\xf4\x02\n\tStudySpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rbundle_digest\x18\x02 \x01(\t\x12\x12\n\nentrypoint\x18\x03 \x01(\t\x12*\n\tobjective\x18\x04 \x01(\x0b\x32\x17.tunefleet.v1.Objective\x12$\n\x06\x62udget\x18\x05 \x01(\x0b\x32\x14.tunefleet.v1.Budget\x12,\n\x06search\x18\x06 \x01(\x0b\x32\x1c.tunefleet.v1.SearchSettings\x12(\n\x08\x66idelity\x18\x07 \x01(\x0b\x32\x16.tunefleet.v1.Fidelity\x12&\n\x05space\x18\x08 \x03(\x0b\x32\x17.tunefleet.v1.Parameter\x12*\n\tresources\x18\t \x01(\x0b\x32\x17.tunefleet.v1.Resources\x12\x30\n\x0cverification\x18\n \x01(\x0b\x32\x1a.tunefleet.v1.Verification\"G\n\x0b\x42undleChunk\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x1a.tunefleet.v1.BundleHeader\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"V\n\x0c\x42undleHeader\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x15\n\rpublisher_key\x18\x03 \x01(\x0c\x12\x11\n\tsignature\x18\x04 \x01(\x0c\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19tunefleet/v1/common.proto\x12\x0ctunefleet.v1\"`\n\x0eSignedEnvelope\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x12\n\npublic_key\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\x12\x0b\n\x03seq\x18\x04 \x01(\x03\x12\x0c\n\x04time\x18\x05 \x01(\x01\"n\n\nParamValue\x12\x15\n\x0b\x66loat_value\x18\x01 \x01(\x01H\x00\x12\x13\n\tint_value\x18\x02 \x01(\x03H\x00\x12\x16\n\x0cstring_value\x18\x03 \x01(\tH\x00\x12\x14\n\nbool_value\x18\x04 \x01(\x08H\x00\x42\x06\n\x04kind\"\xae\x01\n\tParameter\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12%\n\x03low\x18\x03 \x01(\x0b\x32\x18.tunefleet.v1.ParamValue\x12&\n\x04high\x18\x04 \x01(\x0b\x32\x18.tunefleet.v1.ParamValue\x12\x0b\n\x03log\x18\x05 \x01(\x08\x12)\n\x07\x63hoices\x18\x06 \x03(\x0b\x32\x18.tunefleet.v1.ParamValue\")\n\tObjective\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12\x0c\n\x04mode\x18\x02 \x01(\t\"\x82\x01\n\x06\x42udget\x12\x17\n\nmax_trials\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12\x1a\n\rmax_gpu_hours\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x15\n\x08\x64\x65\x61\x64line\x18\x03 \x01(\x01H\x02\x88\x01\x01\x42\r\n\x0b_max_trialsB\x10\n\x0e_max_gpu_hoursB\x0b\n\t_deadline\"\x94\x01\n\x0eSearchSettings\x12\x10\n\x08searcher\x18\x01 \x01(\t\x12\x11\n\tscheduler\x18\x02 \x01(\t\x12\x0c\n\x04seed\x18\x03 \x01(\x03\x12\x18\n\x0bmax_running\x18\x04 \x01(\x03H\x00\x88\x01\x01\x12%\n\x07\x65nqueue\x18\x05 \x03(\x0b\x32\x14.tunefleet.v1.ConfigB\x0e\n\x0c_max_running\"\x83\x01\n\x06\x43onfig\x12\x30\n\x06params\x18\x01 \x03(\x0b\x32 .tunefleet.v1.Config.ParamsEntry\x1aG\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\'\n\x05value\x18\x02 \x01(\x0b\x32\x18.tunefleet.v1.ParamValue:\x02\x38\x01\"1\n\x08\x46idelity\x12\x0b\n\x03min\x18\x01 \x01(\x03\x12\x0b\n\x03max\x18\x02 \x01(\x03\x12\x0b\n\x03\x65ta\x18\x03 \x01(\x03\"4\n\tResources\x12\x0c\n\x04gpus\x18\x01 \x01(\x05\x12\x19\n\x11min_gpu_memory_gb\x18\x02 \x01(\x01\"A\n\x0cVerification\x12\x10\n\x08\x66raction\x18\x01 \x01(\x01\x12\x11\n\ttolerance\x18\x02 \x01(\x01\x12\x0c\n\x04\x62\x65st\x18\x03 \x01(\x08\"\xf4\x02\n\tStudySpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rbundle_digest\x18\x02 \x01(\t\x12\x12\n\nentrypoint\x18\x03 \x01(\t\x12*\n\tobjective\x18\x04 \x01(\x0b\x32\x17.tunefleet.v1.Objective\x12$\n\x06\x62udget\x18\x05 \x01(\x0b\x32\x14.tunefleet.v1.Budget\x12,\n\x06search\x18\x06 \x01(\x0b\x32\x1c.tunefleet.v1.SearchSettings\x12(\n\x08\x66idelity\x18\x07 \x01(\x0b\x32\x16.tunefleet.v1.Fidelity\x12&\n\x05space\x18\x08 \x03(\x0b\x32\x17.tunefleet.v1.Parameter\x12*\n\tresources\x18\t \x01(\x0b\x32\x17.tunefleet.v1.Resources\x12\x30\n\x0cverification\x18\n \x01(\x0b\x32\x1a.tunefleet.v1.Verification\"G\n\x0b\x42undleChunk\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x1a.tunefleet.v1.BundleHeader\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"V\n\x0c\x42undleHeader\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x15\n\rpublisher_key\x18\x03 \x01(\x0c\x12\x11\n\tsignature\x18\x04 \x01(\x0c\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,24 +41,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PARAMETER']._serialized_end=428
   _globals['_OBJECTIVE']._serialized_start=430
   _globals['_OBJECTIVE']._serialized_end=471
-  _globals['_BUDGET']._serialized_start=473
-  _globals['_BUDGET']._serialized_end=521
-  _globals['_SEARCHSETTINGS']._serialized_start=524
-  _globals['_SEARCHSETTINGS']._serialized_end=672
-  _globals['_CONFIG']._serialized_start=675
-  _globals['_CONFIG']._serialized_end=806
-  _globals['_CONFIG_PARAMSENTRY']._serialized_start=735
-  _globals['_CONFIG_PARAMSENTRY']._serialized_end=806
-  _globals['_FIDELITY']._serialized_start=808
-  _globals['_FIDELITY']._serialized_end=857
-  _globals['_RESOURCES']._serialized_start=859
-  _globals['_RESOURCES']._serialized_end=911
-  _globals['_VERIFICATION']._serialized_start=913
-  _globals['_VERIFICATION']._serialized_end=978
-  _globals['_STUDYSPEC']._serialized_start=981
-  _globals['_STUDYSPEC']._serialized_end=1353
-  _globals['_BUNDLECHUNK']._serialized_start=1355
-  _globals['_BUNDLECHUNK']._serialized_end=1426
-  _globals['_BUNDLEHEADER']._serialized_start=1428
-  _globals['_BUNDLEHEADER']._serialized_end=1514
+  _globals['_BUDGET']._serialized_start=474
+  _globals['_BUDGET']._serialized_end=604
+  _globals['_SEARCHSETTINGS']._serialized_start=607
+  _globals['_SEARCHSETTINGS']._serialized_end=755
+  _globals['_CONFIG']._serialized_start=758
+  _globals['_CONFIG']._serialized_end=889
+  _globals['_CONFIG_PARAMSENTRY']._serialized_start=818
+  _globals['_CONFIG_PARAMSENTRY']._serialized_end=889
+  _globals['_FIDELITY']._serialized_start=891
+  _globals['_FIDELITY']._serialized_end=940
+  _globals['_RESOURCES']._serialized_start=942
+  _globals['_RESOURCES']._serialized_end=994
+  _globals['_VERIFICATION']._serialized_start=996
+  _globals['_VERIFICATION']._serialized_end=1061
+  _globals['_STUDYSPEC']._serialized_start=1064
+  _globals['_STUDYSPEC']._serialized_end=1436
+  _globals['_BUNDLECHUNK']._serialized_start=1438
+  _globals['_BUNDLECHUNK']._serialized_end=1509
+  _globals['_BUNDLEHEADER']._serialized_start=1511
+  _globals['_BUNDLEHEADER']._serialized_end=1597
 # @@protoc_insertion_point(module_scope)

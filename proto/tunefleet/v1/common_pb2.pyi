@@ -57,10 +57,14 @@ class Objective(_message.Message):
     def __init__(self, metric: _Optional[str] = ..., mode: _Optional[str] = ...) -> None: ...
 
 class Budget(_message.Message):
-    __slots__ = ("max_trials",)
+    __slots__ = ("max_trials", "max_gpu_hours", "deadline")
     MAX_TRIALS_FIELD_NUMBER: _ClassVar[int]
+    MAX_GPU_HOURS_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_FIELD_NUMBER: _ClassVar[int]
     max_trials: int
-    def __init__(self, max_trials: _Optional[int] = ...) -> None: ...
+    max_gpu_hours: float
+    deadline: float
+    def __init__(self, max_trials: _Optional[int] = ..., max_gpu_hours: _Optional[float] = ..., deadline: _Optional[float] = ...) -> None: ...
 
 class SearchSettings(_message.Message):
     __slots__ = ("searcher", "scheduler", "seed", "max_running", "enqueue")

@@ -1,0 +1,91 @@
+"""A study's GPU-hour budget and deadline: past either, no trial starts and running ones stop.
+
+``budget.max_gpu_hours`` counts the GPU time a study's attempts hold as the coordinator clocks
+it (from the lease to the end, or to now for a running attempt, times its GPUs): a node cannot
+understate it. ``budget.deadline`` is read from the coordinator's clock. The lease sweep
+(:meth:`LimitsMixin.enforce_limits`, about once a second) and every lease check them; once a
+limit is reached the study's pending trials fail, its running attempts (re-runs that verify
+results too) are told to stop and end PRUNED with their last value, open verifications end
+unverifiable, and the study completes with the limit as its reason. A study ended by a limit
+does not re-run its best trial: that would spend past the limit.
+"""
+
+from __future__ import annotations
+
+from coordinator.hub_state import HubState, Outbox, StudyRuntime, stop_message
+from coordinator.models import TrialState
+from coordinator.verification import VerificationState
+from tunefleet.study import deadline_text
+
+__all__ = ["LimitsMixin"]
+
+
+class LimitsMixin(HubState):
+    """Budgets besides the trial count. Part of :class:`coordinator.hub.Hub`."""
+
+    def gpu_hours_used(self, study_id: str, now: float) -> float:
+        """GPU-hours the study's attempts have held, running ones up to ``now``."""
+        seconds = 0.0
+        for attempt in self.store.attempts_of_study(study_id):
+            end = now if attempt.ended_at is None else min(attempt.ended_at, now)
+            seconds += max(0.0, end - attempt.started_at) * len(attempt.gpu_uuids)
+        return seconds / 3600.0
+
+    def _limit(self, runtime: StudyRuntime, now: float) -> str | None:
+        """Why the study may start no more trials, or ``None`` while its limits allow it."""
+        if runtime.limit_reason is not None:
+            return runtime.limit_reason
+        budget = runtime.spec.budget
+        if budget.deadline is not None and now >= budget.deadline:
+            return f"deadline {deadline_text(budget.deadline)} passed"
+        if budget.max_gpu_hours is not None:
+            used = self.gpu_hours_used(runtime.study.id, now)
+            if used >= budget.max_gpu_hours:
+                return (f"max_gpu_hours reached ({used:.3g} of {budget.max_gpu_hours:.3g} "
+                        "GPU-hours held)")
+        return None
+
+    def _limited(self, runtime: StudyRuntime) -> bool:
+        """Whether the study may start nothing more (ending by a limit, or past one now)."""
+        budget = runtime.spec.budget
+        if runtime.limit_reason is not None:
+            return True
+        if budget.deadline is None and budget.max_gpu_hours is None:
+            return False
+        return self._limit(runtime, self.clock()) is not None
+
+    def _end_by_limit(self, runtime: StudyRuntime, reason: str, now: float) -> Outbox:
+        """Once per study: fail pending trials, stop running attempts, close verifications."""
+        if runtime.limit_reason is not None:
+            return []
+        runtime.limit_reason = reason
+        study_id = runtime.study.id
+        outbox: Outbox = []
+        with self._unit():
+            for trial in self.store.list_trials(study_id, TrialState.PENDING):
+                trial.state, trial.ended_at = TrialState.FAILED, now
+                trial.error = f"not run: {reason}"
+                self.store.update_trial(trial)
+            open_states = (VerificationState.PENDING.value, VerificationState.RUNNING.value)
+            for row in self.store.verifications(study_id):
+                if row["state"] in open_states:
+                    self.store.update_verification(row["id"], state=VerificationState.FAILED.value,
+                                                   ended_at=now)
+            for attempt in self.store.running_attempts():
+                if attempt.study_id == study_id:
+                    outbox.append((attempt.node_id, stop_message(attempt.id, reason)))
+            self._maybe_complete(runtime, now)
+        return outbox
+
+    def enforce_limits(self) -> Outbox:
+        """The sweep's check of every running study's GPU-hour budget and deadline."""
+        now = self.clock()
+        outbox: Outbox = []
+        for runtime in list(self.studies.values()):
+            budget = runtime.spec.budget
+            if budget.deadline is None and budget.max_gpu_hours is None:
+                continue
+            reason = self._limit(runtime, now)
+            if reason is not None:
+                outbox += self._end_by_limit(runtime, reason, now)
+        return outbox
