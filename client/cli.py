@@ -18,6 +18,7 @@ from typing import Any
 from client.config import key_path, researcher_identity
 from client.importance import Importance, study_importance
 from client.local import LocalCluster
+from client.report import write_report
 from client.results import StudyStatus, TrialResult
 from client.sdk import Client
 from tunefleet.connection import add_connection_args, connection_from
@@ -81,6 +82,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--state-dir", type=Path, default=None,
                    help="keep the coordinator database and logs here (default: a temp dir)")
     p.add_argument("--json", action="store_true", help="print the best trial as JSON")
+    p.add_argument("--out", type=Path, default=None, metavar="DIR",
+                   help="write the results here: best.json, trials.csv, learning curves and "
+                   "plots (default: results/STUDY_ID beside the study file)")
+    p.add_argument("--no-report", action="store_true", help="write no result files")
+    p = sub.add_parser(
+        "report", help="write a study's results into a directory: best.json, trials.csv, "
+        "learning_curves.png, history.png, parameters.png",
+    )
+    p.add_argument("study_id")
+    p.add_argument("--out", type=Path, default=None, metavar="DIR",
+                   help="the directory (default: results/STUDY_ID)")
+    with_coordinator(p)
     p = sub.add_parser("try", help="run a training script once, standalone, printing its reports")
     p.add_argument("script", type=Path, help="the training script (train.py)")
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
@@ -124,6 +137,11 @@ def _progress_line(status: StudyStatus, started: float) -> str:
     return (f"[{time.monotonic() - started:6.1f}s] {status.state:<9} done {done}/{total}  "
             f"running {c['running']}  pruned {c['pruned']}  failed {c['failed']}  best {best}"
             + (f"  ({status.end_reason})" if status.end_reason else ""))
+
+
+def _report(status: StudyStatus, trials: list[TrialResult], out: Path) -> None:
+    written = write_report(status, trials, out)
+    print(f"results in {out}: {', '.join(p.name for p in written)}")
 
 
 def _budget_text(spec: StudySpec) -> str:
@@ -251,9 +269,14 @@ def _run_local(args: argparse.Namespace) -> int:
             print(f"study {status.study_id} ({spec.name}): {spec.search.searcher} + "
                   f"{spec.search.scheduler}, {_budget_text(spec)}", flush=True)
             final = _watch(client, status.study_id)
-            failed = [t for t in client.trials(status.study_id) if t.state == "failed"]
+            trials = client.trials(status.study_id, include_reports=True)
+            failed = [t for t in trials if t.state == "failed"]
         if args.state_dir is not None:
             print(f"state kept in {args.state_dir}")
+        print(f"cost: {final.cost_text()} (attempts from lease to end)")
+        if not args.no_report:
+            out = args.out or args.study.parent / "results" / final.study_id
+            _report(final, trials, out)
     for t in failed[:3]:
         last = t.error.strip().splitlines()[-1:] or ["no error text"]
         print(f"trial {t.trial_id} failed: {last[0]}", file=sys.stderr)
@@ -330,6 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   + (f" of {s.max_trials}" if s.max_trials else ""))
             if s.best is not None:
                 print(f"  best: trial {s.best.trial_id} {s.metric}={_fmt(s.best.value)}")
+            print(f"  cost: {s.cost_text()} (attempts from lease to end)")
         elif args.command == "watch":
             with _client(args) as client:
                 final = _watch(client, args.study_id)
@@ -340,6 +364,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "trials":
             with _client(args) as client:
                 _print_trials(client.trials(args.study_id, args.reports), args.format)
+        elif args.command == "report":
+            with _client(args) as client:
+                status = client.status(args.study_id)
+                trials = client.trials(args.study_id, True)
+            _report(status, trials, args.out or Path("results") / args.study_id)
         elif args.command == "importance":
             with _client(args) as client:
                 metric = client.status(args.study_id).metric

@@ -248,7 +248,9 @@ class Hub(AccessMixin, VerificationMixin, LimitsMixin):
         spec, _ = serde.spec_from_proto(common_pb2.StudySpec.FromString(study.spec))
         best = self._best(study, spec)
         verification = None if best is None else self.store.verification_of(study_id, best.number)
-        return StudyView(study, spec, self.store.trial_counts(study_id), best, verification)
+        gpu_hours, slot_hours = self.hours_used(study_id, self.clock())
+        return StudyView(study, spec, self.store.trial_counts(study_id), best, verification,
+                         gpu_hours, slot_hours)
 
     def _best(self, study: Study, spec: StudySpec) -> Trial | None:
         best: Trial | None = None

@@ -25,11 +25,18 @@ class LimitsMixin(HubState):
 
     def gpu_hours_used(self, study_id: str, now: float) -> float:
         """GPU-hours the study's attempts have held, running ones up to ``now``."""
-        seconds = 0.0
+        return self.hours_used(study_id, now)[0]
+
+    def hours_used(self, study_id: str, now: float) -> tuple[float, float]:
+        """``(GPU-hours, slot-hours)`` the study's attempts have held, lease to end (running
+        ones to ``now``): the cost figure researchers see, and what a GPU budget counts."""
+        gpu = slot = 0.0
         for attempt in self.store.attempts_of_study(study_id):
             end = now if attempt.ended_at is None else min(attempt.ended_at, now)
-            seconds += max(0.0, end - attempt.started_at) * len(attempt.gpu_uuids)
-        return seconds / 3600.0
+            held = max(0.0, end - attempt.started_at)
+            gpu += held * len(attempt.gpu_uuids)
+            slot += held
+        return gpu / 3600.0, slot / 3600.0
 
     def _limit(self, runtime: StudyRuntime, now: float) -> str | None:
         """Why the study may start no more trials, or ``None`` while its limits allow it."""

@@ -58,6 +58,8 @@ class StudyView:
     counts: dict[TrialState, int]
     best: Trial | None
     best_verification: dict[str, object] | None = None
+    gpu_hours: float = 0.0  # GPU time its attempts held, lease to end (running ones: to now)
+    slot_hours: float = 0.0  # the same, one per attempt whatever its GPUs (CPU slots too)
 
 
 

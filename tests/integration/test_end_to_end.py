@@ -68,6 +68,13 @@ def test_template_study_runs_end_to_end(tmp_path: Path, small_study: Path) -> No
         assert f"{len(completed)} completed, {4 - len(completed)} pruned" in status.stdout
         few = cli("importance", study_id, *cluster.connection_args)
         assert few.returncode != 0 and "needs at least 8 trials" in few.stderr
+        report = cli("report", study_id, "--out", str(tmp_path / "report"),
+                     *cluster.connection_args, check=True)
+        assert f"results in {tmp_path / 'report'}" in report.stdout
+        saved = json.loads((tmp_path / "report" / "best.json").read_text())
+        assert saved["best"]["trial_id"] == shown["trial_id"] and saved["cost"]["slot_hours"] > 0
+        assert (tmp_path / "report" / "learning_curves.png").stat().st_size > 10_000
+        assert "cost: " in status.stdout and "slot-hours" in status.stdout
 
 
 def test_tiny_study_through_sdk_with_failures_recorded(tmp_path: Path, tiny_train_dir: Path
