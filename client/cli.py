@@ -200,12 +200,12 @@ def _print_trials(trials: list[TrialResult], fmt: str) -> None:
         return
     gpu = any(t.gpu_utilization is not None for t in trials)  # a column only where measured
     print(f"{'id':>4}  {'state':<10}{'value':>12}{'step':>6}{'att':>5}"
-          f"{'  gpu%  GiB' if gpu else ''}  params")
+          f"{'  gpu%    GiB' if gpu else ''}  params")
     for t in trials:
         used = ""
         if gpu:
-            used = (f"{t.gpu_utilization:6.0f}{t.gpu_memory_peak_gb or 0.0:5.1f}"
-                    if t.gpu_utilization is not None else f"{'-':>6}{'-':>5}")
+            used = (f"{t.gpu_utilization:6.0f} {t.gpu_memory_peak_gb or 0.0:6.1f}"
+                    if t.gpu_utilization is not None else f"{'-':>6} {'-':>6}")
         print(f"{t.trial_id:>4}  {t.state:<10}{_fmt(t.value):>12}{t.step:>6}{t.attempts:>5}"
               f"{used}  {_params_text(t.params)}")
         if t.error:

@@ -42,7 +42,8 @@ def share_gpus(indices: list[int], agents: int, block: int = 1) -> list[str]:
     GPUs one trial needs), so that no two agents offer the same one (two trials on one GPU
     would each expect it whole) and a trial's GPUs stay on one agent; ``none`` for an agent
     left without one."""
-    blocks = [indices[i:i + block] for i in range(0, len(indices), max(1, block))]
+    block = max(1, block)
+    blocks = [indices[i:i + block] for i in range(0, len(indices), block)]
     return [",".join(str(i) for b in blocks[a::agents] for i in b) or "none"
             for a in range(agents)]
 

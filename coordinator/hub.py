@@ -344,6 +344,10 @@ class Hub(AccessMixin, VerificationMixin, LimitsMixin):
             for attempt_id in running:
                 if attempt_id not in mine:
                     outbox.append((node_id, stop_message(attempt_id, "attempt is no longer leased")))
+                    continue
+                runtime = self.studies.get(mine[attempt_id].study_id)
+                if runtime is not None and runtime.limit_reason is not None:  # a lost stop, again
+                    outbox.append((node_id, stop_message(attempt_id, runtime.limit_reason)))
             if forget_missing:
                 for attempt_id, attempt in mine.items():
                     if attempt_id not in running:
@@ -557,6 +561,8 @@ class Hub(AccessMixin, VerificationMixin, LimitsMixin):
         with self._unit():
             if runtime is not None and attempt.purpose == "trial":
                 decision = self._feed(runtime, attempt, report.step, metrics)
+            if runtime is not None and runtime.limit_reason is not None:
+                decision = Decision.STOP.value  # its value counts; the study ends
             self.store.insert_report(attempt, report.seq, report.step, metrics, decision,
                                      envelope, now)
             self.store.extend_leases(node_id, [attempt.id], now + self.lease_seconds)

@@ -30,12 +30,7 @@ class LimitsMixin(HubState):
     def hours_used(self, study_id: str, now: float) -> tuple[float, float]:
         """``(GPU-hours, slot-hours)`` the study's attempts have held, lease to end (running
         ones to ``now``): the cost figure researchers see, and what a GPU budget counts."""
-        gpu = slot = 0.0
-        for attempt in self.store.attempts_of_study(study_id):
-            end = now if attempt.ended_at is None else min(attempt.ended_at, now)
-            held = max(0.0, end - attempt.started_at)
-            gpu += held * len(attempt.gpu_uuids)
-            slot += held
+        gpu, slot = self.store.attempt_seconds(study_id, now)
         return gpu / 3600.0, slot / 3600.0
 
     def _limit(self, runtime: StudyRuntime, now: float) -> str | None:
@@ -65,24 +60,33 @@ class LimitsMixin(HubState):
         """Once per study: fail pending trials, stop running attempts, close verifications."""
         if runtime.limit_reason is not None:
             return []
-        runtime.limit_reason = reason
+        runtime.limit_reason = reason  # _maybe_complete reads it inside the unit
         study_id = runtime.study.id
         outbox: Outbox = []
-        with self._unit():
-            for trial in self.store.list_trials(study_id, TrialState.PENDING):
-                trial.state, trial.ended_at = TrialState.FAILED, now
-                trial.error = f"not run: {reason}"
-                self.store.update_trial(trial)
-            open_states = (VerificationState.PENDING.value, VerificationState.RUNNING.value)
-            for row in self.store.verifications(study_id):
-                if row["state"] in open_states:
-                    self.store.update_verification(row["id"], state=VerificationState.FAILED.value,
-                                                   ended_at=now)
-            for attempt in self.store.running_attempts():
-                if attempt.study_id == study_id:
-                    outbox.append((attempt.node_id, stop_message(attempt.id, reason)))
-            self._maybe_complete(runtime, now)
+        try:
+            with self._unit():
+                self._fail_pending(runtime, now)
+                open_states = (VerificationState.PENDING.value, VerificationState.RUNNING.value)
+                for row in self.store.verifications(study_id):
+                    if row["state"] in open_states:
+                        self.store.update_verification(
+                            row["id"], state=VerificationState.FAILED.value, ended_at=now)
+                for attempt in self.store.running_attempts():
+                    if attempt.study_id == study_id:
+                        outbox.append((attempt.node_id, stop_message(attempt.id, reason)))
+                self._maybe_complete(runtime, now)
+        except BaseException:
+            runtime.limit_reason = None  # rolled back: the next sweep tries again
+            raise
         return outbox
+
+    def _fail_pending(self, runtime: StudyRuntime, now: float) -> None:
+        """Fail the trials of an ending study that wait for a node (a stopped attempt whose
+        trial came back, say): none runs past a limit."""
+        for trial in self.store.list_trials(runtime.study.id, TrialState.PENDING):
+            trial.state, trial.ended_at = TrialState.FAILED, now
+            trial.error = f"not run: {runtime.limit_reason}"
+            self.store.update_trial(trial)
 
     def enforce_limits(self) -> Outbox:
         """The sweep's check of every running study's GPU-hour budget and deadline."""
@@ -91,6 +95,12 @@ class LimitsMixin(HubState):
         for runtime in list(self.studies.values()):
             budget = runtime.spec.budget
             if budget.deadline is None and budget.max_gpu_hours is None:
+                continue
+            if runtime.limit_reason is not None:  # ending: a trial that came back fails
+                if self.store.trial_counts(runtime.study.id)[TrialState.PENDING]:
+                    with self._unit():
+                        self._fail_pending(runtime, now)
+                        self._maybe_complete(runtime, now)
                 continue
             reason = self._limit(runtime, now)
             if reason is not None:

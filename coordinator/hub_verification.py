@@ -75,7 +75,9 @@ class VerificationMixin(HubState):
         value = None
         if runtime is not None:
             value = self.store.last_value(attempt.id, runtime.spec.objective.metric)
-        if done.outcome != "completed" or value is None or row is None or runtime is None:
+        if (done.outcome != "completed" or value is None or row is None or runtime is None
+                or row["state"] != VerificationState.RUNNING.value  # closed meanwhile
+                or runtime.limit_reason is not None):  # cut short by a limit: no comparison
             attempt.state = AttemptState.FAILED
             self.store.update_attempt(attempt)
             self._verification_failed(attempt, now)

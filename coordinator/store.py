@@ -289,6 +289,17 @@ class Store:
             params = (node_id,)
         return [self._attempt(r) for r in self.db.query(sql + " ORDER BY id", params)]
 
+    def attempt_seconds(self, study_id: str, now: float) -> tuple[float, float]:
+        """``(GPU-seconds, slot-seconds)`` a study's attempts held, lease to end (running ones
+        to ``now``), in one aggregate query."""
+        row = self.conn.execute(
+            "SELECT COALESCE(SUM(MAX(0, MIN(COALESCE(ended_at, ?), ?) - started_at) "
+            "* json_array_length(gpu_uuids)), 0), "
+            "COALESCE(SUM(MAX(0, MIN(COALESCE(ended_at, ?), ?) - started_at)), 0) "
+            "FROM attempts WHERE study_id = ?", (now, now, now, now, study_id),
+        ).fetchone()
+        return float(row[0]), float(row[1])
+
     def attempts_of_study(self, study_id: str) -> list[Attempt]:
         """Every attempt of a study, re-runs that verify results included, oldest first."""
         rows = self.db.query("SELECT * FROM attempts WHERE study_id = ? ORDER BY id", (study_id,))

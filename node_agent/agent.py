@@ -434,18 +434,19 @@ class Agent:
             asyncio.create_task(attempt.child.stop(self.config.stop_grace))
         watch = (self.gpu_monitor.watch(tuple(a.gpu_uuids))
                  if self.gpu_monitor is not None and a.gpu_uuids else None)
-        async for report in attempt.child.reports():
-            attempt.seq += 1
-            message = node_pb2.MetricReport(
-                attempt_id=a.attempt_id, seq=attempt.seq, step=report.step,
-                metrics=report.metrics,
-            )
-            attempt.unacked[attempt.seq] = message
-            self._send(self._event(report=message))
-        exit_ = await attempt.child.wait()
-        usage = None
-        if watch is not None and self.gpu_monitor is not None:
-            usage = self.gpu_monitor.unwatch(watch)
+        try:
+            async for report in attempt.child.reports():
+                attempt.seq += 1
+                message = node_pb2.MetricReport(
+                    attempt_id=a.attempt_id, seq=attempt.seq, step=report.step,
+                    metrics=report.metrics,
+                )
+                attempt.unacked[attempt.seq] = message
+                self._send(self._event(report=message))
+            exit_ = await attempt.child.wait()
+        finally:  # the monitor samples for no attempt that is over, however it ended
+            usage = (self.gpu_monitor.unwatch(watch)
+                     if watch is not None and self.gpu_monitor is not None else None)
         if exit_.exit_code == 0:
             outcome = "completed"
         elif exit_.stopped:

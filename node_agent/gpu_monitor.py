@@ -81,9 +81,14 @@ class GpuMonitor:
             import pynvml
 
             pynvml.nvmlInit()
-            return cls(pynvml, uuids, interval)
-        except Exception as exc:  # no driver, or a GPU gone since the inventory was read
+        except Exception as exc:  # no library, no driver
             log.warning("GPU use will not be measured: %s: %s", type(exc).__name__, exc)
+            return None
+        try:
+            return cls(pynvml, uuids, interval)
+        except Exception as exc:  # a GPU gone since the inventory was read
+            log.warning("GPU use will not be measured: %s: %s", type(exc).__name__, exc)
+            pynvml.nvmlShutdown()
             return None
 
     def watch(self, uuids: tuple[str, ...]) -> Watch:

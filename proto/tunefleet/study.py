@@ -43,7 +43,7 @@ MAX_TRIALS_LIMIT = 1_000_000
 MAX_RUNNING_LIMIT = 100_000
 MAX_ENQUEUE = 1_000
 MAX_GPU_HOURS = 1e6
-MAX_DEADLINE = 2**42  # Unix seconds, about the year 141,338
+MAX_DEADLINE = 253402300799  # Unix seconds: 9999-12-31T23:59:59Z, the last datetime can show
 MAX_STEP = 10**9
 
 
@@ -309,11 +309,14 @@ def _deadline(value: Any) -> float:
         except ValueError:
             raise InvalidInputError("budget.deadline", value, allowed) from None
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        if not (math.isfinite(value) and 0 < value < MAX_DEADLINE):
-            raise InvalidInputError("budget.deadline", value, allowed)
+        if not (math.isfinite(value) and 0 < value <= MAX_DEADLINE):
+            raise InvalidInputError("budget.deadline", value, "must be Unix seconds between "
+                                    f"1970 and 9999 (UTC), or {allowed.removeprefix('must be ')}")
         return float(value)
     if when is None or when.tzinfo is None or when.utcoffset() is None:
         raise InvalidInputError("budget.deadline", value, allowed)
+    if not 0 < when.timestamp() <= MAX_DEADLINE:
+        raise InvalidInputError("budget.deadline", value, "must lie between 1970 and 9999 (UTC)")
     return when.timestamp()
 
 

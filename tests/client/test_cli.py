@@ -74,10 +74,13 @@ def test_trials_show_the_gpu_use_where_it_was_measured(capsys: pytest.CaptureFix
     gpu = TrialResult(0, "completed", {"x": 0.5}, 0.25, 3, 1, gpu_utilization=87.4,
                       gpu_memory_peak_gb=3.25)
     cpu = TrialResult(1, "pruned", {"x": 0.1}, 0.5, 1, 1)
-    _print_trials([gpu, cpu], "table")
-    header, first, second = capsys.readouterr().out.splitlines()
-    assert "gpu%" in header and "GiB" in header
-    assert "    87  3.2" in first and "     -    -" in second
+    big = TrialResult(2, "completed", {"x": 0.2}, 0.3, 3, 1, gpu_utilization=100.0,
+                      gpu_memory_peak_gb=139.8)  # an H200 holds that much
+    _print_trials([gpu, cpu, big], "table")
+    header, first, second, third = capsys.readouterr().out.splitlines()
+    assert "gpu%    GiB" in header
+    assert "    87    3.2  x=0.5" in first and "     -      -  x=0.1" in second
+    assert "   100  139.8  x=0.2" in third
     _print_trials([cpu], "table")  # no trial measured: no column
     assert "gpu%" not in capsys.readouterr().out
     _print_trials([gpu, cpu], "csv")

@@ -877,3 +877,78 @@ def test_a_trial_that_ends_cleanly_when_a_limit_stops_it_short_of_max_is_pruned(
     [trial] = store.list_trials(study)
     assert trial.state is TrialState.PRUNED and trial.value == 0.5
     assert hub.study_view(study).study.state is StudyState.COMPLETED
+
+
+def test_a_trial_that_comes_back_after_a_limit_fails_and_the_study_completes(
+    hub: Hub, store: Store, clock: Clock
+) -> None:
+    study = submit(hub, make_spec(budget={"deadline": clock.now + 10, "max_trials": 5}))
+    [a] = connect(hub, "n1")
+    report(hub, "n1", a.attempt_id, 1, 1, 0.5)
+    clock.now += 10
+    assert len(hub.enforce_limits()) == 1  # the stop goes out
+    hub.node_disconnected("n1")  # ... and the node is gone before it ends the attempt
+    clock.now += 10.5
+    hub.expire_leases()  # lost: its trial waits for a node again
+    hub.enforce_limits()
+    [trial] = store.list_trials(study)
+    assert trial.state is TrialState.FAILED and "deadline" in (trial.error or "")
+    assert hub.study_view(study).study.state is StudyState.COMPLETED
+
+
+def test_a_node_that_missed_the_stop_is_told_again(hub: Hub, store: Store, clock: Clock) -> None:
+    study = submit(hub, make_spec(budget={"deadline": clock.now + 10, "max_trials": 5}))
+    [a] = connect(hub, "n1")
+    report(hub, "n1", a.attempt_id, 1, 1, 0.5)
+    hub.node_disconnected("n1")
+    clock.now += 10
+    hub.enforce_limits()  # its stop finds no session: lost
+    out = hub.node_connected("n1", node_pb2.Hello(
+        inventory=node_pb2.Inventory(cpu_slots=1), running_attempts=[a.attempt_id]))
+    assert [m.stop.attempt_id for _, m in out if m.WhichOneof("kind") == "stop"] == [a.attempt_id]
+    beat = hub.heartbeat("n1", node_pb2.Heartbeat(running_attempts=[a.attempt_id]))
+    assert [m.stop.attempt_id for _, m in beat] == [a.attempt_id]
+    assert report(hub, "n1", a.attempt_id, 2, 2, 0.4) == "stop"  # its value still counts
+    finish(hub, "n1", a.attempt_id, "stopped")
+    [trial] = store.list_trials(study)
+    assert trial.state is TrialState.PRUNED and trial.value == 0.4
+    assert hub.study_view(study).study.state is StudyState.COMPLETED
+
+
+def test_a_verification_rerun_cut_short_by_a_limit_flags_nobody(
+    hub: Hub, store: Store, clock: Clock
+) -> None:
+    study = submit(hub, make_spec(budget={"max_trials": 1, "deadline": clock.now + 100},
+                                  verification={"best": True, "tolerance": 0.01}))
+    [c] = connect(hub, "honest")
+    connect(hub, "checker")
+    report(hub, "honest", c.attempt_id, 3, 3, 0.30)
+    out = hub.finished("honest", node_pb2.AttemptFinished(attempt_id=c.attempt_id,
+                                                          outcome="completed"))
+    [v] = [m.assignment for n, m in out if m.WhichOneof("kind") == "assignment"]
+    report(hub, "checker", v.attempt_id, 1, 1, 0.9)  # an early step, far from 0.30
+    clock.now += 100
+    assert [m.stop.attempt_id for _, m in hub.enforce_limits()] == [v.attempt_id]
+    finish(hub, "checker", v.attempt_id, "completed")  # it saw should_stop() and returned
+    assert store.verification_of(study, 0)["state"] == "failed"
+    assert (store.get_node("honest").flagged, store.get_node("honest").reputation) == (0, 1.0)
+    assert hub.study_view(study).study.state is StudyState.COMPLETED
+
+
+def test_a_limit_whose_unit_fails_is_tried_again_at_the_next_sweep(
+    hub: Hub, store: Store, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    study = submit(hub, make_spec(budget={"deadline": clock.now + 10, "max_trials": 5}))
+    [a] = connect(hub, "n1")
+    report(hub, "n1", a.attempt_id, 1, 1, 0.5)
+    clock.now += 10
+    real = store.update_verification
+    monkeypatch.setattr(store, "running_attempts",
+                        lambda *args: (_ for _ in ()).throw(sqlite3.OperationalError("locked")))
+    with pytest.raises(sqlite3.OperationalError):
+        hub.enforce_limits()
+    monkeypatch.undo()
+    assert store.update_verification == real
+    assert [m.stop.attempt_id for _, m in hub.enforce_limits()] == [a.attempt_id]
+    finish(hub, "n1", a.attempt_id, "stopped")
+    assert hub.study_view(study).study.state is StudyState.COMPLETED

@@ -96,6 +96,17 @@ def test_no_monitor_without_gpus_or_without_a_driver(monkeypatch: pytest.MonkeyP
     assert GpuMonitor.start(["GPU-a"]) is None
 
 
+def test_a_gpu_gone_since_the_inventory_means_no_monitor_and_nvml_is_shut(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    readings = Readings({"GPU-a": []})
+    nvml = readings.module()
+    nvml.nvmlDeviceGetHandleByUUID = lambda uuid: (_ for _ in ()).throw(RuntimeError("Not Found"))
+    monkeypatch.setitem(sys.modules, "pynvml", nvml)
+    assert GpuMonitor.start(["GPU-a"]) is None
+    assert readings.shut
+
+
 def test_the_thread_samples_on_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
     readings = Readings({"GPU-a": [(75, GIB)] * 1000})
     monkeypatch.setitem(sys.modules, "pynvml", readings.module())

@@ -132,6 +132,7 @@ def test_local_agents_never_share_a_gpu(four_gpus: pytest.MonkeyPatch, tmp_path:
     assert share_gpus([0, 1, 2, 3], 2, block=2) == ["0,1", "2,3"]
     assert share_gpus([0, 1, 2], 2, block=2) == ["0,1", "2"]
     assert share_gpus([0, 1, 2, 3], 3, block=2) == ["0,1", "2,3", "none"]
+    assert share_gpus([0, 1], 2, block=0) == ["0", "1"]  # a block is at least one GPU
     pairs = LocalCluster(2, state_dir=tmp_path, gpus_per_trial=2)
     assert [pairs._gpu_args(i) for i in range(2)] == [["--gpus", "0,1"], ["--gpus", "2,3"]]
     cluster = LocalCluster(3, state_dir=tmp_path)
