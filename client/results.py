@@ -58,12 +58,15 @@ class StudyStatus:
     end_reason: str = ""  # why it ended (its budget, a limit, a stop); "" while it runs
     gpu_hours: float = 0.0  # its cost: GPU time its attempts held, lease to end
     slot_hours: float = 0.0  # the same per attempt, CPU slots included
+    credits: float = 0.0  # the same time at the coordinator's prices
 
     def cost_text(self) -> str:
-        """Its cost in words: ``0.42 GPU-hours, 0.61 slot-hours`` (slot-hours alone for a
-        study on CPU slots)."""
-        slots = f"{self.slot_hours:.3g} slot-hours"
-        return f"{self.gpu_hours:.3g} GPU-hours, {slots}" if self.gpu_hours else slots
+        """Its cost in words: ``0.42 credits (0.42 GPU-hours, 0.61 slot-hours)``, GPU-hours
+        left out for a study on CPU slots."""
+        hours = f"{self.slot_hours:.3g} slot-hours"
+        if self.gpu_hours:
+            hours = f"{self.gpu_hours:.3g} GPU-hours, {hours}"
+        return f"{self.credits:.3g} credits ({hours})"
 
     @property
     def finished(self) -> bool:
@@ -74,7 +77,8 @@ class StudyStatus:
             "study_id": self.study_id, "name": self.name, "state": self.state,
             "objective": {"metric": self.metric, "mode": self.mode}, "counts": self.counts,
             "max_trials": self.max_trials, "end_reason": self.end_reason,
-            "cost": {"gpu_hours": self.gpu_hours, "slot_hours": self.slot_hours},
+            "cost": {"credits": self.credits, "gpu_hours": self.gpu_hours,
+                     "slot_hours": self.slot_hours},
             "best": None if self.best is None else self.best.to_dict(),
         }
 
@@ -112,5 +116,5 @@ def status_from_proto(message: researcher_pb2.StudyInfo) -> StudyStatus:
         best=trial_from_proto(message.best) if message.HasField("best") else None,
         max_trials=budget.max_trials if budget.HasField("max_trials") else None,
         created_at=message.created_at, ended_at=message.ended_at, end_reason=message.end_reason,
-        gpu_hours=message.gpu_hours, slot_hours=message.slot_hours,
+        gpu_hours=message.gpu_hours, slot_hours=message.slot_hours, credits=message.credits,
     )

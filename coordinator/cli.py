@@ -7,9 +7,11 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import signal
 import sqlite3
 import sys
+import time
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ import grpc
 
 from coordinator.models import TrialState
 from coordinator.server import CoordinatorServer
+from coordinator.store import USAGE_COLUMNS
 from tunefleet.connection import add_connection_args, connection_from
 from tunefleet.envelope import seal
 from tunefleet.errors import TunefleetError
@@ -59,6 +62,16 @@ def _parser() -> argparse.ArgumentParser:
         help="attempts per trial before it is failed (default: 3)",
     )
     serve.add_argument(
+        "--price-gpu-hour", type=float, default=1.0, metavar="CREDITS",
+        help="credits an attempt costs its researcher, and earns its provider, per GPU-hour "
+        "it holds (default: 1)",
+    )
+    serve.add_argument(
+        "--price-slot-hour", type=float, default=0.0, metavar="CREDITS",
+        help="credits per hour an attempt holds a slot, on top of its GPUs; prices CPU slots "
+        "(default: 0)",
+    )
+    serve.add_argument(
         "--tls-dir", type=Path, default=Path(DEFAULT_TLS_DIR),
         help=f"certificates made by `coordinator init` (default: {DEFAULT_TLS_DIR})",
     )
@@ -92,7 +105,9 @@ def _parser() -> argparse.ArgumentParser:
         _operator_args(p)
     p = sub.add_parser("access", help="list admitted and banned keys")
     _operator_args(p)
-    for name, text in (("studies", "list studies"), ("nodes", "list nodes and their GPUs")):
+    for name, text in (("studies", "list studies"), ("nodes", "list nodes and their GPUs"),
+                       ("ledger", "credits: what each provider's node earned and each "
+                        "researcher spent")):
         p = sub.add_parser(name, help=f"{text} (reads the database directly)")
         p.add_argument("--db", default=DEFAULT_DB, help=f"SQLite file (default: {DEFAULT_DB})")
         p.add_argument("--json", action="store_true", help="print JSON")
@@ -108,6 +123,7 @@ async def _serve(args: argparse.Namespace) -> None:
         args.db, args.listen, args.lease_seconds, args.max_attempts,
         tls_dir=None if args.insecure else args.tls_dir, operator_key_id=operator_id,
         open_admission=args.open, admit=args.admit, max_skew=args.max_clock_skew,
+        price_gpu_hour=args.price_gpu_hour, price_slot_hour=args.price_slot_hour,
     )
     port = await server.start()
     host = args.listen.rsplit(":", 1)[0]
@@ -188,6 +204,42 @@ def _nodes(args: argparse.Namespace) -> None:
               f"{r['running']:>5}{r['reputation']:>6.2f}{flag}")
 
 
+def _ledger(args: argparse.Namespace) -> None:
+    """Credits per provider node and per researcher key, from the attempts and the prices each
+    was leased at (running attempts up to now)."""
+    now = time.time()
+    with closing(_read_only(args.db)) as conn:
+        names = dict(conn.execute("SELECT id, name FROM nodes").fetchall())
+        providers = [
+            {"node_id": node, "name": names.get(node, ""), "attempts": n,
+             "gpu_hours": gpu / 3600, "slot_hours": slot / 3600, "credits": credits}
+            for node, n, gpu, slot, credits in conn.execute(
+                f"SELECT node_id, COUNT(*), {USAGE_COLUMNS} FROM attempts GROUP BY node_id "
+                "ORDER BY node_id", {"now": now})
+        ]
+        researchers = [
+            {"key_id": owner, "studies": n, "gpu_hours": gpu / 3600, "slot_hours": slot / 3600,
+             "credits": credits}
+            for owner, n, gpu, slot, credits in conn.execute(
+                f"SELECT owner, COUNT(DISTINCT study_id), {USAGE_COLUMNS} FROM (SELECT "
+                "attempts.*, studies.owner_key_id AS owner FROM attempts JOIN studies ON "
+                "studies.id = attempts.study_id) GROUP BY owner ORDER BY owner", {"now": now})
+        ]
+    if args.json:
+        print(json.dumps({"providers": providers, "researchers": researchers}, indent=2))
+        return
+    print("providers (earned)")
+    print(f"  {'node':<34}{'name':<20}{'attempts':>9}{'GPU-h':>10}{'slot-h':>10}{'credits':>12}")
+    for p in providers:
+        print(f"  {p['node_id']:<34}{p['name'][:19]:<20}{p['attempts']:>9}{p['gpu_hours']:>10.3f}"
+              f"{p['slot_hours']:>10.3f}{p['credits']:>12.3f}")
+    print("researchers (spent)")
+    print(f"  {'key':<34}{'studies':>8}{'GPU-h':>10}{'slot-h':>10}{'credits':>12}")
+    for r in researchers:
+        print(f"  {r['key_id']:<34}{r['studies']:>8}{r['gpu_hours']:>10.3f}"
+              f"{r['slot_hours']:>10.3f}{r['credits']:>12.3f}")
+
+
 def _operator_call(args: argparse.Namespace) -> int:
     address, security = connection_from(args)
     identity = load(args.operator_key)
@@ -237,6 +289,12 @@ def main(argv: list[str] | None = None) -> int:
                       f"`coordinator init --dir {args.tls_dir}`, or pass --insecure for "
                       "plaintext local development", file=sys.stderr)
                 return 2
+            for flag, price in (("--price-gpu-hour", args.price_gpu_hour),
+                                ("--price-slot-hour", args.price_slot_hour)):
+                if not (math.isfinite(price) and price >= 0):
+                    print(f"coordinator: error: {flag}: got {price}; must be a number of "
+                          "credits >= 0", file=sys.stderr)
+                    return 2
             if not Path(args.db).parent.exists():
                 print(f"coordinator: error: directory of --db {args.db} does not exist",
                       file=sys.stderr)
@@ -247,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
             _studies(args)
         elif args.command == "nodes":
             _nodes(args)
+        elif args.command == "ledger":
+            _ledger(args)
     except (TunefleetError, OSError, sqlite3.Error) as exc:
         print(f"coordinator: error: {exc}", file=sys.stderr)
         return 1

@@ -70,7 +70,15 @@ class Hub(AccessMixin, VerificationMixin, LimitsMixin):
         max_attempts: int = 3,
         operator_key_id: str | None = None,
         open_admission: bool = False,
+        price_gpu_hour: float = 1.0,
+        price_slot_hour: float = 0.0,
     ) -> None:
+        """``price_gpu_hour`` and ``price_slot_hour``: the credits an attempt leased from now on
+        costs its researcher, and earns its provider, per GPU-hour and per hour held."""
+        for name, price in (("price_gpu_hour", price_gpu_hour),
+                            ("price_slot_hour", price_slot_hour)):
+            if not (math.isfinite(price) and price >= 0):
+                raise InvalidInputError(name, price, "must be a number of credits >= 0")
         if lease_seconds <= 0:
             raise InvalidInputError("lease_seconds", lease_seconds, "must be > 0")
         if max_attempts < 1:
@@ -81,6 +89,7 @@ class Hub(AccessMixin, VerificationMixin, LimitsMixin):
         self.max_attempts = max_attempts
         self.operator_key_id = operator_key_id
         self.open_admission = open_admission
+        self.price_gpu_hour, self.price_slot_hour = price_gpu_hour, price_slot_hour
         self.sessions: dict[str, NodeSession] = {}
         self.studies: dict[str, StudyRuntime] = {}
         self.refused_reports = 0
@@ -248,9 +257,9 @@ class Hub(AccessMixin, VerificationMixin, LimitsMixin):
         spec, _ = serde.spec_from_proto(common_pb2.StudySpec.FromString(study.spec))
         best = self._best(study, spec)
         verification = None if best is None else self.store.verification_of(study_id, best.number)
-        gpu_hours, slot_hours = self.hours_used(study_id, self.clock())
+        gpu_hours, slot_hours, credits = self.hours_used(study_id, self.clock())
         return StudyView(study, spec, self.store.trial_counts(study_id), best, verification,
-                         gpu_hours, slot_hours)
+                         gpu_hours, slot_hours, credits)
 
     def _best(self, study: Study, spec: StudySpec) -> Trial | None:
         best: Trial | None = None
@@ -469,7 +478,9 @@ class Hub(AccessMixin, VerificationMixin, LimitsMixin):
             trial.state, trial.attempts = TrialState.RUNNING, trial.attempts + 1
             self.store.update_trial(trial)
             attempt = Attempt(0, study_id, trial.number, node_id, AttemptState.RUNNING,
-                              gpu_uuids, now + self.lease_seconds, now)
+                              gpu_uuids, now + self.lease_seconds, now,
+                              price_gpu_hour=self.price_gpu_hour,
+                              price_slot_hour=self.price_slot_hour)
             self.store.insert_attempt(attempt)
         log.info("trial %s/%d attempt %d -> node %s", study_id, trial.number, attempt.id,
                  node_id[:8])

@@ -1,8 +1,11 @@
-"""A study's GPU-hour budget and deadline: past either, no trial starts and running ones stop.
+"""A study's GPU-hour and credit budgets and its deadline: past one, no trial starts and
+running ones stop.
 
 ``budget.max_gpu_hours`` counts the GPU time a study's attempts hold as the coordinator clocks
 it (from the lease to the end, or to now for a running attempt, times its GPUs): a node cannot
-understate it. ``budget.deadline`` is read from the coordinator's clock. The lease sweep
+understate it. ``budget.max_credits`` counts the same time at the prices each attempt was
+leased at (the coordinator's ``--price-gpu-hour`` and ``--price-slot-hour``).
+``budget.deadline`` is read from the coordinator's clock. The lease sweep
 (:meth:`LimitsMixin.enforce_limits`, about once a second) and every lease check them; once a
 limit is reached the study's pending trials fail, its running attempts (re-runs that verify
 results too) are told to stop and end PRUNED with their last value, open verifications end
@@ -27,11 +30,12 @@ class LimitsMixin(HubState):
         """GPU-hours the study's attempts have held, running ones up to ``now``."""
         return self.hours_used(study_id, now)[0]
 
-    def hours_used(self, study_id: str, now: float) -> tuple[float, float]:
-        """``(GPU-hours, slot-hours)`` the study's attempts have held, lease to end (running
-        ones to ``now``): the cost figure researchers see, and what a GPU budget counts."""
-        gpu, slot = self.store.attempt_seconds(study_id, now)
-        return gpu / 3600.0, slot / 3600.0
+    def hours_used(self, study_id: str, now: float) -> tuple[float, float, float]:
+        """``(GPU-hours, slot-hours, credits)`` the study's attempts have held, lease to end
+        (running ones to ``now``), credits at the prices each attempt was leased at: the cost
+        researchers see, and what the GPU-hour and credit budgets count."""
+        gpu, slot, credits = self.store.attempt_usage(study_id, now)
+        return gpu / 3600.0, slot / 3600.0, credits
 
     def _limit(self, runtime: StudyRuntime, now: float) -> str | None:
         """Why the study may start no more trials, or ``None`` while its limits allow it."""
@@ -40,11 +44,14 @@ class LimitsMixin(HubState):
         budget = runtime.spec.budget
         if budget.deadline is not None and now >= budget.deadline:
             return f"deadline {deadline_text(budget.deadline)} passed"
-        if budget.max_gpu_hours is not None:
-            used = self.gpu_hours_used(runtime.study.id, now)
-            if used >= budget.max_gpu_hours:
-                return (f"max_gpu_hours reached ({used:.3g} of {budget.max_gpu_hours:.3g} "
+        if budget.max_gpu_hours is not None or budget.max_credits is not None:
+            hours, _, credits = self.hours_used(runtime.study.id, now)
+            if budget.max_gpu_hours is not None and hours >= budget.max_gpu_hours:
+                return (f"max_gpu_hours reached ({hours:.3g} of {budget.max_gpu_hours:.3g} "
                         "GPU-hours held)")
+            if budget.max_credits is not None and credits >= budget.max_credits:
+                return (f"max_credits reached ({credits:.3g} of {budget.max_credits:.3g} "
+                        "credits spent)")
         return None
 
     def _limited(self, runtime: StudyRuntime) -> bool:
@@ -52,7 +59,8 @@ class LimitsMixin(HubState):
         budget = runtime.spec.budget
         if runtime.limit_reason is not None:
             return True
-        if budget.deadline is None and budget.max_gpu_hours is None:
+        if budget.deadline is None and budget.max_gpu_hours is None and (
+                budget.max_credits is None):
             return False
         return self._limit(runtime, self.clock()) is not None
 
@@ -94,7 +102,8 @@ class LimitsMixin(HubState):
         outbox: Outbox = []
         for runtime in list(self.studies.values()):
             budget = runtime.spec.budget
-            if budget.deadline is None and budget.max_gpu_hours is None:
+            if budget.deadline is None and budget.max_gpu_hours is None and (
+                    budget.max_credits is None):
                 continue
             if runtime.limit_reason is not None:  # ending: a trial that came back fails
                 if self.store.trial_counts(runtime.study.id)[TrialState.PENDING]:

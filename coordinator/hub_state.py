@@ -60,6 +60,7 @@ class StudyView:
     best_verification: dict[str, object] | None = None
     gpu_hours: float = 0.0  # GPU time its attempts held, lease to end (running ones: to now)
     slot_hours: float = 0.0  # the same, one per attempt whatever its GPUs (CPU slots too)
+    credits: float = 0.0  # the same time at the prices each attempt was leased at
 
 
 
@@ -70,6 +71,8 @@ class HubState:
     clock: Callable[[], float]
     lease_seconds: float
     max_attempts: int
+    price_gpu_hour: float
+    price_slot_hour: float
     operator_key_id: str | None
     open_admission: bool
     sessions: dict[str, NodeSession]

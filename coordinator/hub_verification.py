@@ -30,7 +30,9 @@ class VerificationMixin(HubState):
             trial = self.store.get_trial(study_id, row["trial_number"])
             with self.store.atomic():
                 attempt = Attempt(0, study_id, trial.number, node_id, AttemptState.RUNNING,
-                                  gpu_uuids, now + self.lease_seconds, now, purpose="verify")
+                                  gpu_uuids, now + self.lease_seconds, now, purpose="verify",
+                                  price_gpu_hour=self.price_gpu_hour,
+                                  price_slot_hour=self.price_slot_hour)
                 self.store.insert_attempt(attempt)
                 self.store.update_verification(
                     row["id"], state=VerificationState.RUNNING.value, attempt_id=attempt.id,

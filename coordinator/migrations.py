@@ -139,6 +139,11 @@ MIGRATIONS: dict[int, list[str]] = {
         "ALTER TABLE attempts ADD COLUMN gpu_utilization REAL",
         "ALTER TABLE attempts ADD COLUMN gpu_memory_peak_gb REAL",
     ],
+    # the prices an attempt was leased at (credits per hour): the ledger is attempts x prices
+    6: [
+        "ALTER TABLE attempts ADD COLUMN price_gpu_hour REAL NOT NULL DEFAULT 0",
+        "ALTER TABLE attempts ADD COLUMN price_slot_hour REAL NOT NULL DEFAULT 0",
+    ],
 }
 
 

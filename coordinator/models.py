@@ -82,6 +82,8 @@ class Attempt:
     purpose: str = "trial"  # trial | verify (a re-run of a finished trial on another node)
     gpu_utilization: float | None = None  # percent, mean over its GPUs (node-measured)
     gpu_memory_peak_gb: float | None = None
+    price_gpu_hour: float = 0.0  # credits per GPU-hour and per slot-hour it was leased at
+    price_slot_hour: float = 0.0
 
 
 @dataclass

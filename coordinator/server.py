@@ -37,7 +37,8 @@ class CoordinatorServer:
         self, db_path: str | Path, listen: str = "127.0.0.1:0", lease_seconds: float = 30.0,
         max_attempts: int = 3, tls_dir: Path | None = None, operator_key_id: str | None = None,
         open_admission: bool = False, admit: list[str] | None = None,
-        max_skew: float = DEFAULT_MAX_SKEW,
+        max_skew: float = DEFAULT_MAX_SKEW, price_gpu_hour: float = 1.0,
+        price_slot_hour: float = 0.0,
     ) -> None:
         """Serve TLS from ``tls_dir`` (made by ``coordinator init``), or plaintext without one."""
         self.listen = listen
@@ -45,7 +46,8 @@ class CoordinatorServer:
         self.max_skew = max_skew
         self.store = Store(db_path)
         self.hub = Hub(self.store, lease_seconds=lease_seconds, max_attempts=max_attempts,
-                       operator_key_id=operator_key_id, open_admission=open_admission)
+                       operator_key_id=operator_key_id, open_admission=open_admission,
+                       price_gpu_hour=price_gpu_hour, price_slot_hour=price_slot_hour)
         if admit:
             with self.store.atomic():
                 for key_id in admit:

@@ -33,6 +33,17 @@ __all__ = ["Store", "SchedulerEvent"]
 SchedulerEvent = tuple[str, int, int | None, float | None]  # kind, trial, step, value
 
 
+_HELD = "MAX(0, MIN(COALESCE(ended_at, :now), :now) - started_at)"
+USAGE_COLUMNS = (
+    f"COALESCE(SUM({_HELD} * json_array_length(gpu_uuids)), 0), "
+    f"COALESCE(SUM({_HELD}), 0), "
+    f"COALESCE(SUM({_HELD} * (json_array_length(gpu_uuids) * price_gpu_hour + price_slot_hour))"
+    " / 3600.0, 0)"
+)
+"""GPU-seconds, slot-seconds and credits of the attempts a query selects, lease to end (running
+ones to the parameter ``:now``), each at the prices it was leased at: the ledger's columns."""
+
+
 class Store:
     """Persistent state: bundles, studies, trials, attempts, reports, nodes, scheduler events."""
 
@@ -244,10 +255,11 @@ class Store:
     def insert_attempt(self, attempt: Attempt) -> int:
         cursor = self.conn.execute(
             "INSERT INTO attempts (study_id, trial_number, node_id, state, gpu_uuids, "
-            "lease_deadline, started_at, purpose) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "lease_deadline, started_at, purpose, price_gpu_hour, price_slot_hour) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (attempt.study_id, attempt.trial_number, attempt.node_id, attempt.state.value,
              json.dumps(attempt.gpu_uuids), attempt.lease_deadline, attempt.started_at,
-             attempt.purpose),
+             attempt.purpose, attempt.price_gpu_hour, attempt.price_slot_hour),
         )
         attempt.id = int(cursor.lastrowid or 0)
         return attempt.id
@@ -272,7 +284,8 @@ class Store:
             error=row["error"], gpu_seconds=row["gpu_seconds"],
             wall_seconds=row["wall_seconds"], late_reports=row["late_reports"],
             purpose=row["purpose"], gpu_utilization=row["gpu_utilization"],
-            gpu_memory_peak_gb=row["gpu_memory_peak_gb"],
+            gpu_memory_peak_gb=row["gpu_memory_peak_gb"], price_gpu_hour=row["price_gpu_hour"],
+            price_slot_hour=row["price_slot_hour"],
         )
 
     def get_attempt(self, attempt_id: int) -> Attempt:
@@ -289,16 +302,14 @@ class Store:
             params = (node_id,)
         return [self._attempt(r) for r in self.db.query(sql + " ORDER BY id", params)]
 
-    def attempt_seconds(self, study_id: str, now: float) -> tuple[float, float]:
-        """``(GPU-seconds, slot-seconds)`` a study's attempts held, lease to end (running ones
-        to ``now``), in one aggregate query."""
+    def attempt_usage(self, study_id: str, now: float) -> tuple[float, float, float]:
+        """``(GPU-seconds, slot-seconds, credits)`` a study's attempts held, lease to end
+        (running ones to ``now``), at the prices each was leased at; one aggregate query."""
         row = self.conn.execute(
-            "SELECT COALESCE(SUM(MAX(0, MIN(COALESCE(ended_at, ?), ?) - started_at) "
-            "* json_array_length(gpu_uuids)), 0), "
-            "COALESCE(SUM(MAX(0, MIN(COALESCE(ended_at, ?), ?) - started_at)), 0) "
-            "FROM attempts WHERE study_id = ?", (now, now, now, now, study_id),
+            f"SELECT {USAGE_COLUMNS} FROM attempts WHERE study_id = :study",
+            {"now": now, "study": study_id},
         ).fetchone()
-        return float(row[0]), float(row[1])
+        return float(row[0]), float(row[1]), float(row[2])
 
     def attempts_of_study(self, study_id: str) -> list[Attempt]:
         """Every attempt of a study, re-runs that verify results included, oldest first."""

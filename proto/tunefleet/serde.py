@@ -93,6 +93,8 @@ def spec_to_proto(spec: StudySpec, bundle_digest: str) -> common_pb2.StudySpec:
         message.budget.max_gpu_hours = spec.budget.max_gpu_hours
     if spec.budget.deadline is not None:
         message.budget.deadline = spec.budget.deadline
+    if spec.budget.max_credits is not None:
+        message.budget.max_credits = spec.budget.max_credits
     if spec.search.max_running is not None:
         message.search.max_running = spec.search.max_running
     for config in spec.search.enqueue:
@@ -152,7 +154,7 @@ def spec_mapping_from_proto(message: common_pb2.StudySpec) -> dict[str, Any]:
             "tolerance": message.verification.tolerance,
             "best": message.verification.best,
         }
-    for key in ("max_trials", "max_gpu_hours", "deadline"):
+    for key in ("max_trials", "max_gpu_hours", "deadline", "max_credits"):
         if message.budget.HasField(key):
             data["budget"][key] = getattr(message.budget, key)
     if message.search.HasField("max_running"):

@@ -43,6 +43,7 @@ MAX_TRIALS_LIMIT = 1_000_000
 MAX_RUNNING_LIMIT = 100_000
 MAX_ENQUEUE = 1_000
 MAX_GPU_HOURS = 1e6
+MAX_CREDITS = 1e12
 MAX_DEADLINE = 253402300799  # Unix seconds: 9999-12-31T23:59:59Z, the last datetime can show
 MAX_STEP = 10**9
 
@@ -74,11 +75,13 @@ class Budget:
     max_trials: int | None = None
     max_gpu_hours: float | None = None
     deadline: float | None = None
+    max_credits: float | None = None  # the same time at the coordinator's prices
 
     @property
     def limited(self) -> bool:
         """Whether anything besides a grid's end bounds the study."""
-        return any(v is not None for v in (self.max_trials, self.max_gpu_hours, self.deadline))
+        return any(v is not None for v in (self.max_trials, self.max_gpu_hours, self.deadline,
+                                           self.max_credits))
 
 
 @dataclass(frozen=True)
@@ -167,7 +170,7 @@ class StudySpec:
         if not budget.limited and search.searcher != "grid":
             raise InvalidInputError(
                 "budget.max_trials", None, f"is required with searcher {search.searcher!r} "
-                "unless max_gpu_hours or deadline bounds the study (only a grid search ends "
+                "unless max_gpu_hours, max_credits or deadline bounds the study (only a grid search ends "
                 "by itself)"
             )
         if budget.max_gpu_hours is not None and resources.gpus == 0:
@@ -189,6 +192,8 @@ class StudySpec:
             budget["max_gpu_hours"] = self.budget.max_gpu_hours
         if self.budget.deadline is not None:
             budget["deadline"] = self.budget.deadline
+        if self.budget.max_credits is not None:
+            budget["max_credits"] = self.budget.max_credits
         return {
             "name": self.name,
             "bundle": self.bundle,
@@ -279,8 +284,8 @@ def _objective(table: Any) -> Objective:
 
 
 def _budget(table: Mapping[str, Any]) -> Budget:
-    _check_keys("budget", table, {"max_trials", "max_gpu_hours", "deadline"})
-    max_trials = max_gpu_hours = deadline = None
+    _check_keys("budget", table, {"max_trials", "max_gpu_hours", "deadline", "max_credits"})
+    max_trials = max_gpu_hours = deadline = max_credits = None
     if "max_trials" in table:
         max_trials = _int("budget.max_trials", table["max_trials"], 1, MAX_TRIALS_LIMIT)
     if "max_gpu_hours" in table:
@@ -292,7 +297,14 @@ def _budget(table: Mapping[str, Any]) -> Budget:
         max_gpu_hours = float(hours)
     if "deadline" in table:
         deadline = _deadline(table["deadline"])
-    return Budget(max_trials, max_gpu_hours, deadline)
+    if "max_credits" in table:
+        credits = table["max_credits"]
+        if isinstance(credits, bool) or not isinstance(credits, (int, float)) or not (
+                0 < credits <= MAX_CREDITS):
+            raise InvalidInputError("budget.max_credits", credits,
+                                    f"must be a number of credits in (0, {MAX_CREDITS:g}]")
+        max_credits = float(credits)
+    return Budget(max_trials, max_gpu_hours, deadline, max_credits)
 
 
 def _deadline(value: Any) -> float:

@@ -28,7 +28,7 @@ def study() -> tuple[StudyStatus, list[TrialResult]]:
                               None, 0, 3, error="boom\n"))
     status = StudyStatus("abc123", "digits-mlp", "completed", "val_loss", "min",
                          {"pending": 0, "running": 0, "completed": 2, "pruned": 8, "failed": 1},
-                         trials[3], 11, 0.0, 100.0, "budget spent", 0.42, 0.61)
+                         trials[3], 11, 0.0, 100.0, "budget spent", 0.42, 0.61, 0.84)
     return status, trials
 
 
@@ -38,7 +38,7 @@ def test_every_file_is_written_and_holds_the_study(tmp_path: Path) -> None:
     assert [p.name for p in written] == list(REPORT_FILES)
     best = json.loads((tmp_path / "out" / "best.json").read_text())
     assert best["best"]["trial_id"] == 3 and best["best"]["params"]["activation"] == "gelu"
-    assert best["cost"] == {"gpu_hours": 0.42, "slot_hours": 0.61}
+    assert best["cost"] == {"credits": 0.84, "gpu_hours": 0.42, "slot_hours": 0.61}
     assert best["end_reason"] == "budget spent"
     with (tmp_path / "out" / "trials.csv").open() as f:
         rows = list(csv.DictReader(f))

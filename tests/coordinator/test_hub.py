@@ -952,3 +952,37 @@ def test_a_limit_whose_unit_fails_is_tried_again_at_the_next_sweep(
     assert [m.stop.attempt_id for _, m in hub.enforce_limits()] == [a.attempt_id]
     finish(hub, "n1", a.attempt_id, "stopped")
     assert hub.study_view(study).study.state is StudyState.COMPLETED
+
+
+def test_the_ledger_prices_each_attempt_as_it_was_leased(store: Store, clock: Clock,
+                                                        tmp_path: Path) -> None:
+    hub = Hub(store, clock=clock, lease_seconds=100.0, price_gpu_hour=2.0, price_slot_hour=0.5)
+    hub.put_bundle(DIGEST, b"bundle", b"k" * 32, "pub", b"s" * 64)
+    study = submit(hub, make_spec(budget={"max_trials": 2},
+                                  resources={"gpus": 1, "min_gpu_memory_gb": 1}), owner="alice")
+    [a] = connect(hub, "n1", cpu_slots=0, gpus=[("GPU-a", 24.0)])
+    clock.now += 36  # 0.01 h on one GPU: 0.01 * 2 + 0.01 * 0.5 credits
+    report(hub, "n1", a.attempt_id, 1, 1, 0.5)
+    [b] = finish(hub, "n1", a.attempt_id)
+    view = hub.study_view(study)
+    assert (view.gpu_hours, view.credits) == (pytest.approx(0.01), pytest.approx(0.025))
+    later = Hub(store, clock=clock, lease_seconds=100.0, price_gpu_hour=10.0)  # a new price
+    clock.now += 36  # the running attempt keeps the price it was leased at
+    assert later.study_view(study).credits == pytest.approx(0.05)
+    with pytest.raises(InvalidInputError, match="price_gpu_hour: got -1"):
+        Hub(store, clock=clock, price_gpu_hour=-1)
+    assert b.attempt_id
+
+
+def test_a_credit_budget_stops_the_study(store: Store, clock: Clock) -> None:
+    hub = Hub(store, clock=clock, lease_seconds=100.0, price_gpu_hour=0.0, price_slot_hour=3.6)
+    hub.put_bundle(DIGEST, b"bundle", b"k" * 32, "pub", b"s" * 64)
+    study = submit(hub, make_spec(budget={"max_credits": 0.01}))  # 10 s at 3.6 per hour
+    [a] = connect(hub, "n1")
+    clock.now += 9
+    assert hub.enforce_limits() == []
+    clock.now += 2
+    [(_, stop)] = hub.enforce_limits()
+    assert stop.stop.attempt_id == a.attempt_id and "max_credits reached" in stop.stop.reason
+    finish(hub, "n1", a.attempt_id, "stopped")
+    assert hub.study_view(study).study.state is StudyState.COMPLETED

@@ -309,11 +309,11 @@ def test_an_enqueued_configuration_off_the_wire_is_checked_like_a_study_file() -
 def test_gpu_hour_budgets_and_deadlines_round_trip_through_proto() -> None:
     spec = StudySpec.from_mapping({
         "name": "s", "objective": {"metric": "loss"},
-        "budget": {"max_gpu_hours": 1.5, "deadline": "2026-12-01T18:00:00Z"},
+        "budget": {"max_gpu_hours": 1.5, "deadline": "2026-12-01T18:00:00Z", "max_credits": 9},
         "resources": {"gpus": 1},
         "space": {"x": {"type": "float", "low": 0, "high": 1}},
     })
     back, _ = spec_from_proto(wire(spec_to_proto(spec, GOOD_DIGEST)))
     assert back == spec
-    assert (back.budget.max_trials, back.budget.max_gpu_hours, back.budget.deadline) == (
-        None, 1.5, 1796148000.0)
+    assert (back.budget.max_trials, back.budget.max_gpu_hours, back.budget.deadline,
+            back.budget.max_credits) == (None, 1.5, 1796148000.0, 9.0)

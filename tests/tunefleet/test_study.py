@@ -144,8 +144,13 @@ def without(path: str) -> Callable[[dict[str, Any]], None]:
                      id="unknown-top-level-key"),
         pytest.param(with_("objective.goal", "min"), "objective.goal", "min",
                      ("metric", "mode"), id="unknown-objective-key"),
-        pytest.param(with_("budget.max_credits", 3), "budget.max_credits", 3,
-                     ("max_trials", "max_gpu_hours", "deadline"), id="unknown-budget-key"),
+        pytest.param(with_("budget.max_cost", 3), "budget.max_cost", 3,
+                     ("max_trials", "max_gpu_hours", "deadline", "max_credits"),
+                     id="unknown-budget-key"),
+        pytest.param(with_("budget.max_credits", 0), "budget.max_credits", 0,
+                     ("in (0, 1e+12]",), id="credits-zero"),
+        pytest.param(with_("budget.max_credits", "5"), "budget.max_credits", "5",
+                     ("number of credits",), id="credits-string"),
         pytest.param(with_("budget.max_gpu_hours", 0), "budget.max_gpu_hours", 0,
                      ("in (0, 1e+06]",), id="gpu-hours-zero"),
         pytest.param(with_("budget.max_gpu_hours", -2.5), "budget.max_gpu_hours", -2.5,
@@ -469,3 +474,12 @@ def test_a_gpu_hour_budget_that_is_no_finite_number_of_hours_is_refused(hours: f
     data["budget"]["max_gpu_hours"] = hours
     with pytest.raises(InvalidInputError, match=r"budget.max_gpu_hours: got .*in \(0, 1e\+06\]"):
         StudySpec.from_mapping(data)
+
+
+def test_a_credit_budget_alone_bounds_a_study_on_cpu_slots_too() -> None:
+    data = valid()
+    data["budget"] = {"max_credits": 12.5}
+    data["resources"]["gpus"] = 0
+    spec = StudySpec.from_mapping(data)
+    assert spec.budget.max_credits == 12.5 and spec.budget.max_trials is None
+    assert StudySpec.from_mapping(spec.to_mapping()) == spec

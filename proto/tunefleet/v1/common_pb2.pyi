@@ -57,14 +57,16 @@ class Objective(_message.Message):
     def __init__(self, metric: _Optional[str] = ..., mode: _Optional[str] = ...) -> None: ...
 
 class Budget(_message.Message):
-    __slots__ = ("max_trials", "max_gpu_hours", "deadline")
+    __slots__ = ("max_trials", "max_gpu_hours", "deadline", "max_credits")
     MAX_TRIALS_FIELD_NUMBER: _ClassVar[int]
     MAX_GPU_HOURS_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_FIELD_NUMBER: _ClassVar[int]
+    MAX_CREDITS_FIELD_NUMBER: _ClassVar[int]
     max_trials: int
     max_gpu_hours: float
     deadline: float
-    def __init__(self, max_trials: _Optional[int] = ..., max_gpu_hours: _Optional[float] = ..., deadline: _Optional[float] = ...) -> None: ...
+    max_credits: float
+    def __init__(self, max_trials: _Optional[int] = ..., max_gpu_hours: _Optional[float] = ..., deadline: _Optional[float] = ..., max_credits: _Optional[float] = ...) -> None: ...
 
 class SearchSettings(_message.Message):
     __slots__ = ("searcher", "scheduler", "seed", "max_running", "enqueue")

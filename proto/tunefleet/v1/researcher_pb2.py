@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from tunefleet.v1 import common_pb2 as tunefleet_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dtunefleet/v1/researcher.proto\x12\x0ctunefleet.v1\x1a\x19tunefleet/v1/common.proto\"4\n\tBundleRef\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x17\n\x0f\x61lready_present\x18\x02 \x01(\x08\"\x1c\n\x08StudyRef\x12\x10\n\x08study_id\x18\x01 \x01(\t\"$\n\x10StopStudyRequest\x12\x10\n\x08study_id\x18\x01 \x01(\t\"\x14\n\x12ListStudiesRequest\"5\n\tStudyList\x12(\n\x07studies\x18\x01 \x03(\x0b\x32\x17.tunefleet.v1.StudyInfo\"b\n\x0bTrialCounts\x12\x0f\n\x07pending\x18\x01 \x01(\x03\x12\x0f\n\x07running\x18\x02 \x01(\x03\x12\x11\n\tcompleted\x18\x03 \x01(\x03\x12\x0e\n\x06pruned\x18\x04 \x01(\x03\x12\x0e\n\x06\x66\x61iled\x18\x05 \x01(\x03\"\xaa\x02\n\tStudyInfo\x12\x10\n\x08study_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12%\n\x04spec\x18\x04 \x01(\x0b\x32\x17.tunefleet.v1.StudySpec\x12)\n\x06\x63ounts\x18\x05 \x01(\x0b\x32\x19.tunefleet.v1.TrialCounts\x12%\n\x04\x62\x65st\x18\x06 \x01(\x0b\x32\x17.tunefleet.v1.TrialInfo\x12\x14\n\x0cowner_key_id\x18\x07 \x01(\t\x12\x12\n\ncreated_at\x18\x08 \x01(\x01\x12\x10\n\x08\x65nded_at\x18\t \x01(\x01\x12\x12\n\nend_reason\x18\n \x01(\t\x12\x11\n\tgpu_hours\x18\x0b \x01(\x01\x12\x12\n\nslot_hours\x18\x0c \x01(\x01\">\n\x11ListTrialsRequest\x12\x10\n\x08study_id\x18\x01 \x01(\t\x12\x17\n\x0finclude_reports\x18\x02 \x01(\x08\"\xd1\x03\n\tTrialInfo\x12\x10\n\x08trial_id\x18\x01 \x01(\x03\x12\r\n\x05state\x18\x02 \x01(\t\x12\x33\n\x06params\x18\x03 \x03(\x0b\x32#.tunefleet.v1.TrialInfo.ParamsEntry\x12\x12\n\x05value\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x0c\n\x04step\x18\x05 \x01(\x03\x12\x10\n\x08\x61ttempts\x18\x06 \x01(\x03\x12\x0f\n\x07node_id\x18\x07 \x01(\t\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x12*\n\x07reports\x18\t \x03(\x0b\x32\x19.tunefleet.v1.MetricPoint\x12\x14\n\x0cverification\x18\n \x01(\t\x12\x1b\n\x13verification_detail\x18\x0b \x01(\t\x12\x1c\n\x0fgpu_utilization\x18\x0c \x01(\x01H\x01\x88\x01\x01\x12\x1f\n\x12gpu_memory_peak_gb\x18\r \x01(\x01H\x02\x88\x01\x01\x1aG\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\'\n\x05value\x18\x02 \x01(\x0b\x32\x18.tunefleet.v1.ParamValue:\x02\x38\x01\x42\x08\n\x06_valueB\x12\n\x10_gpu_utilizationB\x15\n\x13_gpu_memory_peak_gb\"\x84\x01\n\x0bMetricPoint\x12\x0c\n\x04step\x18\x01 \x01(\x03\x12\x37\n\x07metrics\x18\x02 \x03(\x0b\x32&.tunefleet.v1.MetricPoint.MetricsEntry\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"4\n\tTrialList\x12\'\n\x06trials\x18\x01 \x03(\x0b\x32\x17.tunefleet.v1.TrialInfo2\xf3\x03\n\x11ResearcherService\x12\x44\n\x0cUploadBundle\x12\x19.tunefleet.v1.BundleChunk\x1a\x17.tunefleet.v1.BundleRef(\x01\x12\x44\n\x0bSubmitStudy\x12\x1c.tunefleet.v1.SignedEnvelope\x1a\x17.tunefleet.v1.StudyInfo\x12;\n\x08GetStudy\x12\x16.tunefleet.v1.StudyRef\x1a\x17.tunefleet.v1.StudyInfo\x12H\n\x0bListStudies\x12 .tunefleet.v1.ListStudiesRequest\x1a\x17.tunefleet.v1.StudyList\x12\x46\n\nListTrials\x12\x1f.tunefleet.v1.ListTrialsRequest\x1a\x17.tunefleet.v1.TrialList\x12\x42\n\tStopStudy\x12\x1c.tunefleet.v1.SignedEnvelope\x1a\x17.tunefleet.v1.StudyInfo\x12?\n\nWatchStudy\x12\x16.tunefleet.v1.StudyRef\x1a\x17.tunefleet.v1.StudyInfo0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dtunefleet/v1/researcher.proto\x12\x0ctunefleet.v1\x1a\x19tunefleet/v1/common.proto\"4\n\tBundleRef\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x17\n\x0f\x61lready_present\x18\x02 \x01(\x08\"\x1c\n\x08StudyRef\x12\x10\n\x08study_id\x18\x01 \x01(\t\"$\n\x10StopStudyRequest\x12\x10\n\x08study_id\x18\x01 \x01(\t\"\x14\n\x12ListStudiesRequest\"5\n\tStudyList\x12(\n\x07studies\x18\x01 \x03(\x0b\x32\x17.tunefleet.v1.StudyInfo\"b\n\x0bTrialCounts\x12\x0f\n\x07pending\x18\x01 \x01(\x03\x12\x0f\n\x07running\x18\x02 \x01(\x03\x12\x11\n\tcompleted\x18\x03 \x01(\x03\x12\x0e\n\x06pruned\x18\x04 \x01(\x03\x12\x0e\n\x06\x66\x61iled\x18\x05 \x01(\x03\"\xbb\x02\n\tStudyInfo\x12\x10\n\x08study_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12%\n\x04spec\x18\x04 \x01(\x0b\x32\x17.tunefleet.v1.StudySpec\x12)\n\x06\x63ounts\x18\x05 \x01(\x0b\x32\x19.tunefleet.v1.TrialCounts\x12%\n\x04\x62\x65st\x18\x06 \x01(\x0b\x32\x17.tunefleet.v1.TrialInfo\x12\x14\n\x0cowner_key_id\x18\x07 \x01(\t\x12\x12\n\ncreated_at\x18\x08 \x01(\x01\x12\x10\n\x08\x65nded_at\x18\t \x01(\x01\x12\x12\n\nend_reason\x18\n \x01(\t\x12\x11\n\tgpu_hours\x18\x0b \x01(\x01\x12\x12\n\nslot_hours\x18\x0c \x01(\x01\x12\x0f\n\x07\x63redits\x18\r \x01(\x01\">\n\x11ListTrialsRequest\x12\x10\n\x08study_id\x18\x01 \x01(\t\x12\x17\n\x0finclude_reports\x18\x02 \x01(\x08\"\xd1\x03\n\tTrialInfo\x12\x10\n\x08trial_id\x18\x01 \x01(\x03\x12\r\n\x05state\x18\x02 \x01(\t\x12\x33\n\x06params\x18\x03 \x03(\x0b\x32#.tunefleet.v1.TrialInfo.ParamsEntry\x12\x12\n\x05value\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x0c\n\x04step\x18\x05 \x01(\x03\x12\x10\n\x08\x61ttempts\x18\x06 \x01(\x03\x12\x0f\n\x07node_id\x18\x07 \x01(\t\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x12*\n\x07reports\x18\t \x03(\x0b\x32\x19.tunefleet.v1.MetricPoint\x12\x14\n\x0cverification\x18\n \x01(\t\x12\x1b\n\x13verification_detail\x18\x0b \x01(\t\x12\x1c\n\x0fgpu_utilization\x18\x0c \x01(\x01H\x01\x88\x01\x01\x12\x1f\n\x12gpu_memory_peak_gb\x18\r \x01(\x01H\x02\x88\x01\x01\x1aG\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\'\n\x05value\x18\x02 \x01(\x0b\x32\x18.tunefleet.v1.ParamValue:\x02\x38\x01\x42\x08\n\x06_valueB\x12\n\x10_gpu_utilizationB\x15\n\x13_gpu_memory_peak_gb\"\x84\x01\n\x0bMetricPoint\x12\x0c\n\x04step\x18\x01 \x01(\x03\x12\x37\n\x07metrics\x18\x02 \x03(\x0b\x32&.tunefleet.v1.MetricPoint.MetricsEntry\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"4\n\tTrialList\x12\'\n\x06trials\x18\x01 \x03(\x0b\x32\x17.tunefleet.v1.TrialInfo2\xf3\x03\n\x11ResearcherService\x12\x44\n\x0cUploadBundle\x12\x19.tunefleet.v1.BundleChunk\x1a\x17.tunefleet.v1.BundleRef(\x01\x12\x44\n\x0bSubmitStudy\x12\x1c.tunefleet.v1.SignedEnvelope\x1a\x17.tunefleet.v1.StudyInfo\x12;\n\x08GetStudy\x12\x16.tunefleet.v1.StudyRef\x1a\x17.tunefleet.v1.StudyInfo\x12H\n\x0bListStudies\x12 .tunefleet.v1.ListStudiesRequest\x1a\x17.tunefleet.v1.StudyList\x12\x46\n\nListTrials\x12\x1f.tunefleet.v1.ListTrialsRequest\x1a\x17.tunefleet.v1.TrialList\x12\x42\n\tStopStudy\x12\x1c.tunefleet.v1.SignedEnvelope\x1a\x17.tunefleet.v1.StudyInfo\x12?\n\nWatchStudy\x12\x16.tunefleet.v1.StudyRef\x1a\x17.tunefleet.v1.StudyInfo0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -49,19 +49,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TRIALCOUNTS']._serialized_start=273
   _globals['_TRIALCOUNTS']._serialized_end=371
   _globals['_STUDYINFO']._serialized_start=374
-  _globals['_STUDYINFO']._serialized_end=672
-  _globals['_LISTTRIALSREQUEST']._serialized_start=674
-  _globals['_LISTTRIALSREQUEST']._serialized_end=736
-  _globals['_TRIALINFO']._serialized_start=739
-  _globals['_TRIALINFO']._serialized_end=1204
-  _globals['_TRIALINFO_PARAMSENTRY']._serialized_start=1080
-  _globals['_TRIALINFO_PARAMSENTRY']._serialized_end=1151
-  _globals['_METRICPOINT']._serialized_start=1207
-  _globals['_METRICPOINT']._serialized_end=1339
-  _globals['_METRICPOINT_METRICSENTRY']._serialized_start=1293
-  _globals['_METRICPOINT_METRICSENTRY']._serialized_end=1339
-  _globals['_TRIALLIST']._serialized_start=1341
-  _globals['_TRIALLIST']._serialized_end=1393
-  _globals['_RESEARCHERSERVICE']._serialized_start=1396
-  _globals['_RESEARCHERSERVICE']._serialized_end=1895
+  _globals['_STUDYINFO']._serialized_end=689
+  _globals['_LISTTRIALSREQUEST']._serialized_start=691
+  _globals['_LISTTRIALSREQUEST']._serialized_end=753
+  _globals['_TRIALINFO']._serialized_start=756
+  _globals['_TRIALINFO']._serialized_end=1221
+  _globals['_TRIALINFO_PARAMSENTRY']._serialized_start=1097
+  _globals['_TRIALINFO_PARAMSENTRY']._serialized_end=1168
+  _globals['_METRICPOINT']._serialized_start=1224
+  _globals['_METRICPOINT']._serialized_end=1356
+  _globals['_METRICPOINT_METRICSENTRY']._serialized_start=1310
+  _globals['_METRICPOINT_METRICSENTRY']._serialized_end=1356
+  _globals['_TRIALLIST']._serialized_start=1358
+  _globals['_TRIALLIST']._serialized_end=1410
+  _globals['_RESEARCHERSERVICE']._serialized_start=1413
+  _globals['_RESEARCHERSERVICE']._serialized_end=1912
 # @@protoc_insertion_point(module_scope)

@@ -1,0 +1,54 @@
+"""The operator's CLI on a real database: the ledger, and refused serve flags."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from coordinator.cli import main
+from coordinator.hub import Hub
+from coordinator.store import Store
+from tests.coordinator.test_hub import DIGEST, Clock, connect, finish, make_spec, report, submit
+
+
+def test_the_ledger_shows_what_providers_earned_and_researchers_spent(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store, clock = Store(tmp_path / "c.db"), Clock()
+    hub = Hub(store, clock=clock, price_gpu_hour=2.0, price_slot_hour=0.5)
+    hub.put_bundle(DIGEST, b"bundle", b"k" * 32, "pub", b"s" * 64)
+    submit(hub, make_spec(budget={"max_trials": 1},
+                          resources={"gpus": 1, "min_gpu_memory_gb": 1}), owner="alice")
+    submit(hub, make_spec(budget={"max_trials": 1}), owner="bob")
+    [a] = connect(hub, "gpu-node", cpu_slots=0, gpus=[("GPU-a", 24.0)])
+    [b] = connect(hub, "cpu-node", cpu_slots=1)
+    clock.now += 360  # 0.1 h each
+    for node, attempt in (("gpu-node", a), ("cpu-node", b)):
+        report(hub, node, attempt.attempt_id, 1, 1, 0.5)
+        finish(hub, node, attempt.attempt_id)
+    store.close()
+    assert main(["ledger", "--db", str(tmp_path / "c.db"), "--json"]) == 0
+    ledger = json.loads(capsys.readouterr().out)
+    earned = {p["node_id"]: p for p in ledger["providers"]}
+    assert earned["gpu-node"]["credits"] == pytest.approx(0.1 * 2 + 0.1 * 0.5)
+    assert earned["cpu-node"]["credits"] == pytest.approx(0.1 * 0.5)
+    assert earned["gpu-node"]["gpu_hours"] == pytest.approx(0.1)
+    spent = {r["key_id"]: r for r in ledger["researchers"]}
+    assert spent["alice"]["credits"] == pytest.approx(0.25) and spent["bob"]["studies"] == 1
+    assert main(["ledger", "--db", str(tmp_path / "c.db")]) == 0
+    table = capsys.readouterr().out
+    assert "providers (earned)" in table and "researchers (spent)" in table
+    assert "0.250" in table and "0.050" in table
+
+
+@pytest.mark.parametrize("flag", ["--price-gpu-hour", "--price-slot-hour"])
+@pytest.mark.parametrize("value", ["-1", "nan", "inf"])
+def test_a_price_that_is_no_number_of_credits_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, value: str
+) -> None:
+    assert main(["serve", "--insecure", "--db", str(tmp_path / "c.db"), flag, value]) == 2
+    assert f"{flag}: got {float(value)}; must be a number of credits >= 0" in (
+        capsys.readouterr().err)
+    assert not (tmp_path / "c.db").exists()
