@@ -7,6 +7,7 @@ import csv
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import time
@@ -140,8 +141,16 @@ def _progress_line(status: StudyStatus, started: float) -> str:
 
 
 def _report(status: StudyStatus, trials: list[TrialResult], out: Path) -> None:
-    written = write_report(status, trials, out)
+    try:
+        written = write_report(status, trials, out)
+    except (OSError, ValueError, OverflowError) as exc:
+        raise TunefleetError(f"could not write the results to {out}: {exc}") from None
     print(f"results in {out}: {', '.join(p.name for p in written)}")
+
+
+def _safe_name(study_id: str) -> str:
+    """A study id as one path component, whatever a coordinator sent."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", study_id) or "study"
 
 
 def _budget_text(spec: StudySpec) -> str:
@@ -275,8 +284,11 @@ def _run_local(args: argparse.Namespace) -> int:
             print(f"state kept in {args.state_dir}")
         print(f"cost: {final.cost_text()} (attempts from lease to end)")
         if not args.no_report:
-            out = args.out or args.study.parent / "results" / final.study_id
-            _report(final, trials, out)
+            out = args.out or args.study.parent / "results" / _safe_name(final.study_id)
+            try:
+                _report(final, trials, out)
+            except TunefleetError as exc:  # the study's result still gets printed below
+                print(f"tunefleet: warning: {exc}", file=sys.stderr)
     for t in failed[:3]:
         last = t.error.strip().splitlines()[-1:] or ["no error text"]
         print(f"trial {t.trial_id} failed: {last[0]}", file=sys.stderr)
@@ -368,7 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             with _client(args) as client:
                 status = client.status(args.study_id)
                 trials = client.trials(args.study_id, True)
-            _report(status, trials, args.out or Path("results") / args.study_id)
+            _report(status, trials, args.out or Path("results") / _safe_name(args.study_id))
         elif args.command == "importance":
             with _client(args) as client:
                 metric = client.status(args.study_id).metric

@@ -30,6 +30,7 @@ from tunefleet.v1 import node_pb2, operator_pb2, operator_pb2_grpc
 
 __all__ = ["main"]
 
+LEDGER_VERSION = 6  # the migration that prices attempts
 DEFAULT_DB = "tunefleet.db"
 DEFAULT_TLS_DIR = "tunefleet-tls"
 
@@ -143,7 +144,7 @@ def _read_only(path: str) -> sqlite3.Connection:
     """The database for reading, never created or migrated by an inspection command."""
     if not Path(path).is_file():
         raise TunefleetError(f"no database at {path}; pass --db PATH of a coordinator's database")
-    conn = sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True)
+    conn = sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True)
     conn.row_factory = sqlite3.Row
     return conn
 
@@ -204,11 +205,23 @@ def _nodes(args: argparse.Namespace) -> None:
               f"{r['running']:>5}{r['reputation']:>6.2f}{flag}")
 
 
+def _schema_version(conn: sqlite3.Connection) -> int:
+    """The migrations a database has had, read without writing (0 for none)."""
+    try:
+        row = conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()
+    except sqlite3.OperationalError:
+        return 0
+    return int(row[0] or 0)
+
+
 def _ledger(args: argparse.Namespace) -> None:
     """Credits per provider node and per researcher key, from the attempts and the prices each
     was leased at (running attempts up to now)."""
     now = time.time()
     with closing(_read_only(args.db)) as conn:
+        if _schema_version(conn) < LEDGER_VERSION:
+            raise TunefleetError(f"the database {args.db} is from a coordinator before the "
+                                 "ledger; start this coordinator on it once to migrate it")
         names = dict(conn.execute("SELECT id, name FROM nodes").fetchall())
         providers = [
             {"node_id": node, "name": names.get(node, ""), "attempts": n,

@@ -236,6 +236,17 @@ class Hub(AccessMixin, VerificationMixin, LimitsMixin):
         if spec.budget.deadline is not None and spec.budget.deadline <= now:
             raise InvalidInputError("budget.deadline", deadline_text(spec.budget.deadline),
                                     f"is past: the coordinator's clock says {deadline_text(now)}")
+        b = spec.budget
+        if b.max_credits is not None and b.max_trials is None and b.max_gpu_hours is None and (
+                b.deadline is None and spec.search.searcher != "grid"):
+            hourly = spec.resources.gpus * self.price_gpu_hour + self.price_slot_hour
+            if hourly <= 0:
+                raise InvalidInputError(
+                    "budget.max_credits", b.max_credits,
+                    f"is the study's only bound, but its trials cost nothing here ("
+                    f"{self.price_gpu_hour:g} credits per GPU-hour, {self.price_slot_hour:g} "
+                    "per slot-hour); add max_trials or a deadline",
+                )
         if not self.store.has_bundle(digest):
             raise InvalidInputError(
                 "bundle_digest", digest, "must name an uploaded bundle; upload it first"
@@ -373,14 +384,18 @@ class Hub(AccessMixin, VerificationMixin, LimitsMixin):
         if not expired:
             return outbox
         with self._unit():
-            for attempt in expired:
-                outbox += self._lose(attempt, "lease expired", now)
+            for attempt in expired:  # held (and billed) until its last sign of life
+                outbox += self._lose(attempt, "lease expired", now,
+                                     held_until=attempt.lease_deadline - self.lease_seconds)
         for node_id in list(self.sessions):
             outbox += self.assign(node_id)
         return outbox
 
-    def _lose(self, attempt: Attempt, reason: str, now: float) -> Outbox:
-        attempt.state, attempt.ended_at, attempt.error = AttemptState.LOST, now, reason
+    def _lose(self, attempt: Attempt, reason: str, now: float,
+              held_until: float | None = None) -> Outbox:
+        """``held_until``: when the attempt last showed life (its end, for the ledger)."""
+        ended = now if held_until is None else max(attempt.started_at, min(now, held_until))
+        attempt.state, attempt.ended_at, attempt.error = AttemptState.LOST, ended, reason
         self.store.update_attempt(attempt)
         log.warning("attempt %d on node %s lost: %s", attempt.id, attempt.node_id[:8], reason)
         if attempt.purpose == "verify":

@@ -92,7 +92,8 @@ class HubState:
                    ) -> Outbox:
         raise NotImplementedError
 
-    def _lose(self, attempt: Attempt, reason: str, now: float) -> Outbox:
+    def _lose(self, attempt: Attempt, reason: str, now: float,
+              held_until: float | None = None) -> Outbox:
         raise NotImplementedError
 
     def _maybe_complete(self, runtime: StudyRuntime, now: float) -> None:

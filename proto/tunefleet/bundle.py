@@ -41,7 +41,9 @@ SIGNATURE_DOMAIN = b"tunefleet-bundle-v1\x00"
 MAX_BUNDLE_BYTES = 64 * 1024 * 1024
 MAX_UNPACKED_BYTES = 512 * 1024 * 1024
 MAX_MEMBERS = 10_000
-EXCLUDED_DIRS = {".git", "__pycache__", ".venv", "venv", ".mypy_cache", ".pytest_cache", "runs"}
+# "results": where tunefleet run writes each study's results, beside the study file
+EXCLUDED_DIRS = {".git", "__pycache__", ".venv", "venv", ".mypy_cache", ".pytest_cache", "runs",
+                 "results"}
 
 
 @dataclass(frozen=True)

@@ -92,3 +92,29 @@ def test_trials_show_the_gpu_use_where_it_was_measured(capsys: pytest.CaptureFix
 
     [shown] = json.loads(capsys.readouterr().out)
     assert (shown["gpu_utilization"], shown["gpu_memory_peak_gb"]) == (87.4, 3.25)
+
+
+def test_run_writes_the_results_beside_the_study_and_a_failed_report_hides_nothing(
+    tiny_train_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    study = tiny_train_dir / "study.toml"
+    study.write_text(study.read_text().replace("max_trials = 6", "max_trials = 2"))
+    assert main(["run", str(study), "--local", "1", "--json"]) == 0
+    out = capsys.readouterr().out
+    best = json.loads(out[out.index("\n{\n") + 1:])
+    results = tiny_train_dir / "results" / best["study_id"]
+    assert f"results in {results}: best.json, trials.csv" in out
+    assert "cost: 0 credits (" in out and "slot-hours)" in out  # CPU slots cost 0 by default
+    saved = json.loads((results / "best.json").read_text())
+    assert saved["best"]["trial_id"] == best["trial_id"]
+    blocked = tiny_train_dir / "blocked"
+    blocked.write_text("a file where the results directory would go")
+    assert main(["run", str(study), "--local", "1", "--out", str(blocked)]) == 0
+    captured = capsys.readouterr()
+    assert f"warning: could not write the results to {blocked}" in captured.err
+    assert "best trial" in captured.out  # the study's result is still shown
+    assert main(["run", str(study), "--local", "1", "--no-report"]) == 0
+    assert "results in" not in capsys.readouterr().out
+    assert len(list((tiny_train_dir / "results").iterdir())) == 1

@@ -52,3 +52,20 @@ def test_a_price_that_is_no_number_of_credits_is_refused(
     assert f"{flag}: got {float(value)}; must be a number of credits >= 0" in (
         capsys.readouterr().err)
     assert not (tmp_path / "c.db").exists()
+
+
+def test_the_ledger_of_a_database_from_before_it_says_what_to_do(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sqlite3
+
+    odd = tmp_path / "odd dir #1" / "c.db"  # a path that is no plain URI
+    odd.parent.mkdir()
+    with sqlite3.connect(odd) as conn:
+        conn.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at REAL)")
+        conn.executemany("INSERT INTO schema_migrations VALUES (?, 0)", [(v,) for v in range(1, 6)])
+    conn.close()
+    assert main(["ledger", "--db", str(odd)]) == 1
+    assert "is from a coordinator before the ledger; start this coordinator on it once" in (
+        capsys.readouterr().err)
+    assert sorted(p.name for p in odd.parent.iterdir()) == ["c.db"]  # read, never written

@@ -986,3 +986,31 @@ def test_a_credit_budget_stops_the_study(store: Store, clock: Clock) -> None:
     assert stop.stop.attempt_id == a.attempt_id and "max_credits reached" in stop.stop.reason
     finish(hub, "n1", a.attempt_id, "stopped")
     assert hub.study_view(study).study.state is StudyState.COMPLETED
+
+
+def test_a_lost_attempt_is_billed_until_its_last_sign_of_life(hub: Hub, store: Store,
+                                                              clock: Clock) -> None:
+    study = submit(hub, make_spec(resources={"gpus": 1, "min_gpu_memory_gb": 1}))
+    [a] = connect(hub, "n1", cpu_slots=0, gpus=[("GPU-a", 24.0)])
+    clock.now += 5
+    report(hub, "n1", a.attempt_id, 1, 1, 0.5)  # its last sign of life, at +5
+    hub.node_disconnected("n1")
+    clock.now += 3600  # the sweep notices an hour later (the coordinator was down, say)
+    hub.expire_leases()
+    [attempt] = store.attempts_of_study(study)
+    assert attempt.state is AttemptState.LOST and attempt.ended_at == 1005.0
+    assert hub.study_view(study).gpu_hours == pytest.approx(5 / 3600)
+
+
+def test_a_credit_budget_alone_is_refused_where_its_trials_cost_nothing(
+    store: Store, clock: Clock
+) -> None:
+    free = Hub(store, clock=clock)  # CPU slots cost 0 by default
+    free.put_bundle(DIGEST, b"bundle", b"k" * 32, "pub", b"s" * 64)
+    with pytest.raises(InvalidInputError, match="budget.max_credits: got 5.0; is the study's "
+                                                "only bound, but its trials cost nothing"):
+        submit(free, make_spec(budget={"max_credits": 5}))
+    assert store.list_studies() == []
+    submit(free, make_spec(budget={"max_credits": 5, "max_trials": 2}))  # bounded otherwise
+    submit(free, make_spec(budget={"max_credits": 5},
+                           resources={"gpus": 1, "min_gpu_memory_gb": 1}))  # GPUs cost 1

@@ -451,3 +451,16 @@ def test_read_manifest_refusals(alice: Identity) -> None:
 
 def test_bundle_error_is_a_tunefleet_error() -> None:
     assert issubclass(BundleError, TunefleetError)
+
+
+def test_earlier_results_beside_the_study_stay_out_of_the_bundle(source: Path,
+                                                                 alice: Identity) -> None:
+    before = pack_directory(source, MANIFEST, alice)
+    results = source / "results" / "d463ce1b21e5"
+    results.mkdir(parents=True)
+    (results / "best.json").write_text('{"best": {"params": {"lr": 0.01}}}')
+    (results / "trials.csv").write_text("trial_id,state\n")
+    after = pack_directory(source, MANIFEST, alice)
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(after.data))) as tar:
+        assert not [n for n in tar.getnames() if n.startswith("results")]
+    assert after.digest == before.digest  # the same code, the same bundle
