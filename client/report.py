@@ -78,6 +78,15 @@ def _title(status: StudyStatus, what: str) -> str:
             f"{c['failed']} failed)")
 
 
+def _save(fig: Any, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def _learning_curves(status: StudyStatus, trials: Sequence[TrialResult], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
@@ -101,10 +110,7 @@ def _learning_curves(status: StudyStatus, trials: Sequence[TrialResult], path: P
     ax.set_title(_title(status, f"{status.metric} per step"), fontsize=10)
     if best is not None:
         ax.legend(loc="best")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def _history(status: StudyStatus, trials: Sequence[TrialResult], path: Path) -> Path:
@@ -131,10 +137,7 @@ def _history(status: StudyStatus, trials: Sequence[TrialResult], path: Path) -> 
     ax.set_ylabel(f"{status.metric} (last reported)")
     ax.set_title(_title(status, "history"), fontsize=10)
     ax.legend(loc="best")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def _parameters(status: StudyStatus, trials: Sequence[TrialResult], path: Path) -> Path:
@@ -163,7 +166,4 @@ def _parameters(status: StudyStatus, trials: Sequence[TrialResult], path: Path) 
     for ax in list(axes.flat)[len(names):]:
         ax.axis("off")
     fig.suptitle(_title(status, "parameters against the last value"), fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)

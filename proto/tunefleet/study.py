@@ -289,22 +289,21 @@ def _budget(table: Mapping[str, Any]) -> Budget:
     if "max_trials" in table:
         max_trials = _int("budget.max_trials", table["max_trials"], 1, MAX_TRIALS_LIMIT)
     if "max_gpu_hours" in table:
-        hours = table["max_gpu_hours"]
-        if isinstance(hours, bool) or not isinstance(hours, (int, float)) or not (
-                0 < hours <= MAX_GPU_HOURS):
-            raise InvalidInputError("budget.max_gpu_hours", hours,
-                                    f"must be a number of hours in (0, {MAX_GPU_HOURS:g}]")
-        max_gpu_hours = float(hours)
+        max_gpu_hours = _amount("budget.max_gpu_hours", table["max_gpu_hours"], "hours",
+                                MAX_GPU_HOURS)
     if "deadline" in table:
         deadline = _deadline(table["deadline"])
     if "max_credits" in table:
-        credits = table["max_credits"]
-        if isinstance(credits, bool) or not isinstance(credits, (int, float)) or not (
-                0 < credits <= MAX_CREDITS):
-            raise InvalidInputError("budget.max_credits", credits,
-                                    f"must be a number of credits in (0, {MAX_CREDITS:g}]")
-        max_credits = float(credits)
+        max_credits = _amount("budget.max_credits", table["max_credits"], "credits",
+                              MAX_CREDITS)
     return Budget(max_trials, max_gpu_hours, deadline, max_credits)
+
+
+def _amount(where: str, value: Any, unit: str, high: float) -> float:
+    """A number in ``(0, high]`` (NaN and booleans refused), as a float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= high:
+        raise InvalidInputError(where, value, f"must be a number of {unit} in (0, {high:g}]")
+    return float(value)
 
 
 def _deadline(value: Any) -> float:
