@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import os
@@ -19,9 +18,10 @@ from typing import Any
 from client.config import key_path, researcher_identity
 from client.importance import Importance, study_importance
 from client.local import LocalCluster
-from client.report import write_report
+from client.report import best_pruned, write_report, write_trials_csv
 from client.results import StudyStatus, TrialResult
 from client.sdk import Client
+from tunefleet.bundle import RESULTS_MARKER
 from tunefleet.connection import add_connection_args, connection_from
 from tunefleet.errors import InvalidInputError, TunefleetError
 from tunefleet.keys import load, load_or_create
@@ -159,6 +159,8 @@ def _budget_text(spec: StudySpec) -> str:
     parts = [f"{b.max_trials} trials"] if b.max_trials is not None else []
     if b.max_gpu_hours is not None:
         parts.append(f"{b.max_gpu_hours:g} GPU-hours")
+    if b.max_credits is not None:
+        parts.append(f"{b.max_credits:g} credits")
     if b.deadline is not None:
         parts.append(f"until {deadline_text(b.deadline)}")
     return ", ".join(parts) or "the whole grid"
@@ -173,22 +175,31 @@ def _watch(client: Client, study_id: str) -> StudyStatus:
     return last if last is not None else client.status(study_id)
 
 
-def _print_best(status: StudyStatus, as_json: bool) -> int:
+def _print_best(status: StudyStatus, as_json: bool,
+                trials: Sequence[TrialResult] = ()) -> int:
     if as_json:
         print(json.dumps(None if status.best is None else {
             "study_id": status.study_id, "metric": status.metric, "mode": status.mode,
             **status.best.to_dict()}, indent=2))
         return 0 if status.best is not None else 1
     if status.best is None:
-        print(f"study {status.study_id} has no completed trial with a value yet")
+        if not status.finished:
+            print(f"study {status.study_id} has no completed trial with a value yet")
+            return 1
+        why = f" ({status.end_reason})" if status.end_reason else ""
+        print(f"study {status.study_id} ended{why} with no trial run to the end")
+        pruned = best_pruned(status, trials)
+        if pruned is not None:
+            print(f"  the best stopped early: trial {pruned.trial_id}, "
+                  f"{status.metric}={_fmt(pruned.value)} at step {pruned.step}")
         return 1
     b = status.best
     print(f"best trial {b.trial_id}: {status.metric}={_fmt(b.value)} at step {b.step}")
     mark = {"verified": "verified", "disputed": "DISPUTED", "pending": "verification pending",
             "unverifiable": "not verified", "none": "not verified"}[b.verification]
     print(f"  {mark}" + (f" ({b.verification_detail})" if b.verification_detail else ""))
-    for name, value in b.params.items():
-        shown = _fmt(value) if isinstance(value, float) else repr(value)
+    for name, value in b.params.items():  # as TOML writes them: paste into enqueue
+        shown = _fmt(value) if isinstance(value, float) else json.dumps(value)
         print(f"  {name} = {shown}")
     return 0
 
@@ -197,15 +208,8 @@ def _print_trials(trials: list[TrialResult], fmt: str) -> None:
     if fmt == "json":
         print(json.dumps([t.to_dict() for t in trials], indent=2))
         return
-    names = sorted({k for t in trials for k in t.params})
     if fmt == "csv":
-        writer = csv.writer(sys.stdout)
-        writer.writerow(["trial_id", "state", *names, "value", "step", "attempts", "error",
-                         "gpu_utilization", "gpu_memory_peak_gb"])
-        for t in trials:
-            writer.writerow([t.trial_id, t.state, *[t.params.get(n, "") for n in names],
-                             "" if t.value is None else t.value, t.step, t.attempts, t.error,
-                             _blank(t.gpu_utilization), _blank(t.gpu_memory_peak_gb)])
+        write_trials_csv(trials, sys.stdout)
         return
     gpu = any(t.gpu_utilization is not None for t in trials)  # a column only where measured
     print(f"{'id':>4}  {'state':<10}{'value':>12}{'step':>6}{'att':>5}"
@@ -220,10 +224,6 @@ def _print_trials(trials: list[TrialResult], fmt: str) -> None:
         if t.error:
             for line in t.error.strip().splitlines()[-5:]:
                 print(f"{'':>6}! {line}")
-
-
-def _blank(value: float | None) -> float | str:
-    return "" if value is None else value
 
 
 def _print_importance(found: Importance, as_json: bool) -> None:
@@ -256,10 +256,10 @@ def _init(target: Path) -> None:
 def _run_local(args: argparse.Namespace) -> int:
     spec = load_study_file(args.study)
     bundle_dir = (args.study.parent / spec.bundle).resolve()
-    identity, _ = researcher_identity()
-    print(f"starting an embedded coordinator and {args.local} local agent(s)", flush=True)
     if args.local < 1:
         raise InvalidInputError("--local", args.local, "must be at least 1 agent")
+    identity, _ = researcher_identity()
+    print(f"starting an embedded coordinator and {args.local} local agent(s)", flush=True)
     with LocalCluster(args.local, state_dir=args.state_dir, researchers=[identity.key_id],
                       gpus_per_trial=max(1, spec.resources.gpus)) as cluster:
         need = spec.resources
@@ -267,11 +267,14 @@ def _run_local(args: argparse.Namespace) -> int:
             cluster.wait_for_nodes(args.local)
             have = cluster.largest_gpu_slot(need.min_gpu_memory_gb)
             if have < need.gpus:
+                cpu = ("set gpus = 0 to run trials on CPU slots" if spec.budget.max_gpu_hours is
+                       None else "set gpus = 0 and bound the study by max_trials, max_credits "
+                       "or deadline instead of max_gpu_hours to run trials on CPU slots")
                 raise InvalidInputError(
                     "resources.gpus", need.gpus,
                     f"the most GPU(s) with >= {need.min_gpu_memory_gb:g} GB that one local "
                     f"agent holds is {have} (the machine's GPUs are dealt out among the "
-                    f"{args.local} agents); set gpus = 0 to run trials on CPU slots",
+                    f"{args.local} agents); {cpu}",
                 )
         with Client(cluster.address, identity, cluster.security) as client:
             status = client.submit(spec, bundle_dir)
@@ -284,7 +287,12 @@ def _run_local(args: argparse.Namespace) -> int:
             print(f"state kept in {args.state_dir}")
         print(f"cost: {final.cost_text()} (attempts from lease to end)")
         if not args.no_report:
-            out = args.out or args.study.parent / "results" / _safe_name(final.study_id)
+            out = args.out
+            if out is None:  # beside the study file, marked so bundles leave it out
+                out = args.study.parent / "results" / _safe_name(final.study_id)
+                out.parent.mkdir(parents=True, exist_ok=True)
+                (out.parent / RESULTS_MARKER).write_text(
+                    "tunefleet run writes study results here; bundles leave this folder out\n")
             try:
                 _report(final, trials, out)
             except TunefleetError as exc:  # the study's result still gets printed below
@@ -292,7 +300,7 @@ def _run_local(args: argparse.Namespace) -> int:
     for t in failed[:3]:
         last = t.error.strip().splitlines()[-1:] or ["no error text"]
         print(f"trial {t.trial_id} failed: {last[0]}", file=sys.stderr)
-    return _print_best(final, args.json)
+    return _print_best(final, args.json, trials)
 
 
 def _coerce(name: str, text: str, spec: StudySpec | None) -> Any:

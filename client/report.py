@@ -22,11 +22,11 @@ import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from client.results import StudyStatus, TrialResult
 
-__all__ = ["write_report", "REPORT_FILES"]
+__all__ = ["write_report", "write_trials_csv", "best_pruned", "REPORT_FILES"]
 
 REPORT_FILES = ("best.json", "trials.csv", "learning_curves.png", "history.png",
                 "parameters.png")
@@ -36,7 +36,8 @@ def write_report(status: StudyStatus, trials: Sequence[TrialResult], out: Path) 
     """Write the report files of a study into ``out`` (created if needed); returns their
     paths. ``trials`` need their reports for the learning curves."""
     out.mkdir(parents=True, exist_ok=True)
-    written = [_best_json(status, out / "best.json"), _trials_csv(trials, out / "trials.csv")]
+    written = [_best_json(status, trials, out / "best.json"),
+               _trials_csv(trials, out / "trials.csv")]
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display needed, none used
@@ -46,21 +47,40 @@ def write_report(status: StudyStatus, trials: Sequence[TrialResult], out: Path) 
     return written
 
 
-def _best_json(status: StudyStatus, path: Path) -> Path:
-    path.write_text(json.dumps(status.to_dict(), indent=2) + "\n")
+def best_pruned(status: StudyStatus, trials: Sequence[TrialResult]) -> TrialResult | None:
+    """The best trial that was stopped early, for a study without a completed one."""
+    pruned = [t for t in trials if t.state == "pruned" and _finite(t.value)]
+    if not pruned:
+        return None
+    key = (lambda t: t.value) if status.mode == "min" else (lambda t: -float(t.value or 0.0))
+    return min(pruned, key=key)  # type: ignore[arg-type, return-value]
+
+
+def _best_json(status: StudyStatus, trials: Sequence[TrialResult], path: Path) -> Path:
+    data = status.to_dict()
+    if status.best is None:  # a study a limit ended before any trial ran to the end
+        pruned = best_pruned(status, trials)
+        data["best_pruned"] = None if pruned is None else pruned.to_dict()
+    path.write_text(json.dumps(data, indent=2) + "\n")
     return path
 
 
-def _trials_csv(trials: Sequence[TrialResult], path: Path) -> Path:
+def write_trials_csv(trials: Sequence[TrialResult], stream: TextIO) -> None:
+    """Every trial as one CSV row: id, state, each parameter, value, step, attempts, GPU use,
+    then the error text last (the same columns for ``tunefleet trials --format csv``)."""
     names = sorted({k for t in trials for k in t.params})
+    writer = csv.writer(stream)
+    writer.writerow(["trial_id", "state", *names, "value", "step", "attempts",
+                     "gpu_utilization", "gpu_memory_peak_gb", "error"])
+    for t in trials:
+        writer.writerow([t.trial_id, t.state, *[t.params.get(n, "") for n in names],
+                         _blank(t.value), t.step, t.attempts, _blank(t.gpu_utilization),
+                         _blank(t.gpu_memory_peak_gb), t.error.strip()])
+
+
+def _trials_csv(trials: Sequence[TrialResult], path: Path) -> Path:
     with path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["trial_id", "state", *names, "value", "step", "attempts",
-                         "gpu_utilization", "gpu_memory_peak_gb", "error"])
-        for t in trials:
-            writer.writerow([t.trial_id, t.state, *[t.params.get(n, "") for n in names],
-                             _blank(t.value), t.step, t.attempts, _blank(t.gpu_utilization),
-                             _blank(t.gpu_memory_peak_gb), t.error.strip()])
+        write_trials_csv(trials, f)
     return path
 
 

@@ -97,7 +97,7 @@ class LimitsMixin(HubState):
             self.store.update_trial(trial)
 
     def enforce_limits(self) -> Outbox:
-        """The sweep's check of every running study's GPU-hour budget and deadline."""
+        """The sweep's check of every running study's GPU-hour and credit budgets and deadline."""
         now = self.clock()
         outbox: Outbox = []
         for runtime in list(self.studies.values()):

@@ -41,9 +41,11 @@ SIGNATURE_DOMAIN = b"tunefleet-bundle-v1\x00"
 MAX_BUNDLE_BYTES = 64 * 1024 * 1024
 MAX_UNPACKED_BYTES = 512 * 1024 * 1024
 MAX_MEMBERS = 10_000
-# "results": where tunefleet run writes each study's results, beside the study file
-EXCLUDED_DIRS = {".git", "__pycache__", ".venv", "venv", ".mypy_cache", ".pytest_cache", "runs",
-                 "results"}
+EXCLUDED_DIRS = {".git", "__pycache__", ".venv", "venv", ".mypy_cache", ".pytest_cache", "runs"}
+RESULTS_MARKER = ".tunefleet-results"
+"""A file ``tunefleet run`` puts in the ``results`` folder it writes beside the study file: a
+top-level folder holding it is left out of bundles (a folder of the researcher's code that is
+merely named ``results`` is not)."""
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,8 @@ def sign_digest(identity: Identity, digest: str) -> bytes:
 def pack_directory(directory: Path, manifest: dict[str, Any], identity: Identity) -> SignedBundle:
     """Pack ``directory`` with ``manifest`` into a signed bundle.
 
-    Version-control, cache and virtual-environment folders are left out; so are symlinks (the
+    Version-control, cache and virtual-environment folders are left out, and the results
+    folder ``tunefleet run`` writes (:data:`RESULTS_MARKER`); so are symlinks (the
     agent would refuse them). The output is deterministic for the same files and manifest:
     entries are sorted and their times and owners zeroed, so the digest names the content.
     Raises :class:`BundleError` if the result exceeds the bundle size limit.
@@ -76,7 +79,8 @@ def pack_directory(directory: Path, manifest: dict[str, Any], identity: Identity
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
         _add_bytes(tar, MANIFEST_NAME, json.dumps(manifest, sort_keys=True).encode())
         for root, dirs, files in os.walk(directory):
-            dirs[:] = sorted(d for d in dirs if d not in EXCLUDED_DIRS)
+            dirs[:] = sorted(d for d in dirs if d not in EXCLUDED_DIRS and not (
+                Path(root) == directory and (Path(root) / d / RESULTS_MARKER).is_file()))
             for name in sorted(files):
                 path = Path(root) / name
                 rel = path.relative_to(directory).as_posix()

@@ -69,8 +69,9 @@ class Objective:
 class Budget:
     """How much a study may spend. ``max_trials`` is the number of trials created;
     ``max_gpu_hours`` the GPU time its attempts may hold (as the coordinator clocks them, from
-    lease to end, times their GPUs); ``deadline`` (Unix seconds) when it must end. At a
-    GPU-hour limit or the deadline no trial starts and running ones are stopped."""
+    lease to end, times their GPUs); ``max_credits`` the same time at the coordinator's prices;
+    ``deadline`` (Unix seconds) when it must end. At a GPU-hour or credit limit or the deadline
+    no trial starts and running ones are stopped."""
 
     max_trials: int | None = None
     max_gpu_hours: float | None = None

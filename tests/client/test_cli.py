@@ -85,8 +85,8 @@ def test_trials_show_the_gpu_use_where_it_was_measured(capsys: pytest.CaptureFix
     assert "gpu%" not in capsys.readouterr().out
     _print_trials([gpu, cpu], "csv")
     rows = capsys.readouterr().out.splitlines()
-    assert rows[0].endswith("error,gpu_utilization,gpu_memory_peak_gb")
-    assert rows[1].endswith(",87.4,3.25") and rows[2].endswith(",,")
+    assert rows[0].endswith("attempts,gpu_utilization,gpu_memory_peak_gb,error")
+    assert rows[1].endswith(",87.4,3.25,") and rows[2].endswith(",,,")
     _print_trials([gpu], "json")
     import json
 
@@ -117,4 +117,48 @@ def test_run_writes_the_results_beside_the_study_and_a_failed_report_hides_nothi
     assert "best trial" in captured.out  # the study's result is still shown
     assert main(["run", str(study), "--local", "1", "--no-report"]) == 0
     assert "results in" not in capsys.readouterr().out
-    assert len(list((tiny_train_dir / "results").iterdir())) == 1
+    assert sorted(p.name for p in (tiny_train_dir / "results").iterdir()) == [
+        ".tunefleet-results", best["study_id"]]  # marked: bundles leave it out
+
+
+def test_a_study_a_limit_ended_before_any_trial_finished_says_so_and_shows_the_best_stopped(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    import json
+
+    from client.cli import _print_best
+    from client.report import write_report
+    from client.results import StudyStatus, TrialResult
+
+    counts = {"pending": 0, "running": 0, "completed": 0, "pruned": 2, "failed": 0}
+    ended = StudyStatus("s1", "s", "completed", "loss", "max", counts, None, None, 0.0, 9.0,
+                        "deadline 2026-12-01T18:00:00Z passed")
+    trials = [TrialResult(0, "pruned", {"x": 0.1}, 0.3, 4, 1),
+              TrialResult(1, "pruned", {"x": 0.7}, 0.8, 4, 1)]
+    assert _print_best(ended, False, trials) == 1
+    out = capsys.readouterr().out
+    assert "ended (deadline 2026-12-01T18:00:00Z passed) with no trial run to the end" in out
+    assert "the best stopped early: trial 1, loss=0.8 at step 4" in out  # mode is max
+    write_report(ended, trials, tmp_path)
+    assert json.loads((tmp_path / "best.json").read_text())["best_pruned"]["trial_id"] == 1
+    running = StudyStatus("s1", "s", "running", "loss", "min", counts, None, None, 0.0, 0.0)
+    assert _print_best(running, False, trials) == 1
+    assert "no completed trial with a value yet" in capsys.readouterr().out
+
+
+def test_the_best_configuration_prints_as_toml_that_enqueue_takes(
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    import tomllib
+
+    from client.cli import _print_best
+    from client.results import StudyStatus, TrialResult
+
+    best = TrialResult(3, "completed", {"lr": 0.003, "act": "gelu", "bn": False, "n": 64}, 0.2,
+                       9, 1)
+    done = StudyStatus("s1", "s", "completed", "loss", "min",
+                       {"pending": 0, "running": 0, "completed": 1, "pruned": 0, "failed": 0},
+                       best, 1, 0.0, 1.0)
+    assert _print_best(done, False) == 0
+    lines = [line.strip() for line in capsys.readouterr().out.splitlines()[2:]]
+    assert tomllib.loads("\n".join(lines)) == best.params

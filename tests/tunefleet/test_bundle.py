@@ -18,6 +18,7 @@ import pytest
 from tunefleet import bundle
 from tunefleet.bundle import (
     MANIFEST_NAME,
+    RESULTS_MARKER,
     digest_of,
     pack_directory,
     read_manifest,
@@ -459,8 +460,16 @@ def test_earlier_results_beside_the_study_stay_out_of_the_bundle(source: Path,
     results = source / "results" / "d463ce1b21e5"
     results.mkdir(parents=True)
     (results / "best.json").write_text('{"best": {"params": {"lr": 0.01}}}')
-    (results / "trials.csv").write_text("trial_id,state\n")
+    (source / "results" / RESULTS_MARKER).write_text("written by tunefleet run\n")
+    (source / "lib" / "results").mkdir(parents=True)  # code of the researcher's, so named
+    (source / "lib" / "results" / "__init__.py").write_text("X = 1\n")
     after = pack_directory(source, MANIFEST, alice)
     with tarfile.open(fileobj=io.BytesIO(gzip.decompress(after.data))) as tar:
-        assert not [n for n in tar.getnames() if n.startswith("results")]
-    assert after.digest == before.digest  # the same code, the same bundle
+        names = tar.getnames()
+    assert not [n for n in names if n.startswith("results")]
+    assert "lib/results/__init__.py" in names
+    (source / "results" / RESULTS_MARKER).unlink()  # a folder tunefleet did not mark is code
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(
+            pack_directory(source, MANIFEST, alice).data))) as tar:
+        assert "results/d463ce1b21e5/best.json" in tar.getnames()
+    assert before.digest != after.digest  # lib/results was added
