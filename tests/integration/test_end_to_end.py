@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -169,3 +171,30 @@ def test_a_deadline_ends_a_study_of_unbounded_trials_on_time(tmp_path: Path,
     assert ended - datetime.fromisoformat(deadline).timestamp() < 10  # the sweep, the stop
     assert trials and {s for (s,) in trials} <= {"pruned", "failed"}  # none ran 100 steps
     assert any(s == "pruned" for (s,) in trials)
+
+
+def test_a_credit_budget_ends_a_study_at_the_coordinators_prices(tmp_path: Path,
+                                                               tiny_train_dir: Path) -> None:
+    """3,600 credits per slot-hour: a credit a second. A budget of 4 credits ends the study
+    after about two seconds of two agents' time, and the ledger shows what each node earned."""
+    train = tiny_train_dir / "train.py"
+    train.write_text(train.read_text().replace("time.sleep(0.05)", "time.sleep(0.5)"))
+    study = tiny_train_dir / "study.toml"
+    study.write_text(study.read_text().replace("max_trials = 6", "max_credits = 4")
+                     .replace("max = 3", "max = 100"))
+    with LocalCluster(agents=2, state_dir=tmp_path / "cluster",
+                      coordinator_args=["--price-slot-hour", "3600"]) as cluster:
+        cluster.wait_for_nodes(2)
+        study_id = cli("submit", str(study), *cluster.connection_args,
+                       check=True).stdout.strip().splitlines()[-1]
+        cli("watch", study_id, *cluster.connection_args, timeout=60, check=True)
+        status = cli("status", study_id, *cluster.connection_args, check=True).stdout
+        ledger = subprocess.run(
+            [sys.executable, "-m", "coordinator", "ledger", "--db", str(cluster.db_path),
+             "--json"], capture_output=True, text=True, timeout=60, check=True)
+    assert "completed (max_credits reached (" in status
+    spent = float(status.split("cost: ")[1].split(" credits")[0])
+    assert 4 <= spent < 12  # stopped within the sweep and the stop's grace
+    earned = json.loads(ledger.stdout)
+    assert sum(p["credits"] for p in earned["providers"]) == pytest.approx(spent, rel=0.05)
+    assert len(earned["providers"]) == 2 and len(earned["researchers"]) == 1
