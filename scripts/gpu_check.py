@@ -16,6 +16,9 @@ It prints one ``PASS`` or ``FAIL`` line per check and exits 1 when any check fai
 4. warm: an agent with ``--preload torch`` runs CUDA trials in its warm runtimes, and the lease
    to first report is read from the coordinator's database.
 
+The load check also asks that an agent offering GPUs preloads torch without being told, and
+that the GPU use the agent measured for each trial (``tunefleet trials``) came back.
+
 ``--cpu`` runs the same steps without a GPU (the trials on CPU slots, NVML checks skipped), to
 check the script itself on a machine without one. Logs and the state directories go to ``--out``.
 """
@@ -272,11 +275,12 @@ def trial_facts(results: list[Any], cpu: bool, steps: int) -> tuple[set[float], 
     return uids, f"trial uids {sorted(int(u) for u in uids)}, peak torch memory {memory:.1f} GiB"
 
 
-@check("load: a CUDA trial in a sandbox account keeps the GPU busy")
+@check("load: a CUDA trial in a sandbox account keeps the GPU busy, and the agent measures it")
 def check_load(out: Path, cpu: bool) -> str:
     sampler = None if cpu else Sampler()
     try:
-        results, latency, _ = run_load_study(out, "load", cpu, trials=2, steps=6, agent_args=[])
+        results, latency, root = run_load_study(out, "load", cpu, trials=2, steps=6,
+                                                agent_args=[])
     finally:
         if sampler is not None:
             sampler.stop()
@@ -286,6 +290,15 @@ def check_load(out: Path, cpu: bool) -> str:
         need(len(uids) == len(results), f"trials shared a uid: {sorted(uids)}")
     if sampler is None:
         return facts
+    # an agent offering GPUs preloads torch (and torch._dynamo) without being told
+    log = (root / "cluster" / "agent-0.log").read_text()
+    need("warm runtimes: one per slot, preloading torch, torch._dynamo" in log,
+         "the GPU agent did not preload torch by default")
+    # the agent's own NVML samples of each trial (per-trial GPU use) came with its end
+    measured = [(t.gpu_utilization, t.gpu_memory_peak_gb) for t in results]
+    need(all(u is not None and u > 5 for u, _ in measured),  # start-up idles it a while
+         f"the agent measured GPU use {measured}; expected some for each busy trial")
+    facts += f"; the agent measured (utilization %, peak GiB) {measured}"
     busy = [u for u in sampler.utilization if u > 0]
     need(bool(busy), "NVML never saw the GPU busy")
     top = max(sampler.utilization)
