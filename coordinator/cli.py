@@ -31,6 +31,7 @@ from tunefleet.v1 import node_pb2, operator_pb2, operator_pb2_grpc
 __all__ = ["main"]
 
 LEDGER_VERSION = 6  # the migration that prices attempts
+GPU_USE_VERSION = 5  # the migration that keeps each attempt's measured GPU use
 DEFAULT_DB = "tunefleet.db"
 DEFAULT_TLS_DIR = "tunefleet-tls"
 
@@ -157,13 +158,20 @@ def _studies(args: argparse.Namespace) -> None:
 
 def _study_rows(conn: sqlite3.Connection) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
+    priced = _schema_version(conn) >= LEDGER_VERSION
     for study in conn.execute("SELECT id, name, state FROM studies ORDER BY created_at"):
         counts = {s.value: 0 for s in TrialState}
         for state, n in conn.execute(
             "SELECT state, COUNT(*) FROM trials WHERE study_id = ? GROUP BY state", (study["id"],)
         ):
             counts[state] = n
-        rows.append({"id": study["id"], "name": study["name"], "state": study["state"], **counts})
+        gpu = credits = 0.0
+        if priced:  # its cost so far, running attempts up to now
+            gpu, _, credits = conn.execute(
+                f"SELECT {USAGE_COLUMNS} FROM attempts WHERE study_id = :study",
+                {"now": time.time(), "study": study["id"]}).fetchone()
+        rows.append({"id": study["id"], "name": study["name"], "state": study["state"], **counts,
+                     "gpu_hours": gpu / 3600, "credits": credits})
     return rows
 
 
@@ -171,11 +179,12 @@ def _print_studies(rows: list[dict[str, Any]], as_json: bool) -> None:
     if as_json:
         print(json.dumps(rows, indent=2))
         return
-    print(f"{'id':<14}{'name':<24}{'state':<11}{'done':>6}{'run':>5}{'pend':>6}{'fail':>6}")
+    print(f"{'id':<14}{'name':<24}{'state':<11}{'done':>6}{'run':>5}{'pend':>6}{'fail':>6}"
+          f"{'GPU-h':>9}{'credits':>10}")
     for r in rows:
         done = r["completed"] + r["pruned"]
         print(f"{r['id']:<14}{r['name'][:23]:<24}{r['state']:<11}{done:>6}{r['running']:>5}"
-              f"{r['pending']:>6}{r['failed']:>6}")
+              f"{r['pending']:>6}{r['failed']:>6}{r['gpu_hours']:>9.3f}{r['credits']:>10.3f}")
 
 
 def _nodes(args: argparse.Namespace) -> None:
@@ -183,6 +192,13 @@ def _nodes(args: argparse.Namespace) -> None:
         running = dict(conn.execute(
             "SELECT node_id, COUNT(*) FROM attempts WHERE state = 'running' GROUP BY node_id"
         ).fetchall())
+        use: dict[str, float] = {}
+        if _schema_version(conn) >= GPU_USE_VERSION:  # the mean of its last 20 measured trials
+            use = dict(conn.execute(
+                "SELECT node_id, AVG(gpu_utilization) FROM (SELECT node_id, gpu_utilization, "
+                "ROW_NUMBER() OVER (PARTITION BY node_id ORDER BY id DESC) AS k FROM attempts "
+                "WHERE gpu_utilization IS NOT NULL) WHERE k <= 20 GROUP BY node_id"
+            ).fetchall())
         rows: list[dict[str, Any]] = []
         for node in conn.execute("SELECT * FROM nodes ORDER BY registered_at"):
             inv = node_pb2.Inventory.FromString(node["inventory"])
@@ -193,16 +209,18 @@ def _nodes(args: argparse.Namespace) -> None:
                 "reputation": node["reputation"] if "reputation" in node.keys() else 1.0,
                 "flagged": bool(node["flagged"]) if "flagged" in node.keys() else False,
                 "last_seen": node["last_seen"],
+                "gpu_utilization": use.get(node["id"]),
             })
     if args.json:
         print(json.dumps(rows, indent=2))
         return
-    print(f"{'id':<34}{'name':<20}{'gpus':<30}{'cpu':>4}{'run':>5}{'rep':>6}")
+    print(f"{'id':<34}{'name':<20}{'gpus':<30}{'cpu':>4}{'run':>5}{'rep':>6}{'gpu%':>6}")
     for r in rows:
         gpus = ", ".join(r["gpus"]) or "-"
         flag = " FLAGGED" if r["flagged"] else ""
+        util = "-" if r["gpu_utilization"] is None else f"{r['gpu_utilization']:.0f}"
         print(f"{r['id']:<34}{r['name'][:19]:<20}{gpus[:29]:<30}{r['cpu_slots']:>4}"
-              f"{r['running']:>5}{r['reputation']:>6.2f}{flag}")
+              f"{r['running']:>5}{r['reputation']:>6.2f}{util:>6}{flag}")
 
 
 def _schema_version(conn: sqlite3.Connection) -> int:

@@ -11,6 +11,7 @@ from coordinator.cli import main
 from coordinator.hub import Hub
 from coordinator.store import Store
 from tests.coordinator.test_hub import DIGEST, Clock, connect, finish, make_spec, report, submit
+from tunefleet.v1 import node_pb2
 
 
 def test_the_ledger_shows_what_providers_earned_and_researchers_spent(
@@ -25,9 +26,12 @@ def test_the_ledger_shows_what_providers_earned_and_researchers_spent(
     [a] = connect(hub, "gpu-node", cpu_slots=0, gpus=[("GPU-a", 24.0)])
     [b] = connect(hub, "cpu-node", cpu_slots=1)
     clock.now += 360  # 0.1 h each
-    for node, attempt in (("gpu-node", a), ("cpu-node", b)):
-        report(hub, node, attempt.attempt_id, 1, 1, 0.5)
-        finish(hub, node, attempt.attempt_id)
+    report(hub, "gpu-node", a.attempt_id, 1, 1, 0.5)
+    hub.finished("gpu-node", node_pb2.AttemptFinished(
+        attempt_id=a.attempt_id, outcome="completed", gpu_utilization=81.0,
+        gpu_memory_peak_gb=3.0))
+    report(hub, "cpu-node", b.attempt_id, 1, 1, 0.5)
+    finish(hub, "cpu-node", b.attempt_id)
     store.close()
     assert main(["ledger", "--db", str(tmp_path / "c.db"), "--json"]) == 0
     ledger = json.loads(capsys.readouterr().out)
@@ -41,6 +45,16 @@ def test_the_ledger_shows_what_providers_earned_and_researchers_spent(
     table = capsys.readouterr().out
     assert "providers (earned)" in table and "researchers (spent)" in table
     assert "0.250" in table and "0.050" in table
+    assert main(["studies", "--db", str(tmp_path / "c.db"), "--json"]) == 0
+    studies = {r["credits"]: r for r in json.loads(capsys.readouterr().out)}
+    assert sorted(studies) == [pytest.approx(0.05), pytest.approx(0.25)]
+    assert max(r["gpu_hours"] for r in studies.values()) == pytest.approx(0.1)
+    assert main(["nodes", "--db", str(tmp_path / "c.db"), "--json"]) == 0
+    nodes = {r["id"]: r for r in json.loads(capsys.readouterr().out)}
+    assert (nodes["gpu-node"]["gpu_utilization"], nodes["cpu-node"]["gpu_utilization"]) == (
+        81.0, None)
+    assert main(["nodes", "--db", str(tmp_path / "c.db")]) == 0
+    assert "gpu%" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("flag", ["--price-gpu-hour", "--price-slot-hour"])
