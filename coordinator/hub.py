@@ -522,7 +522,7 @@ class Hub(AccessMixin, VerificationMixin, LimitsMixin):
         if counts[TrialState.RUNNING] or counts[TrialState.PENDING]:
             return
         if runtime.limit_reason is not None:  # no re-run of the best: it would spend past it
-            if any(a.ended_at is None for a in self.store.attempts_of_study(runtime.study.id)):
+            if self.store.running_count(runtime.study.id):
                 return  # a stopped re-run has not ended yet
             self.store.end_study(runtime.study.id, StudyState.COMPLETED, now, runtime.limit_reason)
             self.studies.pop(runtime.study.id, None)

@@ -56,11 +56,9 @@ class LimitsMixin(HubState):
 
     def _limited(self, runtime: StudyRuntime) -> bool:
         """Whether the study may start nothing more (ending by a limit, or past one now)."""
-        budget = runtime.spec.budget
         if runtime.limit_reason is not None:
             return True
-        if budget.deadline is None and budget.max_gpu_hours is None and (
-                budget.max_credits is None):
+        if not runtime.spec.budget.watched:
             return False
         return self._limit(runtime, self.clock()) is not None
 
@@ -101,9 +99,7 @@ class LimitsMixin(HubState):
         now = self.clock()
         outbox: Outbox = []
         for runtime in list(self.studies.values()):
-            budget = runtime.spec.budget
-            if budget.deadline is None and budget.max_gpu_hours is None and (
-                    budget.max_credits is None):
+            if not runtime.spec.budget.watched:
                 continue
             if runtime.limit_reason is not None:  # ending: a trial that came back fails
                 if self.store.trial_counts(runtime.study.id)[TrialState.PENDING]:

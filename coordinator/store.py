@@ -311,10 +311,11 @@ class Store:
         ).fetchone()
         return float(row[0]), float(row[1]), float(row[2])
 
-    def attempts_of_study(self, study_id: str) -> list[Attempt]:
-        """Every attempt of a study, re-runs that verify results included, oldest first."""
-        rows = self.db.query("SELECT * FROM attempts WHERE study_id = ? ORDER BY id", (study_id,))
-        return [self._attempt(r) for r in rows]
+    def running_count(self, study_id: str) -> int:
+        """The study's attempts still running, re-runs that verify results included."""
+        row = self.conn.execute("SELECT COUNT(*) FROM attempts WHERE study_id = ? AND "
+                                "state = 'running'", (study_id,)).fetchone()
+        return int(row[0])
 
     def attempts_of_trial(self, study_id: str, number: int) -> list[Attempt]:
         rows = self.db.query(

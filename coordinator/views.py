@@ -81,7 +81,7 @@ def trial_list(store: Store, study_id: str, include_reports: bool) -> researcher
                                    store.verification_of(trial.study_id, trial.number))
         if not info.error and attempts and attempts[-1].error:
             info.error = attempts[-1].error
-        measured = [a for a in attempts if a.purpose == "trial" and a.gpu_utilization is not None]
+        measured = [a for a in attempts if a.gpu_utilization is not None]
         if measured:
             info.gpu_utilization = measured[-1].gpu_utilization or 0.0
             info.gpu_memory_peak_gb = measured[-1].gpu_memory_peak_gb or 0.0

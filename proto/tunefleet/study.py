@@ -79,6 +79,12 @@ class Budget:
     max_credits: float | None = None  # the same time at the coordinator's prices
 
     @property
+    def watched(self) -> bool:
+        """Whether a limit the coordinator watches while trials run is set (GPU-hours, credits
+        or the deadline)."""
+        return any(v is not None for v in (self.max_gpu_hours, self.max_credits, self.deadline))
+
+    @property
     def limited(self) -> bool:
         """Whether anything besides a grid's end bounds the study."""
         return any(v is not None for v in (self.max_trials, self.max_gpu_hours, self.deadline,

@@ -997,7 +997,7 @@ def test_a_lost_attempt_is_billed_until_its_last_sign_of_life(hub: Hub, store: S
     hub.node_disconnected("n1")
     clock.now += 3600  # the sweep notices an hour later (the coordinator was down, say)
     hub.expire_leases()
-    [attempt] = store.attempts_of_study(study)
+    [attempt] = store.attempts_of_trial(study, 0)
     assert attempt.state is AttemptState.LOST and attempt.ended_at == 1005.0
     assert hub.study_view(study).gpu_hours == pytest.approx(5 / 3600)
 
