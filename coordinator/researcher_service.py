@@ -18,6 +18,7 @@ from tunefleet.envelope import open_envelope
 from tunefleet.errors import InvalidInputError
 from tunefleet.keys import key_id_of
 from tunefleet.read_auth import read_signer
+from tunefleet.unknown_fields import refuse_unknown_fields
 from tunefleet.v1 import common_pb2, researcher_pb2, researcher_pb2_grpc
 
 if TYPE_CHECKING:
@@ -80,6 +81,7 @@ class ResearcherServicer(researcher_pb2_grpc.ResearcherServiceServicer):
             if len(request.body) > MAX_SPEC_BYTES:
                 raise InvalidInputError("spec", f"{len(request.body)} bytes",
                                         f"at most {MAX_SPEC_BYTES} bytes")
+            refuse_unknown_fields(message, "spec")  # a newer client's settings, never dropped
             spec, digest = await self.hub.call(serde.spec_from_proto, message)  # off the loop
             await self.hub.call(hub.accept, signer, request.seq)
             study_id = await self.hub.call(hub.submit_study, spec, digest, request.body, signer)

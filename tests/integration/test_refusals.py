@@ -118,6 +118,27 @@ def test_server_validates_what_the_client_did_not(case: str, cluster: LocalClust
     assert counts(cluster.db_path) == before
 
 
+def test_settings_this_coordinator_does_not_know_are_refused(cluster: LocalCluster,
+                                                            tiny_train_dir: Path) -> None:
+    """A newer client's study setting (here: a budget key numbered 9 and a top-level field 101)
+    is refused by name instead of being dropped, so no study runs without a limit its owner
+    set."""
+    identity, _ = researcher_identity()
+    with Client(cluster.address, identity, cluster.security) as client:
+        known = _raw_spec(tiny_train_dir, client)
+        client.submit_spec(known)  # the same spec without the unknown fields is accepted
+        wire = known.SerializeToString() + b"\x2a\x02\x48\x05" + b"\xa8\x06\x01"
+        message = common_pb2.StudySpec.FromString(wire)
+        assert message.budget.max_trials == known.budget.max_trials  # merged, known part kept
+        before = counts(cluster.db_path)
+        with pytest.raises(CoordinatorError) as info:
+            client.submit_spec(message)
+    assert info.value.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert "spec" in info.value.details and "budget.9" in info.value.details
+    assert "101" in info.value.details and "upgrade the coordinator" in info.value.details
+    assert counts(cluster.db_path) == before
+
+
 def test_unsigned_or_forged_study_is_refused(cluster: LocalCluster, tiny_train_dir: Path) -> None:
     identity, _ = researcher_identity()
     with Client(cluster.address, identity, cluster.security) as client:
