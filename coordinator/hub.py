@@ -291,10 +291,7 @@ class Hub(AccessMixin, VerificationMixin, LimitsMixin):
                    ) -> Outbox:
         """Stop a study at its owner's (or the operator's) request: no new trials, running ones
         are told to stop."""
-        study = self.store.get_study(study_id)
-        if key_id not in (study.owner_key_id, self.operator_key_id):
-            raise PermissionDeniedError(
-                f"only the owner of study {study_id} or the operator may stop it")
+        study = self.owned_study(key_id, study_id)
         if study.state is not StudyState.RUNNING:
             return []
         now = self.clock()

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from coordinator.hub_state import HubState, Outbox, PermissionDeniedError
-from coordinator.models import StudyState
-from tunefleet.errors import InvalidInputError
+from coordinator.models import Study, StudyState
+from tunefleet.errors import InvalidInputError, NotFoundError
 
 __all__ = ["AccessMixin"]
 
@@ -52,14 +52,23 @@ class AccessMixin(HubState):
         or the coordinator was open, when it submitted, so it can still follow its study after
         a restart without ``--open``."""
         self._refuse_banned(key_id)
-        if study_id is None:
-            return
-        study = self.store.get_study(study_id)  # NotFoundError for an unknown study
-        if key_id not in (study.owner_key_id, self.operator_key_id):
-            raise PermissionDeniedError(
-                f"study {study_id} belongs to another researcher; only its owner or the "
-                "operator may read it"
+        if study_id is not None:
+            self.owned_study(key_id, study_id)
+
+    def owned_study(self, key_id: str, study_id: str) -> Study:
+        """``study_id``'s study when ``key_id`` owns it or is the operator's. Otherwise
+        :class:`NotFoundError` with one message whether the study exists or not, so that no
+        key learns which study ids other researchers hold."""
+        try:
+            study = self.store.get_study(study_id)
+        except NotFoundError:
+            study = None
+        if study is None or key_id not in (study.owner_key_id, self.operator_key_id):
+            raise NotFoundError(
+                f"study {study_id!r} does not exist or is not yours: only its owner or the "
+                "operator may read or stop it"
             )
+        return study
 
     def check_operator(self, key_id: str) -> None:
         if self.operator_key_id is None or key_id != self.operator_key_id:

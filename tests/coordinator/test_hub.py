@@ -225,7 +225,7 @@ def test_failed_child_is_retried_then_failed_with_its_error(hub: Hub, store: Sto
 def test_stop_study_needs_the_owner_and_stops_running_attempts(hub: Hub) -> None:
     study = submit(hub, make_spec(), owner="alice")
     [a] = connect(hub, "n1")
-    with pytest.raises(PermissionDeniedError):
+    with pytest.raises(NotFoundError, match="not yours"):  # as if it did not exist
         hub.stop_study(study, "mallory")
     assert hub.study_view(study).study.state is StudyState.RUNNING
     out = hub.stop_study(study, "alice")
@@ -470,10 +470,16 @@ def test_only_the_owner_and_the_operator_read_a_study(store: Store, clock: Clock
     theirs = submit(hub, make_spec(), owner="bob")
     hub.check_reader("alice", mine)
     hub.check_reader("op", theirs)
-    with pytest.raises(PermissionDeniedError, match="only its owner or the operator"):
+    with pytest.raises(NotFoundError, match="only its owner or the operator") as foreign:
         hub.check_reader("alice", theirs)
-    with pytest.raises(NotFoundError):
+    with pytest.raises(NotFoundError) as missing:
         hub.check_reader("alice", "no-such-study")
+    # a stranger cannot tell another researcher's study from one that does not exist
+    assert str(foreign.value).replace(theirs, "ID") == str(missing.value).replace(
+        "no-such-study", "ID")
+    with pytest.raises(NotFoundError, match="only its owner or the operator"):
+        hub.stop_study(theirs, "alice")
+    assert hub.store.get_study(theirs).state is StudyState.RUNNING
     assert [v.study.id for v in hub.list_studies("alice")] == [mine]
     assert {v.study.id for v in hub.list_studies("op")} == {mine, theirs}
     assert {v.study.id for v in hub.list_studies()} == {mine, theirs}
@@ -483,7 +489,7 @@ def test_only_the_owner_and_the_operator_read_a_study(store: Store, clock: Clock
         hub.check_researcher("alice")  # but submits no more
     hub.check_reader("alice")
     hub.check_reader("alice", mine)
-    with pytest.raises(PermissionDeniedError, match="only its owner or the operator"):
+    with pytest.raises(NotFoundError, match="only its owner or the operator"):
         hub.check_reader("carol", mine)  # a stranger, admitted or not
     hub.change_access("op", "ab" * 16, "ban", "abuse")
     with pytest.raises(PermissionDeniedError, match="abuse"):

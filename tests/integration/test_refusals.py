@@ -254,14 +254,15 @@ def test_forged_replayed_and_stale_reports_are_refused(cluster: LocalCluster,
         client.stop(study_id)
 
 
-def test_stop_by_someone_else_is_denied(cluster: LocalCluster, tiny_train_dir: Path) -> None:
+def test_stop_by_someone_else_is_refused(cluster: LocalCluster, tiny_train_dir: Path) -> None:
     identity, _ = researcher_identity()
     with Client(cluster.address, identity, cluster.security) as client:
         study_id = client.submit_file(tiny_train_dir / "study.toml")
     with Client(cluster.address, Identity.generate(), cluster.security) as other, \
             pytest.raises(CoordinatorError) as info:
         other.stop(study_id)
-    assert info.value.code is grpc.StatusCode.PERMISSION_DENIED
+    assert info.value.code is grpc.StatusCode.NOT_FOUND  # the same as a study that is not there
+    assert "only its owner or the operator" in info.value.details
     with Client(cluster.address, identity, cluster.security) as client:
         assert client.status(study_id).state == "running"
         assert client.stop(study_id).state == "stopped"
@@ -271,7 +272,9 @@ def test_unknown_study_is_not_found(cluster: LocalCluster) -> None:
     cli("keygen", check=True)
     proc = cli("status", "nope", *cluster.connection_args)
     assert proc.returncode == 1
-    assert proc.stderr.strip() == "tunefleet: error: NOT_FOUND: study 'nope' does not exist"
+    assert proc.stderr.strip() == (
+        "tunefleet: error: NOT_FOUND: study 'nope' does not exist or is not yours: only its "
+        "owner or the operator may read or stop it")
 
 
 def test_reading_without_a_key_says_how_to_get_one(cluster: LocalCluster) -> None:
@@ -307,8 +310,17 @@ def test_reads_show_a_study_only_to_its_owner_and_the_operator(
         for read in (other.status, other.trials, lambda s: next(iter(other.watch(s)))):
             with pytest.raises(CoordinatorError) as info:
                 read(study_id)
-            assert info.value.code is grpc.StatusCode.PERMISSION_DENIED
+            # the same answer as for a study that does not exist: ids of others stay unknown
+            assert info.value.code is grpc.StatusCode.NOT_FOUND
             assert "only its owner or the operator" in info.value.details
+            with pytest.raises(CoordinatorError) as missing:
+                read("0" * len(study_id))
+            assert missing.value.code is grpc.StatusCode.NOT_FOUND
+            assert missing.value.details.replace("0" * len(study_id), "ID") == \
+                info.value.details.replace(study_id, "ID")
+        with pytest.raises(CoordinatorError) as stop:
+            other.stop(study_id)
+        assert stop.value.code is grpc.StatusCode.NOT_FOUND
         assert study_id not in [s.study_id for s in other.studies()]
     operator = load(cluster.tls_dir / "operator.key")
     with Client(cluster.address, operator, cluster.security) as client:

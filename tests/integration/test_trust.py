@@ -307,5 +307,5 @@ def test_an_owner_reads_its_study_after_a_restart_that_closes_admission(
         with Client(cluster.address, stranger, cluster.security) as other:
             with pytest.raises(CoordinatorError) as info:
                 other.status(study_id)  # admitted, but not the owner
-            assert info.value.code is grpc.StatusCode.PERMISSION_DENIED
+            assert info.value.code is grpc.StatusCode.NOT_FOUND  # as if it did not exist
             assert other.studies() == []
