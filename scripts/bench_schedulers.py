@@ -11,8 +11,10 @@ figures to ``scripts/results/``.
     python scripts/bench_schedulers.py --seeds 30 --workers 1 8 32 --jobs 2
 
 Medians over a few seeds are noisy (compute to the target is bimodal with several workers), so
-every geometric-mean ratio comes with a 90% bootstrap interval over the seeds (seeds resampled
-together for the default and the baseline). ``--seed-start`` runs a held-out set of seeds.
+every ratio a target names (the suite's geometric means, the crossing benchmark's ratio to
+random search, the ratio of 32 workers to 1) comes with a 90% bootstrap interval over the seeds
+(seeds resampled together for every method and worker count: runs are paired by seed).
+``--seed-start`` runs a held-out set of seeds.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import argparse
 import math
 import sys
 import time
+from collections.abc import Callable
 from multiprocessing import Pool
 from pathlib import Path
 from typing import Any
@@ -226,8 +229,9 @@ def report(by: dict[tuple[str, str, int], list[dict[str, Any]]], results: list[d
             a = median([r["compute"] for r in by[("default", CROSSING, w)]])
             c = median([r["compute"] for r in by[("random", CROSSING, w)]])
             q, bound = censored_ratio(a, c, args.budget)
-            out.append(f"  N={w:>2}  {'<' if bound else ''}{fmt(q)}   (default {fmt(a)}, "
-                       f"random {fmt(c)})")
+            ci_lo, ci_hi = bootstrap_crossing(by, args, w)
+            out.append(f"  N={w:>2}  {'<' if bound else ''}{fmt(q)}  [{fmt(ci_lo)}, {fmt(ci_hi)}]"
+                       f"   (default {fmt(a)}, random {fmt(c)})")
     if has_default and len(args.workers) > 1:
         lo, hi = min(args.workers), max(args.workers)
         out.append("")
@@ -240,7 +244,9 @@ def report(by: dict[tuple[str, str, int], list[dict[str, Any]]], results: list[d
             if b != CROSSING and math.isfinite(q) and q > 0:
                 qs.append(q)
             out.append(f"  {b:10} {fmt(q)}   (N={lo}: {fmt(c)}, N={hi}: {fmt(a)})")
-        out.append(f"  geometric mean (without {CROSSING}): {fmt(geomean(qs))}")
+        ci_lo, ci_hi = bootstrap_scaling(by, args, lo, hi)
+        out.append(f"  geometric mean (without {CROSSING}): {fmt(geomean(qs))}  "
+                   f"[{fmt(ci_lo)}, {fmt(ci_hi)}]")
         busy = hi if args.max_running is None else min(hi, args.max_running)
         out.append(f"  (with {busy} trials at once the target takes at least about {busy} full "
                    f"evaluations of compute: the first full-fidelity result takes {FIDELITY.max} "
@@ -251,24 +257,40 @@ def report(by: dict[tuple[str, str, int], list[dict[str, Any]]], results: list[d
     return out
 
 
+def _by_seed(by: dict[tuple[str, str, int], list[dict[str, Any]]], method: str, bench: str,
+             workers: int) -> np.ndarray:
+    """The compute to the target of ``method`` on ``bench`` at ``workers``, in seed order."""
+    return np.array([r["compute"] for r in sorted(by[(method, bench, workers)],
+                                                  key=lambda r: r["task"][3])])
+
+
+def bootstrap(statistic: Callable[[np.ndarray], float], n: int, rounds: int = 1000
+              ) -> tuple[float, float]:
+    """5% and 95% quantiles of ``statistic(pick)`` over ``rounds`` draws of ``n`` seed indices
+    with replacement (every method is indexed by the same draw: runs are paired by seed).
+    NaN results (no method reached the target) are left out; ``(nan, nan)`` when none is left."""
+    if n == 0:
+        return math.nan, math.nan
+    rng = np.random.default_rng(0)
+    stats = [statistic(rng.integers(0, n, n)) for _ in range(rounds)]
+    stats = [x for x in stats if not math.isnan(x)]
+    if not stats:
+        return math.nan, math.nan
+    # quantiles that pick a drawn value: an infinite ratio (a method that never reached the
+    # target) stays infinite instead of turning into NaN by interpolation
+    return (float(np.quantile(stats, 0.05, method="inverted_cdf")),
+            float(np.quantile(stats, 0.95, method="inverted_cdf")))
+
+
 def bootstrap_geomean(by: dict[tuple[str, str, int], list[dict[str, Any]]],
                       args: argparse.Namespace, workers: int, baseline: str,
                       rounds: int = 1000) -> tuple[float, float]:
-    """5% and 95% quantiles of the suite's geometric-mean ratio default/``baseline`` when the
-    seeds are drawn again with replacement (the same draw for both methods, runs are paired)."""
-    rng = np.random.default_rng(0)
+    """The interval of the suite's geometric-mean ratio default/``baseline`` (see
+    :func:`bootstrap`)."""
     benches = [b for b in args.benchmarks if b != CROSSING]
-    comp = {
-        (m, b): np.array([r["compute"] for r in sorted(by[(m, b, workers)],
-                                                       key=lambda r: r["task"][3])])
-        for b in benches for m in ("default", baseline)
-    }
-    n = len(comp[("default", benches[0])]) if benches else 0
-    if n == 0:
-        return math.nan, math.nan
-    stats = []
-    for _ in range(rounds):
-        pick = rng.integers(0, n, n)
+    comp = {(m, b): _by_seed(by, m, b, workers) for b in benches for m in ("default", baseline)}
+
+    def statistic(pick: np.ndarray) -> float:
         logs = []
         for b in benches:
             a = float(np.median(comp[("default", b)][pick]))
@@ -276,11 +298,34 @@ def bootstrap_geomean(by: dict[tuple[str, str, int], list[dict[str, Any]]],
             q, _ = censored_ratio(a, c, budget_of(baseline, args.budget))
             if not math.isnan(q):  # as the point estimate: floored at 1e-3, inf stays inf
                 logs.append(math.log(max(q, 1e-3)))
-        if logs:
-            stats.append(math.exp(float(np.mean(logs))))
-    if not stats:
-        return math.nan, math.nan
-    return float(np.quantile(stats, 0.05)), float(np.quantile(stats, 0.95))
+        return math.exp(float(np.mean(logs))) if logs else math.nan
+
+    return bootstrap(statistic, len(comp[("default", benches[0])]) if benches else 0, rounds)
+
+
+def bootstrap_crossing(by: dict[tuple[str, str, int], list[dict[str, Any]]],
+                       args: argparse.Namespace, workers: int) -> tuple[float, float]:
+    """The interval of the crossing benchmark's ratio default/random (see :func:`bootstrap`)."""
+    a, c = _by_seed(by, "default", CROSSING, workers), _by_seed(by, "random", CROSSING, workers)
+    return bootstrap(lambda pick: censored_ratio(float(np.median(a[pick])),
+                                                 float(np.median(c[pick])), args.budget)[0],
+                     len(a))
+
+
+def bootstrap_scaling(by: dict[tuple[str, str, int], list[dict[str, Any]]],
+                      args: argparse.Namespace, lo: int, hi: int) -> tuple[float, float]:
+    """The interval of the default's geometric-mean ratio of compute at ``hi`` workers to
+    compute at ``lo`` workers over the suite (see :func:`bootstrap`)."""
+    benches = [b for b in args.benchmarks if b != CROSSING]
+    comp = {(b, w): _by_seed(by, "default", b, w) for b in benches for w in (lo, hi)}
+
+    def statistic(pick: np.ndarray) -> float:
+        qs = [ratio(float(np.median(comp[(b, hi)][pick])), float(np.median(comp[(b, lo)][pick])))
+              for b in benches]
+        qs = [q for q in qs if math.isfinite(q) and q > 0]
+        return geomean(qs)
+
+    return bootstrap(statistic, len(comp[(benches[0], lo)]) if benches else 0)
 
 
 def plot(by: dict[tuple[str, str, int], list[dict[str, Any]]], args: argparse.Namespace,

@@ -121,8 +121,27 @@ def test_the_benchmark_script_prints_ratios_and_writes_its_table(tmp_path: Path)
     assert done.returncode == 0, done.stderr
     assert "default/random" in done.stdout and "90% bootstrap interval" in done.stdout
     assert "crossing: default/random" in done.stdout
+    assert "geometric mean (without crossing):" in done.stdout
+    scaling = done.stdout.split("geometric mean (without crossing):")[1].splitlines()[0]
+    assert "[" in scaling and "]" in scaling  # the N=4/N=1 ratio comes with its interval
     assert table.read_text().startswith("# Scheduler benchmark")
     assert "default/random" in table.read_text()
+
+
+def test_bootstrap_intervals_are_paired_and_keep_a_never_reached_target_infinite() -> None:
+    import numpy as np
+    from bench_schedulers import bootstrap
+
+    a = np.arange(1.0, 41.0)
+    lo, hi = bootstrap(lambda pick: float(np.median(a[pick])), len(a))
+    assert lo < float(np.median(a)) < hi and hi - lo < 20
+    # paired: the same draw indexes both arrays, so a ratio of identical runs never moves
+    assert bootstrap(lambda pick: float(np.median(a[pick]) / np.median(a[pick])), len(a)) == (1, 1)
+    # a method that misses the target in most runs: the upper end is infinite, not NaN
+    b = np.where(np.arange(40) < 25, math.inf, 5.0)
+    lo, hi = bootstrap(lambda pick: float(np.median(b[pick])), len(b))
+    assert hi == math.inf and lo in (5.0, math.inf)
+    assert all(math.isnan(x) for x in bootstrap(lambda pick: math.nan, 10))
 
 
 @pytest.mark.parametrize(("flag", "value"), [("--seeds", "0"), ("--max-running", "0")])
