@@ -8,6 +8,7 @@ with ask/tell, without the coordinator.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from coordinator.scheduling._asha import ASHAScheduler
 from coordinator.scheduling._base import (
@@ -94,10 +95,12 @@ def check_available(spec: StudySpec) -> None:
             )
 
 
-DEFAULTS_VERSION = 2
+DEFAULTS_VERSION = 3
 """The version of the schedulers' defaults that a new study gets. A study keeps the version it
 was submitted with, so a coordinator upgraded while it runs rebuilds it with the decisions it
-was making. 1: :class:`HyperbandScheduler` without its lean to bracket 0 (``lean=None``)."""
+was making. 1: :class:`HyperbandScheduler` without its lean to bracket 0 (``lean=None``) and
+without more probes when crowded (``probe_share_crowded=None``); 2: with the lean, without more
+probes when crowded."""
 
 
 def build_tuner(spec: StudySpec, defaults: int = DEFAULTS_VERSION) -> Tuner:
@@ -110,8 +113,11 @@ def build_tuner(spec: StudySpec, defaults: int = DEFAULTS_VERSION) -> Tuner:
             f"must be 1 to {DEFAULTS_VERSION}; the study comes from a newer tunefleet, upgrade",
         )
     searcher = SEARCHER_FACTORIES[spec.search.searcher](spec.space, spec.search.seed)
-    if spec.search.scheduler == "hyperband" and defaults < 2:
-        scheduler: TrialScheduler = HyperbandScheduler(spec.fidelity, spec.search.seed, lean=None)
+    if spec.search.scheduler == "hyperband" and defaults < 3:
+        older: dict[str, Any] = {"probe_share_crowded": None}
+        if defaults < 2:
+            older["lean"] = None
+        scheduler: TrialScheduler = HyperbandScheduler(spec.fidelity, spec.search.seed, **older)
     else:
         scheduler = SCHEDULER_FACTORIES[spec.search.scheduler](spec.fidelity, spec.search.seed)
     return Tuner(

@@ -117,6 +117,38 @@ def test_hyperband_probes_are_a_share_of_the_compute_and_never_stop() -> None:
         HyperbandScheduler(Fidelity(1, 27, 3), probe_share=1.0)
 
 
+def _burst(hb: HyperbandScheduler, n: int, start: int = 0) -> list[int]:
+    """Start ``n`` trials at once (no reports in between); returns the probes among them."""
+    probes = []
+    for t in range(start, start + n):
+        if hb.wants_probe(t):
+            probes.append(t)
+        hb.on_add(t)
+    return probes
+
+
+def test_hyperband_probes_more_while_many_trials_run_and_evidence_is_lacking() -> None:
+    fid = Fidelity(1, 27, 3)
+    crowded = _burst(HyperbandScheduler(fid, seed=0), 32)
+    plain = _burst(HyperbandScheduler(fid, seed=0, probe_share_crowded=None), 32)
+    # up to 8 at once: the plain share (the first trial, then none while under 15%)
+    assert [t for t in crowded if t < 8] == [t for t in plain if t < 8] == [0]
+    # from 16 at once on, probes hold about 70% of the running trials instead of 15%
+    assert len(plain) <= 5
+    assert 0.6 <= len(crowded) / 32 <= 0.75 and len([t for t in crowded if t >= 16]) >= 13
+    hb = HyperbandScheduler(fid, seed=0)
+    assert hb.lacking_share() == pytest.approx(0.15)
+    _burst(hb, 11)  # 12 running once the next one starts: halfway up the ramp
+    assert hb.lacking_share() == pytest.approx((0.15 + 0.7) / 2)
+    # once every rung has its evidence the share is the floor, however many run
+    done = HyperbandScheduler(fid, seed=0, min_pairs=4)
+    _run_trials(done, 1.0, n=60)
+    assert len(_burst(done, 32, start=1000)) <= 3
+    for bad in (1.0, -0.1, 0.1):  # 0.1 is below probe_share (0.15)
+        with pytest.raises(InvalidInputError, match="probe_share_crowded"):
+            HyperbandScheduler(fid, probe_share_crowded=bad)
+
+
 def test_hyperband_brackets_follow_the_evidence_of_the_probes() -> None:
     fid = Fidelity(1, 27, 3)
     hb = HyperbandScheduler(fid, seed=0)
