@@ -241,7 +241,7 @@ def report(by: dict[tuple[str, str, int], list[dict[str, Any]]], results: list[d
             a = median([r["compute"] for r in by[("default", b, hi)]])
             c = median([r["compute"] for r in by[("default", b, lo)]])
             q = ratio(a, c)
-            if b != CROSSING and math.isfinite(q) and q > 0:
+            if b != CROSSING and not math.isnan(q) and q > 0:  # inf (never at N=hi) counts
                 qs.append(q)
             out.append(f"  {b:10} {fmt(q)}   (N={lo}: {fmt(c)}, N={hi}: {fmt(a)})")
         ci_lo, ci_hi = bootstrap_scaling(by, args, lo, hi)
@@ -322,7 +322,7 @@ def bootstrap_scaling(by: dict[tuple[str, str, int], list[dict[str, Any]]],
     def statistic(pick: np.ndarray) -> float:
         qs = [ratio(float(np.median(comp[(b, hi)][pick])), float(np.median(comp[(b, lo)][pick])))
               for b in benches]
-        qs = [q for q in qs if math.isfinite(q) and q > 0]
+        qs = [q for q in qs if not math.isnan(q) and q > 0]  # as the point estimate
         return geomean(qs)
 
     return bootstrap(statistic, len(comp[(benches[0], lo)]) if benches else 0)
