@@ -176,9 +176,14 @@ class HyperbandScheduler(TrialScheduler):
         go from ``lean_running[0]`` to ``lean_running[1]``."""
         if self.probe_share_crowded is None:
             return self.probe_share
-        full, none = self.lean_running
-        crowd = min(1.0, max(0.0, (len(self._running) + 1 - full) / (none - full)))
+        crowd = self._crowding(len(self._running) + 1)  # asked before on_add counts it
         return self.probe_share + crowd * (self.probe_share_crowded - self.probe_share)
+
+    def _crowding(self, running: int) -> float:
+        """Where ``running`` trials at once sit on the ``lean_running`` ramp: 0 up to its
+        first end, 1 from its second on, linear between."""
+        full, none = self.lean_running
+        return min(1.0, max(0.0, (running - full) / (none - full)))
 
     def is_probe(self, trial_id: int) -> bool:
         return trial_id in self._probes
@@ -189,8 +194,7 @@ class HyperbandScheduler(TrialScheduler):
         """``rho_b`` before evidence, for a trial that starts now (see ``lean``)."""
         if self.lean is None:
             return np.asarray(self._prior_rho)
-        full, none = self.lean_running
-        weight = min(1.0, max(0.0, (none - len(self._running)) / (none - full)))
+        weight = 1.0 - self._crowding(len(self._running))
         return np.asarray(self._prior_rho + weight * (self._lean_rho - self._prior_rho))
 
     def probabilities(self) -> np.ndarray:
