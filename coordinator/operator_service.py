@@ -8,6 +8,7 @@ import grpc
 
 from coordinator.grpc_errors import guarded
 from tunefleet.envelope import open_envelope
+from tunefleet.unknown_fields import refuse_unknown_fields
 from tunefleet.v1 import common_pb2, operator_pb2, operator_pb2_grpc
 
 if TYPE_CHECKING:
@@ -34,6 +35,9 @@ class OperatorServicer(operator_pb2_grpc.OperatorServiceServicer):
                                             max_skew=self.server.max_skew)
             hub = self.server.hub
             await self.hub.call(hub.check_operator, signer)
+            # a newer operator tool's condition on the change (a scope, an expiry) is refused
+            # by name, never dropped: the change would otherwise take effect without it
+            refuse_unknown_fields(message, "request")
             await self.hub.call(hub.accept, signer, request.seq)
             entry, outbox, end_nodes, stopped = await self.hub.call(
                 hub.change_access, signer, message.key_id, message.action, message.reason)

@@ -140,6 +140,7 @@ class ResearcherServicer(researcher_pb2_grpc.ResearcherServiceServicer):
         async def work() -> researcher_pb2.StudyInfo:
             message, signer = open_envelope(request, researcher_pb2.StopStudyRequest,
                                             max_skew=self.server.max_skew)
+            refuse_unknown_fields(message, "request")  # a newer client's option, never dropped
             hub = self.server.hub
             await self.hub.call(hub.accept, signer, request.seq)
             await self.server.deliver(await self.hub.call(hub.stop_study, message.study_id, signer))

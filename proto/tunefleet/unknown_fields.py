@@ -4,7 +4,9 @@ Protobuf keeps fields it cannot name as *unknown* and otherwise ignores them. Fo
 is right for telemetry and wrong for intent: a newer client's budget key (``max_gpu_hours``,
 say) sent to an older coordinator would be dropped in silence and the study would run without
 the limit its owner set. :func:`refuse_unknown_fields` turns that into a refusal that names the
-fields, so the request changes nothing.
+fields, so the request changes nothing. The coordinator applies it to every signed request that
+changes state on a person's behalf (a study's submission, a stop, an access change); node events
+are telemetry and keep the default.
 """
 
 from __future__ import annotations

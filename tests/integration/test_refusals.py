@@ -27,6 +27,8 @@ from tunefleet.v1 import (
     common_pb2,
     node_pb2,
     node_pb2_grpc,
+    operator_pb2,
+    operator_pb2_grpc,
     researcher_pb2,
     researcher_pb2_grpc,
 )
@@ -137,6 +139,50 @@ def test_settings_this_coordinator_does_not_know_are_refused(cluster: LocalClust
     assert "spec" in info.value.details and "upgrade the coordinator" in info.value.details
     assert "unknown field number(s) 101, budget.9" in info.value.details
     assert counts(cluster.db_path) == before
+
+
+def test_stop_with_an_option_this_coordinator_does_not_know_is_refused(
+        cluster: LocalCluster, tiny_train_dir: Path) -> None:
+    """A newer client's stop option (field 2, say "keep the running trials") is refused by
+    name, and the study goes on, instead of a stop that ignores what its owner asked for."""
+    identity, _ = researcher_identity()
+    with Client(cluster.address, identity, cluster.security) as client:
+        study_id = client.submit_file(tiny_train_dir / "study.toml")
+    wire = researcher_pb2.StopStudyRequest(study_id=study_id).SerializeToString() + b"\x10\x01"
+    request = researcher_pb2.StopStudyRequest.FromString(wire)
+    assert request.study_id == study_id  # the known part is read as before
+    with open_channel(cluster.address, cluster.security) as channel:
+        stub = researcher_pb2_grpc.ResearcherServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as info:
+            stub.StopStudy(seal(identity, request), timeout=30)
+    assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "request" in info.value.details() and "unknown field number(s) 2" in info.value.details()
+    assert query(cluster.db_path, "SELECT state FROM studies WHERE id = ?",
+                 (study_id,)) == [("running",)]
+    with Client(cluster.address, identity, cluster.security) as client:
+        assert client.stop(study_id).state == "stopped"  # the same stop without it works
+
+
+def test_access_change_with_a_condition_this_coordinator_does_not_know_is_refused(
+        cluster: LocalCluster) -> None:
+    """An operator tool's newer condition on an admission (field 4, say an expiry) is refused
+    by name: the key is not admitted without the condition the operator set."""
+    operator = load(cluster.tls_dir / "operator.key")
+    key_id = Identity.generate().key_id
+    wire = (operator_pb2.AccessRequest(key_id=key_id, action="admit").SerializeToString()
+            + b"\x20\x80\xa3\x05")
+    with open_channel(cluster.address, cluster.security) as channel:
+        stub = operator_pb2_grpc.OperatorServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as info:
+            stub.ChangeAccess(seal(operator, operator_pb2.AccessRequest.FromString(wire)),
+                              timeout=30)
+        assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert "unknown field number(s) 4" in info.value.details()
+        assert query(cluster.db_path, "SELECT COUNT(*) FROM access WHERE key_id = ?",
+                     (key_id,)) == [(0,)]
+        reply = stub.ChangeAccess(seal(operator, operator_pb2.AccessRequest(
+            key_id=key_id, action="admit")), timeout=30)
+    assert reply.entry.state == "admitted"
 
 
 def test_unsigned_or_forged_study_is_refused(cluster: LocalCluster, tiny_train_dir: Path) -> None:
