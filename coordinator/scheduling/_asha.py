@@ -8,6 +8,8 @@ end best (learning curves that cross), so a misleading early step stops no one.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from coordinator.scheduling._base import Decision, TrialScheduler
@@ -90,11 +92,18 @@ class RungTrust:
 
 
 class Rungs:
-    """The values recorded at each rung of one successive-halving bracket."""
+    """The values recorded at each rung of one successive-halving bracket.
 
-    def __init__(self, levels: list[int], eta: int) -> None:
+    A trial continues at a rung when its value is at most the ``keep`` quantile of the values
+    recorded there (``keep``: level -> share, ``1/eta`` for a level it does not name; read at
+    every judgment, so its owner may change it between them).
+    """
+
+    def __init__(self, levels: list[int], eta: int, keep: Mapping[int, float] | None = None
+                 ) -> None:
         self.levels = levels
         self.eta = eta
+        self.keep = keep if keep is not None else {}  # read at every judgment
         self.values: list[list[float]] = [[] for _ in levels]
         self._next: dict[int, int] = {}
 
@@ -106,7 +115,7 @@ class Rungs:
             recorded = self.values[k]
             recorded.append(value)
             trust.record(self.levels[k], trial_id, value)
-            cutoff = float(np.quantile(recorded, 1.0 / self.eta))
+            cutoff = float(np.quantile(recorded, self.keep.get(self.levels[k], 1.0 / self.eta)))
             k += 1
             if value > cutoff and trust.trusted(self.levels[k - 1]):
                 decision = Decision.STOP

@@ -540,18 +540,20 @@ def test_replay_keeps_the_schedulers_defaults_a_study_was_submitted_with(
     hub = Hub(store, clock=clock, lease_seconds=10)
     hub.put_bundle(DIGEST, b"b", b"k" * 32, "pub", b"s" * 64)
     hyperband = {"searcher": "random", "scheduler": "hyperband", "seed": 5}
-    old, mid, new = (submit(hub, make_spec(search=hyperband)) for _ in range(3))
-    assert store.get_study(new).scheduling_defaults == DEFAULTS_VERSION == 3
+    old, mid, late, new = (submit(hub, make_spec(search=hyperband)) for _ in range(4))
+    assert store.get_study(new).scheduling_defaults == DEFAULTS_VERSION == 4
     assert hub.studies[old].tuner.scheduler.lean == 0.9  # type: ignore[attr-defined]
     with store.atomic():  # what earlier releases stored (1: the migration's default)
         store.conn.execute("UPDATE studies SET scheduling_defaults = 1 WHERE id = ?", (old,))
         store.conn.execute("UPDATE studies SET scheduling_defaults = 2 WHERE id = ?", (mid,))
+        store.conn.execute("UPDATE studies SET scheduling_defaults = 3 WHERE id = ?", (late,))
     store.close()
     store = Store(path)
     again = Hub(store, clock=clock, lease_seconds=10)
-    rebuilt = {study: again.studies[study].tuner.scheduler for study in (old, mid, new)}
-    assert [(s.lean, s.probe_share_crowded) for s in rebuilt.values()] == [  # type: ignore[attr-defined]
-        (None, None), (0.9, None), (0.9, 0.7)]
+    rebuilt = [again.studies[study].tuner.scheduler for study in (old, mid, late, new)]
+    assert [(s.lean, s.probe_share_crowded, s.first_keep)  # type: ignore[attr-defined]
+            for s in rebuilt] == [(None, None, None), (0.9, None, None), (0.9, 0.7, None),
+                                  (0.9, 0.7, 0.2)]
     store.close()
     spec = make_spec(search=hyperband)
     for bad in (0, DEFAULTS_VERSION + 1):

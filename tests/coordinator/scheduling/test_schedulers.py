@@ -271,3 +271,45 @@ def test_a_rung_is_trusted_until_it_has_enough_pairs() -> None:
     trust.record(1, 3, 200.0)
     trust.record_final(3, 0.5)
     assert trust.reliability(1) is not None and not trust.trusted(1)
+
+
+def test_hyperband_lowest_rung_keeps_a_fifth_while_few_trials_run() -> None:
+    """Trials of bracket 0 reach a rung with values 9, 8, ..., 1 (each the best so far) and
+    then 2.5: within the best third (cutoff 3.0) but not within the best fifth (cutoff 2.4).
+    With ``first_keep = 0.2`` the lowest rung stops it while few trials run; the next rung
+    keeps a third, and so does the lowest once 16 or more run at once."""
+    fid = Fidelity(1, 27, 3)
+    values = [9.0, 8.0, 7.0, 6.0, 5.0, 4.0, 3.0, 2.0, 1.0, 2.5]
+
+    def judged(first_keep: float | None, others_running: int = 0
+               ) -> tuple[list[Decision], list[Decision]]:
+        hb = HyperbandScheduler(fid, seed=0, trust_threshold=None, probe_share=0.0,
+                                probe_floor=0.0, probe_share_crowded=None, lean=0.99,
+                                first_keep=first_keep)
+        for t in range(10_000, 10_000 + others_running):  # started, never reporting
+            hb.on_add(t)
+        at_1: list[Decision] = []
+        at_3: list[Decision] = []
+        t = 0
+        while len(at_3) < len(values):  # one trial at a time, of bracket 0 only
+            hb.on_add(t)
+            if hb.bracket(t) == 0:
+                if len(at_1) < len(values):
+                    at_1.append(hb.on_report(t, 1, values[len(at_1)]))
+                else:  # the best at step 1, then judged at step 3
+                    assert hb.on_report(t, 1, 0.5) is C
+                    at_3.append(hb.on_report(t, 3, values[len(at_3)]))
+            hb.on_complete(t, None)
+            t += 1
+        return at_1, at_3
+
+    third_1, third_3 = judged(None)
+    fifth_1, fifth_3 = judged(0.2)
+    assert third_1 == [C] * 10
+    assert fifth_1 == [C] * 9 + [S]
+    assert third_3 == fifth_3 == [C] * 10
+    crowded_1, _ = judged(0.2, others_running=15)  # 16 running while each is judged
+    assert crowded_1 == [C] * 10
+    for bad in (0.0, 1.0):
+        with pytest.raises(InvalidInputError, match="first_keep"):
+            HyperbandScheduler(fid, first_keep=bad)
