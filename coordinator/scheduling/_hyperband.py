@@ -91,6 +91,7 @@ class HyperbandScheduler(TrialScheduler):
     32 workers it saved nothing and cost the digits curves 10% on the held-out seeds, so like
     the lean it fades out as the first wave widens. Cutting harder (0.15, or 0.2 at the
     second rung too) saved more on the test functions but cost 13-40% on the digits curves.
+    The lowest rung's trust is still judged at ``1/eta`` (as measured).
     """
 
     def __init__(
