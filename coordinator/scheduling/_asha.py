@@ -94,28 +94,28 @@ class RungTrust:
 class Rungs:
     """The values recorded at each rung of one successive-halving bracket.
 
-    A trial continues at a rung when its value is at most the ``keep`` quantile of the values
-    recorded there (``keep``: level -> share, ``1/eta`` for a level it does not name; read at
-    every judgment, so its owner may change it between them).
+    A trial continues at a rung when its value is at most the ``1/eta`` quantile of the values
+    recorded there, or the share that :meth:`on_report`'s ``keep`` names for that level.
     """
 
-    def __init__(self, levels: list[int], eta: int, keep: Mapping[int, float] | None = None
-                 ) -> None:
+    def __init__(self, levels: list[int], eta: int) -> None:
         self.levels = levels
         self.eta = eta
-        self.keep = keep if keep is not None else {}  # read at every judgment
         self.values: list[list[float]] = [[] for _ in levels]
         self._next: dict[int, int] = {}
 
-    def on_report(self, trial_id: int, step: int, value: float, trust: RungTrust) -> Decision:
-        """Record ``value`` at every rung that ``step`` passed and judge the trial there."""
+    def on_report(self, trial_id: int, step: int, value: float, trust: RungTrust,
+                  keep: Mapping[int, float] | None = None) -> Decision:
+        """Record ``value`` at every rung that ``step`` passed and judge the trial there
+        (``keep``: level -> the share kept there, instead of ``1/eta``)."""
         k = self._next.get(trial_id, 0)
         decision = Decision.CONTINUE
         while k < len(self.levels) and step >= self.levels[k]:
             recorded = self.values[k]
             recorded.append(value)
             trust.record(self.levels[k], trial_id, value)
-            cutoff = float(np.quantile(recorded, self.keep.get(self.levels[k], 1.0 / self.eta)))
+            share = keep.get(self.levels[k], 1.0 / self.eta) if keep else 1.0 / self.eta
+            cutoff = float(np.quantile(recorded, share))
             k += 1
             if value > cutoff and trust.trusted(self.levels[k - 1]):
                 decision = Decision.STOP

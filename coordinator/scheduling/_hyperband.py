@@ -143,8 +143,7 @@ class HyperbandScheduler(TrialScheduler):
         self._levels = levels
         s, eta = len(levels), fidelity.eta
         self.first_keep = first_keep
-        self._keep: dict[int, float] = {}  # the lowest rung's share, set before each judgment
-        self._brackets = [Rungs(levels[b:], eta, self._keep) for b in range(s + 1)]
+        self._brackets = [Rungs(levels[b:], eta) for b in range(s + 1)]
         self._pooled: list[list[float]] = [[] for _ in levels]
         if shared_rungs:
             for b, rungs in enumerate(self._brackets):
@@ -192,14 +191,19 @@ class HyperbandScheduler(TrialScheduler):
         go from ``lean_running[0]`` to ``lean_running[1]``."""
         if self.probe_share_crowded is None:
             return self.probe_share
-        crowd = self._crowding(len(self._running) + 1)  # asked before on_add counts it
-        return self.probe_share + crowd * (self.probe_share_crowded - self.probe_share)
+        # asked before on_add counts the new trial
+        return self._ramp(self.probe_share, self.probe_share_crowded, len(self._running) + 1)
 
     def _crowding(self, running: int) -> float:
         """Where ``running`` trials at once sit on the ``lean_running`` ramp: 0 up to its
         first end, 1 from its second on, linear between."""
         full, none = self.lean_running
         return min(1.0, max(0.0, (running - full) / (none - full)))
+
+    def _ramp(self, few: float, many: float, running: int) -> float:
+        """``few`` up to ``lean_running[0]`` trials running, ``many`` from ``lean_running[1]``
+        on, linear between."""
+        return few + self._crowding(running) * (many - few)
 
     def is_probe(self, trial_id: int) -> bool:
         return trial_id in self._probes
@@ -272,11 +276,11 @@ class HyperbandScheduler(TrialScheduler):
             if probe:
                 self._trust.record_final(trial_id, value)
             return Decision.CONTINUE
+        keep = None
         if first == 0 and self.first_keep is not None and self._levels:
-            crowd = self._crowding(len(self._running))
-            self._keep[self._levels[0]] = self.first_keep + crowd * (1.0 / self.fidelity.eta
-                                                                     - self.first_keep)
-        return self._brackets[first].on_report(trial_id, step, value, self._trust)
+            share = self._ramp(self.first_keep, 1.0 / self.fidelity.eta, len(self._running))
+            keep = {self._levels[0]: share}
+        return self._brackets[first].on_report(trial_id, step, value, self._trust, keep)
 
     def on_complete(self, trial_id: int, value: float | None) -> None:
         self._running.discard(trial_id)
