@@ -235,15 +235,18 @@ def report(by: dict[tuple[str, str, int], list[dict[str, Any]]], results: list[d
     if has_default and len(args.workers) > 1:
         lo, hi = min(args.workers), max(args.workers)
         out.append("")
-        out.append(f"default: compute to target at N={hi} / N={lo} (target: at most 1.5):")
+        out.append(f"default: compute to target at N={hi} / N={lo} (target: at most 1.5; '<': "
+                   f"the N={lo} median run did not reach it, and the budget stands in)")
         qs = []
         for b in args.benchmarks:
             a = median([r["compute"] for r in by[("default", b, hi)]])
             c = median([r["compute"] for r in by[("default", b, lo)]])
-            q = ratio(a, c)
-            if b != CROSSING and not math.isnan(q) and q > 0:  # inf (never at N=hi) counts
+            # never at N=lo: its budget stands in, an upper bound; never at N=hi: inf counts
+            q, bound = censored_ratio(a, c, args.budget)
+            if b != CROSSING and not math.isnan(q):
                 qs.append(q)
-            out.append(f"  {b:10} {fmt(q)}   (N={lo}: {fmt(c)}, N={hi}: {fmt(a)})")
+            out.append(f"  {b:10} {'<' if bound else ''}{fmt(q)}   "
+                       f"(N={lo}: {fmt(c)}, N={hi}: {fmt(a)})")
         ci_lo, ci_hi = bootstrap_scaling(by, args, lo, hi)
         out.append(f"  geometric mean (without {CROSSING}): {fmt(geomean(qs))}  "
                    f"[{fmt(ci_lo)}, {fmt(ci_hi)}]")
@@ -320,9 +323,10 @@ def bootstrap_scaling(by: dict[tuple[str, str, int], list[dict[str, Any]]],
     comp = {(b, w): _by_seed(by, "default", b, w) for b in benches for w in (lo, hi)}
 
     def statistic(pick: np.ndarray) -> float:
-        qs = [ratio(float(np.median(comp[(b, hi)][pick])), float(np.median(comp[(b, lo)][pick])))
+        qs = [censored_ratio(float(np.median(comp[(b, hi)][pick])),
+                             float(np.median(comp[(b, lo)][pick])), args.budget)[0]
               for b in benches]
-        qs = [q for q in qs if not math.isnan(q) and q > 0]  # as the point estimate
+        qs = [q for q in qs if not math.isnan(q)]  # as the point estimate
         return geomean(qs)
 
     return bootstrap(statistic, len(comp[(benches[0], lo)]) if benches else 0)

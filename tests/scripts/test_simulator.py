@@ -160,6 +160,32 @@ def test_bootstrap_intervals_are_paired_and_keep_a_never_reached_target_infinite
     assert all(math.isnan(x) for x in bootstrap(lambda pick: math.nan, 10))
 
 
+def test_the_scaling_ratio_is_an_upper_bound_where_one_worker_never_reached_the_target() -> None:
+    # one worker's median run missed the target within the budget (inf) while 32 workers' hit
+    # it after 50 full evaluations: the budget (100) stands in, so the ratio is at most 0.5;
+    # before, the ratio came out as 0 and was dropped, and the geometric mean read NaN
+    import argparse
+
+    from bench_schedulers import report
+
+    def runs(bench: str, workers: int, computes: list[float]) -> list[dict[str, Any]]:
+        return [{"task": ("default", bench, workers, s), "compute": c, "regret": 0.0,
+                 "wall": c / workers, "cpu": 0.0} for s, c in enumerate(computes)]
+
+    by = {("default", "branin", 1): runs("branin", 1, [math.inf] * 3),
+          ("default", "branin", 32): runs("branin", 32, [50.0] * 3),
+          ("default", "park", 1): runs("park", 1, [10.0] * 3),
+          ("default", "park", 32): runs("park", 32, [40.0] * 3)}
+    args = argparse.Namespace(budget=100.0, seeds=3, seed_start=0, max_running=None,
+                              methods=["default"], benchmarks=["branin", "park"], workers=[1, 32])
+    out = "\n".join(report(by, [r for v in by.values() for r in v], args, 0.0))
+    assert "branin     <0.5" in out and "park       4" in out
+    scaling = out.split("geometric mean (without crossing):")[1].splitlines()[0]
+    assert scaling.split("[")[0].strip() == f"{math.sqrt(0.5 * 4):.3g}"
+    lo, hi = (float(x) for x in scaling.split("[")[1].rstrip("] ").split(","))
+    assert lo == hi == float(f"{math.sqrt(0.5 * 4):.3g}")
+
+
 @pytest.mark.parametrize(("flag", "value"), [("--seeds", "0"), ("--max-running", "0")])
 def test_the_benchmark_script_refuses_bad_counts(flag: str, value: str) -> None:
     done = subprocess.run(
