@@ -15,6 +15,7 @@ from scipy.linalg import cho_solve, solve_triangular
 from scipy.optimize import minimize
 from scipy.special import log_ndtr
 
+from coordinator.scheduling._history import WORST
 from coordinator.scheduling._model_searcher import ModelSearcher
 from tunefleet.errors import InvalidInputError
 from tunefleet.space import CategoricalParam, SearchSpace
@@ -146,9 +147,24 @@ def log_expected_improvement(mean: np.ndarray, std: np.ndarray, best: float) -> 
 
 
 def standardise(y: np.ndarray) -> np.ndarray:
-    """Values to zero mean and unit variance (a constant vector maps to zeros)."""
+    """Values to zero mean and unit variance (a constant vector maps to zeros).
+
+    A value at :data:`~coordinator.scheduling._history.WORST` or above (the history's stand-in
+    for NaN and infinity, "the worst possible result") counts as the worst of the other values,
+    so one such result cannot flatten the model; values of huge magnitude are scaled down
+    first, so their squares never overflow."""
+    y = np.array(y, dtype=float)
+    worst = y >= WORST
+    if worst.any():
+        y[worst] = y[~worst].max() if not worst.all() else 0.0
+    scale = float(np.abs(y).max()) if len(y) else 0.0
+    if scale > _HUGE:
+        y = y / scale
     std = float(y.std())
     return (y - y.mean()) / (std if std > 0 else 1.0)
+
+
+_HUGE = 1e100  # beyond this magnitude, values are scaled before their variance is taken
 
 
 class GPSearcher(ModelSearcher):

@@ -12,12 +12,15 @@ level: a stop decided by a step that ranks against it says nothing of the config
 from __future__ import annotations
 
 import bisect
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.stats import kendalltau
 
-__all__ = ["TrialHistory", "TrainingSet", "rank_agreement"]
+__all__ = ["TrialHistory", "TrainingSet", "WORST", "rank_agreement"]
+
+WORST = 1e300  # values are capped to [-WORST, WORST]; NaN and infinity (the worst) become WORST
 
 
 @dataclass
@@ -50,6 +53,12 @@ class TrainingSet:
     y: np.ndarray
     below: np.ndarray
     pending: np.ndarray
+
+
+def _capped(value: float) -> float:
+    """``value`` within ``[-WORST, WORST]``; NaN (which has no order) counts as ``WORST``."""
+    v = float(value)
+    return WORST if math.isnan(v) else min(max(v, -WORST), WORST)
 
 
 def rank_agreement(a: np.ndarray, b: np.ndarray) -> float:
@@ -87,7 +96,7 @@ class TrialHistory:
         if trial.steps and step <= trial.steps[-1]:
             return
         trial.steps.append(step)
-        trial.values.append(min(float(value), 1e300))
+        trial.values.append(_capped(value))
 
     def finish(self, trial_id: int, value: float | None) -> None:
         trial = self._trials.get(trial_id)
@@ -96,7 +105,7 @@ class TrialHistory:
         trial.state = "finished"
         if not trial.steps and value is not None:
             trial.steps.append(0)
-            trial.values.append(min(float(value), 1e300))
+            trial.values.append(_capped(value))
 
     def fail(self, trial_id: int) -> None:
         trial = self._trials.get(trial_id)

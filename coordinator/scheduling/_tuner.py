@@ -14,6 +14,7 @@ This is the public face of the scheduling core. A user can drive it directly::
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -25,6 +26,7 @@ from coordinator.scheduling._base import (
     Suggestion,
     TrialScheduler,
 )
+from coordinator.scheduling._grid import GridSearcher
 from tunefleet.errors import InvalidInputError, StateError
 from tunefleet.study import Mode
 
@@ -75,6 +77,10 @@ class Tuner:
     ) -> None:
         if max_running is not None and max_running < 1:
             raise InvalidInputError("max_running", max_running, "must be >= 1 (or None: no limit)")
+        if enqueue and isinstance(searcher, GridSearcher):
+            raise InvalidInputError("enqueue", f"{len(enqueue)} configurations",
+                                    "cannot be used with the grid searcher, which covers the "
+                                    "space exactly once by itself")
         for i, config in enumerate(enqueue):
             searcher.space.validate_config(config, field=f"enqueue[{i}]")
         if max_trials is not None and len(enqueue) > max_trials:
@@ -149,8 +155,18 @@ class Tuner:
         return record
 
     def tell_report(self, trial_id: int, step: int, value: float) -> Decision:
-        """Record an intermediate result and decide whether the trial goes on."""
+        """Record an intermediate result and decide whether the trial goes on. A ``value``
+        that is not a real number raises :class:`~tunefleet.errors.InvalidInputError` and
+        changes nothing (NaN and infinity are numbers: they count as the worst result)."""
         record = self._running(trial_id)
+        try:
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise TypeError(type(value).__name__)
+            value = float(value)
+        except (TypeError, OverflowError):
+            raise InvalidInputError(
+                "value", value, "must be a real number (NaN and inf count as the worst result)"
+            ) from None
         if step < 0:
             raise StateError(f"trial {trial_id}: steps must be >= 0, but got {step}")
         if record.step is not None and step <= record.step:

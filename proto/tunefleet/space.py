@@ -213,6 +213,10 @@ def _param_from_mapping(name: str, spec: Any) -> Param:
         )
     if log and low <= 0:
         raise InvalidInputError(f"{where}.low", low, "must be > 0 when log = true")
+    if kind == "float" and not math.isfinite(float(high) - float(low)):
+        raise InvalidInputError(where, {"low": low, "high": high},
+                                "`high - low` must be a finite number (at most about 1.8e308); "
+                                "use log = true for ranges that span many orders of magnitude")
     if kind == "int":
         return IntParam(int(low), int(high), log)
     return FloatParam(float(low), float(high), log)

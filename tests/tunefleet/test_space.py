@@ -115,6 +115,14 @@ def test_low_must_be_below_high(kind: str, low: int, high: int) -> None:
     assert f"low={low!r}" in str(exc.value) and f"high={high!r}" in str(exc.value)
 
 
+def test_a_float_range_wider_than_a_double_is_refused() -> None:
+    # high - low overflows: every point of the unit interval would map to an end or to NaN
+    with pytest.raises(InvalidInputError) as exc:
+        SearchSpace.from_mapping({"x": {"type": "float", "low": -1e308, "high": 1e308}})
+    check_error(exc, "space.x", {"low": -1e308, "high": 1e308}, "high - low", "finite")
+    SearchSpace.from_mapping({"x": {"type": "float", "low": -1e307, "high": 1e307}})  # fits
+
+
 @pytest.mark.parametrize(
     ("space", "value"),
     [

@@ -199,3 +199,30 @@ def test_a_tuner_refuses_enqueued_configurations_it_cannot_run(
     with pytest.raises(InvalidInputError, match=match):
         Tuner(SEARCHER_FACTORIES["tpe"](mixed_space, 7), SCHEDULER_FACTORIES["fifo"](fidelity, 7),
               Mode.MIN, max_trials=max_trials, enqueue=enqueue)
+
+
+def test_a_grid_tuner_refuses_enqueued_configurations(mixed_space: SearchSpace,
+                                                       fidelity: Fidelity) -> None:
+    # the grid indexes its points by trial id: enqueued trials would use up grid points that
+    # then never run (the study file refuses the same combination)
+    with pytest.raises(InvalidInputError, match="enqueue: got '1 configurations'; cannot be "
+                       "used with the grid searcher"):
+        Tuner(SEARCHER_FACTORIES["grid"](mixed_space, 7), SCHEDULER_FACTORIES["fifo"](fidelity, 7),
+              enqueue=ENQUEUED[:1])
+
+
+@pytest.mark.parametrize("value", [None, "0.5", 10**400, [1.0], True],
+                         ids=["none", "string", "int-beyond-double", "list", "bool"])
+def test_a_report_that_is_not_a_number_is_refused_and_changes_nothing(
+    mixed_space: SearchSpace, fidelity: Fidelity, value: Any
+) -> None:
+    tuner = Tuner(SEARCHER_FACTORIES["tpe"](mixed_space, 7),
+                  SCHEDULER_FACTORIES["hyperband"](fidelity, 7))
+    trial = tuner.ask().trial_id
+    assert trial is not None
+    before = pickle.dumps(tuner)
+    with pytest.raises(InvalidInputError, match="value: got .*must be a real number"):
+        tuner.tell_report(trial, 1, value)
+    assert pickle.dumps(tuner) == before
+    tuner.tell_report(trial, 1, 0.5)  # the same step, now with a number: accepted
+    assert tuner.trials[trial].step == 1 and tuner.trials[trial].value == 0.5

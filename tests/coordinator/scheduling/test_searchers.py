@@ -266,3 +266,44 @@ def test_a_few_distinct_stopping_steps_are_each_judged_by_themselves(
     judged = spy_on_rank_checks(monkeypatch)
     assert history.training_set(6) is not None
     assert sorted(judged) == [1, 3, 9]
+
+
+def test_gp_standardises_non_finite_and_huge_results_without_flattening() -> None:
+    from coordinator.scheduling._gp import standardise
+    from coordinator.scheduling._history import WORST
+
+    # NaN and inf are stored as WORST: they count as the worst of the other results
+    assert np.allclose(standardise(np.array([0.1, 0.3, WORST])),
+                       standardise(np.array([0.1, 0.3, 0.3])))
+    # values whose squares overflow still come out with zero mean and unit variance
+    with np.errstate(over="raise", invalid="raise"):
+        huge = standardise(np.array([-1e299, 0.0, 9e299, 5e299]))
+    assert abs(huge.mean()) < 1e-12 and abs(huge.std() - 1.0) < 1e-12
+    assert list(np.argsort(huge)) == [0, 1, 3, 2]
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, 1e308])
+def test_gp_keeps_modelling_after_a_non_finite_or_huge_result(bad: float) -> None:
+    # before, a NaN or inf (stored as 1e300) squared to inf in the standardisation and left
+    # every candidate with the same score; two results of 1e308 in mode max (-1e308 once
+    # signed) overflowed the mean and made every later ask raise
+    from tunefleet.study import Mode
+
+    space = SearchSpace.from_mapping({"x": {"type": "float", "low": 0.0, "high": 1.0},
+                                      "y": {"type": "float", "low": 0.0, "high": 1.0}})
+    mode = Mode.MAX if bad == 1e308 else Mode.MIN
+    tuner = Tuner(GPSearcher(space, 0), FIFOScheduler(), mode=mode, max_trials=30)
+    late = []
+    for i in range(30):
+        s = tuner.ask()
+        assert s.trial_id is not None and s.params is not None
+        loss = (s.params["x"] - 0.3) ** 2 + (s.params["y"] - 0.7) ** 2
+        value = bad if i in (1, 2) else (loss if mode is Mode.MIN else -loss)
+        tuner.tell_report(s.trial_id, 1, value)
+        tuner.tell_complete(s.trial_id)
+        if i >= 15:
+            late.append(loss)
+    if mode is Mode.MIN:  # the worst results: the model still homes in on (0.3, 0.7)
+        assert float(np.median(late)) < 0.01
+    # in mode max, 1e308 is the best result there is: the model may stay near it, but every
+    # ask still gets a configuration (the loop above)
