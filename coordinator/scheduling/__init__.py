@@ -95,13 +95,13 @@ def check_available(spec: StudySpec) -> None:
             )
 
 
-DEFAULTS_VERSION = 4
+DEFAULTS_VERSION = 5
 """The version of the schedulers' defaults that a new study gets. A study keeps the version it
 was submitted with, so a coordinator upgraded while it runs rebuilds it with the decisions it
 was making. 1: :class:`HyperbandScheduler` without its lean to bracket 0 (``lean=None``), without
 more probes when crowded (``probe_share_crowded=None``) and with the lowest rung keeping a third
 (``first_keep=None``); 2: with the lean; 3: with more probes when crowded too; 4: the lowest rung
-keeps a fifth."""
+keeps a fifth; 5: a rung's evidence counts after 3 probe pairs instead of 4 (``min_pairs``)."""
 
 
 def build_tuner(spec: StudySpec, defaults: int = DEFAULTS_VERSION) -> Tuner:
@@ -114,8 +114,10 @@ def build_tuner(spec: StudySpec, defaults: int = DEFAULTS_VERSION) -> Tuner:
             f"must be 1 to {DEFAULTS_VERSION}; the study comes from a newer tunefleet, upgrade",
         )
     searcher = SEARCHER_FACTORIES[spec.search.searcher](spec.space, spec.search.seed)
-    if spec.search.scheduler == "hyperband" and defaults < 4:
-        older: dict[str, Any] = {"first_keep": None}
+    if spec.search.scheduler == "hyperband" and defaults < 5:
+        older: dict[str, Any] = {"min_pairs": 4}
+        if defaults < 4:
+            older["first_keep"] = None
         if defaults < 3:
             older["probe_share_crowded"] = None
         if defaults < 2:

@@ -540,20 +540,22 @@ def test_replay_keeps_the_schedulers_defaults_a_study_was_submitted_with(
     hub = Hub(store, clock=clock, lease_seconds=10)
     hub.put_bundle(DIGEST, b"b", b"k" * 32, "pub", b"s" * 64)
     hyperband = {"searcher": "random", "scheduler": "hyperband", "seed": 5}
-    old, mid, late, new = (submit(hub, make_spec(search=hyperband)) for _ in range(4))
-    assert store.get_study(new).scheduling_defaults == DEFAULTS_VERSION == 4
+    old, mid, late, fourth, new = (submit(hub, make_spec(search=hyperband)) for _ in range(5))
+    assert store.get_study(new).scheduling_defaults == DEFAULTS_VERSION == 5
     assert hub.studies[old].tuner.scheduler.lean == 0.9  # type: ignore[attr-defined]
     with store.atomic():  # what earlier releases stored (1: the migration's default)
         store.conn.execute("UPDATE studies SET scheduling_defaults = 1 WHERE id = ?", (old,))
         store.conn.execute("UPDATE studies SET scheduling_defaults = 2 WHERE id = ?", (mid,))
         store.conn.execute("UPDATE studies SET scheduling_defaults = 3 WHERE id = ?", (late,))
+        store.conn.execute("UPDATE studies SET scheduling_defaults = 4 WHERE id = ?", (fourth,))
     store.close()
     store = Store(path)
     again = Hub(store, clock=clock, lease_seconds=10)
-    rebuilt = [again.studies[study].tuner.scheduler for study in (old, mid, late, new)]
-    assert [(s.lean, s.probe_share_crowded, s.first_keep)  # type: ignore[attr-defined]
-            for s in rebuilt] == [(None, None, None), (0.9, None, None), (0.9, 0.7, None),
-                                  (0.9, 0.7, 0.2)]
+    rebuilt = [again.studies[study].tuner.scheduler for study in (old, mid, late, fourth, new)]
+    assert [(s.lean, s.probe_share_crowded, s.first_keep,  # type: ignore[attr-defined]
+             s.min_pairs) for s in rebuilt] == [  # type: ignore[attr-defined]
+        (None, None, None, 4), (0.9, None, None, 4), (0.9, 0.7, None, 4), (0.9, 0.7, 0.2, 4),
+        (0.9, 0.7, 0.2, 3)]
     store.close()
     spec = make_spec(search=hyperband)
     for bad in (0, DEFAULTS_VERSION + 1):

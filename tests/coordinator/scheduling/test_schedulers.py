@@ -151,14 +151,16 @@ def test_hyperband_probes_more_while_many_trials_run_and_evidence_is_lacking() -
 
 def test_hyperband_brackets_follow_the_evidence_of_the_probes() -> None:
     fid = Fidelity(1, 27, 3)
-    hb = HyperbandScheduler(fid, seed=0)
+    # 4 pairs before evidence counts (the default until version 5): with 3, the 15 probe pairs
+    # of these 300 trials include a best-third probe at the rung's cutoff (reliability 0.7)
+    hb = HyperbandScheduler(fid, seed=0, min_pairs=4)
     # without evidence and few trials running: the lean to bracket 0
     assert hb.probabilities().round(3).tolist() == [0.9, 0.06, 0.024, 0.016]
     _run_trials(hb, 1.0)  # early steps rank exactly like full fidelity
     agree = hb.probabilities()
     assert agree.sum() == pytest.approx(1.0)
     assert agree[0] > 0.8  # mostly the cheapest bracket
-    crossing = HyperbandScheduler(fid, seed=0)
+    crossing = HyperbandScheduler(fid, seed=0, min_pairs=4)
     _run_trials(crossing, -1.0)  # early steps rank in reverse
     against = crossing.probabilities()
     assert against.sum() == pytest.approx(1.0)
@@ -168,6 +170,9 @@ def test_hyperband_brackets_follow_the_evidence_of_the_probes() -> None:
     assert fixed.probabilities().round(3).tolist() == [0.551, 0.245, 0.122, 0.082]
     with pytest.raises(InvalidInputError, match="prior_pairs"):
         HyperbandScheduler(fid, prior_pairs=0)
+    for bad in (0, 2.5, True):
+        with pytest.raises(InvalidInputError, match="min_pairs"):
+            HyperbandScheduler(fid, min_pairs=bad)  # type: ignore[arg-type]
 
 
 def test_hyperband_prior_leans_to_bracket_0_only_while_few_trials_run() -> None:
