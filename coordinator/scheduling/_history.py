@@ -82,12 +82,27 @@ class TrialHistory:
         self.trust_threshold = trust_threshold
         self.reference_count = reference_count
         self._trials: dict[int, _Trial] = {}
+        self._points: dict[tuple[float, ...], int] = {}  # point -> how many trials have it
 
     def __len__(self) -> int:
         return len(self._trials)
 
     def add(self, trial_id: int, point: np.ndarray) -> None:
-        self._trials[trial_id] = _Trial(np.asarray(point, dtype=float))
+        """Record ``trial_id`` at ``point`` (again: the trial's point is replaced)."""
+        old = self._trials.get(trial_id)
+        if old is not None:
+            key = tuple(old.point.tolist())
+            self._points[key] -= 1
+            if not self._points[key]:
+                del self._points[key]
+        trial = _Trial(np.asarray(point, dtype=float))
+        self._trials[trial_id] = trial
+        key = tuple(trial.point.tolist())
+        self._points[key] = self._points.get(key, 0) + 1
+
+    def tried(self, point: np.ndarray) -> bool:
+        """Whether some trial (pending, finished or failed) was recorded at exactly ``point``."""
+        return tuple(np.asarray(point, dtype=float).tolist()) in self._points
 
     def report(self, trial_id: int, step: int, value: float) -> None:
         trial = self._trials.get(trial_id)

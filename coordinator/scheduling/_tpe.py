@@ -17,7 +17,7 @@ import numpy as np
 from coordinator.scheduling._model_searcher import ModelSearcher
 from coordinator.scheduling._parzen import DimensionKinds, ParzenEstimator
 from tunefleet.errors import InvalidInputError
-from tunefleet.space import SearchSpace
+from tunefleet.space import FloatParam, SearchSpace
 
 __all__ = ["TPESearcher"]
 
@@ -28,7 +28,10 @@ class TPESearcher(ModelSearcher):
     Contract: the first ``n_startup`` trials, and every trial while fewer than ``n_startup``
     trials have results, get scrambled-Sobol points. Pending trials (suggested, not yet
     finished) that have no value at the fitted level count as *bad* (a constant liar), so a
-    burst of suggestions spreads out instead of piling onto the current best region. A
+    burst of suggestions spreads out instead of piling onto the current best region. In a
+    space without float parameters the chosen candidate is the best-scored one whose
+    configuration no trial has had yet (the best one when every candidate repeats a trial), so
+    a burst does not run the same configuration twice. A
     ``random_fraction`` of suggestions (chosen from ``(seed, trial_id)``) stays quasi-random,
     which keeps the search from locking onto a misleading model; :meth:`explore` (a scheduler's
     probe) always gives the trial's scrambled-Sobol point.
@@ -65,6 +68,8 @@ class TPESearcher(ModelSearcher):
         self.random_fraction = random_fraction
         self.widen = widen
         self._kinds = DimensionKinds.of(space)
+        # only a space without float parameters makes two candidates the same configuration
+        self._discrete = not any(isinstance(space[name], FloatParam) for name in space)
 
     def _suggest_point(self, trial_id: int) -> np.ndarray:
         rng = np.random.default_rng([self.seed, trial_id, 0x7E5])
@@ -81,4 +86,9 @@ class TPESearcher(ModelSearcher):
         g_model = ParzenEstimator(bad, self._kinds)
         candidates = l_model.sample(rng, self.n_candidates, from_prior=False, widen=self.widen)
         score = l_model.log_pdf(candidates) - g_model.log_pdf(candidates)
+        if self._discrete:  # the best candidate that no trial has run or is running yet
+            for i in np.argsort(-score, kind="stable"):
+                rounded = self.space.to_unit(self.space.from_unit(candidates[i]))
+                if not self._history.tried(rounded):
+                    return np.asarray(candidates[i])
         return np.asarray(candidates[int(np.argmax(score))])
