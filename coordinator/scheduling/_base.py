@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import abc
 import enum
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
+from tunefleet.errors import InvalidInputError
 from tunefleet.space import ParamValue, SearchSpace
 
 __all__ = ["Decision", "AskStatus", "Suggestion", "Searcher", "TrialScheduler"]
@@ -28,6 +30,16 @@ class Decision(enum.Enum):
 
     CONTINUE = "continue"
     STOP = "stop"
+
+
+def checked_seed(seed: int) -> int:
+    """``seed``, refused unless an integer in ``[0, 2**63)`` (what numpy's generators and the
+    study file's ``search.seed`` take)."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not (
+        0 <= int(seed) < 2**63
+    ):
+        raise InvalidInputError("seed", seed, "must be an integer in [0, 2**63)")
+    return int(seed)
 
 
 class AskStatus(enum.Enum):
@@ -58,7 +70,7 @@ class Searcher(abc.ABC):
 
     def __init__(self, space: SearchSpace, seed: int) -> None:
         self.space = space
-        self.seed = seed
+        self.seed = checked_seed(seed)
 
     @abc.abstractmethod
     def suggest(self, trial_id: int) -> Config | None:

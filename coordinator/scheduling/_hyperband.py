@@ -19,7 +19,7 @@ import math
 import numpy as np
 
 from coordinator.scheduling._asha import Rungs, RungTrust, rung_levels
-from coordinator.scheduling._base import Decision, TrialScheduler
+from coordinator.scheduling._base import Decision, TrialScheduler, checked_seed
 from tunefleet.errors import InvalidInputError
 from tunefleet.study import Fidelity
 
@@ -138,7 +138,7 @@ class HyperbandScheduler(TrialScheduler):
             raise InvalidInputError("probe_share_crowded", probe_share_crowded,
                                     f"must be at least probe_share ({probe_share}), or None")
         self.fidelity = fidelity
-        self.seed = seed
+        self.seed = checked_seed(seed)
         self.adaptive = adaptive
         self.prior_pairs = prior_pairs
         self.min_pairs = min_pairs

@@ -226,3 +226,15 @@ def test_a_report_that_is_not_a_number_is_refused_and_changes_nothing(
     assert pickle.dumps(tuner) == before
     tuner.tell_report(trial, 1, 0.5)  # the same step, now with a number: accepted
     assert tuner.trials[trial].step == 1 and tuner.trials[trial].value == 0.5
+
+
+@pytest.mark.parametrize("seed", [-1, 2**63, 1.5, "7", True])
+def test_a_bad_seed_is_refused_when_the_searcher_or_scheduler_is_built(
+    mixed_space: SearchSpace, fidelity: Fidelity, seed: Any
+) -> None:
+    # before, a negative seed passed and numpy raised at the first ask, mid-study
+    for build in (lambda: SEARCHER_FACTORIES["tpe"](mixed_space, seed),
+                  lambda: SEARCHER_FACTORIES["random"](mixed_space, seed),
+                  lambda: SCHEDULER_FACTORIES["hyperband"](fidelity, seed)):
+        with pytest.raises(InvalidInputError, match=r"seed: got .*must be an integer in \[0, 2\*\*63\)"):
+            build()
