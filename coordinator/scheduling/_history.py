@@ -55,6 +55,11 @@ class TrainingSet:
     pending: np.ndarray
 
 
+def _key(point: np.ndarray) -> tuple[float, ...]:
+    """A point as a hashable key (exact coordinates)."""
+    return tuple(np.asarray(point, dtype=float).tolist())
+
+
 def _capped(value: float) -> float:
     """``value`` within ``[-WORST, WORST]``; NaN (which has no order) counts as ``WORST``."""
     v = float(value)
@@ -91,18 +96,16 @@ class TrialHistory:
         """Record ``trial_id`` at ``point`` (again: the trial's point is replaced)."""
         old = self._trials.get(trial_id)
         if old is not None:
-            key = tuple(old.point.tolist())
+            key = _key(old.point)
             self._points[key] -= 1
             if not self._points[key]:
                 del self._points[key]
-        trial = _Trial(np.asarray(point, dtype=float))
-        self._trials[trial_id] = trial
-        key = tuple(trial.point.tolist())
-        self._points[key] = self._points.get(key, 0) + 1
+        self._trials[trial_id] = _Trial(np.asarray(point, dtype=float))
+        self._points[_key(point)] = self._points.get(_key(point), 0) + 1
 
     def tried(self, point: np.ndarray) -> bool:
         """Whether some trial (pending, finished or failed) was recorded at exactly ``point``."""
-        return tuple(np.asarray(point, dtype=float).tolist()) in self._points
+        return _key(point) in self._points
 
     def report(self, trial_id: int, step: int, value: float) -> None:
         trial = self._trials.get(trial_id)
