@@ -86,7 +86,8 @@ class Tuner:
         if max_trials is not None and len(enqueue) > max_trials:
             raise InvalidInputError("enqueue", f"{len(enqueue)} configurations",
                                     f"must be at most max_trials ({max_trials})")
-        self.enqueue = tuple(dict(c) for c in enqueue)
+        space = searcher.space  # each value in its parameter's own type, as the study file has it
+        self.enqueue = tuple({k: space[k].normalize(v) for k, v in c.items()} for c in enqueue)
         self.searcher = searcher
         self.scheduler = scheduler
         self.mode = mode

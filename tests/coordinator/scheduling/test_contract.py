@@ -238,3 +238,15 @@ def test_a_bad_seed_is_refused_when_the_searcher_or_scheduler_is_built(
                   lambda: SCHEDULER_FACTORIES["hyperband"](fidelity, seed)):
         with pytest.raises(InvalidInputError, match=r"seed: got .*must be an integer in \[0, 2\*\*63\)"):
             build()
+
+
+def test_enqueued_values_come_back_in_their_parameters_own_types() -> None:
+    # a float parameter given 3 and an integer one given 2.0 run as 3.0 and 2, as they do when
+    # the study file enqueues them
+    space = SearchSpace.from_mapping({"x": {"type": "float", "low": 0.0, "high": 5.0},
+                                      "n": {"type": "int", "low": 1, "high": 4}})
+    tuner = Tuner(SEARCHER_FACTORIES["tpe"](space, 0), SCHEDULER_FACTORIES["fifo"](
+        Fidelity(1, 3, 3), 0), enqueue=[{"x": 3, "n": 2.0}])
+    params = tuner.ask().params
+    assert params == {"x": 3.0, "n": 2}
+    assert params is not None and type(params["x"]) is float and type(params["n"]) is int
