@@ -55,6 +55,7 @@ __all__ = [
 ]
 
 MAX_GRID_POINTS = 1_000_000
+MAX_GP_COLUMNS = 64  # the GP's inputs: one per numeric parameter, one per categorical choice
 SearcherFactory = Callable[[SearchSpace, int], Searcher]
 SchedulerFactory = Callable[[Fidelity, int], TrialScheduler]
 
@@ -92,6 +93,15 @@ def check_available(spec: StudySpec) -> None:
                 "search.searcher", "grid",
                 f"the grid of this space has {size:.3g} points, at most {MAX_GRID_POINTS} "
                 "are allowed; use random or tpe, or fewer parameters",
+            )
+    if spec.search.searcher == "gp":
+        columns = GPSearcher.input_columns(spec.space)
+        if columns > MAX_GP_COLUMNS:
+            raise InvalidInputError(
+                "search.searcher", "gp",
+                f"the GP's input for this space has {columns} columns (one per numeric "
+                f"parameter, one per categorical choice), at most {MAX_GP_COLUMNS} are "
+                "allowed (its memory grows with them); use tpe, or fewer choices",
             )
 
 

@@ -197,7 +197,13 @@ class GPSearcher(ModelSearcher):
         self.max_points = max_points
         self.refit_growth = refit_growth
         self._columns = _encode_columns(space)
-        self._gp = Matern52GP(sum(max(k, 1) for _, k in self._columns))
+        self._gp = Matern52GP(self.input_columns(space))
+
+    @staticmethod
+    def input_columns(space: SearchSpace) -> int:
+        """How many inputs the GP has for ``space``: one per numeric parameter, one per choice
+        of each categorical one (its memory per suggestion grows with them)."""
+        return sum(max(k, 1) for _, k in _encode_columns(space))
 
     def _suggest_point(self, trial_id: int) -> np.ndarray:
         if trial_id < self.n_startup:

@@ -447,6 +447,19 @@ def test_a_grid_too_large_to_enumerate_is_refused(hub: Hub, store: Store) -> Non
     assert store.list_studies() == []
 
 
+def test_a_gp_over_too_many_categorical_choices_is_refused(hub: Hub, store: Store) -> None:
+    # one input per choice: 10 numeric parameters and 60 choices make 70 inputs (at most 64);
+    # a 10,000-choice categorical once took 7.5 GB by its 24th suggestion
+    space = {f"p{i}": {"type": "float", "low": 0.0, "high": 1.0} for i in range(10)}
+    space["width"] = {"type": "categorical", "choices": list(range(60))}
+    spec = make_spec(space=space, search={"searcher": "gp", "scheduler": "fifo"})
+    with pytest.raises(InvalidInputError, match="70 columns .* at most 64 .* use tpe"):
+        submit(hub, spec)
+    assert store.list_studies() == []
+    space["width"] = {"type": "categorical", "choices": list(range(54))}  # 64 inputs: fine
+    submit(hub, make_spec(space=space, search={"searcher": "gp", "scheduler": "fifo"}))
+
+
 def test_max_running_caps_the_trials_leased_at_once(hub: Hub, store: Store) -> None:
     study = submit(hub, make_spec(search={"searcher": "random", "scheduler": "fifo", "seed": 7,
                                           "max_running": 2}))
