@@ -59,8 +59,11 @@ class Matern52GP:
 
     @staticmethod
     def _kernel(x1: np.ndarray, x2: np.ndarray, ls: np.ndarray, sf2: float) -> np.ndarray:
-        diff = (x1[:, None, :] - x2[None, :, :]) / ls
-        r = np.sqrt(np.maximum((diff * diff).sum(axis=2), 0.0))
+        # squared scaled distances as one matrix product (|a|^2 + |b|^2 - 2 a.b): memory
+        # len(x1) x len(x2), not times the inputs as well
+        a, b = x1 / ls, x2 / ls
+        sq = (a * a).sum(axis=1)[:, None] + (b * b).sum(axis=1)[None, :] - 2.0 * a @ b.T
+        r = np.sqrt(np.maximum(sq, 0.0))
         return sf2 * (1.0 + _SQRT5 * r + 5.0 / 3.0 * r * r) * np.exp(-_SQRT5 * r)
 
     def _neg_lml(self, theta: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
