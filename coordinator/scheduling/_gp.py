@@ -149,6 +149,9 @@ def log_expected_improvement(mean: np.ndarray, std: np.ndarray, best: float) -> 
     return out + np.log(std)
 
 
+_HUGE = 1e100  # beyond this magnitude, values are scaled before their variance is taken
+
+
 def standardise(y: np.ndarray) -> np.ndarray:
     """Values to zero mean and unit variance (a constant vector maps to zeros).
 
@@ -165,9 +168,6 @@ def standardise(y: np.ndarray) -> np.ndarray:
         y = y / scale
     std = float(y.std())
     return (y - y.mean()) / (std if std > 0 else 1.0)
-
-
-_HUGE = 1e100  # beyond this magnitude, values are scaled before their variance is taken
 
 
 class GPSearcher(ModelSearcher):

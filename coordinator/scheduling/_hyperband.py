@@ -77,9 +77,9 @@ class HyperbandScheduler(TrialScheduler):
     held-out ones; on the held-out crossing seeds 600-1199, 1.02x -> 0.93x); with 1 worker it
     cost crossing 9% (0.74x -> 0.87x random search's on those seeds), with 32 it saved 3-5%.
     ``lean = 0.9`` up to 8 trials at once cut the compute to the target by about 12% at 1 and
-    8 workers against Hyperband's prior; leaning at 32 workers too cost more
-    than random search on the crossing-curves benchmark (``scripts/bench_schedulers.py``, 90
-    seeds: 0-29, 100-129, 200-229). ``probe_share_crowded = 0.7``: with 32 workers the whole
+    8 workers against Hyperband's prior; leaning at 32 workers too cost more than random
+    search on the crossing-curves benchmark (``scripts/bench_schedulers.py``, 90 seeds: 0-29,
+    100-129, 200-229). ``probe_share_crowded = 0.7``: with 32 workers the whole
     first wave is judged before any probe ends, and on the crossing-curves benchmark that cost
     1.23x random search's compute over seeds 0-599; with most of the first wave as probes the
     evidence of a misleading rung comes with the first wave's end and the default needs 1.01x
