@@ -310,12 +310,14 @@ def _coerce(name: str, text: str, spec: StudySpec | None) -> Any:
             if str(choice).lower() == text.lower():
                 return choice
         raise InvalidInputError(f"--param {name}", text, f"must be one of {list(param.choices)}")
-    for cast in (int, float):
+    # a float parameter's value is read as a float directly: an integer too big for a float
+    # then reads as inf, which the space refuses by name, instead of overflowing
+    casts = (int, float) if param is None or isinstance(param, IntParam) else (float,)
+    for cast in casts:
         try:
-            value = cast(text)
+            return cast(text)
         except ValueError:
             continue
-        return float(value) if param is not None and not isinstance(param, IntParam) else value
     return {"true": True, "false": False}.get(text.lower(), text)
 
 

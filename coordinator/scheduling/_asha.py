@@ -65,6 +65,13 @@ class RungTrust:
     def record_final(self, trial_id: int, value: float) -> None:
         self._final.setdefault(trial_id, value)
 
+    def forget(self, trial_id: int) -> None:
+        """Drop every value of ``trial_id`` (a failed trial has no valid result)."""
+        for values in self._at_rung.values():
+            values.pop(trial_id, None)
+        self._final.pop(trial_id, None)
+        self._cache.clear()
+
     def reliability(self, rung: int) -> tuple[int, float] | None:
         """(pairs, reliability in ``[0, 1]``) of the rung, or ``None`` while fewer than
         ``min_pairs`` pairs exist."""
@@ -103,6 +110,7 @@ class Rungs:
         self.eta = eta
         self.values: list[list[float]] = [[] for _ in levels]
         self._next: dict[int, int] = {}
+        self._recorded: dict[int, list[tuple[int, float]]] = {}  # trial -> (rung, value)
 
     def on_report(self, trial_id: int, step: int, value: float, trust: RungTrust,
                   keep: Mapping[int, float] | None = None) -> Decision:
@@ -113,6 +121,7 @@ class Rungs:
         while k < len(self.levels) and step >= self.levels[k]:
             recorded = self.values[k]
             recorded.append(value)
+            self._recorded.setdefault(trial_id, []).append((k, value))
             trust.record(self.levels[k], trial_id, value)
             share = keep.get(self.levels[k], 1.0 / self.eta) if keep else 1.0 / self.eta
             cutoff = float(np.quantile(recorded, share))
@@ -123,6 +132,12 @@ class Rungs:
         self._next[trial_id] = k
         return decision
 
+    def forget(self, trial_id: int) -> None:
+        """Drop the values ``trial_id`` recorded (a failed trial has no valid result). Any
+        one of equal values may go: a cutoff depends only on the values, not on whose."""
+        for k, value in self._recorded.pop(trial_id, []):
+            self.values[k].remove(value)
+
 
 class ASHAScheduler(TrialScheduler):
     """Asynchronous successive halving (stopping variant) over ``fidelity``.
@@ -131,6 +146,7 @@ class ASHAScheduler(TrialScheduler):
     is at most the ``1/eta`` quantile of all values recorded there (its own included), so the
     first trial at a rung always continues. A trial reaching ``max`` is never stopped. Rungs whose
     ranking disagrees with full fidelity (see :class:`RungTrust`) stop no one while that lasts.
+    A trial that failed has no valid result: its values leave the rungs and the trust.
     """
 
     def __init__(
@@ -150,3 +166,7 @@ class ASHAScheduler(TrialScheduler):
             self._trust.record_final(trial_id, value)
             return Decision.CONTINUE
         return self._rungs.on_report(trial_id, step, value, self._trust)
+
+    def on_fail(self, trial_id: int) -> None:
+        self._rungs.forget(trial_id)
+        self._trust.forget(trial_id)

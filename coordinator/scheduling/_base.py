@@ -76,6 +76,13 @@ class Searcher(abc.ABC):
     def suggest(self, trial_id: int) -> Config | None:
         """Return the configuration for ``trial_id``, or ``None`` when exhausted."""
 
+    @property
+    def capacity(self) -> int | None:
+        """How many trials this searcher can suggest in all, when that is known in advance
+        (a grid's size; ``None``, the default: no known end). A tuner that has handed out
+        that many trials is exhausted without asking for another."""
+        return None
+
     def explore(self, trial_id: int) -> Config | None:
         """Like :meth:`suggest`, but drawn without a model (quasi-random, say): asked for the
         probes of a scheduler (:meth:`TrialScheduler.wants_probe`). The default suggests."""

@@ -38,6 +38,10 @@ class GridSearcher(Searcher):
     def size(self) -> int:
         return len(self._combos)
 
+    @property
+    def capacity(self) -> int:
+        return self.size
+
     def suggest(self, trial_id: int) -> Config | None:
         if trial_id >= len(self._combos):
             return None

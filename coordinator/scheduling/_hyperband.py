@@ -39,7 +39,8 @@ class HyperbandScheduler(TrialScheduler):
     ``first_keep`` while at most ``lean_running[0]`` trials run, ``1/eta`` from
     ``lean_running[1]`` on, linear between (``None``: ``1/eta`` always). All decisions are
     functions of the seed, the trial id and the events so far, so the same events in the same
-    order give the same decisions (a replay rebuilds them exactly).
+    order give the same decisions (a replay rebuilds them exactly). A trial that failed has no
+    valid result: its values leave the rungs and the probes' evidence.
 
     Probes (:meth:`wants_probe`): while some rung has fewer than ``min_pairs`` probes with a
     value there and at full fidelity, a new trial is a probe when probes hold less than
@@ -167,6 +168,7 @@ class HyperbandScheduler(TrialScheduler):
         self._lean_rho = np.array([lean or 0.0] + [_LEAN_LATER] * (s - 1))[:s]
         self._bracket_of: dict[int, int] = {}
         self._recorded: dict[int, int] = {}  # trial -> rungs whose value is recorded as evidence
+        self._pooled_by: dict[int, list[tuple[int, float]]] = {}  # trial -> (rung, value) pooled
         self._last_step: dict[int, int] = {}
         self._probes: set[int] = set()
         self._running: set[int] = set()
@@ -282,6 +284,7 @@ class HyperbandScheduler(TrialScheduler):
                 self._trust.record(self._levels[k], trial_id, value)
             if self.shared_rungs and k < first:  # rungs this trial's bracket does not judge
                 self._pooled[k].append(value)
+                self._pooled_by.setdefault(trial_id, []).append((k, value))
             k += 1
         self._recorded[trial_id] = k
         if step >= self.fidelity.max:
@@ -298,4 +301,10 @@ class HyperbandScheduler(TrialScheduler):
         self._running.discard(trial_id)
 
     def on_fail(self, trial_id: int) -> None:
+        """A failed trial has no valid result: its values leave the rungs and the evidence
+        (its compute still counts towards the probes' share)."""
         self._running.discard(trial_id)
+        self._brackets[self.bracket(trial_id)].forget(trial_id)
+        for k, value in self._pooled_by.pop(trial_id, []):
+            self._pooled[k].remove(value)
+        self._trust.forget(trial_id)

@@ -18,7 +18,8 @@ class MedianStoppingScheduler(TrialScheduler):
     other trials that reached ``step``, of their running averages up to ``step``.
 
     Contract: no trial stops before ``grace_step`` (default ``fidelity.min``), at or after
-    ``fidelity.max``, or while fewer than ``min_trials`` other trials reached the step.
+    ``fidelity.max``, or while fewer than ``min_trials`` other trials reached the step. A
+    trial that failed has no valid result: its reports stop counting as a peer's.
     """
 
     def __init__(
@@ -60,3 +61,7 @@ class MedianStoppingScheduler(TrialScheduler):
         if len(peers) < self.min_trials:
             return Decision.CONTINUE
         return Decision.STOP if best > float(np.median(peers)) else Decision.CONTINUE
+
+    def on_fail(self, trial_id: int) -> None:
+        for record in (self._steps, self._sums, self._best):
+            record.pop(trial_id, None)

@@ -75,8 +75,11 @@ class Tuner:
         max_running: int | None = None,
         enqueue: Sequence[Config] = (),
     ) -> None:
-        if max_running is not None and max_running < 1:
-            raise InvalidInputError("max_running", max_running, "must be >= 1 (or None: no limit)")
+        for name, limit in (("max_running", max_running), ("max_trials", max_trials)):
+            if limit is not None and (
+                isinstance(limit, bool) or not isinstance(limit, numbers.Integral) or limit < 1
+            ):
+                raise InvalidInputError(name, limit, "must be an integer >= 1 (or None: no limit)")
         if enqueue and isinstance(searcher, GridSearcher):
             raise InvalidInputError("enqueue", f"{len(enqueue)} configurations",
                                     "cannot be used with the grid searcher, which covers the "
@@ -114,9 +117,7 @@ class Tuner:
 
     def ask(self) -> Suggestion:
         """Return the next trial to start, or WAIT, or EXHAUSTED."""
-        if self._exhausted or (
-            self.max_trials is not None and len(self.trials) >= self.max_trials
-        ):
+        if self.exhausted:
             return Suggestion(AskStatus.EXHAUSTED)
         if self.max_running is not None and self._running_count >= self.max_running:
             return Suggestion(AskStatus.WAIT)
@@ -168,8 +169,9 @@ class Tuner:
             raise InvalidInputError(
                 "value", value, "must be a real number (NaN and inf count as the worst result)"
             ) from None
-        if step < 0:
-            raise StateError(f"trial {trial_id}: steps must be >= 0, but got {step}")
+        if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 0:
+            raise InvalidInputError("step", step, "must be an integer >= 0")
+        step = int(step)
         if record.step is not None and step <= record.step:
             raise StateError(
                 f"trial {trial_id}: steps must increase, but got step {step} after {record.step}"
@@ -206,9 +208,13 @@ class Tuner:
 
     @property
     def exhausted(self) -> bool:
-        """True once no new trial will come: the budget is spent or the searcher has run dry."""
-        return self._exhausted or (
-            self.max_trials is not None and len(self.trials) >= self.max_trials
+        """True once no new trial will come: the budget is spent, or the searcher has run
+        dry: it has handed out its :attr:`Searcher.capacity` (every grid point), or an
+        :meth:`ask` got nothing from it."""
+        capacity = self.searcher.capacity
+        return self._exhausted or any(
+            limit is not None and len(self.trials) >= limit
+            for limit in (self.max_trials, capacity)
         )
 
     @property

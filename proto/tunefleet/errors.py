@@ -27,14 +27,29 @@ class InvalidInputError(TunefleetError, ValueError):
     """Input that breaks a documented constraint.
 
     ``field`` is a dotted path to the offending value (``space.lr.low``), ``value`` the value
-    that was given and ``allowed`` a short description of what would have been accepted.
+    that was given and ``allowed`` a short description of what would have been accepted. The
+    message shows at most :data:`MAX_SHOWN` characters of the value's ``repr`` (its start,
+    its end and its length), so a huge value cannot flood a terminal or an RPC status.
     """
 
     def __init__(self, field: str, value: Any, allowed: str) -> None:
         self.field = field
         self.value = value
         self.allowed = allowed
-        super().__init__(f"{field}: got {value!r}; {allowed}")
+        super().__init__(f"{field}: got {shown(value)}; {allowed}")
+
+
+MAX_SHOWN = 120
+
+
+def shown(value: Any) -> str:
+    """``repr(value)``, or its first and last characters and its length when it is longer
+    than :data:`MAX_SHOWN` characters."""
+    text = repr(value)
+    if len(text) <= MAX_SHOWN:
+        return text
+    half = (MAX_SHOWN - 30) // 2
+    return f"{text[:half]}...{text[-half:]} ({len(text):,} characters)"
 
 
 class SignatureError(TunefleetError):

@@ -65,7 +65,9 @@ class FloatParam:
         return (v - self.low) / (self.high - self.low)
 
     def contains(self, value: Any) -> bool:
-        return _is_number(value) and self.low <= float(value) <= self.high
+        # compared as given: Python orders ints and floats exactly, and an int too big for a
+        # float must be refused, not overflow
+        return _is_number(value) and self.low <= value <= self.high
 
     def normalize(self, value: Any) -> float:
         """A value :meth:`contains` accepts, as this parameter's own type."""
@@ -108,7 +110,8 @@ class IntParam:
 
     def contains(self, value: Any) -> bool:
         return (
-            _is_number(value) and float(value).is_integer() and self.low <= value <= self.high
+            _is_number(value) and (isinstance(value, int) or float(value).is_integer())
+            and self.low <= value <= self.high
         )
 
     def normalize(self, value: Any) -> int:

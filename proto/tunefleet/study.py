@@ -357,7 +357,8 @@ def _search(table: Mapping[str, Any]) -> SearchConfig:
         max_running = _int("search.max_running", table["max_running"], 1, MAX_RUNNING_LIMIT)
     enqueue = table.get("enqueue", [])
     if not isinstance(enqueue, list) or len(enqueue) > MAX_ENQUEUE:
-        raise InvalidInputError("search.enqueue", enqueue,
+        given = f"{len(enqueue):,} configurations" if isinstance(enqueue, list) else enqueue
+        raise InvalidInputError("search.enqueue", given,
                                 f"must be a list of at most {MAX_ENQUEUE} tables, e.g. "
                                 "enqueue = [{ lr = 0.01, hidden = 64 }]")
     for i, config in enumerate(enqueue):

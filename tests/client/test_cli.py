@@ -162,3 +162,11 @@ def test_the_best_configuration_prints_as_toml_that_enqueue_takes(
     assert _print_best(done, False) == 0
     lines = [line.strip() for line in capsys.readouterr().out.splitlines()[2:]]
     assert tomllib.loads("\n".join(lines)) == best.params
+
+
+def test_try_refuses_a_number_beyond_a_double_by_name(tiny_train_dir: Path,
+                                                      capfd: pytest.CaptureFixture[str]) -> None:
+    # "x=1" followed by 400 zeros used to overflow with a traceback
+    assert main(["try", str(tiny_train_dir / "train.py"), "--param", "x=1" + "0" * 400]) == 1
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("tunefleet: error: --param.x: got inf;"), err

@@ -522,6 +522,23 @@ def test_a_capped_study_offers_a_freed_place_to_every_node(hub: Hub, store: Stor
     assert [t.number for t in store.list_trials(study, TrialState.RUNNING)] == [1]
 
 
+def test_a_grid_study_completes_when_its_last_point_ends_on_a_draining_node(
+        hub: Hub, store: Store) -> None:
+    # before, the tuner learnt that the grid had run dry only at one more ask, which nobody
+    # made: the draining node asks for nothing, and the study stayed running
+    spec = make_spec(budget={}, search={"searcher": "grid", "scheduler": "fifo", "seed": 7},
+                     space={"c": {"type": "categorical", "choices": ["only"]}},
+                     verification={"best": False})
+    study = submit(hub, spec)
+    [a] = connect(hub, "n1")
+    for step in (1, 2, 3):
+        report(hub, "n1", a.attempt_id, step, step, 0.5)
+    hub.heartbeat("n1", node_pb2.Heartbeat(draining=True, running_attempts=[a.attempt_id]))
+    hub.finished("n1", node_pb2.AttemptFinished(attempt_id=a.attempt_id, outcome="completed"))
+    assert hub.study_view(study).study.state is StudyState.COMPLETED
+    assert [t.number for t in store.list_trials(study, TrialState.COMPLETED)] == [0]
+
+
 def test_replay_keeps_the_parameters_a_trial_ran_with(tmp_path: Path, clock: Clock) -> None:
     """After an upgrade that changes a searcher's defaults, a replayed suggestion may differ
     from what was stored and run; the tuner adopts the stored parameters."""

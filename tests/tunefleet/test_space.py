@@ -459,3 +459,21 @@ def test_grid_points_lie_in_the_space(
             if points > 1:
                 assert math.isclose(grid[0], p.low, abs_tol=1e-12)
                 assert math.isclose(grid[-1], p.high, rel_tol=1e-9)
+
+
+def test_an_integer_beyond_a_double_is_outside_every_numeric_range() -> None:
+    # compared exactly, not through float(), which overflowed
+    space = SearchSpace.from_mapping({"x": {"type": "float", "low": 0.0, "high": 1.0},
+                                      "n": {"type": "int", "low": 1, "high": 8}})
+    assert not space["x"].contains(10**400) and not space["n"].contains(10**400)
+    assert not space["n"].contains(-(10**400))
+    assert space["x"].contains(1) and space["n"].contains(8) and space["n"].contains(8.0)
+
+
+def test_an_error_shows_at_most_the_ends_of_a_huge_value() -> None:
+    err = InvalidInputError("field", "y" * 10_000, "must be short")
+    text = str(err)
+    assert text.startswith("field: got 'yyy") and text.endswith(
+        "yy' (10,002 characters); must be short")
+    assert len(text) < 200 and err.value == "y" * 10_000  # the value itself is kept whole
+    assert str(InvalidInputError("f", 3, "ok")) == "f: got 3; ok"

@@ -483,3 +483,27 @@ def test_a_credit_budget_alone_bounds_a_study_on_cpu_slots_too() -> None:
     spec = StudySpec.from_mapping(data)
     assert spec.budget.max_credits == 12.5 and spec.budget.max_trials is None
     assert StudySpec.from_mapping(spec.to_mapping()) == spec
+
+
+@pytest.mark.parametrize("name", ["lr", "hidden"])
+def test_an_enqueued_integer_beyond_a_double_is_refused_by_name(name: str) -> None:
+    # a 401-digit TOML integer used to overflow in float() with a traceback; the message shows
+    # the value's ends and its length, not all 401 digits
+    data = valid()
+    data["search"]["enqueue"] = [{**GOOD, name: 10**400}]
+    before = copy.deepcopy(data)
+    with pytest.raises(InvalidInputError) as exc:
+        StudySpec.from_mapping(data)
+    assert exc.value.field == f"search.enqueue[0].{name}" and exc.value.value == 10**400
+    assert "(401 characters)" in str(exc.value) and len(str(exc.value)) < 250
+    assert data == before
+
+
+def test_too_many_enqueued_configurations_are_counted_not_echoed() -> None:
+    data = valid()
+    data["budget"]["max_trials"] = 5000
+    data["search"]["enqueue"] = [GOOD] * 1001
+    with pytest.raises(InvalidInputError) as exc:
+        StudySpec.from_mapping(data)
+    assert str(exc.value).startswith(
+        "search.enqueue: got '1,001 configurations'; must be a list of at most 1000 tables")

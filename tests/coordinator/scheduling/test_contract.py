@@ -13,6 +13,7 @@ from coordinator.scheduling import (
     SEARCHER_FACTORIES,
     AskStatus,
     Decision,
+    HyperbandScheduler,
     Tuner,
 )
 from tests.coordinator.scheduling.helpers import toy_loss
@@ -128,12 +129,67 @@ def test_max_running_holds_new_trials_back_until_one_ends() -> None:
     assert len(tuner.running) == 2
 
 
-@pytest.mark.parametrize("value", [0, -1])
-def test_max_running_below_one_is_refused(value: int) -> None:
+@pytest.mark.parametrize("field", ["max_running", "max_trials"])
+@pytest.mark.parametrize("value", [0, -1, float("nan"), 2.5, True, "3"])
+def test_a_bad_limit_is_refused(field: str, value: Any) -> None:
+    # before, max_running=nan meant no limit at all and max_trials=-1 blamed "enqueue"
     space = SearchSpace.from_mapping({"x": {"type": "float", "low": 0.0, "high": 1.0}})
-    with pytest.raises(InvalidInputError, match="max_running"):
+    with pytest.raises(InvalidInputError,
+                       match=f"^{field}: got .*; must be an integer >= 1 \\(or None: no limit\\)"):
         Tuner(SEARCHER_FACTORIES["random"](space, 1), SCHEDULER_FACTORIES["fifo"](Fidelity(), 1),
-              max_running=value)
+              **{field: value})
+
+
+@pytest.mark.parametrize("step", [None, "3", float("nan"), 2.5, True, -1])
+def test_a_report_whose_step_is_not_an_integer_is_refused_and_changes_nothing(
+    mixed_space: SearchSpace, fidelity: Fidelity, step: Any
+) -> None:
+    # before, a NaN step was accepted and then let any later step through as "increasing"
+    tuner = Tuner(SEARCHER_FACTORIES["tpe"](mixed_space, 7),
+                  SCHEDULER_FACTORIES["hyperband"](fidelity, 7))
+    trial = tuner.ask().trial_id
+    assert trial is not None
+    tuner.tell_report(trial, 2, 0.5)
+    before = pickle.dumps(tuner)
+    with pytest.raises(InvalidInputError, match=r"^step: got .*; must be an integer >= 0"):
+        tuner.tell_report(trial, step, 0.4)
+    assert pickle.dumps(tuner) == before
+    tuner.tell_report(trial, 3, 0.4)
+    assert tuner.trials[trial].step == 3
+
+
+def test_a_grid_tuner_is_exhausted_once_its_last_point_is_handed_out() -> None:
+    # the coordinator completes a study when its tuner is exhausted and nothing runs: before,
+    # the grid's end was only learnt at one more ask, which a draining node never makes
+    space = SearchSpace.from_mapping({"c": {"type": "categorical", "choices": ["a", "b"]}})
+    tuner = Tuner(SEARCHER_FACTORIES["grid"](space, 0), SCHEDULER_FACTORIES["fifo"](Fidelity(), 0))
+    assert tuner.ask().status is AskStatus.READY and not tuner.exhausted
+    assert tuner.ask().status is AskStatus.READY
+    assert tuner.exhausted
+    assert tuner.ask().status is AskStatus.EXHAUSTED
+
+
+@pytest.mark.parametrize("scheduler", ["median", "asha", "hyperband"])
+@pytest.mark.parametrize("end", ["failed", "completed"])
+def test_failed_trials_stop_no_one(scheduler: str, end: str) -> None:
+    # three trials report excellent values and then fail: they have no valid result, so a
+    # fourth trial, alone at its first rung, goes on; had they ended normally, it would stop
+    space = SearchSpace.from_mapping({"x": {"type": "float", "low": 0.0, "high": 1.0}})
+    fidelity = Fidelity(1, 9, 3)
+    built = SCHEDULER_FACTORIES[scheduler](fidelity, 0)
+    if scheduler == "hyperband":  # no probes: a probe never stops, whatever the others did
+        built = HyperbandScheduler(fidelity, 0, probe_share=0.0, probe_floor=0.0,
+                                   probe_share_crowded=None)
+    tuner = Tuner(SEARCHER_FACTORIES["random"](space, 0), built)
+    trials = [tuner.ask().trial_id for _ in range(4)]
+    if scheduler == "hyperband":
+        assert isinstance(built, HyperbandScheduler) and built.bracket(trials[3]) == 0
+    for trial in trials[:3]:
+        for step in (1, 2, 3):
+            tuner.tell_report(trial, step, 0.01)
+        (tuner.tell_failed if end == "failed" else tuner.tell_complete)(trial)
+    decision = tuner.tell_report(trials[3], 1, 0.5)
+    assert decision is (Decision.CONTINUE if end == "failed" else Decision.STOP)
 
 
 ENQUEUED = [{"lr": 3e-3, "hidden": 64, "dropout": 0.2, "activation": "relu"},
