@@ -118,7 +118,10 @@ def build_tuner(spec: StudySpec, defaults: int = DEFAULTS_VERSION) -> Tuner:
     """The tuner a study's settings select, seeded from ``search.seed``, with the schedulers'
     defaults of version ``defaults`` (1 to :data:`DEFAULTS_VERSION`)."""
     check_available(spec)
-    if not 1 <= defaults <= DEFAULTS_VERSION:
+    if isinstance(defaults, bool) or not isinstance(defaults, int) or defaults < 1:
+        raise InvalidInputError("scheduling_defaults", defaults,
+                                f"must be an integer from 1 to {DEFAULTS_VERSION}")
+    if defaults > DEFAULTS_VERSION:
         raise InvalidInputError(
             "scheduling_defaults", defaults,
             f"must be 1 to {DEFAULTS_VERSION}; the study comes from a newer tunefleet, upgrade",

@@ -588,9 +588,12 @@ def test_replay_keeps_the_schedulers_defaults_a_study_was_submitted_with(
         (0.9, 0.7, 0.2, 3)]
     store.close()
     spec = make_spec(search=hyperband)
-    for bad in (0, DEFAULTS_VERSION + 1):
-        with pytest.raises(InvalidInputError, match="scheduling_defaults"):
-            build_tuner(spec, bad)
+    for bad in (0, -1, True, 2.0):
+        with pytest.raises(InvalidInputError,
+                           match=r"^scheduling_defaults: got .*; must be an integer from 1 to"):
+            build_tuner(spec, bad)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="from a newer tunefleet, upgrade"):
+        build_tuner(spec, DEFAULTS_VERSION + 1)
 
 
 def test_a_database_from_before_the_defaults_version_migrates_to_version_1(
