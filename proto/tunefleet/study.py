@@ -394,7 +394,7 @@ def _fidelity(table: Mapping[str, Any]) -> Fidelity:
     high = _int("fidelity.max", table.get("max", max(low, 1)), 1, MAX_STEP)
     if low > high:
         raise InvalidInputError(
-            "fidelity", {"min": low, "max": high}, f"`min <= max` must hold, but got ({low=}, {high=})"
+            "fidelity", {"min": low, "max": high}, f"`min <= max` must hold, but got (min={low}, max={high})"
         )
     eta = _int("fidelity.eta", table.get("eta", 3), 2, 1000)
     return Fidelity(low, high, eta)

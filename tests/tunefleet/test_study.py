@@ -101,7 +101,7 @@ def without(path: str) -> Callable[[dict[str, Any]], None]:
         pytest.param(with_("search.max_running", "8"), "search.max_running", "8", ("integer",),
                      id="max-running-string"),
         pytest.param(with_("fidelity", {"min": 5, "max": 3}), "fidelity", {"min": 5, "max": 3},
-                     ("min <= max", "low=5", "high=3"), id="fidelity-min-above-max"),
+                     ("min <= max", "min=5, max=3"), id="fidelity-min-above-max"),
         pytest.param(with_("fidelity.min", 0), "fidelity.min", 0, ("in [1, ",),
                      id="fidelity-min-zero"),
         pytest.param(with_("fidelity.max", 2.5), "fidelity.max", 2.5, ("integer",),
