@@ -140,24 +140,6 @@ def test_a_bad_limit_is_refused(field: str, value: Any) -> None:
               **{field: value})
 
 
-@pytest.mark.parametrize("step", [None, "3", float("nan"), 2.5, True, -1])
-def test_a_report_whose_step_is_not_an_integer_is_refused_and_changes_nothing(
-    mixed_space: SearchSpace, fidelity: Fidelity, step: Any
-) -> None:
-    # before, a NaN step was accepted and then let any later step through as "increasing"
-    tuner = Tuner(SEARCHER_FACTORIES["tpe"](mixed_space, 7),
-                  SCHEDULER_FACTORIES["hyperband"](fidelity, 7))
-    trial = tuner.ask().trial_id
-    assert trial is not None
-    tuner.tell_report(trial, 2, 0.5)
-    before = pickle.dumps(tuner)
-    with pytest.raises(InvalidInputError, match=r"^step: got .*; must be an integer >= 0"):
-        tuner.tell_report(trial, step, 0.4)
-    assert pickle.dumps(tuner) == before
-    tuner.tell_report(trial, 3, 0.4)
-    assert tuner.trials[trial].step == 3
-
-
 def test_a_grid_tuner_is_exhausted_once_its_last_point_is_handed_out() -> None:
     # the coordinator completes a study when its tuner is exhausted and nothing runs: before,
     # the grid's end was only learnt at one more ask, which a draining node never makes
@@ -267,21 +249,30 @@ def test_a_grid_tuner_refuses_enqueued_configurations(mixed_space: SearchSpace,
               enqueue=ENQUEUED[:1])
 
 
-@pytest.mark.parametrize("value", [None, "0.5", 10**400, [1.0], True],
-                         ids=["none", "string", "int-beyond-double", "list", "bool"])
-def test_a_report_that_is_not_a_number_is_refused_and_changes_nothing(
-    mixed_space: SearchSpace, fidelity: Fidelity, value: Any
+BAD_REPORTS = [("value", v) for v in (None, "0.5", 10**400, [1.0], True)] + [
+    ("step", s) for s in (None, "3", float("nan"), 2.5, True, -1)]
+
+
+@pytest.mark.parametrize(("field", "bad"), BAD_REPORTS,
+                         ids=[f"{f}-{i}" for i, (f, _) in enumerate(BAD_REPORTS)])
+def test_a_report_with_a_bad_step_or_value_is_refused_and_changes_nothing(
+    mixed_space: SearchSpace, fidelity: Fidelity, field: str, bad: Any
 ) -> None:
+    # before, a bad value half-updated the trial (a retry then raised "steps must increase"),
+    # and a NaN step was accepted and then let any later step through as "increasing"
     tuner = Tuner(SEARCHER_FACTORIES["tpe"](mixed_space, 7),
                   SCHEDULER_FACTORIES["hyperband"](fidelity, 7))
     trial = tuner.ask().trial_id
     assert trial is not None
+    tuner.tell_report(trial, 2, 0.5)
     before = pickle.dumps(tuner)
-    with pytest.raises(InvalidInputError, match="value: got .*must be a real number"):
-        tuner.tell_report(trial, 1, value)
+    report = {"step": 3, "value": 0.4, field: bad}
+    allowed = "a real number" if field == "value" else "an integer >= 0"
+    with pytest.raises(InvalidInputError, match=f"^{field}: got .*; must be {allowed}"):
+        tuner.tell_report(trial, report["step"], report["value"])
     assert pickle.dumps(tuner) == before
-    tuner.tell_report(trial, 1, 0.5)  # the same step, now with a number: accepted
-    assert tuner.trials[trial].step == 1 and tuner.trials[trial].value == 0.5
+    tuner.tell_report(trial, 3, 0.4)  # the same step, now well-formed: accepted
+    assert tuner.trials[trial].step == 3 and tuner.trials[trial].value == 0.4
 
 
 @pytest.mark.parametrize("seed", [-1, 2**63, 1.5, "7", True])
