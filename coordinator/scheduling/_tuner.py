@@ -57,8 +57,10 @@ class Tuner:
     ``max_running`` trials are running (stopping ones included) or the scheduler holds new
     trials back. Reports of a trial must have increasing steps; a report of
     a trial that is not running, or a step that does not increase, raises
-    :class:`~tunefleet.errors.StateError` and changes nothing. A non-finite value counts as the
-    worst possible result and stops the trial.
+    :class:`~tunefleet.errors.StateError`, and a step that is not an integer >= 0 or a value
+    that is not a real number raises :class:`~tunefleet.errors.InvalidInputError`; either
+    changes nothing. A non-finite value counts as the worst possible result and stops the
+    trial.
 
     :attr:`told` is a stamp taken at the last call that changed the tuner's state (an ask that
     reached the searcher, adopt, reports, completions, failures), from one counter shared by
