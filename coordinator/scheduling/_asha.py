@@ -8,6 +8,7 @@ end best (learning curves that cross), so a misleading early step stops no one.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import numpy as np
@@ -16,7 +17,18 @@ from coordinator.scheduling._base import Decision, TrialScheduler
 from tunefleet.errors import InvalidInputError
 from tunefleet.study import Fidelity
 
-__all__ = ["ASHAScheduler", "Rungs", "RungTrust", "rung_levels"]
+__all__ = ["ASHAScheduler", "Rungs", "RungTrust", "remove_value", "rung_levels"]
+
+
+def remove_value(values: list[float], value: float) -> None:
+    """Remove one value equal to ``value`` from ``values`` (NaN matching NaN, which
+    ``list.remove`` finds only by identity, and a pickle round trip does not keep that)."""
+    nan = math.isnan(value)
+    for i, v in enumerate(values):
+        if v == value or (nan and math.isnan(v)):
+            del values[i]
+            return
+    raise ValueError(f"{value!r} is not among the recorded values")
 
 
 def rung_levels(fidelity: Fidelity) -> list[int]:
@@ -136,7 +148,7 @@ class Rungs:
         """Drop the values ``trial_id`` recorded (a failed trial has no valid result). Any
         one of equal values may go: a cutoff depends only on the values, not on whose."""
         for k, value in self._recorded.pop(trial_id, []):
-            self.values[k].remove(value)
+            remove_value(self.values[k], value)
 
 
 class ASHAScheduler(TrialScheduler):

@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from coordinator.scheduling._asha import Rungs, RungTrust, rung_levels
+from coordinator.scheduling._asha import Rungs, RungTrust, remove_value, rung_levels
 from coordinator.scheduling._base import Decision, TrialScheduler, checked_seed
 from tunefleet.errors import InvalidInputError
 from tunefleet.study import Fidelity
@@ -306,5 +306,5 @@ class HyperbandScheduler(TrialScheduler):
         self._running.discard(trial_id)
         self._brackets[self.bracket(trial_id)].forget(trial_id)
         for k, value in self._pooled_by.pop(trial_id, []):
-            self._pooled[k].remove(value)
+            remove_value(self._pooled[k], value)
         self._trust.forget(trial_id)

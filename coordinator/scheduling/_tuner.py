@@ -28,7 +28,7 @@ from coordinator.scheduling._base import (
 )
 from coordinator.scheduling._grid import GridSearcher
 from tunefleet.errors import InvalidInputError, StateError
-from tunefleet.study import Mode
+from tunefleet.study import MAX_STEP, Mode
 
 __all__ = ["Tuner", "TrialRecord"]
 
@@ -57,7 +57,7 @@ class Tuner:
     ``max_running`` trials are running (stopping ones included) or the scheduler holds new
     trials back. Reports of a trial must have increasing steps; a report of
     a trial that is not running, or a step that does not increase, raises
-    :class:`~tunefleet.errors.StateError`, and a step that is not an integer >= 0 or a value
+    :class:`~tunefleet.errors.StateError`, and a step that is not an integer in ``[0, MAX_STEP]`` or a value
     that is not a real number raises :class:`~tunefleet.errors.InvalidInputError`; either
     changes nothing. A non-finite value counts as the worst possible result and stops the
     trial.
@@ -171,8 +171,10 @@ class Tuner:
             raise InvalidInputError(
                 "value", value, "must be a real number (NaN and inf count as the worst result)"
             ) from None
-        if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 0:
-            raise InvalidInputError("step", step, "must be an integer >= 0")
+        if isinstance(step, bool) or not isinstance(step, numbers.Integral) or not (
+            0 <= step <= MAX_STEP
+        ):
+            raise InvalidInputError("step", step, f"must be an integer in [0, {MAX_STEP:,}]")
         step = int(step)
         if record.step is not None and step <= record.step:
             raise StateError(

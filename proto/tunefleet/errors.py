@@ -45,7 +45,10 @@ MAX_SHOWN = 120
 def shown(value: Any) -> str:
     """``repr(value)``, or its first and last characters and its length when it is longer
     than :data:`MAX_SHOWN` characters."""
-    text = repr(value)
+    try:
+        text = repr(value)
+    except ValueError:  # an int beyond Python's 4,300-digit limit for conversion to text
+        return f"<{type(value).__name__} of about {int(value.bit_length() * 0.30103):,} digits>"
     if len(text) <= MAX_SHOWN:
         return text
     half = (MAX_SHOWN - 30) // 2

@@ -477,3 +477,5 @@ def test_an_error_shows_at_most_the_ends_of_a_huge_value() -> None:
         "yy' (10,002 characters); must be short")
     assert len(text) < 200 and err.value == "y" * 10_000  # the value itself is kept whole
     assert str(InvalidInputError("f", 3, "ok")) == "f: got 3; ok"
+    # an int beyond Python's 4,300-digit limit cannot even be turned into text
+    assert str(InvalidInputError("f", 10**5000, "ok")) == "f: got <int of about 5,000 digits>; ok"

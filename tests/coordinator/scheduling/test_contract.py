@@ -249,8 +249,8 @@ def test_a_grid_tuner_refuses_enqueued_configurations(mixed_space: SearchSpace,
               enqueue=ENQUEUED[:1])
 
 
-BAD_REPORTS = [("value", v) for v in (None, "0.5", 10**400, [1.0], True)] + [
-    ("step", s) for s in (None, "3", float("nan"), 2.5, True, -1)]
+BAD_REPORTS = [("value", v) for v in (None, "0.5", 10**400, 10**5000, [1.0], True)] + [
+    ("step", s) for s in (None, "3", float("nan"), 2.5, True, -1, 10**400)]
 
 
 @pytest.mark.parametrize(("field", "bad"), BAD_REPORTS,
@@ -259,7 +259,8 @@ def test_a_report_with_a_bad_step_or_value_is_refused_and_changes_nothing(
     mixed_space: SearchSpace, fidelity: Fidelity, field: str, bad: Any
 ) -> None:
     # before, a bad value half-updated the trial (a retry then raised "steps must increase"),
-    # and a NaN step was accepted and then let any later step through as "increasing"
+    # a NaN step was accepted and then let any later step through as "increasing", and a
+    # step beyond a double overflowed in Hyperband after the trial's record had changed
     tuner = Tuner(SEARCHER_FACTORIES["tpe"](mixed_space, 7),
                   SCHEDULER_FACTORIES["hyperband"](fidelity, 7))
     trial = tuner.ask().trial_id
@@ -267,7 +268,7 @@ def test_a_report_with_a_bad_step_or_value_is_refused_and_changes_nothing(
     tuner.tell_report(trial, 2, 0.5)
     before = pickle.dumps(tuner)
     report = {"step": 3, "value": 0.4, field: bad}
-    allowed = "a real number" if field == "value" else "an integer >= 0"
+    allowed = "a real number" if field == "value" else r"an integer in \[0, 1,000,000,000\]"
     with pytest.raises(InvalidInputError, match=f"^{field}: got .*; must be {allowed}"):
         tuner.tell_report(trial, report["step"], report["value"])
     assert pickle.dumps(tuner) == before

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import math
+import pickle
+from typing import Any
+
 import pytest
 
 from coordinator.scheduling import (
@@ -318,3 +322,20 @@ def test_hyperband_lowest_rung_keeps_a_fifth_while_few_trials_run() -> None:
     for bad in (0.0, 1.0):
         with pytest.raises(InvalidInputError, match="first_keep"):
             HyperbandScheduler(fid, first_keep=bad)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: ASHAScheduler(Fidelity(1, 9, 3)),
+    lambda: HyperbandScheduler(Fidelity(1, 9, 3), 0, probe_share=0.0, probe_floor=0.0,
+                               probe_share_crowded=None, shared_rungs=True),
+], ids=["asha", "hyperband"])
+def test_a_failed_trials_nan_leaves_the_rungs_after_a_pickle_round_trip(make: Any) -> None:
+    # list.remove finds a NaN only by identity, which pickle does not keep
+    scheduler = make()
+    for trial, value in ((0, 0.5), (1, math.nan), (2, 0.7)):
+        scheduler.on_add(trial)
+        scheduler.on_report(trial, 1, value)
+    restored = pickle.loads(pickle.dumps(scheduler))
+    restored.on_fail(1)
+    rungs = restored._rungs if isinstance(restored, ASHAScheduler) else restored._brackets[0]
+    assert sorted(rungs.values[0]) == [0.5, 0.7]
