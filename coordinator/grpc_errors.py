@@ -18,7 +18,7 @@ from tunefleet.errors import (
     StateError,
 )
 
-__all__ = ["status_of", "abort_with", "guarded"]
+__all__ = ["status_of", "details_of", "abort_with", "guarded"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -38,12 +38,24 @@ def status_of(exc: BaseException) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
+MAX_DETAILS = 2000  # characters of an error's text sent in a status (gRPC sends it as a header)
+
+
+def details_of(exc: BaseException) -> str:
+    """The text a status carries for ``exc``: its message, cut to :data:`MAX_DETAILS`
+    characters (with the full length named) so no error can outgrow gRPC's header limit."""
+    text = str(exc)
+    if len(text) <= MAX_DETAILS:
+        return text
+    return f"{text[:MAX_DETAILS - 40]}... (cut; {len(text):,} characters in all)"
+
+
 async def abort_with(context: grpc.aio.ServicerContext, exc: BaseException) -> NoReturn:
     code = status_of(exc)
     if code is grpc.StatusCode.INTERNAL:
         log.exception("internal error", exc_info=exc)
         await context.abort(code, f"internal error: {type(exc).__name__}")
-    await context.abort(code, str(exc))
+    await context.abort(code, details_of(exc))
     raise AssertionError("unreachable")  # noqa: S101  context.abort always raises
 
 
