@@ -16,6 +16,7 @@ from tunefleet.errors import (
     NotFoundError,
     SignatureError,
     StateError,
+    shortened,
 )
 
 __all__ = ["status_of", "details_of", "abort_with", "guarded"]
@@ -42,12 +43,9 @@ MAX_DETAILS = 2000  # characters of an error's text sent in a status (gRPC sends
 
 
 def details_of(exc: BaseException) -> str:
-    """The text a status carries for ``exc``: its message, cut to :data:`MAX_DETAILS`
+    """The text a status carries for ``exc``: its message, shortened to :data:`MAX_DETAILS`
     characters (with the full length named) so no error can outgrow gRPC's header limit."""
-    text = str(exc)
-    if len(text) <= MAX_DETAILS:
-        return text
-    return f"{text[:MAX_DETAILS - 40]}... (cut; {len(text):,} characters in all)"
+    return shortened(str(exc), MAX_DETAILS)
 
 
 async def abort_with(context: grpc.aio.ServicerContext, exc: BaseException) -> NoReturn:

@@ -7,7 +7,6 @@ with ask/tell, without the coordinator.
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +17,7 @@ from coordinator.scheduling._base import (
     Searcher,
     Suggestion,
     TrialScheduler,
+    is_integer,
 )
 from coordinator.scheduling._fifo import FIFOScheduler
 from coordinator.scheduling._gp import GPSearcher
@@ -119,7 +119,7 @@ def build_tuner(spec: StudySpec, defaults: int = DEFAULTS_VERSION) -> Tuner:
     """The tuner a study's settings select, seeded from ``search.seed``, with the schedulers'
     defaults of version ``defaults`` (1 to :data:`DEFAULTS_VERSION`)."""
     check_available(spec)
-    if isinstance(defaults, bool) or not isinstance(defaults, numbers.Integral) or defaults < 1:
+    if not is_integer(defaults) or defaults < 1:
         raise InvalidInputError("scheduling_defaults", defaults,
                                 f"must be an integer from 1 to {DEFAULTS_VERSION}")
     if defaults > DEFAULTS_VERSION:

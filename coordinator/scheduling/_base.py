@@ -32,12 +32,15 @@ class Decision(enum.Enum):
     STOP = "stop"
 
 
+def is_integer(value: object) -> bool:
+    """Whether ``value`` is an integer (numpy's included), not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def checked_seed(seed: int) -> int:
     """``seed``, refused unless an integer in ``[0, 2**63)`` (what numpy's generators and the
     study file's ``search.seed`` take)."""
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not (
-        0 <= int(seed) < 2**63
-    ):
+    if not is_integer(seed) or not 0 <= int(seed) < 2**63:
         raise InvalidInputError("seed", seed, "must be an integer in [0, 2**63)")
     return int(seed)
 

@@ -19,7 +19,7 @@ import math
 import numpy as np
 
 from coordinator.scheduling._asha import Rungs, RungTrust, remove_value, rung_levels
-from coordinator.scheduling._base import Decision, TrialScheduler, checked_seed
+from coordinator.scheduling._base import Decision, TrialScheduler, checked_seed, is_integer
 from tunefleet.errors import InvalidInputError
 from tunefleet.study import Fidelity
 
@@ -118,7 +118,7 @@ class HyperbandScheduler(TrialScheduler):
     ) -> None:
         if prior_pairs <= 0:
             raise InvalidInputError("prior_pairs", prior_pairs, "must be > 0")
-        if isinstance(min_pairs, bool) or not isinstance(min_pairs, int) or min_pairs < 1:
+        if not is_integer(min_pairs) or min_pairs < 1:
             raise InvalidInputError("min_pairs", min_pairs, "must be an integer >= 1")
         if lean is not None and not 0.0 < lean < 1.0:
             raise InvalidInputError("lean", lean, "must be in (0, 1), or None: no lean")

@@ -25,6 +25,7 @@ from coordinator.scheduling._base import (
     Searcher,
     Suggestion,
     TrialScheduler,
+    is_integer,
 )
 from coordinator.scheduling._grid import GridSearcher
 from tunefleet.errors import InvalidInputError, StateError
@@ -78,9 +79,7 @@ class Tuner:
         enqueue: Sequence[Config] = (),
     ) -> None:
         for name, limit in (("max_running", max_running), ("max_trials", max_trials)):
-            if limit is not None and (
-                isinstance(limit, bool) or not isinstance(limit, numbers.Integral) or limit < 1
-            ):
+            if limit is not None and (not is_integer(limit) or limit < 1):
                 raise InvalidInputError(name, limit, "must be an integer >= 1 (or None: no limit)")
         if enqueue and isinstance(searcher, GridSearcher):
             raise InvalidInputError("enqueue", f"{len(enqueue)} configurations",
@@ -171,9 +170,7 @@ class Tuner:
             raise InvalidInputError(
                 "value", value, "must be a real number (NaN and inf count as the worst result)"
             ) from None
-        if isinstance(step, bool) or not isinstance(step, numbers.Integral) or not (
-            0 <= step <= MAX_STEP
-        ):
+        if not is_integer(step) or not 0 <= step <= MAX_STEP:
             raise InvalidInputError("step", step, f"must be an integer in [0, {MAX_STEP:,}]")
         step = int(step)
         if record.step is not None and step <= record.step:

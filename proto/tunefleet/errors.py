@@ -43,15 +43,20 @@ MAX_SHOWN = 120
 
 
 def shown(value: Any) -> str:
-    """``repr(value)``, or its first and last characters and its length when it is longer
-    than :data:`MAX_SHOWN` characters."""
+    """``repr(value)``, :func:`shortened` to :data:`MAX_SHOWN` characters."""
     try:
         text = repr(value)
     except ValueError:  # an int beyond Python's 4,300-digit limit for conversion to text
         return f"<{type(value).__name__} of about {int(value.bit_length() * 0.30103):,} digits>"
-    if len(text) <= MAX_SHOWN:
+    return shortened(text, MAX_SHOWN)
+
+
+def shortened(text: str, limit: int) -> str:
+    """``text`` if at most ``limit`` characters, else its first and last characters and its
+    length, in about ``limit`` characters."""
+    if len(text) <= limit:
         return text
-    half = (MAX_SHOWN - 30) // 2
+    half = (limit - 30) // 2
     return f"{text[:half]}...{text[-half:]} ({len(text):,} characters)"
 
 
