@@ -513,6 +513,10 @@ class Hub(AccessMixin, VerificationMixin, LimitsMixin):
         return message
 
     def _maybe_complete(self, runtime: StudyRuntime, now: float) -> None:
+        """End the study if nothing of it is left to run (once: an ended study is no longer
+        among ``self.studies``, though a caller may still hold its runtime)."""
+        if self.studies.get(runtime.study.id) is not runtime:
+            return
         if not runtime.tuner.exhausted and runtime.limit_reason is None:
             return
         counts = self.store.trial_counts(runtime.study.id)

@@ -222,6 +222,25 @@ def test_failed_child_is_retried_then_failed_with_its_error(hub: Hub, store: Sto
     assert store.get_attempt(a.attempt_id).error.endswith("ZeroDivisionError")
 
 
+def test_a_study_whose_last_trial_fails_ends_once(hub: Hub, store: Store,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    ended: list[tuple[str, StudyState, str]] = []
+    end_study = store.end_study
+
+    def spy(study_id: str, state: StudyState, now: float, reason: str) -> None:
+        ended.append((study_id, state, reason))
+        end_study(study_id, state, now, reason)
+
+    monkeypatch.setattr(store, "end_study", spy)
+    study = submit(hub, make_spec(budget={"max_trials": 1}))
+    [a] = connect(hub, "n1")
+    [b] = finish(hub, "n1", a.attempt_id, "failed", "boom")
+    assert ended == []
+    finish(hub, "n1", b.attempt_id, "failed", "boom")
+    assert ended == [(study, StudyState.COMPLETED, "budget spent")]
+    assert hub.study_view(study).study.state is StudyState.COMPLETED
+
+
 def test_stop_study_needs_the_owner_and_stops_running_attempts(hub: Hub) -> None:
     study = submit(hub, make_spec(), owner="alice")
     [a] = connect(hub, "n1")
