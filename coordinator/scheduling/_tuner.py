@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from coordinator.scheduling._base import (
@@ -29,6 +29,7 @@ from coordinator.scheduling._base import (
 )
 from coordinator.scheduling._grid import GridSearcher
 from tunefleet.errors import InvalidInputError, StateError
+from tunefleet.space import SearchSpace
 from tunefleet.study import MAX_STEP, Mode
 
 __all__ = ["Tuner", "TrialRecord"]
@@ -47,13 +48,20 @@ class TrialRecord:
     state: str = "running"  # running | completed | pruned | failed
 
 
+def _normalized(space: SearchSpace, config: Config) -> Config:
+    """A valid ``config`` with each value in its parameter's own type, as the study file has
+    it, in the space's order."""
+    return {name: space[name].normalize(config[name]) for name in space}
+
+
 class Tuner:
     """Composes a :class:`Searcher` and a :class:`TrialScheduler` under a trial budget.
 
     Contract: :meth:`ask` hands out consecutive trial ids, the first ones with the
     ``enqueue`` configurations in order (checked against the searcher's space; the searcher
     is told of each through :meth:`Searcher.adopt`; the scheduler treats them as any other
-    trial, but never as a probe); it returns EXHAUSTED once
+    trial, but never as a probe); ``mode`` is a :class:`~tunefleet.study.Mode` or its name,
+    ``"min"`` or ``"max"``. :meth:`ask` returns EXHAUSTED once
     ``max_trials`` trials were handed out or the searcher has nothing left, WAIT when
     ``max_running`` trials are running (stopping ones included) or the scheduler holds new
     trials back. Reports of a trial must have increasing steps; a report of
@@ -61,7 +69,8 @@ class Tuner:
     :class:`~tunefleet.errors.StateError`, and a step that is not an integer in ``[0, MAX_STEP]`` or a value
     that is not a real number raises :class:`~tunefleet.errors.InvalidInputError`; either
     changes nothing. A non-finite value counts as the worst possible result and stops the
-    trial.
+    trial. A trial that was told STOP is expected to end: a later report of it changes
+    nothing and gets STOP again (as the coordinator answers a node that reports on).
 
     :attr:`told` is a stamp taken at the last call that changed the tuner's state (an ask that
     reached the searcher, adopt, reports, completions, failures), from one counter shared by
@@ -78,9 +87,16 @@ class Tuner:
         max_running: int | None = None,
         enqueue: Sequence[Config] = (),
     ) -> None:
+        try:
+            mode = Mode(mode)
+        except (ValueError, TypeError):
+            raise InvalidInputError("mode", mode, "must be 'min' or 'max'") from None
         for name, limit in (("max_running", max_running), ("max_trials", max_trials)):
             if limit is not None and (not is_integer(limit) or limit < 1):
                 raise InvalidInputError(name, limit, "must be an integer >= 1 (or None: no limit)")
+        if isinstance(enqueue, (Mapping, str, bytes)) or not isinstance(enqueue, Sequence):
+            raise InvalidInputError("enqueue", enqueue,
+                                    "must be a list of configurations, such as [{x = 0.5}]")
         if enqueue and isinstance(searcher, GridSearcher):
             raise InvalidInputError("enqueue", f"{len(enqueue)} configurations",
                                     "cannot be used with the grid searcher, which covers the "
@@ -90,8 +106,7 @@ class Tuner:
         if max_trials is not None and len(enqueue) > max_trials:
             raise InvalidInputError("enqueue", f"{len(enqueue)} configurations",
                                     f"must be at most max_trials ({max_trials})")
-        space = searcher.space  # each value in its parameter's own type, as the study file has it
-        self.enqueue = tuple({k: space[k].normalize(v) for k, v in c.items()} for c in enqueue)
+        self.enqueue = tuple(_normalized(searcher.space, c) for c in enqueue)
         self.searcher = searcher
         self.scheduler = scheduler
         self.mode = mode
@@ -143,16 +158,26 @@ class Tuner:
         return Suggestion(AskStatus.READY, trial_id, dict(params))
 
     def adopt(self, trial_id: int, params: Config) -> None:
-        """Record that the running ``trial_id`` runs ``params`` (see :meth:`Searcher.adopt`)."""
+        """Record that the running ``trial_id`` runs ``params`` (see :meth:`Searcher.adopt`),
+        before its first report. Params outside the space raise
+        :class:`~tunefleet.errors.InvalidInputError`, a trial that has reported raises
+        :class:`~tunefleet.errors.StateError`; either changes nothing."""
         record = self._running(trial_id)
+        if record.step is not None:
+            raise StateError(f"trial {trial_id} has reported already: its configuration "
+                             "can only be adopted before its first report")
+        self.searcher.space.validate_config(params, field="params")
+        params = _normalized(self.searcher.space, params)
         self._touch()
         record.params = dict(params)
         self.searcher.adopt(trial_id, params)
 
     def _running(self, trial_id: int) -> TrialRecord:
-        record = self.trials.get(trial_id)
+        if not is_integer(trial_id):
+            raise InvalidInputError("trial_id", trial_id, "must be an integer")
+        record = self.trials.get(int(trial_id))
         if record is None:
-            raise StateError(f"trial {trial_id} was never suggested by this tuner")
+            raise StateError(f"trial {trial_id!r} was never suggested by this tuner")
         if record.state not in ("running", "stopping"):
             raise StateError(f"trial {trial_id} is {record.state}, not running")
         return record
@@ -173,6 +198,8 @@ class Tuner:
         if not is_integer(step) or not 0 <= step <= MAX_STEP:
             raise InvalidInputError("step", step, f"must be an integer in [0, {MAX_STEP:,}]")
         step = int(step)
+        if record.state == "stopping":
+            return Decision.STOP
         if record.step is not None and step <= record.step:
             raise StateError(
                 f"trial {trial_id}: steps must increase, but got step {step} after {record.step}"

@@ -13,6 +13,7 @@ naming the parameter, the value and what is allowed.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -37,7 +38,8 @@ MAX_CHOICES = 10_000
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A real number, numpy's scalars included; not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
 
 
 @dataclass(frozen=True)
@@ -74,9 +76,11 @@ class FloatParam:
         return float(value)
 
     def grid(self, points: int) -> list[ParamValue]:
-        return [self.from_unit(i / (points - 1)) for i in range(points)] if points > 1 else [
-            self.from_unit(0.5)
-        ]
+        """``points`` evenly spread values (log-spread with ``log``), each once: a range too
+        narrow for that many distinct floats gives fewer."""
+        if points <= 1:
+            return [self.from_unit(0.5)]
+        return list(dict.fromkeys(self.from_unit(i / (points - 1)) for i in range(points)))
 
 
 @dataclass(frozen=True)
@@ -288,6 +292,9 @@ class SearchSpace(Mapping[str, Param]):
 
     def validate_config(self, config: Mapping[str, Any], field: str = "params") -> None:
         """Raise :class:`InvalidInputError` unless ``config`` gives every parameter a valid value."""
+        if not isinstance(config, Mapping):
+            raise InvalidInputError(field, config,
+                                    "must be a table of parameter values, such as {x = 0.5}")
         for name in config:
             if name not in self._params:
                 raise InvalidInputError(

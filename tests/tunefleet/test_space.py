@@ -454,11 +454,38 @@ def test_grid_points_lie_in_the_space(
             assert grid == sorted(set(grid)) and len(grid) <= max(points, 1)
             if p.high - p.low + 1 <= points:
                 assert grid == list(range(p.low, p.high + 1))
-        else:
-            assert len(grid) == points
+        else:  # each value once, and all ``points`` where the range has room for them
+            assert grid == sorted(set(grid)) and len(grid) <= points
+            if p.high - p.low > 1e-6 * max(abs(p.low), abs(p.high), 1.0):
+                assert len(grid) == points
             if points > 1:
                 assert math.isclose(grid[0], p.low, abs_tol=1e-12)
                 assert math.isclose(grid[-1], p.high, rel_tol=1e-9)
+
+
+def test_a_float_grid_too_narrow_for_its_points_has_each_value_once() -> None:
+    # before: [1.0, 1.0, 1.0000000000000002, 1.0000000000000004, 1.0000000000000004], so a
+    # grid study ran the same configuration twice
+    grid = FloatParam(1.0, 1.0000000000000004).grid(5)
+    assert grid == [1.0, 1.0000000000000002, 1.0000000000000004]
+
+
+def test_numpy_scalars_are_numbers_and_numpy_bools_are_not() -> None:
+    space = SearchSpace.from_mapping({"x": {"type": "float", "low": 0.0, "high": 1.0},
+                                      "n": {"type": "int", "low": 1, "high": 8}})
+    space.validate_config({"x": np.float32(0.5), "n": np.int64(3)})
+    assert space["n"].normalize(np.int64(3)) == 3 and type(space["n"].normalize(np.int64(3))) is int
+    assert type(space["x"].normalize(np.float32(0.5))) is float
+    for bad in (np.bool_(True), True):
+        with pytest.raises(InvalidInputError, match="^params.n: got .*; must be an integer"):
+            space.validate_config({"x": 0.5, "n": bad})
+
+
+@pytest.mark.parametrize("config", [None, [("x", 0.5)], "x=0.5"])
+def test_a_config_that_is_not_a_table_is_refused(config: Any) -> None:
+    space = SearchSpace.from_mapping({"x": {"type": "float", "low": 0.0, "high": 1.0}})
+    with pytest.raises(InvalidInputError, match="^params: got .*; must be a table of parameter"):
+        space.validate_config(config)
 
 
 def test_an_integer_beyond_a_double_is_outside_every_numeric_range() -> None:

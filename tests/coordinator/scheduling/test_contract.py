@@ -17,7 +17,7 @@ from coordinator.scheduling import (
     Tuner,
 )
 from tests.coordinator.scheduling.helpers import toy_loss
-from tunefleet.errors import InvalidInputError
+from tunefleet.errors import InvalidInputError, StateError
 from tunefleet.space import SearchSpace
 from tunefleet.study import Fidelity, Mode
 
@@ -298,3 +298,113 @@ def test_enqueued_values_come_back_in_their_parameters_own_types() -> None:
     params = tuner.ask().params
     assert params == {"x": 3.0, "n": 2}
     assert params is not None and type(params["x"]) is float and type(params["n"]) is int
+
+
+@pytest.mark.parametrize(("mode", "stopped"), [("min", 1), (Mode.MIN, 1), ("max", 2)])
+def test_the_mode_may_be_named_by_its_string(mode: Any, stopped: int) -> None:
+    # before, mode="min" (a string, not Mode.MIN) silently maximised: ASHA stopped the best
+    # trial, and best() raised AttributeError
+    space = SearchSpace.from_mapping({"x": {"type": "float", "low": 0.0, "high": 1.0}})
+    tuner = Tuner(SEARCHER_FACTORIES["random"](space, 0),
+                  SCHEDULER_FACTORIES["asha"](Fidelity(1, 9, 3), 0), mode=mode)
+    ids = [tuner.ask().trial_id for _ in range(3)]
+    decisions = [tuner.tell_report(i, 1, v) for i, v in zip(ids, [0.5, 0.9, 0.1], strict=True)]
+    assert [d is Decision.STOP for d in decisions] == [i == stopped for i in range(3)]
+    for i in ids:
+        tuner.tell_complete(i)
+    best = tuner.best()
+    assert best is not None and best.value == (0.1 if Mode(mode) is Mode.MIN else 0.9)
+
+
+@pytest.mark.parametrize("mode", ["MIN", "minimize", None, 1])
+def test_a_bad_mode_is_refused(mode: Any) -> None:
+    space = SearchSpace.from_mapping({"x": {"type": "float", "low": 0.0, "high": 1.0}})
+    with pytest.raises(InvalidInputError, match="^mode: got .*; must be 'min' or 'max'"):
+        Tuner(SEARCHER_FACTORIES["random"](space, 0), SCHEDULER_FACTORIES["fifo"](Fidelity(), 0),
+              mode=mode)
+
+
+@pytest.mark.parametrize(("enqueue", "match"), [
+    ([None], r"^enqueue\[0\]: got None; must be a table of parameter values"),
+    ([[("lr", 1e-3)]], r"^enqueue\[0\]: got \[\('lr', 0.001\)\]; must be a table"),
+    (ENQUEUED[0], r"^enqueue: got \{.*\}; must be a list of configurations"),
+    ("lr=0.01", r"^enqueue: got 'lr=0.01'; must be a list of configurations"),
+])
+def test_enqueue_that_is_not_a_list_of_tables_is_refused(
+    mixed_space: SearchSpace, fidelity: Fidelity, enqueue: Any, match: str
+) -> None:
+    # before: a raw TypeError from deep inside the space
+    with pytest.raises(InvalidInputError, match=match):
+        Tuner(SEARCHER_FACTORIES["tpe"](mixed_space, 7), SCHEDULER_FACTORIES["fifo"](fidelity, 7),
+              enqueue=enqueue)
+
+
+@pytest.mark.parametrize(("params", "error", "match"), [
+    ({"lr": 1e-3}, InvalidInputError, r"^params.hidden: got None; is missing"),
+    ({**ENQUEUED[0], "lr": -1.0}, InvalidInputError, r"^params.lr: got -1.0; must be a number"),
+    ({**ENQUEUED[0], "activation": "zz"}, InvalidInputError, r"^params.activation: got 'zz'"),
+    ({**ENQUEUED[0], "extra": 1}, InvalidInputError, r"^params.extra: got 1; is not a parameter"),
+    (ENQUEUED[0], StateError, "trial 0 has reported already"),
+])
+def test_adopt_refuses_params_outside_the_space_or_after_a_report_and_changes_nothing(
+    mixed_space: SearchSpace, fidelity: Fidelity, params: dict[str, Any],
+    error: type[Exception], match: str,
+) -> None:
+    # before: raw KeyError/ValueError after the tuner's record had changed, out-of-range
+    # values accepted into the model, and an adopt after reports wiped the searcher's record
+    # of them
+    tuner = Tuner(SEARCHER_FACTORIES["tpe"](mixed_space, 7),
+                  SCHEDULER_FACTORIES["hyperband"](fidelity, 7))
+    trial = tuner.ask().trial_id
+    assert trial is not None
+    if error is StateError:
+        tuner.tell_report(trial, 1, 0.5)
+    before = pickle.dumps(tuner)
+    with pytest.raises(error, match=match):
+        tuner.adopt(trial, params)
+    assert pickle.dumps(tuner) == before
+
+
+def test_adopt_keeps_values_in_their_parameters_own_types_and_the_spaces_order(
+    mixed_space: SearchSpace, fidelity: Fidelity
+) -> None:
+    tuner = Tuner(SEARCHER_FACTORIES["tpe"](mixed_space, 7), SCHEDULER_FACTORIES["fifo"](fidelity, 7))
+    trial = tuner.ask().trial_id
+    assert trial is not None
+    tuner.adopt(trial, {"activation": "gelu", "dropout": 0, "hidden": 32.0, "lr": 1e-3})
+    params = tuner.trials[trial].params
+    assert list(params) == list(mixed_space)
+    assert params == {"lr": 1e-3, "hidden": 32, "dropout": 0.0, "activation": "gelu"}
+    assert type(params["hidden"]) is int and type(params["dropout"]) is float
+
+
+def test_a_report_after_stop_changes_nothing_and_gets_stop_again(fidelity: Fidelity) -> None:
+    # before: it was fed to the scheduler (setting the next rung's cutoff) and got CONTINUE
+    space = SearchSpace.from_mapping({"x": {"type": "float", "low": 0.0, "high": 1.0}})
+    tuner = Tuner(SEARCHER_FACTORIES["random"](space, 0), SCHEDULER_FACTORIES["asha"](fidelity, 0))
+    a, b = tuner.ask().trial_id, tuner.ask().trial_id
+    assert a is not None and b is not None
+    assert tuner.tell_report(a, 1, 0.1) is Decision.CONTINUE
+    assert tuner.tell_report(b, 1, 0.9) is Decision.STOP
+    before = pickle.dumps(tuner)
+    assert tuner.tell_report(b, 3, 0.0) is Decision.STOP
+    assert pickle.dumps(tuner) == before
+    tuner.tell_complete(b)
+    assert tuner.trials[b].state == "pruned" and tuner.trials[b].step == 1
+
+
+@pytest.mark.parametrize(("trial_id", "error", "match"), [
+    (True, InvalidInputError, "^trial_id: got True; must be an integer"),
+    (1.0, InvalidInputError, "^trial_id: got 1.0; must be an integer"),
+    ([0], InvalidInputError, r"^trial_id: got \[0\]; must be an integer"),
+    (7, StateError, "^trial 7 was never suggested"),
+])
+def test_a_report_for_a_bad_trial_id_is_refused(trial_id: Any, error: type[Exception],
+                                                match: str) -> None:
+    # before, True and 1.0 reported to trial 1, and [0] raised a raw TypeError
+    space = SearchSpace.from_mapping({"x": {"type": "float", "low": 0.0, "high": 1.0}})
+    tuner = Tuner(SEARCHER_FACTORIES["random"](space, 0), SCHEDULER_FACTORIES["fifo"](Fidelity(), 0))
+    tuner.ask(), tuner.ask()
+    with pytest.raises(error, match=match):
+        tuner.tell_report(trial_id, 1, 0.5)
+    assert all(record.step is None for record in tuner.trials.values())
