@@ -250,10 +250,12 @@ class Tuner:
         return [t for t, r in self.trials.items() if r.state in ("running", "stopping")]
 
     def best(self) -> TrialRecord | None:
-        """The finished trial with the best value under the study's mode, if any."""
+        """The completed trial with the best value under the study's mode, if any, as the
+        coordinator picks it: a pruned trial's value comes from a lower fidelity and does not
+        compete."""
         best: TrialRecord | None = None
         for record in self.trials.values():
-            if record.state in ("completed", "pruned") and record.value is not None and (
+            if record.state == "completed" and record.value is not None and (
                 math.isfinite(record.value)
             ) and (best is None or self.mode.better(record.value, best.value or 0.0)):
                 best = record

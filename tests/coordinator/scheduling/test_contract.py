@@ -408,3 +408,21 @@ def test_a_report_for_a_bad_trial_id_is_refused(trial_id: Any, error: type[Excep
     with pytest.raises(error, match=match):
         tuner.tell_report(trial_id, 1, 0.5)
     assert all(record.step is None for record in tuner.trials.values())
+
+
+def test_best_is_the_best_completed_trial_not_a_pruned_ones_early_value() -> None:
+    # before, a trial stopped at step 1 with 0.6 was "best" over one that ran to the end and
+    # ended at 0.7, where the coordinator (completed trials only) names the latter
+    space = SearchSpace.from_mapping({"x": {"type": "float", "low": 0.0, "high": 1.0}})
+    tuner = Tuner(SEARCHER_FACTORIES["random"](space, 0),
+                  SCHEDULER_FACTORIES["asha"](Fidelity(1, 9, 3), 0))
+    a, c = tuner.ask().trial_id, tuner.ask().trial_id
+    assert a is not None and c is not None
+    assert tuner.tell_report(a, 1, 0.5) is Decision.CONTINUE
+    assert tuner.tell_report(c, 1, 0.6) is Decision.STOP
+    tuner.tell_complete(c)
+    assert tuner.best() is None
+    assert tuner.tell_report(a, 3, 0.55) is Decision.CONTINUE
+    tuner.tell_report(a, 9, 0.7)
+    tuner.tell_complete(a)
+    assert tuner.trials[c].state == "pruned" and tuner.best() is tuner.trials[a]
