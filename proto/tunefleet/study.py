@@ -282,7 +282,10 @@ def _objective(table: Any) -> Objective:
     metric = table.get("metric")
     if not isinstance(metric, str) or not metric.isidentifier():
         raise InvalidInputError(
-            "objective.metric", metric, "is required: the name of a metric that trial.report gets"
+            "objective.metric", metric,
+            "must be the name of a metric that trial.report gets, a Python identifier such as "
+            "val_loss" if metric is not None else
+            "is required: the name of a metric that trial.report gets, such as val_loss",
         )
     mode = table.get("mode", "min")
     if mode not in ("min", "max"):
