@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from client.config import key_path, researcher_identity
 from client.importance import Importance, study_importance
@@ -82,7 +82,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="number of local node agents (one trial each at a time)")
     p.add_argument("--state-dir", type=Path, default=None,
                    help="keep the coordinator database and logs here (default: a temp dir)")
-    p.add_argument("--json", action="store_true", help="print the best trial as JSON")
+    p.add_argument("--json", action="store_true",
+                   help="print the best trial as JSON, alone on stdout (progress goes to stderr)")
     p.add_argument("--out", type=Path, default=None, metavar="DIR",
                    help="write the results here: best.json, trials.csv, learning curves and "
                    "plots (default: results/STUDY_ID beside the study file)")
@@ -140,12 +141,14 @@ def _progress_line(status: StudyStatus, started: float) -> str:
             + (f"  ({status.end_reason})" if status.end_reason else ""))
 
 
-def _report(status: StudyStatus, trials: list[TrialResult], out: Path) -> None:
+def _report(status: StudyStatus, trials: list[TrialResult], out: Path,
+            info: TextIO | None = None) -> None:
+    """Write the result files; say where on ``info`` (default stdout)."""
     try:
         written = write_report(status, trials, out)
     except (OSError, ValueError, OverflowError) as exc:
         raise TunefleetError(f"could not write the results to {out}: {exc}") from None
-    print(f"results in {out}: {', '.join(p.name for p in written)}")
+    print(f"results in {out}: {', '.join(p.name for p in written)}", file=info or sys.stdout)
 
 
 def _safe_name(study_id: str) -> str:
@@ -166,32 +169,40 @@ def _budget_text(spec: StudySpec) -> str:
     return ", ".join(parts) or "the whole grid"
 
 
-def _watch(client: Client, study_id: str) -> StudyStatus:
+def _watch(client: Client, study_id: str, info: TextIO | None = None) -> StudyStatus:
+    """Print a progress line on ``info`` (default stdout) at every change; the last status."""
     started = time.monotonic()
     last: StudyStatus | None = None
     for status in client.watch(study_id):
-        print(_progress_line(status, started), flush=True)
+        print(_progress_line(status, started), file=info or sys.stdout, flush=True)
         last = status
     return last if last is not None else client.status(study_id)
 
 
+def _unreported_objective(metric: str, trials: Sequence[TrialResult]) -> list[str]:
+    """The metric names the trials' reports hold when none of them holds ``metric`` (a
+    misspelled objective, say); [] when one does, or when there are no reports to tell."""
+    names = {k for t in trials for r in t.reports for k in r if k != "step"}
+    return [] if metric in names else sorted(names)
+
+
 def _print_best(status: StudyStatus, as_json: bool,
                 trials: Sequence[TrialResult] = ()) -> int:
+    """Print the best trial (JSON with ``as_json``), or why there is none: on stdout, or on
+    stderr with ``as_json`` so that stdout holds JSON only. ``trials`` with their reports let
+    the why name a best trial stopped early and an objective metric no trial reported."""
     if as_json:
         print(json.dumps(None if status.best is None else {
             "study_id": status.study_id, "metric": status.metric, "mode": status.mode,
             **status.best.to_dict()}, indent=2))
+        if status.best is None and status.finished:
+            _print_no_best(status, trials, sys.stderr)
         return 0 if status.best is not None else 1
     if status.best is None:
         if not status.finished:
             print(f"study {status.study_id} has no completed trial with a value yet")
             return 1
-        why = f" ({status.end_reason})" if status.end_reason else ""
-        print(f"study {status.study_id} ended{why} with no trial run to the end")
-        pruned = best_pruned(status, trials)
-        if pruned is not None:
-            print(f"  the best stopped early: trial {pruned.trial_id}, "
-                  f"{status.metric}={_fmt(pruned.value)} at step {pruned.step}")
+        _print_no_best(status, trials, sys.stdout)
         return 1
     b = status.best
     print(f"best trial {b.trial_id}: {status.metric}={_fmt(b.value)} at step {b.step}")
@@ -202,6 +213,20 @@ def _print_best(status: StudyStatus, as_json: bool,
         shown = _fmt(value) if isinstance(value, float) else json.dumps(value)
         print(f"  {name} = {shown}")
     return 0
+
+
+def _print_no_best(status: StudyStatus, trials: Sequence[TrialResult], out: TextIO) -> None:
+    why = f" ({status.end_reason})" if status.end_reason else ""
+    print(f"study {status.study_id} ended{why} with no trial run to the end", file=out)
+    pruned = best_pruned(status, trials)
+    if pruned is not None:
+        print(f"  the best stopped early: trial {pruned.trial_id}, "
+              f"{status.metric}={_fmt(pruned.value)} at step {pruned.step}", file=out)
+    reported = _unreported_objective(status.metric, trials)
+    if reported:
+        print(f"  no trial reported the objective metric {status.metric!r} (reported: "
+              f"{', '.join(reported)}); [objective] metric must be a name the training code "
+              "passes to trial.report", file=out)
 
 
 def _print_trials(trials: list[TrialResult], fmt: str) -> None:
@@ -259,7 +284,9 @@ def _run_local(args: argparse.Namespace) -> int:
     if args.local < 1:
         raise InvalidInputError("--local", args.local, "must be at least 1 agent")
     identity, _ = researcher_identity()
-    print(f"starting an embedded coordinator and {args.local} local agent(s)", flush=True)
+    info = sys.stderr if args.json else sys.stdout  # with --json, stdout holds the JSON only
+    print(f"starting an embedded coordinator and {args.local} local agent(s)", file=info,
+          flush=True)
     with LocalCluster(args.local, state_dir=args.state_dir, researchers=[identity.key_id],
                       gpus_per_trial=max(1, spec.resources.gpus)) as cluster:
         need = spec.resources
@@ -279,13 +306,13 @@ def _run_local(args: argparse.Namespace) -> int:
         with Client(cluster.address, identity, cluster.security) as client:
             status = client.submit(spec, bundle_dir)
             print(f"study {status.study_id} ({spec.name}): {spec.search.searcher} + "
-                  f"{spec.search.scheduler}, {_budget_text(spec)}", flush=True)
-            final = _watch(client, status.study_id)
+                  f"{spec.search.scheduler}, {_budget_text(spec)}", file=info, flush=True)
+            final = _watch(client, status.study_id, info)
             trials = client.trials(status.study_id, include_reports=True)
             failed = [t for t in trials if t.state == "failed"]
         if args.state_dir is not None:
-            print(f"state kept in {args.state_dir}")
-        print(f"cost: {final.cost_text()} (attempts from lease to end)")
+            print(f"state kept in {args.state_dir}", file=info)
+        print(f"cost: {final.cost_text()} (attempts from lease to end)", file=info)
         if not args.no_report:
             out = args.out
             if out is None:  # beside the study file, marked so bundles leave it out
@@ -294,7 +321,7 @@ def _run_local(args: argparse.Namespace) -> int:
                 (out.parent / RESULTS_MARKER).write_text(
                     "tunefleet run writes study results here; bundles leave this folder out\n")
             try:
-                _report(final, trials, out)
+                _report(final, trials, out, info)
             except TunefleetError as exc:  # the study's result still gets printed below
                 print(f"tunefleet: warning: {exc}", file=sys.stderr)
     for t in failed[:3]:
@@ -321,15 +348,24 @@ def _coerce(name: str, text: str, spec: StudySpec | None) -> Any:
     return {"true": True, "false": False}.get(text.lower(), text)
 
 
+def _default_params(spec: StudySpec) -> dict[str, Any]:
+    """What `tunefleet try` runs a parameter at unless --param gives it: the middle of a
+    range (log-middle for a log range), the first choice of a categorical."""
+    return {name: p.choices[0] if isinstance(p, CategoricalParam) else p.from_unit(0.5)
+            for name, p in spec.space.items()}
+
+
 def _try(args: argparse.Namespace) -> int:
     script: Path = args.script
     if not script.is_file():
         raise InvalidInputError("script", str(script), "must be an existing file")
-    study_path = args.study or script.parent / "study.toml"
-    spec = load_study_file(study_path) if study_path.is_file() else None
-    params: dict[str, Any] = {}
-    if spec is not None:
-        params = {name: p.from_unit(0.5) for name, p in spec.space.items()}
+    spec: StudySpec | None
+    if args.study is not None:  # named: it must be there
+        spec = load_study_file(args.study)
+    else:  # the one beside the script is optional
+        beside = script.parent / "study.toml"
+        spec = load_study_file(beside) if beside.is_file() else None
+    params = _default_params(spec) if spec is not None else {}
     for item in args.param:
         name, sep, text = item.partition("=")
         if not sep or not name:
@@ -382,7 +418,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _print_best(final, False) if final.best else 0
         elif args.command == "best":
             with _client(args) as client:
-                return _print_best(client.status(args.study_id), args.json)
+                status = client.status(args.study_id)
+                # no best: the trials' reports tell why (a best stopped early, a wrong metric)
+                trials = (client.trials(args.study_id, True)
+                          if status.best is None and status.finished else [])
+            return _print_best(status, args.json, trials)
         elif args.command == "trials":
             with _client(args) as client:
                 _print_trials(client.trials(args.study_id, args.reports), args.format)
@@ -398,8 +438,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             _print_importance(found, args.json)
         elif args.command == "stop":
             with _client(args, sign=True) as client:
-                s = client.stop(args.study_id)
-            print(f"study {s.study_id}: {s.state}; running trials are being stopped")
+                before = client.status(args.study_id)
+                s = before if before.finished else client.stop(args.study_id)
+            if s is before or s.state != "stopped":  # it ended before the stop could
+                why = f" ({s.end_reason})" if s.end_reason else ""
+                print(f"study {s.study_id} had already ended: {s.state}{why}; nothing was "
+                      "stopped")
+            else:
+                print(f"study {s.study_id}: {s.state}; no new trials, running trials are "
+                      "being stopped")
         elif args.command == "studies":
             with _client(args) as client:
                 started = time.monotonic()
@@ -409,15 +456,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_local(args)
         elif args.command == "try":
             return _try(args)
+    except BrokenPipeError:  # the reader went away (`| head`): quietly, as other tools do
+        _silence_stdout()
+        return 0
     except (TunefleetError, OSError) as exc:
         print(f"tunefleet: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("tunefleet: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        return 0
     return 0
+
+
+def _silence_stdout() -> None:
+    """Point stdout at devnull, so the interpreter's flush at exit finds no broken pipe to
+    complain about (the recipe of Python's signal documentation)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (OSError, ValueError):  # not a real file (captured, replaced): nothing to flush
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 if __name__ == "__main__":

@@ -68,7 +68,7 @@ def _best_json(status: StudyStatus, trials: Sequence[TrialResult], path: Path) -
 def write_trials_csv(trials: Sequence[TrialResult], stream: TextIO) -> None:
     """Every trial as one CSV row: id, state, each parameter, value, step, attempts, GPU use,
     then the error text last (the same columns for ``tunefleet trials --format csv``)."""
-    names = sorted({k for t in trials for k in t.params})
+    names = _param_names(trials)
     writer = csv.writer(stream)
     writer.writerow(["trial_id", "state", *names, "value", "step", "attempts",
                      "gpu_utilization", "gpu_memory_peak_gb", "error"])
@@ -76,6 +76,12 @@ def write_trials_csv(trials: Sequence[TrialResult], stream: TextIO) -> None:
         writer.writerow([t.trial_id, t.state, *[t.params.get(n, "") for n in names],
                          _blank(t.value), t.step, t.attempts, _blank(t.gpu_utilization),
                          _blank(t.gpu_memory_peak_gb), t.error.strip()])
+
+
+def _param_names(trials: Sequence[TrialResult]) -> list[str]:
+    """Every parameter name, in the order the trials' params give them (the SDK gives them in
+    the study's ``[space]`` order)."""
+    return list(dict.fromkeys(k for t in trials for k in t.params))
 
 
 def _trials_csv(trials: Sequence[TrialResult], path: Path) -> Path:
@@ -163,7 +169,7 @@ def _history(status: StudyStatus, trials: Sequence[TrialResult], path: Path) -> 
 def _parameters(status: StudyStatus, trials: Sequence[TrialResult], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
-    names = sorted({k for t in trials for k in t.params})
+    names = _param_names(trials)
     columns = min(3, max(1, len(names)))
     rows = max(1, math.ceil(len(names) / columns))
     fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3 * rows), squeeze=False)

@@ -3,13 +3,30 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from tunefleet import serde
 from tunefleet.v1 import researcher_pb2
 
-__all__ = ["TrialResult", "StudyStatus", "trial_from_proto", "status_from_proto"]
+__all__ = ["TrialResult", "StudyStatus", "trial_from_proto", "status_from_proto",
+           "in_study_order", "space_order"]
+
+
+def in_study_order(params: Mapping[str, Any], order: Sequence[str]) -> dict[str, Any]:
+    """``params`` with the names of ``order`` (the study's ``[space]``) first, in that order,
+    then any others by name: the same order every time (a protobuf map's is not)."""
+    listed = set(order)
+    known = [name for name in order if name in params]
+    rest = sorted(name for name in params if name not in listed)
+    return {name: params[name] for name in [*known, *rest]}
+
+
+def space_order(message: researcher_pb2.StudyInfo) -> tuple[str, ...]:
+    """The study's parameter names in its ``[space]`` order (empty where the message left
+    its space out, as ListStudies does)."""
+    return tuple(p.name for p in message.spec.space)
 
 
 @dataclass(frozen=True)
@@ -83,10 +100,13 @@ class StudyStatus:
         }
 
 
-def trial_from_proto(message: researcher_pb2.TrialInfo) -> TrialResult:
+def trial_from_proto(message: researcher_pb2.TrialInfo, order: Sequence[str] = ()
+                     ) -> TrialResult:
+    """A trial; its params in the study's ``[space]`` order ``order`` (see
+    :func:`in_study_order`)."""
     return TrialResult(
         trial_id=message.trial_id, state=message.state,
-        params=serde.params_from_proto(message.params),
+        params=in_study_order(serde.params_from_proto(message.params), order),
         value=message.value if message.HasField("value") else None,
         step=message.step, attempts=message.attempts, node_id=message.node_id,
         error=message.error,
@@ -113,7 +133,8 @@ def status_from_proto(message: researcher_pb2.StudyInfo) -> StudyStatus:
         metric=message.spec.objective.metric, mode=message.spec.objective.mode,
         counts={"pending": c.pending, "running": c.running, "completed": c.completed,
                 "pruned": c.pruned, "failed": c.failed},
-        best=trial_from_proto(message.best) if message.HasField("best") else None,
+        best=(trial_from_proto(message.best, space_order(message)) if message.HasField("best")
+              else None),
         max_trials=budget.max_trials if budget.HasField("max_trials") else None,
         created_at=message.created_at, ended_at=message.ended_at, end_reason=message.end_reason,
         gpu_hours=message.gpu_hours, slot_hours=message.slot_hours, credits=message.credits,

@@ -21,7 +21,7 @@ from types import TracebackType
 import grpc
 from google.protobuf.message import Message
 
-from client.results import StudyStatus, TrialResult, status_from_proto, trial_from_proto
+from client.results import StudyStatus, TrialResult, space_order, status_from_proto, trial_from_proto
 from tunefleet import serde
 from tunefleet.bundle import SignedBundle, pack_directory
 from tunefleet.envelope import seal
@@ -149,13 +149,16 @@ class Client:
         return self.submit(spec, (path.parent / spec.bundle).resolve()).study_id
 
     def status(self, study_id: str) -> StudyStatus:
+        return status_from_proto(self._study_info(study_id))
+
+    def _study_info(self, study_id: str) -> researcher_pb2.StudyInfo:
         request = researcher_pb2.StudyRef(study_id=study_id)
         try:
-            reply = self._stub.GetStudy(request, timeout=self.timeout,
-                                        metadata=self._read(request))
+            reply: researcher_pb2.StudyInfo = self._stub.GetStudy(
+                request, timeout=self.timeout, metadata=self._read(request))
         except grpc.RpcError as exc:
             raise self._error(exc) from None
-        return status_from_proto(reply)
+        return reply
 
     def studies(self) -> list[StudyStatus]:
         request = researcher_pb2.ListStudiesRequest()
@@ -167,6 +170,9 @@ class Client:
         return [status_from_proto(s) for s in reply.studies]
 
     def trials(self, study_id: str, include_reports: bool = False) -> list[TrialResult]:
+        """Every trial of the study, each one's params in the study's ``[space]`` order (which
+        one more call, GetStudy, reads: the trials' protobuf maps keep no order)."""
+        order = space_order(self._study_info(study_id))
         request = researcher_pb2.ListTrialsRequest(
             study_id=study_id, include_reports=include_reports
         )
@@ -175,7 +181,7 @@ class Client:
                                           metadata=self._read(request))
         except grpc.RpcError as exc:
             raise self._error(exc) from None
-        return [trial_from_proto(t) for t in reply.trials]
+        return [trial_from_proto(t, order) for t in reply.trials]
 
     def stop(self, study_id: str) -> StudyStatus:
         request = researcher_pb2.StopStudyRequest(study_id=study_id)

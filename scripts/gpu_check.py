@@ -182,7 +182,7 @@ def check_template(out: Path, cpu: bool) -> str:
     wall = time.monotonic() - began
     (out / "template.log").write_text(done.stdout + "\n--- stderr\n" + done.stderr)
     need(done.returncode == 0, f"exit {done.returncode}: {done.stderr.strip()[-400:]}")
-    best = json.loads(done.stdout[done.stdout.index("\n{\n") + 1:])
+    best = json.loads(done.stdout)  # with --json stdout holds the JSON only
     with sqlite3.connect(out / "template-state" / "coordinator.db") as db:
         rows = db.execute("SELECT state, gpu_seconds, wall_seconds FROM attempts "
                           "WHERE purpose = 'trial'").fetchall()

@@ -102,11 +102,13 @@ def test_run_writes_the_results_beside_the_study_and_a_failed_report_hides_nothi
     study = tiny_train_dir / "study.toml"
     study.write_text(study.read_text().replace("max_trials = 6", "max_trials = 2"))
     assert main(["run", str(study), "--local", "1", "--json"]) == 0
-    out = capsys.readouterr().out
-    best = json.loads(out[out.index("\n{\n") + 1:])
+    captured = capsys.readouterr()
+    best = json.loads(captured.out)  # with --json stdout holds the JSON only
     results = tiny_train_dir / "results" / best["study_id"]
-    assert f"results in {results}: best.json, trials.csv" in out
-    assert "cost: 0 credits (" in out and "slot-hours)" in out  # CPU slots cost 0 by default
+    progress = captured.err  # the progress goes to stderr
+    assert "starting an embedded coordinator" in progress and "done 2/2" in progress
+    assert f"results in {results}: best.json, trials.csv" in progress
+    assert "cost: 0 credits (" in progress and "slot-hours)" in progress  # CPU slots: 0
     saved = json.loads((results / "best.json").read_text())
     assert saved["best"]["trial_id"] == best["trial_id"]
     blocked = tiny_train_dir / "blocked"
@@ -116,7 +118,9 @@ def test_run_writes_the_results_beside_the_study_and_a_failed_report_hides_nothi
     assert f"warning: could not write the results to {blocked}" in captured.err
     assert "best trial" in captured.out  # the study's result is still shown
     assert main(["run", str(study), "--local", "1", "--no-report"]) == 0
-    assert "results in" not in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "results in" not in captured.out + captured.err
+    assert "done 2/2" in captured.out and "cost: " in captured.out  # without --json: stdout
     assert sorted(p.name for p in (tiny_train_dir / "results").iterdir()) == [
         ".tunefleet-results", best["study_id"]]  # marked: bundles leave it out
 
@@ -170,3 +174,189 @@ def test_try_refuses_a_number_beyond_a_double_by_name(tiny_train_dir: Path,
     assert main(["try", str(tiny_train_dir / "train.py"), "--param", "x=1" + "0" * 400]) == 1
     err = capfd.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("tunefleet: error: --param.x: got inf;"), err
+
+
+def test_a_misspelled_objective_metric_is_named_with_the_metrics_reported(
+    tiny_train_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    study = tiny_train_dir / "study.toml"
+    study.write_text(study.read_text().replace("max_trials = 6", "max_trials = 2")
+                     .replace('metric = "loss"', 'metric = "accuracy"'))
+    train = tiny_train_dir / "train.py"
+    train.write_text(train.read_text().replace("loss=", "acc=0.5, loss="))
+    assert main(["run", str(study), "--local", "1", "--no-report"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert "with no trial run to the end" in out[-2]
+    assert out[-1].startswith("  no trial reported the objective metric 'accuracy' "
+                              "(reported: acc, loss)")
+
+
+def test_no_best_says_why_on_stderr_with_json(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from client.cli import _print_best
+    from client.results import StudyStatus, TrialResult
+
+    counts = {"pending": 0, "running": 0, "completed": 1, "pruned": 0, "failed": 0}
+    ended = StudyStatus("s1", "s", "completed", "accuracy", "max", counts, None, 1, 0.0, 9.0,
+                        "budget spent")
+    trials = [TrialResult(0, "completed", {"x": 0.1}, None, 0, 1,
+                          reports=[{"step": 1, "acc": 0.5, "loss": 1.0}])]
+    assert _print_best(ended, True, trials) == 1
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) is None
+    assert "the objective metric 'accuracy' (reported: acc, loss)" in captured.err
+    named = [TrialResult(0, "pruned", {"x": 0.1}, 0.3, 1, 1,
+                         reports=[{"step": 1, "accuracy": 0.3}])]
+    assert _print_best(ended, False, named) == 1  # reported, but no trial ran to the end
+    assert "objective metric" not in capsys.readouterr().out
+
+
+PRINT_PARAMS = "import json\nfrom tunefleet import trial\nprint('PARAMS', json.dumps(trial.params))\n"
+
+
+def test_try_runs_other_parameters_at_the_middle_of_ranges_and_the_first_choice(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    (tmp_path / "train.py").write_text(PRINT_PARAMS)
+    (tmp_path / "study.toml").write_text(
+        'name = "defaults"\n[objective]\nmetric = "loss"\nmode = "min"\n'
+        "[budget]\nmax_trials = 2\n[fidelity]\nmin = 1\nmax = 3\n[space]\n"
+        'x = { type = "float", low = 0.0, high = 1.0 }\n'
+        'lr = { type = "float", low = 1e-4, high = 1e-2, log = true }\n'
+        'n = { type = "int", low = 1, high = 9 }\n'
+        'act = { type = "categorical", choices = ["relu", "gelu", "tanh"] }\n'
+        "bn = { type = \"categorical\", choices = [false, true] }\n"
+    )
+    assert main(["try", str(tmp_path / "train.py"), "--param", "x=0.25"]) == 0
+    [line] = [ln for ln in capfd.readouterr().out.splitlines() if ln.startswith("PARAMS ")]
+    params = json.loads(line.removeprefix("PARAMS "))
+    assert params["act"] == "relu" and params["bn"] is False  # the first choice
+    assert params["x"] == 0.25 and params["n"] == 5 and abs(params["lr"] - 1e-3) < 1e-12
+
+
+def test_try_refuses_a_named_study_file_that_is_not_there(
+    tiny_train_dir: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "nonexistent.toml"
+    assert main(["try", str(tiny_train_dir / "train.py"), "--study", str(missing)]) == 1
+    captured = capfd.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("tunefleet: error: ") and str(missing) in err[0]
+    assert "trying" not in captured.out  # the script never ran
+    (tiny_train_dir / "study.toml").unlink()  # the default beside the script stays optional
+    (tiny_train_dir / "train.py").write_text(PRINT_PARAMS)
+    assert main(["try", str(tiny_train_dir / "train.py")]) == 0
+    assert "PARAMS {}" in capfd.readouterr().out
+
+
+BROKEN_PIPE = """
+import sys
+from client import cli
+from client.results import TrialResult
+
+class Fake:
+    def __enter__(self): return self
+    def __exit__(self, *exc): pass
+    def trials(self, study_id, include_reports=False):
+        return [TrialResult(i, "completed", {"x": 0.5}, 1.0, 3, 1) for i in range(20000)]
+
+cli._client = lambda args, sign=False: Fake()
+sys.exit(cli.main(["trials", "abc"]))
+"""
+
+
+def test_a_reader_that_goes_away_ends_the_output_silently() -> None:
+    import subprocess
+    import sys
+
+    # as `tunefleet trials ID | head -1`: the reader closes the pipe after one line
+    proc = subprocess.Popen([sys.executable, "-c", BROKEN_PIPE], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline().split()[0] == b"id"
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 0 and err == ""
+
+
+def test_params_follow_the_study_space_order_every_time() -> None:
+    import io
+
+    from client.report import write_trials_csv
+    from client.results import status_from_proto, trial_from_proto
+    from client.sdk import Client
+    from tunefleet import serde
+    from tunefleet.keys import Identity
+    from tunefleet.tls import ChannelSecurity
+    from tunefleet.v1 import researcher_pb2
+
+    order = ["zeta", "lr", "act", "hidden", "bn", "dropout", "alpha"]
+    params = {"zeta": 1, "lr": 0.01, "act": "relu", "hidden": 64, "bn": True, "dropout": 0.1,
+              "alpha": "x"}
+    info = researcher_pb2.StudyInfo(study_id="s1", state="completed")
+    for name in order:
+        info.spec.space.add(name=name, type="float")
+    info.best.trial_id = 3
+    serde.params_to_proto(params, info.best.params)
+    listed = researcher_pb2.TrialList()
+    serde.params_to_proto(params, listed.trials.add(trial_id=3).params)
+
+    class Stub:  # the coordinator's replies, as they come off the wire
+        def GetStudy(self, request: object, **kwargs: object) -> researcher_pb2.StudyInfo:
+            return researcher_pb2.StudyInfo.FromString(info.SerializeToString())
+
+        def ListTrials(self, request: object, **kwargs: object) -> researcher_pb2.TrialList:
+            return researcher_pb2.TrialList.FromString(listed.SerializeToString())
+
+    client = Client("127.0.0.1:1", Identity.generate(), ChannelSecurity(insecure=True))
+    client._stub = Stub()  # type: ignore[assignment]
+    with client:
+        for _ in range(10):  # a protobuf map's order changes from one parse to the next
+            best = client.status("s1").best
+            assert best is not None and list(best.params) == order
+            [trial] = client.trials("s1")
+            assert list(trial.params) == order and trial.params == params
+    table = io.StringIO()
+    write_trials_csv([trial], table)  # trials.csv and `trials --format csv`: the same order
+    assert table.getvalue().splitlines()[0].startswith("trial_id,state," + ",".join(order) + ",")
+    # without the study's order (ListStudies leaves the space out): by name, every time
+    bare = researcher_pb2.TrialInfo.FromString(listed.trials[0].SerializeToString())
+    assert list(trial_from_proto(bare).params) == sorted(params)
+    info.spec.ClearField("space")
+    best = status_from_proto(researcher_pb2.StudyInfo.FromString(info.SerializeToString())).best
+    assert best is not None and list(best.params) == sorted(params)
+
+
+def test_stop_says_a_study_that_had_already_ended_was_not_stopped(
+    tiny_train_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from client.config import researcher_identity
+    from client.local import LocalCluster
+    from client.sdk import Client
+    from tunefleet.study import load_study_file
+
+    text = (tiny_train_dir / "study.toml").read_text()
+    short, long = tiny_train_dir / "short.toml", tiny_train_dir / "long.toml"
+    short.write_text(text.replace("max_trials = 6", "max_trials = 1"))
+    long.write_text(text.replace("max_trials = 6", "max_trials = 1000"))
+    identity, _ = researcher_identity()
+    with LocalCluster(1, researchers=[identity.key_id]) as cluster:
+        connection = ["--coordinator", cluster.address, "--ca", str(cluster.security.ca)]
+        with Client(cluster.address, identity, cluster.security) as client:
+            ended = client.submit(load_study_file(short), tiny_train_dir).study_id
+            for _ in client.watch(ended):
+                pass
+            running = client.submit(load_study_file(long), tiny_train_dir).study_id
+        assert main(["stop", ended, *connection]) == 0
+        out = capsys.readouterr().out
+        assert f"study {ended} had already ended: completed (" in out
+        assert "nothing was stopped" in out and "being stopped" not in out
+        assert main(["stop", running, *connection]) == 0
+        assert (f"study {running}: stopped; no new trials, running trials are being stopped"
+                in capsys.readouterr().out)
+        assert main(["stop", running, *connection]) == 0  # a second time: nothing to stop
+        assert (f"study {running} had already ended: stopped (stopped by its owner); nothing "
+                "was stopped" in capsys.readouterr().out)
