@@ -266,10 +266,20 @@ def _print_importance(found: Importance, as_json: bool) -> None:
 
 
 def _init(target: Path) -> None:
+    """Write the template into ``target``, a new or empty directory: the study's bundle is the
+    whole directory, so anything already there would be shipped with every trial."""
     files = ("study.toml", "train.py")
     for name in files:
         if (target / name).exists():
             raise TunefleetError(f"{target / name} already exists; choose an empty directory")
+    if target.exists() and not target.is_dir():
+        raise TunefleetError(f"{target} is a file; init writes into a new or empty directory")
+    present = sorted(p.name for p in target.iterdir()) if target.is_dir() else []
+    if present:
+        raise TunefleetError(
+            f"{target} is not empty ({len(present)} "
+            f"{'entry' if len(present) == 1 else 'entries'}, such as {present[0]!r}); init "
+            "writes into a new or empty directory, as the study's bundle is the whole directory")
     target.mkdir(parents=True, exist_ok=True)
     template = resources.files("client.templates.digits")
     for name in files:

@@ -30,6 +30,18 @@ def test_init_writes_template_and_refuses_to_overwrite(tmp_path: Path,
     assert "already exists" in capsys.readouterr().err
 
 
+def test_init_refuses_a_directory_that_is_not_empty(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    # before, it wrote beside whatever was there, and the bundle (the whole directory) then
+    # carried those files to every trial
+    (tmp_path / "data.bin").write_bytes(b"x" * 10)
+    assert main(["init", str(tmp_path)]) == 1
+    assert f"{tmp_path} is not empty (1 entry, such as 'data.bin')" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.bin"]
+    (tmp_path / "empty").mkdir()
+    assert main(["init", str(tmp_path / "empty")]) == 0
+
+
 def test_try_runs_standalone_with_params_and_defaults(tiny_train_dir: Path,
                                                      capfd: pytest.CaptureFixture[str]) -> None:
     assert main(["try", str(tiny_train_dir / "train.py"), "--param", "x=0.3"]) == 0
