@@ -434,6 +434,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                           if status.best is None and status.finished else [])
             return _print_best(status, args.json, trials)
         elif args.command == "trials":
+            if args.reports and args.format != "json":
+                raise InvalidInputError("--reports", True, "needs --format json (a table or "
+                                        "CSV has one row per trial, no room for its reports)")
             with _client(args) as client:
                 _print_trials(client.trials(args.study_id, args.reports), args.format)
         elif args.command == "report":

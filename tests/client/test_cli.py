@@ -30,6 +30,15 @@ def test_init_writes_template_and_refuses_to_overwrite(tmp_path: Path,
     assert "already exists" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("fmt", ["table", "csv"])
+def test_trials_reports_without_json_is_refused(fmt: str,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    # before, --reports was silently ignored outside --format json (refused before any call)
+    assert main(["trials", "abc", "--reports", "--format", fmt,
+                 "--coordinator", "127.0.0.1:9"]) == 1
+    assert "--reports: got True; needs --format json" in capsys.readouterr().err
+
+
 def test_init_refuses_a_directory_that_is_not_empty(tmp_path: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     # before, it wrote beside whatever was there, and the bundle (the whole directory) then
