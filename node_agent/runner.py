@@ -43,6 +43,7 @@ __all__ = ["ChildSpec", "Child", "ChildReport", "ChildExit", "spawn_sandboxed", 
 STDERR_TAIL_LINES = 20
 MAX_STEP = 2**62  # steps beyond this are refused (they must fit the wire's int64)
 MAX_LINE_BYTES = 64 * 1024
+DRAIN_SECONDS = 1.0  # after the main process exits, how long a silent report pipe is waited on
 
 
 @dataclass(frozen=True)
@@ -241,20 +242,46 @@ class Child:
         return cls(spec, process, reader, control_w, time.monotonic(), logs)
 
     async def reports(self) -> AsyncIterator[ChildReport]:
-        """The child's reports in order, until it closes its end of the pipe."""
-        while True:
+        """The child's reports in order, until its end of the pipe closes or, once its main
+        process has exited, until no line has come for ``DRAIN_SECONDS``: a descendant that
+        keeps the pipe open (a fork, an escape to its own session) cannot hold the attempt,
+        and its slot, after the training process ended. What the process wrote before it
+        exited is in the pipe already, so none of it is lost."""
+        exited = asyncio.ensure_future(self.process.wait())
+        try:
+            while True:
+                try:
+                    line = await self._next_line(exited)
+                except ValueError:  # a line over the limit: skip it
+                    self.bad_lines += 1
+                    continue
+                if not line:
+                    return
+                report = _parse(line)
+                if report is None:
+                    self.bad_lines += 1
+                    continue
+                yield report
+        finally:
+            exited.cancel()
+
+    async def _next_line(self, exited: asyncio.Future[int]) -> bytes:
+        """The next line, or ``b""`` at the pipe's end or when the main process has exited
+        and nothing more comes within ``DRAIN_SECONDS``."""
+        if exited.done():
             try:
-                line = await self._reader.readline()
-            except ValueError:  # a line over the limit: skip it
-                self.bad_lines += 1
-                continue
-            if not line:
-                return
-            report = _parse(line)
-            if report is None:
-                self.bad_lines += 1
-                continue
-            yield report
+                return await asyncio.wait_for(self._reader.readline(), DRAIN_SECONDS)
+            except TimeoutError:
+                return b""
+        read = asyncio.ensure_future(self._reader.readline())
+        pending: set[asyncio.Future[Any]] = {read, exited}
+        await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        if read.done():
+            return read.result()
+        read.cancel()  # the buffer keeps a partial line: the drain below reads it whole
+        with contextlib.suppress(asyncio.CancelledError):
+            await read
+        return await self._next_line(exited)
 
     async def stop(self, grace: float) -> None:
         """Ask the child to stop, then end its process group if it does not."""

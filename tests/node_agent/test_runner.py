@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -147,3 +150,34 @@ def test_inventory_without_a_driver_offers_cpu_slots() -> None:
         pytest.skip("this machine has an NVIDIA driver")
     assert result.inventory.cpu_slots == 3
     assert "no NVIDIA driver" in result.note and "\n" not in result.note
+
+
+def test_a_descendant_holding_the_report_pipe_does_not_hold_the_attempt(tmp_path: Path) -> None:
+    # before, reports() waited for the pipe's end, which a forked child that outlives the
+    # training process (here in its own session, out of the group's reach) never gave: the
+    # attempt, and the agent's slot, hung for as long as that child lived
+    s = spec(tmp_path, "import os, time\nfrom tunefleet import trial\n"
+                       "trial.report(1, loss=1.0)\n"
+                       "if os.fork() == 0:\n"
+                       "    os.setsid()\n"
+                       "    open('escapee.pid', 'w').write(str(os.getpid()))\n"
+                       "    time.sleep(60)\n"
+                       "    os._exit(0)\n"
+                       "trial.report(2, loss=0.5)\n"
+                       "trial.report(3, loss=0.25)\n")
+
+    async def go() -> tuple[list[int], int, float]:
+        child = await Child.start(s)
+        began = time.monotonic()
+        steps = [r.step async for r in child.reports()]
+        code = (await child.wait()).exit_code
+        return steps, code, time.monotonic() - began
+
+    try:
+        steps, code, took = run(go())
+    finally:  # the agent's account release ends such an escapee; here the test does
+        pid = (s.workdir / "escapee.pid").read_text()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(pid), signal.SIGKILL)
+    assert steps == [1, 2, 3] and code == 0
+    assert took < 10
