@@ -601,6 +601,8 @@ class Hub(AccessMixin, VerificationMixin, LimitsMixin):
         record = runtime.tuner.trials[trial.number]
         if record.state == "stopping":
             return Decision.STOP.value
+        if step > runtime.spec.fidelity.max:  # beyond the study's steps: it does not count
+            return Decision.STOP.value
         value = metrics.get(runtime.spec.objective.metric)
         if value is None or (trial.step is not None and step <= trial.step):
             return Decision.CONTINUE.value

@@ -34,6 +34,7 @@ from tunefleet.envelope import seal
 from tunefleet.errors import BundleError
 from tunefleet.keys import Identity
 from tunefleet.tls import ChannelSecurity, open_channel
+from tunefleet.trial import MAX_REPORT_BYTES
 from tunefleet.v1 import common_pb2, node_pb2, node_pb2_grpc
 
 __all__ = ["Agent", "AgentConfig"]
@@ -473,6 +474,10 @@ class Agent:
         self._send(attempt.final)
         log.info("attempt %d %s (exit %d, %.1fs, %d reports)", a.attempt_id, outcome,
                  exit_.exit_code, exit_.wall_seconds, attempt.seq)
+        if attempt.child.bad_lines:
+            log.warning("attempt %d: %d report line(s) dropped: malformed, over %d bytes or "
+                        "beyond step %s", a.attempt_id, attempt.child.bad_lines,
+                        MAX_REPORT_BYTES, a.fidelity_max)
 
 
 async def _drain_queue(

@@ -34,15 +34,17 @@ from node_agent.sandbox import (
     rlimits_for,
     runtime_directories,
 )
-from tunefleet.errors import InvalidInputError
-from tunefleet.trial import ENV_CONTROL_FD, ENV_REPORT_FD, ENV_TRIAL
+from tunefleet.errors import InvalidInputError, shortened
+from tunefleet.trial import ENV_CONTROL_FD, ENV_REPORT_FD, ENV_TRIAL, MAX_REPORT_BYTES
 
 __all__ = ["ChildSpec", "Child", "ChildReport", "ChildExit", "spawn_sandboxed", "report_reader",
            "hand_over", "child_account"]
 
 STDERR_TAIL_LINES = 20
+STDERR_TAIL_BYTES = 256 * 1024  # read from the end of stderr.log to find those lines
+STDERR_LINE_CHARS = 300  # each line of the tail at most about this long
 MAX_STEP = 2**62  # steps beyond this are refused (they must fit the wire's int64)
-MAX_LINE_BYTES = 64 * 1024
+MAX_LINE_BYTES = MAX_REPORT_BYTES + 1024  # the trial API refuses longer reports itself
 DRAIN_SECONDS = 1.0  # after the main process exits, how long a silent report pipe is waited on
 
 
@@ -242,7 +244,9 @@ class Child:
         return cls(spec, process, reader, control_w, time.monotonic(), logs)
 
     async def reports(self) -> AsyncIterator[ChildReport]:
-        """The child's reports in order, until its end of the pipe closes or, once its main
+        """The child's reports in order (lines that are malformed, too long or beyond the
+        study's ``fidelity_max`` are dropped and counted in :attr:`bad_lines`), until its end
+        of the pipe closes or, once its main
         process has exited, until no line has come for ``DRAIN_SECONDS``: a descendant that
         keeps the pipe open (a fork, an escape to its own session) cannot hold the attempt,
         and its slot, after the training process ended. What the process wrote before it
@@ -258,7 +262,8 @@ class Child:
                 if not line:
                     return
                 report = _parse(line)
-                if report is None:
+                top = self.spec.trial.get("fidelity_max")
+                if report is None or (isinstance(top, int) and report.step > top):
                     self.bad_lines += 1
                     continue
                 yield report
@@ -347,11 +352,14 @@ class Child:
         fd = self._logs[1].fileno()
         try:
             size = os.fstat(fd).st_size
-            start = max(0, size - 16384)
+            start = max(0, size - STDERR_TAIL_BYTES)
             data = os.pread(fd, size - start, start).decode("utf-8", "replace")
         except OSError:
             return ""
-        return "\n".join(deque(data.splitlines(), maxlen=STDERR_TAIL_LINES))
+        # each line cut in its middle, so a huge message keeps its start (the exception's
+        # type) and its end, and the whole tail stays a few KB
+        return "\n".join(shortened(line, STDERR_LINE_CHARS)
+                         for line in deque(data.splitlines(), maxlen=STDERR_TAIL_LINES))
 
 
 def hand_over(workdir: Path, account: Account) -> None:
@@ -371,6 +379,8 @@ def _parse(line: bytes) -> ChildReport | None:
             return None
         clean = {str(k): float(v) for k, v in metrics.items()
                  if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        for name in clean:
+            name.encode("utf-8")  # a lone surrogate (UnicodeEncodeError, a ValueError) cannot go on
         if not clean:
             return None
         return ChildReport(step, {k: (v if not math.isnan(v) else math.nan)

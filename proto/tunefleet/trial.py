@@ -27,6 +27,8 @@ from tunefleet.errors import InvalidInputError
 # `params` and `max_step` are served by the module's __getattr__.
 __all__ = ["params", "max_step", "report", "should_stop", "TrialContext", "context"]  # noqa: F822
 
+MAX_REPORT_BYTES = 64 * 1024  # one report's JSON line to the agent, newline included
+
 ENV_TRIAL = "TUNEFLEET_TRIAL"
 ENV_REPORT_FD = "TUNEFLEET_REPORT_FD"
 ENV_CONTROL_FD = "TUNEFLEET_CONTROL_FD"
@@ -60,18 +62,33 @@ class TrialContext:
     def report(self, step: int, **metrics: float) -> None:
         if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step < 2**62:
             raise InvalidInputError("step", step, "must be an integer in [0, 2**62)")
+        if self.max_step is not None and step > self.max_step:
+            raise InvalidInputError(
+                "step", step, f"must be at most trial.max_step ({self.max_step}, the study's "
+                "fidelity.max): the scheduler's decisions are made in those steps")
         if not metrics:
             raise InvalidInputError("metrics", metrics, "give at least one, e.g. val_loss=0.3")
         clean: dict[str, float] = {}
         for name, value in metrics.items():
+            try:
+                name.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InvalidInputError("metrics", name, "a metric's name must be text that "
+                                        "UTF-8 can encode") from None
             if isinstance(value, (bool, str, bytes, bytearray)) or not hasattr(
                 type(value), "__float__"
             ):
                 raise InvalidInputError(f"metrics.{name}", value, "must be a number")
             try:
                 clean[name] = float(value)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 raise InvalidInputError(f"metrics.{name}", value, "must be a number") from None
+        line = json.dumps({"type": "report", "step": step, "metrics": clean}, allow_nan=True)
+        if len(line) + 1 > MAX_REPORT_BYTES:  # ASCII: json.dumps escapes the rest
+            raise InvalidInputError(
+                "metrics", f"{len(clean):,} metrics",
+                f"make a report of {len(line) + 1:,} bytes, over the {MAX_REPORT_BYTES:,} one "
+                "report may take: report fewer metrics per step, or shorter names")
         with self._lock:
             if self._last_step is not None and step <= self._last_step:
                 raise InvalidInputError(
@@ -82,8 +99,6 @@ class TrialContext:
                 shown = " ".join(f"{k}={_fmt(v)}" for k, v in clean.items())
                 print(f"[trial] step={step} {shown}", flush=True)
                 return
-            line = json.dumps({"type": "report", "step": step, "metrics": clean},
-                              allow_nan=True)
             try:
                 self._out.write(line + "\n")
             except BrokenPipeError:

@@ -222,6 +222,20 @@ def test_failed_child_is_retried_then_failed_with_its_error(hub: Hub, store: Sto
     assert store.get_attempt(a.attempt_id).error.endswith("ZeroDivisionError")
 
 
+def test_a_report_beyond_fidelity_max_does_not_count_and_stops_the_trial(
+        hub: Hub, store: Store) -> None:
+    # before, a node could report step 1000 of a study whose fidelity.max is 3, and that
+    # value became the trial's (and the study's best); the agent drops such lines too
+    study = submit(hub, make_spec(budget={"max_trials": 1}))
+    [a] = connect(hub, "n1")
+    assert report(hub, "n1", a.attempt_id, 1, 1, 0.9) == "continue"
+    assert report(hub, "n1", a.attempt_id, 2, 1000, 0.001) == "stop"
+    trial = store.get_trial(study, a.trial_id)
+    assert (trial.step, trial.value) == (1, 0.9)
+    finish(hub, "n1", a.attempt_id)
+    assert hub.study_view(study).best.value == 0.9
+
+
 def test_a_study_whose_last_trial_fails_ends_once(hub: Hub, store: Store,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     ended: list[tuple[str, StudyState, str]] = []

@@ -15,11 +15,12 @@ from node_agent.inventory import read_inventory
 from node_agent.runner import Child, ChildSpec
 
 
-def spec(tmp_path: Path, code: str, params: dict[str, object] | None = None) -> ChildSpec:
+def spec(tmp_path: Path, code: str, params: dict[str, object] | None = None,
+         fidelity_max: int = 3) -> ChildSpec:
     work = tmp_path / "work"
     work.mkdir()
     (work / "train.py").write_text(code)
-    return ChildSpec(work, "train.py", {"params": params or {}, "fidelity_max": 3})
+    return ChildSpec(work, "train.py", {"params": params or {}, "fidelity_max": fidelity_max})
 
 
 def run(coro):  # type: ignore[no-untyped-def]
@@ -96,7 +97,7 @@ def test_cooperative_stop_lets_the_child_finish(tmp_path: Path) -> None:
                        "for i in range(1, 1000):\n"
                        "    trial.report(i, loss=1.0 / i)\n"
                        "    if trial.should_stop():\n        break\n"
-                       "    time.sleep(0.02)\n")
+                       "    time.sleep(0.02)\n", fidelity_max=1000)
 
     async def go() -> tuple[int, int]:
         child = await Child.start(s)
@@ -181,3 +182,36 @@ def test_a_descendant_holding_the_report_pipe_does_not_hold_the_attempt(tmp_path
             os.kill(int(pid), signal.SIGKILL)
     assert steps == [1, 2, 3] and code == 0
     assert took < 10
+
+
+def test_a_huge_error_message_keeps_its_exception_type_in_a_short_tail(tmp_path: Path) -> None:
+    # before, the tail was the last 16 KiB of stderr: a 200,000-character message left only
+    # its own end, without "ValueError", and the whole of it went to the researcher
+    s = spec(tmp_path, "def f(n):\n    if n == 0:\n        raise ValueError('boom ' + 'X' * 200000)\n"
+                       "    f(n - 1)\nf(50)\n")
+
+    async def go():  # type: ignore[no-untyped-def]
+        child = await Child.start(s)
+        _ = [r async for r in child.reports()]
+        return await child.wait()
+
+    result = run(go())
+    assert result.exit_code == 1
+    last = result.stderr_tail.splitlines()[-1]
+    assert last.startswith("ValueError: boom XXX") and "(200,017 characters)" in last
+    assert len(result.stderr_tail) < 20 * 320
+
+
+def test_reports_beyond_fidelity_max_are_dropped(tmp_path: Path) -> None:
+    # written straight to the pipe, past the trial API's own check (fidelity_max is 3 here)
+    s = spec(tmp_path, "import os\nfd = int(os.environ['TUNEFLEET_REPORT_FD'])\n"
+                       "os.write(fd, b'{\"type\": \"report\", \"step\": 1, \"metrics\": {\"l\": 1}}\\n"
+                       "{\"type\": \"report\", \"step\": 1000, \"metrics\": {\"l\": 0}}\\n')\n")
+
+    async def go() -> tuple[list[int], int]:
+        child = await Child.start(s)
+        steps = [r.step async for r in child.reports()]
+        await child.wait()
+        return steps, child.bad_lines
+
+    assert run(go()) == ([1], 1)

@@ -365,3 +365,25 @@ def test_module_api_uses_the_process_environment(capsys: pytest.CaptureFixture[s
 def test_module_has_no_other_dynamic_attributes() -> None:
     with pytest.raises(AttributeError):
         trial.no_such_thing  # noqa: B018
+
+
+@pytest.mark.parametrize(("step", "metrics", "field", "allowed"), [
+    (10, {"loss": 0.5}, "step", r"must be at most trial.max_step \(9, the study's fidelity.max\)"),
+    (2, {"bad\ud800name": 1.0}, "metrics", "a metric's name must be text that UTF-8 can encode"),
+    (2, {f"acc_class_{i}": 0.5 for i in range(5000)}, "metrics",
+     r"make a report of [\d,]+ bytes, over the 65,536 one report may take"),
+    (2, {"loss": 10**400}, "metrics.loss", "must be a number"),
+], ids=["beyond-max-step", "surrogate-name", "too-long", "int-beyond-double"])
+def test_a_report_the_agent_could_not_take_is_refused_and_changes_nothing(
+    agent: Agent, step: int, metrics: dict[str, Any], field: str, allowed: str
+) -> None:
+    # before: a step beyond fidelity.max was sent on (and such a trial became the study's
+    # best), a surrogate in a name failed the agent three times as its own error, a line over
+    # 64 KiB was dropped without a word, and 10**400 raised a raw OverflowError
+    agent.ctx.report(1, loss=1.0)
+    assert agent.read_report()["step"] == 1
+    with pytest.raises(InvalidInputError, match=f"^{field}: got .*; {allowed}"):
+        agent.ctx.report(step, **metrics)
+    assert agent.nothing_pending()
+    agent.ctx.report(2, loss=0.5)  # the next step is still free: nothing changed
+    assert agent.read_report()["step"] == 2
