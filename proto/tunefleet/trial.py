@@ -2,7 +2,9 @@
 
 - ``trial.params``: the configuration to train with (a dict).
 - ``trial.max_step``: the last step to run (the study's ``fidelity.max``), or ``None``.
-- ``trial.report(step, **metrics)``: report metrics at a step (an epoch, say); steps increase.
+- ``trial.report(step, **metrics)``: report metrics at a step (an epoch, say); steps increase,
+  up to ``max_step``; one report's JSON line is at most ``MAX_REPORT_BYTES`` (64 KiB). A report
+  that breaks a rule raises :class:`~tunefleet.errors.InvalidInputError` and sends nothing.
 - ``trial.should_stop()``: ``True`` once the scheduler has decided to stop this trial; the code
   should then return promptly (the agent ends the process group after a grace period anyway).
 
