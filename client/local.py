@@ -96,14 +96,20 @@ class LocalCluster:
     def _log_path(self, name: str) -> Path:
         return self.state_dir / f"{name}.log"
 
+    def _open_log(self, name: str) -> IO[bytes]:
+        """A log for appending, readable by this user only: the state directory is made
+        traversable for the trials' accounts, so its files must not be readable by others."""
+        return os.fdopen(os.open(self._log_path(name), os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+                                 0o600), "ab")
+
     def start_coordinator(self, listen: str = "127.0.0.1:0") -> str:
         """Start (or restart, on the same database) the coordinator; returns its address."""
-        log = open(self._log_path("coordinator"), "ab")  # noqa: SIM115
-        self.coordinator = _spawn(
+        log = self._open_log("coordinator")
+        self.coordinator = _spawn(  # its database and files readable by this user only
             _tied([sys.executable, "-m", "coordinator", "serve", "--db", str(self.db_path),
                    "--listen", listen, "--lease-seconds", str(self.lease_seconds),
                    *self._security_args(server=True), *self.coordinator_args]),
-            stdout=subprocess.PIPE, stderr=log, start_new_session=True,
+            stdout=subprocess.PIPE, stderr=log, start_new_session=True, umask=0o077,
         )
         stdout = self.coordinator.stdout
         if stdout is None:
@@ -150,7 +156,7 @@ class LocalCluster:
         return ["--gpus", self._gpu_shares[index] if index < len(self._gpu_shares) else "none"]
 
     def start_agent(self, index: int) -> subprocess.Popen[bytes]:
-        log = open(self._log_path(f"agent-{index}"), "ab")  # noqa: SIM115
+        log = self._open_log(f"agent-{index}")
         home = self.state_dir / f"agent-{index}"
         proc = _spawn(
             _tied([sys.executable, "-m", "node_agent", "start", "--coordinator", self.address,

@@ -76,3 +76,15 @@ def test_parts_outlive_the_short_lived_thread_that_started_them(tmp_path: Path) 
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split() == ["None", "None"]  # both still running after the thread ended
+
+
+def test_the_state_directorys_files_are_readable_by_this_user_only(tmp_path: Path) -> None:
+    # before, coordinator.db and the logs were 0644 in a directory the trials' accounts may
+    # traverse: any local account that knew the path could read another study's results
+    proc = subprocess.run([sys.executable, "-c", FROM_A_THREAD, str(tmp_path / "state")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    state = tmp_path / "state"
+    files = [state / "coordinator.db", state / "coordinator.log", state / "agent-0.log"]
+    assert {f.name: oct(f.stat().st_mode & 0o777) for f in files} == {
+        f.name: "0o600" for f in files}
