@@ -425,7 +425,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "watch":
             with _client(args) as client:
                 final = _watch(client, args.study_id)
-            return _print_best(final, False) if final.best else 0
+                # no best: the trials' reports tell why (a best stopped early, a wrong metric)
+                trials = (client.trials(args.study_id, True)
+                          if final.best is None and final.finished else [])
+            if final.best is not None:
+                return _print_best(final, False)
+            if final.finished:  # following it worked: say why there is no best, exit 0
+                _print_no_best(final, trials, sys.stdout)
         elif args.command == "best":
             with _client(args) as client:
                 status = client.status(args.study_id)

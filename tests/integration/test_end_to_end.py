@@ -168,6 +168,9 @@ def test_a_deadline_ends_a_study_of_unbounded_trials_on_time(tmp_path: Path,
     assert f"completed (deadline {deadline} passed)" in status
     [last] = [line for line in watched.stdout.splitlines() if "] completed" in line]
     assert f"(deadline {deadline} passed)" in last
+    # no trial ran to the end: watch says so, and names the best that was stopped early
+    assert "with no trial run to the end" in watched.stdout
+    assert "the best stopped early: trial" in watched.stdout
     assert ended - datetime.fromisoformat(deadline).timestamp() < 10  # the sweep, the stop
     assert trials and {s for (s,) in trials} <= {"pruned", "failed"}  # none ran 100 steps
     assert any(s == "pruned" for (s,) in trials)
