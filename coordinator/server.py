@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import IO
 
 import grpc
 
@@ -19,6 +21,7 @@ from coordinator.operator_service import OperatorServicer
 from coordinator.researcher_service import ResearcherServicer
 from coordinator.store import Store
 from tunefleet.envelope import DEFAULT_MAX_SKEW, open_envelope
+from tunefleet.errors import TunefleetError
 from tunefleet.tls import server_credentials
 from tunefleet.v1 import node_pb2, node_pb2_grpc, operator_pb2_grpc, researcher_pb2_grpc
 
@@ -28,6 +31,24 @@ log = logging.getLogger(__name__)
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 MAX_BATCH = 512  # node events committed together
 INBOX_LIMIT = 20_000  # queued node events before readers wait (backpressure)
+
+
+def serve_lock(db_path: str | Path) -> IO[str]:
+    """An exclusive lock on ``DB.lock``, held while this process serves the database ``DB``
+    (released when the returned file closes, or the process ends). SQLite lets several
+    processes write one file, but each study's scheduler lives in the memory of the
+    coordinator that serves it: a second one on the same database would decide, and write,
+    what the first never sees. Raises :class:`TunefleetError` while another process holds it.
+    """
+    path = Path(f"{db_path}.lock")
+    lock = path.open("a")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise TunefleetError(f"another coordinator serves {db_path} (it holds {path}); "
+                             "stop it first") from None
+    return lock
 
 
 class CoordinatorServer:
@@ -44,6 +65,7 @@ class CoordinatorServer:
         self.listen = listen
         self.tls_dir = tls_dir
         self.max_skew = max_skew
+        self._lock = serve_lock(db_path)
         self.store = Store(db_path)
         self.hub = Hub(self.store, lease_seconds=lease_seconds, max_attempts=max_attempts,
                        operator_key_id=operator_key_id, open_admission=open_admission,
@@ -78,6 +100,7 @@ class CoordinatorServer:
             ("grpc.keepalive_time_ms", 20_000),
             ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
             ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.so_reuseport", 0),  # a port in use is an error, not shared with another
         ]
         server = grpc.aio.server(options=options, interceptors=[DecodeGuard()])
         researcher_pb2_grpc.add_ResearcherServiceServicer_to_server(
@@ -245,3 +268,4 @@ class CoordinatorServer:
         self.hub_thread.shutdown()
         self._verifier.shutdown(wait=True)
         self.store.close()
+        self._lock.close()  # releases the lock
