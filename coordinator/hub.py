@@ -290,7 +290,8 @@ class Hub(AccessMixin, VerificationMixin, LimitsMixin):
     def stop_study(self, study_id: str, key_id: str, reason: str = "stopped by its owner"
                    ) -> Outbox:
         """Stop a study at its owner's (or the operator's) request: no new trials, running ones
-        are told to stop."""
+        are told to stop. A banned key is refused, as its reads are."""
+        self._refuse_banned(key_id)
         study = self.owned_study(key_id, study_id)
         if study.state is not StudyState.RUNNING:
             return []

@@ -6,6 +6,8 @@ from coordinator.hub_state import HubState, Outbox, PermissionDeniedError
 from coordinator.models import Study, StudyState
 from tunefleet.errors import InvalidInputError, NotFoundError
 
+MAX_REASON_CHARS = 500  # an operator's reason for a ban, shown with every listing of access
+
 __all__ = ["AccessMixin"]
 
 
@@ -83,6 +85,9 @@ class AccessMixin(HubState):
             raise InvalidInputError("action", action, "must be admit, ban or unban")
         if len(key_id) != 32 or any(c not in "0123456789abcdef" for c in key_id):
             raise InvalidInputError("key_id", key_id, "must be a 32-character hex key id")
+        if not isinstance(reason, str) or len(reason) > MAX_REASON_CHARS:
+            raise InvalidInputError("reason", reason,
+                                    f"must be text of at most {MAX_REASON_CHARS} characters")
         if key_id == self.operator_key_id and action == "ban":
             raise InvalidInputError("key_id", key_id, "is the operator's own key")
         now = self.clock()

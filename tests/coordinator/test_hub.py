@@ -1092,3 +1092,26 @@ def test_a_credit_budget_alone_is_refused_where_its_trials_cost_nothing(
     submit(free, make_spec(budget={"max_credits": 5, "max_trials": 2}))  # bounded otherwise
     submit(free, make_spec(budget={"max_credits": 5},
                            resources={"gpus": 1, "min_gpu_memory_gb": 1}))  # GPUs cost 1
+
+
+def test_a_banned_owner_cannot_stop_its_study_or_read_it_that_way(hub: Hub) -> None:
+    # before, StopStudy skipped the ban check and answered with the whole study
+    hub.operator_key_id = "op"
+    owner = "ab" * 16
+    study = submit(hub, make_spec(), owner)
+    hub.change_access("op", owner, "ban", "spam")
+    with pytest.raises(PermissionDeniedError, match="is banned: spam"):
+        hub.stop_study(study, owner)
+    with pytest.raises(PermissionDeniedError, match="is banned: spam"):
+        hub.check_reader(owner, study)
+
+
+def test_an_overlong_access_reason_is_refused_and_changes_nothing(hub: Hub, store: Store) -> None:
+    # before, a 100,000-character reason was stored and sent with every ListAccess
+    hub.operator_key_id = "op"
+    key = "cd" * 16
+    with pytest.raises(InvalidInputError, match=r"^reason: got .*; must be text of at most 500"):
+        hub.change_access("op", key, "ban", "x" * 100_000)
+    assert store.get_access(key) is None and key not in hub.banned
+    hub.change_access("op", key, "ban", "x" * 500)
+    assert key in hub.banned
