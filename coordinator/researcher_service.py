@@ -54,12 +54,18 @@ class ResearcherServicer(researcher_pb2_grpc.ResearcherServiceServicer):
                         raise InvalidInputError(
                             "header.size", header.size, f"must be in [1, {MAX_BUNDLE_BYTES}]"
                         )
+                elif chunk.HasField("header"):
+                    raise InvalidInputError("header", "in a later chunk",
+                                            "only the first chunk carries one")
                 received += len(chunk.data)
                 if received > header.size:
                     raise InvalidInputError("data", received, f"exceeds header.size {header.size}")
                 parts.append(chunk.data)
             if header is None:
                 raise InvalidInputError("chunks", 0, "a bundle upload needs at least one chunk")
+            if received != header.size:
+                raise InvalidInputError("data", f"{received:,} bytes",
+                                        f"must be header.size ({header.size:,}) bytes")
             data = b"".join(parts)
             verify_bundle(data, header.digest, header.publisher_key, header.signature)
             present = await self.hub.call(

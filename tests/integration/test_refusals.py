@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import queue
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -222,6 +223,34 @@ def test_bundle_changed_after_signing_is_refused(cluster: LocalCluster, tiny_tra
                                 (forged.digest,)):
             assert data_ == bundle.data
             assert key != forged.publisher_key or forged.publisher_key == bundle.publisher_key
+
+
+@pytest.mark.parametrize("case", ["size-over", "size-under", "second-header"])
+def test_an_upload_whose_bytes_disagree_with_its_header_is_refused(
+        case: str, cluster: LocalCluster, tiny_train_dir: Path) -> None:
+    # before, header.size was only an upper bound and a later chunk's header was ignored
+    identity, _ = researcher_identity()
+    bundle = build_bundle(load_study_file(tiny_train_dir / "study.toml"), tiny_train_dir,
+                          identity)
+    size = {"size-over": len(bundle.data) + 100, "size-under": len(bundle.data) - 1}.get(
+        case, len(bundle.data))
+    header = common_pb2.BundleHeader(digest=bundle.digest, size=size,
+                                     publisher_key=bundle.publisher_key,
+                                     signature=bundle.signature)
+    half = len(bundle.data) // 2
+    chunks = ([common_pb2.BundleChunk(header=header, data=bundle.data[:half]),
+               common_pb2.BundleChunk(header=header, data=bundle.data[half:])]
+              if case == "second-header" else
+              [common_pb2.BundleChunk(header=header, data=bundle.data)])
+    expected = {"size-over": "data: got '.* bytes'; must be header.size",
+                "size-under": "data: got .*; exceeds header.size",
+                "second-header": "header: got 'in a later chunk'; only the first chunk"}[case]
+    with open_channel(cluster.address, cluster.security) as channel:
+        stub = researcher_pb2_grpc.ResearcherServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as info:
+            stub.UploadBundle(iter(chunks), timeout=30)
+    assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert re.search(expected, info.value.details() or ""), info.value.details()
 
 
 def _session(stub: node_pb2_grpc.NodeServiceStub, node: Identity, inventory: node_pb2.Inventory,
