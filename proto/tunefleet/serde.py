@@ -117,14 +117,16 @@ def spec_mapping_from_proto(message: common_pb2.StudySpec) -> dict[str, Any]:
     for param in message.space:
         if param.name in space:
             raise InvalidInputError(f"space.{param.name}", param.name, "appears twice")
+        # every field that is set goes to the study file's parser, which refuses those the
+        # parameter's type does not take (a float's choices, a categorical's low or log)
         table: dict[str, Any] = {"type": param.type}
-        if param.type == "categorical":
+        if param.type == "categorical" or param.choices:
             table["choices"] = [value_from_proto(c) for c in param.choices]
-        else:
-            if param.HasField("low"):
-                table["low"] = value_from_proto(param.low)
-            if param.HasField("high"):
-                table["high"] = value_from_proto(param.high)
+        if param.HasField("low"):
+            table["low"] = value_from_proto(param.low)
+        if param.HasField("high"):
+            table["high"] = value_from_proto(param.high)
+        if param.type != "categorical" or param.log:
             table["log"] = param.log
         space[param.name] = table
     data: dict[str, Any] = {

@@ -254,9 +254,32 @@ def _no_space(m: common_pb2.StudySpec) -> None:
     del m.space[:]
 
 
+def _choices_on_a_float(m: common_pb2.StudySpec) -> None:
+    m.space[0].choices.add().float_value = 0.5
+
+
+def _bounds_on_a_categorical(m: common_pb2.StudySpec) -> None:
+    m.space[0].type = "categorical"
+    m.space[0].ClearField("high")
+    m.space[0].choices.add().string_value = "a"  # low stays set, which a categorical refuses
+
+
+def _log_on_a_categorical(m: common_pb2.StudySpec) -> None:
+    m.space[0].type = "categorical"
+    m.space[0].ClearField("low")
+    m.space[0].ClearField("high")
+    m.space[0].choices.add().string_value = "a"
+    m.space[0].log = True
+
+
 @pytest.mark.parametrize(
     ("change", "field"),
     [
+        # before, fields the parameter's type does not take were dropped without a word,
+        # and the stored spec still had them
+        (_choices_on_a_float, "space.x.choices"),
+        (_bounds_on_a_categorical, "space.x.low"),
+        (_log_on_a_categorical, "space.x.log"),
         (_set_searcher, "search.searcher"),
         (_clear_name, "name"),
         (_clear_low, "space.x.low"),
