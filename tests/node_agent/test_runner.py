@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from node_agent.inventory import read_inventory
-from node_agent.runner import Child, ChildSpec
+from node_agent.runner import Child, ChildExit, ChildSpec
 
 
 def spec(tmp_path: Path, code: str, params: dict[str, object] | None = None,
@@ -25,6 +25,21 @@ def spec(tmp_path: Path, code: str, params: dict[str, object] | None = None,
 
 def run(coro):  # type: ignore[no-untyped-def]
     return asyncio.run(coro)
+
+
+async def to_the_end(s: ChildSpec) -> ChildExit:
+    """Start the child, read every report, and wait for its end."""
+    child = await Child.start(s)
+    _ = [r async for r in child.reports()]
+    return await child.wait()
+
+
+async def steps_and_dropped(s: ChildSpec) -> tuple[list[int], int]:
+    """The steps of the reports the child's reader let through, and how many lines it dropped."""
+    child = await Child.start(s)
+    steps = [r.step async for r in child.reports()]
+    await child.wait()
+    return steps, child.bad_lines
 
 
 def test_reports_stream_in_order_and_exit_is_clean(tmp_path: Path) -> None:
@@ -116,12 +131,7 @@ def test_failure_keeps_the_tail_of_stderr(tmp_path: Path) -> None:
     s = spec(tmp_path, "import sys\nfor i in range(100):\n    print('line', i, file=sys.stderr)\n"
                        "raise RuntimeError('diverged')\n")
 
-    async def go():  # type: ignore[no-untyped-def]
-        child = await Child.start(s)
-        _ = [r async for r in child.reports()]
-        return await child.wait()
-
-    result = run(go())
+    result = run(to_the_end(s))
     assert result.exit_code == 1
     assert "RuntimeError: diverged" in result.stderr_tail
     assert "line 0\n" not in result.stderr_tail and len(result.stderr_tail.splitlines()) <= 20
@@ -136,13 +146,7 @@ def test_malformed_report_lines_are_skipped(tmp_path: Path) -> None:
                        "{\"type\": \"report\", \"step\": 3, \"metrics\": {\"loss\": "
                        + "9" * 400 + "}}\\n')\n")
 
-    async def go() -> tuple[list[int], int]:
-        child = await Child.start(s)
-        steps = [r.step async for r in child.reports()]
-        await child.wait()
-        return steps, child.bad_lines
-
-    assert run(go()) == ([2], 4)
+    assert run(steps_and_dropped(s)) == ([2], 4)
 
 
 def test_inventory_without_a_driver_offers_cpu_slots() -> None:
@@ -190,12 +194,7 @@ def test_a_huge_error_message_keeps_its_exception_type_in_a_short_tail(tmp_path:
     s = spec(tmp_path, "def f(n):\n    if n == 0:\n        raise ValueError('boom ' + 'X' * 200000)\n"
                        "    f(n - 1)\nf(50)\n")
 
-    async def go():  # type: ignore[no-untyped-def]
-        child = await Child.start(s)
-        _ = [r async for r in child.reports()]
-        return await child.wait()
-
-    result = run(go())
+    result = run(to_the_end(s))
     assert result.exit_code == 1
     last = result.stderr_tail.splitlines()[-1]
     assert last.startswith("ValueError: boom XXX") and "(200,017 characters)" in last
@@ -208,10 +207,4 @@ def test_reports_beyond_fidelity_max_are_dropped(tmp_path: Path) -> None:
                        "os.write(fd, b'{\"type\": \"report\", \"step\": 1, \"metrics\": {\"l\": 1}}\\n"
                        "{\"type\": \"report\", \"step\": 1000, \"metrics\": {\"l\": 0}}\\n')\n")
 
-    async def go() -> tuple[list[int], int]:
-        child = await Child.start(s)
-        steps = [r.step async for r in child.reports()]
-        await child.wait()
-        return steps, child.bad_lines
-
-    assert run(go()) == ([1], 1)
+    assert run(steps_and_dropped(s)) == ([1], 1)
