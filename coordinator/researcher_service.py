@@ -13,9 +13,9 @@ from coordinator.grpc_errors import guarded
 from coordinator.models import StudyState
 from coordinator.views import study_info_to_proto, trial_list
 from tunefleet import serde
-from tunefleet.bundle import MAX_BUNDLE_BYTES, verify_bundle
+from tunefleet.bundle import MAX_BUNDLE_BYTES, read_manifest, verify_bundle
 from tunefleet.envelope import open_envelope
-from tunefleet.errors import InvalidInputError
+from tunefleet.errors import BundleError, InvalidInputError
 from tunefleet.keys import key_id_of
 from tunefleet.read_auth import read_signer
 from tunefleet.unknown_fields import refuse_unknown_fields
@@ -28,6 +28,15 @@ __all__ = ["ResearcherServicer"]
 
 WATCH_POLL_SECONDS = 0.5
 MAX_SPEC_BYTES = 256 * 1024
+
+
+def manifest_entrypoint(manifest: dict[str, object]) -> str:
+    """The entrypoint a bundle's manifest names; :class:`BundleError` if it names none (the
+    agent runs the study's entrypoint, so the coordinator holds a study to its bundle's)."""
+    entrypoint = manifest.get("entrypoint")
+    if not isinstance(entrypoint, str) or not entrypoint:
+        raise BundleError("the bundle's manifest names no entrypoint")
+    return entrypoint
 
 
 class ResearcherServicer(researcher_pb2_grpc.ResearcherServiceServicer):
@@ -68,6 +77,7 @@ class ResearcherServicer(researcher_pb2_grpc.ResearcherServiceServicer):
                                         f"must be header.size ({header.size:,}) bytes")
             data = b"".join(parts)
             verify_bundle(data, header.digest, header.publisher_key, header.signature)
+            manifest_entrypoint(await asyncio.to_thread(read_manifest, data))  # a bundle at all
             present = await self.hub.call(
                 self.server.hub.put_bundle, header.digest, data, header.publisher_key,
                 key_id_of(header.publisher_key), header.signature,
@@ -89,6 +99,13 @@ class ResearcherServicer(researcher_pb2_grpc.ResearcherServiceServicer):
                                         f"at most {MAX_SPEC_BYTES} bytes")
             refuse_unknown_fields(message, "spec")  # a newer client's settings, never dropped
             spec, digest = await self.hub.call(serde.spec_from_proto, message)  # off the loop
+            if await self.hub.call(hub.store.has_bundle, digest):  # else submit_study says so
+                row = await self.hub.call(hub.store.get_bundle, digest)
+                named = manifest_entrypoint(await asyncio.to_thread(read_manifest, row["data"]))
+                if spec.entrypoint != named:
+                    raise InvalidInputError(
+                        "entrypoint", spec.entrypoint,
+                        f"must be the one the bundle's signed manifest names, {named!r}")
             await self.hub.call(hub.accept, signer, request.seq)
             study_id = await self.hub.call(hub.submit_study, spec, digest, request.body, signer)
             await self.server.deliver(await self.hub.call(hub.assign_all))

@@ -18,7 +18,7 @@ from client.local import LocalCluster
 from client.sdk import Client, CoordinatorError, build_bundle
 from tests.integration.helpers import cli, query
 from tunefleet import serde
-from tunefleet.bundle import SignedBundle
+from tunefleet.bundle import SignedBundle, sign_digest
 from tunefleet.envelope import seal
 from tunefleet.keys import Identity, load
 from tunefleet.read_auth import MAX_TOKEN_BYTES, READ_AUTH_METADATA, read_metadata
@@ -102,6 +102,8 @@ def _mutations() -> dict[str, Any]:
         "fidelity min > max": lambda m: setattr(m.fidelity, "min", 10),
         "missing objective metric": lambda m: setattr(m.objective, "metric", ""),
         "bundle not uploaded": lambda m: setattr(m, "bundle_digest", "0" * 64),
+        # before, accepted: the agents then ran a file the signed manifest does not name
+        "entrypoint not the bundle's": lambda m: setattr(m, "entrypoint", "other.py"),
         "malformed digest": lambda m: setattr(m, "bundle_digest", "xyz"),
     }
 
@@ -251,6 +253,21 @@ def test_an_upload_whose_bytes_disagree_with_its_header_is_refused(
             stub.UploadBundle(iter(chunks), timeout=30)
     assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert re.search(expected, info.value.details() or ""), info.value.details()
+
+
+def test_signed_bytes_that_are_no_bundle_are_refused(cluster: LocalCluster) -> None:
+    # before, any bytes with a valid digest and signature were stored as a bundle, and the
+    # studies that used them failed on every node
+    identity, _ = researcher_identity()
+    data = b"garbage, not a bundle"
+    digest = hashlib.sha256(data).hexdigest()
+    forged = SignedBundle(data, digest, identity.public_key, sign_digest(identity, digest))
+    with Client(cluster.address, identity, cluster.security) as client, \
+            pytest.raises(CoordinatorError) as info:
+        client.upload(forged)
+    assert info.value.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert query(cluster.db_path, "SELECT COUNT(*) FROM bundles WHERE digest = ?",
+                 (digest,)) == [(0,)]
 
 
 def _session(stub: node_pb2_grpc.NodeServiceStub, node: Identity, inventory: node_pb2.Inventory,
