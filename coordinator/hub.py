@@ -45,7 +45,7 @@ from coordinator.verification import VerificationState, sampled
 from tunefleet import serde
 from tunefleet.envelope import SequenceGuard
 from tunefleet.errors import InvalidInputError, NotFoundError, StateError, TunefleetError
-from tunefleet.study import StudySpec, deadline_text
+from tunefleet.study import StudySpec, check_new, deadline_text
 from tunefleet.v1 import common_pb2, node_pb2
 
 MAX_STEP = 2**62
@@ -231,6 +231,7 @@ class Hub(AccessMixin, VerificationMixin, LimitsMixin):
         self, spec: StudySpec, digest: str, spec_bytes: bytes, owner_key_id: str
     ) -> str:
         """Store a validated study and start scheduling it; returns its id."""
+        check_new(spec)
         check_available(spec)
         now = self.clock()
         if spec.budget.deadline is not None and spec.budget.deadline <= now:

@@ -22,6 +22,7 @@ from tunefleet.errors import InvalidInputError
 from tunefleet.space import SearchSpace
 
 __all__ = [
+    "check_new",
     "Mode",
     "Objective",
     "Budget",
@@ -230,6 +231,26 @@ class StudySpec:
         }
 
 
+MAX_GPU_MEMORY_GB = 4096.0
+
+
+def check_new(spec: StudySpec) -> None:
+    """Raise :class:`InvalidInputError` if a *new* study breaks a rule added after studies were
+    stored without it (a stored study is re-read with :meth:`StudySpec.from_mapping` alone, so
+    it still rebuilds): a name with control characters (they would reach terminals), GPU
+    memory asked of a study without GPUs, or more of it than any GPU has."""
+    if not spec.name.isprintable():
+        raise InvalidInputError("name", spec.name, "must be printable text, without control "
+                                "characters such as line breaks or escapes")
+    mem = spec.resources.min_gpu_memory_gb
+    if mem > 0 and spec.resources.gpus == 0:
+        raise InvalidInputError("resources.min_gpu_memory_gb", mem,
+                                "needs resources.gpus >= 1: a trial without GPUs has no GPU memory")
+    if mem > MAX_GPU_MEMORY_GB:
+        raise InvalidInputError("resources.min_gpu_memory_gb", mem,
+                                f"must be at most {MAX_GPU_MEMORY_GB:g} (no GPU has more)")
+
+
 def load_study_file(path: str | Path) -> StudySpec:
     """Read and validate a ``study.toml``; raise :class:`InvalidInputError` on a bad file."""
     p = Path(path)
@@ -241,7 +262,9 @@ def load_study_file(path: str | Path) -> StudySpec:
         data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise InvalidInputError("study file", str(p), f"must be valid TOML ({exc})") from None
-    return StudySpec.from_mapping(data)
+    spec = StudySpec.from_mapping(data)
+    check_new(spec)
+    return spec
 
 
 def _check_keys(where: str, table: Mapping[str, Any], allowed: set[str]) -> None:

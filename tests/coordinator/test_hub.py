@@ -1115,3 +1115,16 @@ def test_an_overlong_access_reason_is_refused_and_changes_nothing(hub: Hub, stor
     assert store.get_access(key) is None and key not in hub.banned
     hub.change_access("op", key, "ban", "x" * 500)
     assert key in hub.banned
+
+
+@pytest.mark.parametrize(("changes", "field"), [
+    ({"name": "a\nb\x1b[31mred"}, "name"),
+    ({"resources": {"gpus": 0, "min_gpu_memory_gb": 8}}, "resources.min_gpu_memory_gb"),
+])
+def test_a_new_study_is_held_to_the_rules_stored_ones_predate(
+        hub: Hub, store: Store, changes: dict[str, Any], field: str) -> None:
+    # off the wire a spec is parsed as a stored one is (so old studies rebuild); a new one is
+    # also checked at submission
+    with pytest.raises(InvalidInputError, match=f"^{field}: got "):
+        submit(hub, make_spec(**changes))
+    assert store.list_studies() == []

@@ -356,6 +356,29 @@ def test_load_study_file_reports_schema_errors(tmp_path: Path) -> None:
     assert exc.value.field == "search.searcher" and exc.value.value == "bayes"
 
 
+@pytest.mark.parametrize(("edits", "field", "allowed"), [
+    ({'name = "digits-mlp"': 'name = "a\\nb\\u001b[31mred"'}, "name", "must be printable text"),
+    ({"min_gpu_memory_gb = 0": "min_gpu_memory_gb = 8"}, "resources.min_gpu_memory_gb",
+     "needs resources.gpus >= 1"),
+    ({"gpus = 0": "gpus = 1", "min_gpu_memory_gb = 0": "min_gpu_memory_gb = 1e300"},
+     "resources.min_gpu_memory_gb", "must be at most 4096"),
+], ids=["control-characters-in-name", "gpu-memory-without-gpus", "gpu-memory-beyond-any"])
+def test_a_new_study_file_is_held_to_the_rules_stored_studies_predate(
+        tmp_path: Path, edits: dict[str, str], field: str, allowed: str) -> None:
+    # before, accepted: a name that reached terminals with escapes, and studies that waited
+    # forever for a GPU that could not exist; a stored study like it still parses (and so
+    # rebuilds), as StudySpec.from_mapping alone does not hold it to these rules
+    text = TEMPLATE.read_text()
+    for old, new in edits.items():
+        assert old in text
+        text = text.replace(old, new)
+    StudySpec.from_mapping(tomllib.loads(text))
+    path = tmp_path / "study.toml"
+    path.write_text(text)
+    with pytest.raises(InvalidInputError, match=f"^{field}: got .*; {allowed}"):
+        load_study_file(path)
+
+
 def test_the_digits_template_validates() -> None:
     raw = tomllib.loads(TEMPLATE.read_text())
     spec = load_study_file(TEMPLATE)
