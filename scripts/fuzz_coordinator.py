@@ -293,7 +293,7 @@ class Fuzzer:
                 "search": {"searcher": "random", "scheduler": "fifo", "seed": 1},
                 "fidelity": {"min": 1, "max": 3, "eta": 3},
                 "space": {"x": {"type": "float", "low": 0.0, "high": 1.0}},
-                "resources": {"gpus": 8, "min_gpu_memory_gb": 1e6}}
+                "resources": {"gpus": 8, "min_gpu_memory_gb": 4096}}
         spec = StudySpec.from_mapping(base)
         self.bundle = build_bundle(spec, self.train_dir, self.researcher)
         self.digest = self.bundle.digest

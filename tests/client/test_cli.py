@@ -80,8 +80,9 @@ def test_run_local_refuses_a_gpu_study_without_gpus(tmp_path: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     from tests.conftest import write_template
 
-    # No machine has a GPU this large, so the check fails here and on GPU machines alike.
-    study = write_template(tmp_path / "s", gpus="1", min_gpu_memory_gb="100000", max_trials="2")
+    # No machine has a GPU this large (the most a study may ask for), so the check fails here
+    # and on GPU machines alike.
+    study = write_template(tmp_path / "s", gpus="1", min_gpu_memory_gb="4096", max_trials="2")
     assert main(["run", str(study), "--local", "1"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "resources.gpus" in err[-1] and "gpus = 0" in err[-1]
