@@ -15,7 +15,7 @@ from coordinator.views import study_info_to_proto, trial_list
 from tunefleet import serde
 from tunefleet.bundle import MAX_BUNDLE_BYTES, read_manifest, verify_bundle
 from tunefleet.envelope import open_envelope
-from tunefleet.errors import BundleError, InvalidInputError
+from tunefleet.errors import BundleError, InvalidInputError, NotFoundError
 from tunefleet.keys import key_id_of
 from tunefleet.read_auth import read_signer
 from tunefleet.unknown_fields import refuse_unknown_fields
@@ -99,8 +99,11 @@ class ResearcherServicer(researcher_pb2_grpc.ResearcherServiceServicer):
                                         f"at most {MAX_SPEC_BYTES} bytes")
             refuse_unknown_fields(message, "spec")  # a newer client's settings, never dropped
             spec, digest = await self.hub.call(serde.spec_from_proto, message)  # off the loop
-            if await self.hub.call(hub.store.has_bundle, digest):  # else submit_study says so
+            try:
                 row = await self.hub.call(hub.store.get_bundle, digest)
+            except NotFoundError:
+                pass  # submit_study refuses it by name
+            else:
                 named = manifest_entrypoint(await asyncio.to_thread(read_manifest, row["data"]))
                 if spec.entrypoint != named:
                     raise InvalidInputError(

@@ -251,6 +251,7 @@ class Child:
         keeps the pipe open (a fork, an escape to its own session) cannot hold the attempt,
         and its slot, after the training process ended. What the process wrote before it
         exited is in the pipe already, so none of it is lost."""
+        top = self.spec.trial.get("fidelity_max")
         exited = asyncio.ensure_future(self.process.wait())
         try:
             while True:
@@ -262,7 +263,6 @@ class Child:
                 if not line:
                     return
                 report = _parse(line)
-                top = self.spec.trial.get("fidelity_max")
                 if report is None or (isinstance(top, int) and report.step > top):
                     self.bad_lines += 1
                     continue
