@@ -51,11 +51,16 @@ class CoordinatorError(TunefleetError):
 
 
 def build_bundle(spec: StudySpec, directory: Path, identity: Identity) -> SignedBundle:
-    """Pack and sign a study's bundle directory with its manifest."""
+    """Pack and sign a study's bundle directory with its manifest.
+
+    The manifest names the signing researcher (``publisher``), so two researchers' bundles of
+    the same files differ: the coordinator runs a study only with its own researcher's bundle.
+    """
     if not (directory / spec.entrypoint).is_file():
         raise TunefleetError(f"entrypoint {spec.entrypoint} not found in {directory}")
     manifest = {
         "entrypoint": spec.entrypoint,
+        "publisher": identity.key_id,
         "requirements": _requirements(directory),
         "resources": {"gpus": spec.resources.gpus,
                       "min_gpu_memory_gb": spec.resources.min_gpu_memory_gb},
@@ -169,19 +174,40 @@ class Client:
             raise self._error(exc) from None
         return [status_from_proto(s) for s in reply.studies]
 
-    def trials(self, study_id: str, include_reports: bool = False) -> list[TrialResult]:
+    def trials(self, study_id: str, include_reports: bool = False, page_size: int = 0
+               ) -> list[TrialResult]:
         """Every trial of the study, each one's params in the study's ``[space]`` order (which
-        one more call, GetStudy, reads: the trials' protobuf maps keep no order)."""
+        one more call, GetStudy, reads: the trials' protobuf maps keep no order). The trials
+        come in pages of at most ``page_size`` (0: the coordinator's default, 200) and about
+        2 MiB, one call each."""
         order = space_order(self._study_info(study_id))
-        request = researcher_pb2.ListTrialsRequest(
-            study_id=study_id, include_reports=include_reports
-        )
-        try:
-            reply = self._stub.ListTrials(request, timeout=self.timeout,
-                                          metadata=self._read(request))
-        except grpc.RpcError as exc:
-            raise self._error(exc) from None
-        return [trial_from_proto(t, order) for t in reply.trials]
+        trials: list[researcher_pb2.TrialInfo] = []
+        token = ""
+        while True:  # one call per page of trials (see ListTrialsRequest)
+            request = researcher_pb2.ListTrialsRequest(
+                study_id=study_id, include_reports=include_reports, page_token=token,
+                page_size=page_size,
+            )
+            try:
+                reply = self._stub.ListTrials(request, timeout=self.timeout,
+                                              metadata=self._read(request))
+            except grpc.RpcError as exc:
+                raise self._error(exc) from None
+            for trial in reply.trials:
+                if trials and trials[-1].trial_id == trial.trial_id:
+                    # a trial whose reports did not fit in one page: the later part is newer
+                    reports = [*trials[-1].reports, *trial.reports]
+                    del trial.reports[:]
+                    trial.reports.extend(reports)
+                    trials[-1] = trial
+                else:
+                    trials.append(trial)
+            if not reply.next_page_token:
+                return [trial_from_proto(t, order) for t in trials]
+            if reply.next_page_token == token:
+                raise TunefleetError(f"the coordinator at {self.address} repeated the page "
+                                     f"token {token!r} of study {study_id}'s trials")
+            token = reply.next_page_token
 
     def stop(self, study_id: str) -> StudyStatus:
         request = researcher_pb2.StopStudyRequest(study_id=study_id)

@@ -248,9 +248,17 @@ class Hub(AccessMixin, VerificationMixin, LimitsMixin):
                     f"{self.price_gpu_hour:g} credits per GPU-hour, {self.price_slot_hour:g} "
                     "per slot-hour); add max_trials or a deadline",
                 )
-        if not self.store.has_bundle(digest):
+        publisher = self.store.bundle_publisher(digest)
+        if publisher is None:
             raise InvalidInputError(
                 "bundle_digest", digest, "must name an uploaded bundle; upload it first"
+            )
+        if publisher != owner_key_id:
+            # The nodes check the bundle's signature against their trust in its publisher: a
+            # study run with someone else's bundle would borrow that trust.
+            raise PermissionDeniedError(
+                f"bundle {digest[:12]} was signed by key {publisher}, not by {owner_key_id}: "
+                "a study runs only a bundle its own researcher signed and uploaded"
             )
         study = Study(
             id=uuid.uuid4().hex[:12], name=spec.name, owner_key_id=owner_key_id,

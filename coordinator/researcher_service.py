@@ -11,7 +11,8 @@ from google.protobuf.message import Message
 
 from coordinator.grpc_errors import guarded
 from coordinator.models import StudyState
-from coordinator.views import study_info_to_proto, trial_list
+from coordinator.trial_pages import trial_page
+from coordinator.views import study_info_to_proto
 from tunefleet import serde
 from tunefleet.bundle import MAX_BUNDLE_BYTES, read_manifest, verify_bundle
 from tunefleet.envelope import open_envelope
@@ -77,10 +78,18 @@ class ResearcherServicer(researcher_pb2_grpc.ResearcherServiceServicer):
                                         f"must be header.size ({header.size:,}) bytes")
             data = b"".join(parts)
             verify_bundle(data, header.digest, header.publisher_key, header.signature)
-            manifest_entrypoint(await asyncio.to_thread(read_manifest, data))  # a bundle at all
+            manifest = await asyncio.to_thread(read_manifest, data)
+            manifest_entrypoint(manifest)  # a bundle at all
+            publisher = key_id_of(header.publisher_key)
+            named = manifest.get("publisher", publisher)  # older clients named nobody
+            if named != publisher:
+                # else one researcher could sign a copy of another's bundle first and so keep
+                # its owner from submitting it (a study runs only its owner's bundles)
+                raise InvalidInputError("manifest.publisher", named,
+                                        f"must be the key that signs the bundle, {publisher}")
             present = await self.hub.call(
                 self.server.hub.put_bundle, header.digest, data, header.publisher_key,
-                key_id_of(header.publisher_key), header.signature,
+                publisher, header.signature,
             )
             return researcher_pb2.BundleRef(digest=header.digest, already_present=present)
 
@@ -102,8 +111,9 @@ class ResearcherServicer(researcher_pb2_grpc.ResearcherServiceServicer):
             try:
                 row = await self.hub.call(hub.store.get_bundle, digest)
             except NotFoundError:
-                pass  # submit_study refuses it by name
-            else:
+                row = None
+            # a missing bundle or someone else's: submit_study refuses it, naming no more
+            if row is not None and row["publisher_key_id"] == signer:
                 named = manifest_entrypoint(await asyncio.to_thread(read_manifest, row["data"]))
                 if spec.entrypoint != named:
                     raise InvalidInputError(
@@ -152,7 +162,8 @@ class ResearcherServicer(researcher_pb2_grpc.ResearcherServiceServicer):
         self, request: researcher_pb2.ListTrialsRequest, context: grpc.aio.ServicerContext
     ) -> researcher_pb2.TrialList:
         def collect() -> researcher_pb2.TrialList:
-            return trial_list(self.server.hub.store, request.study_id, request.include_reports)
+            return trial_page(self.server.hub.store, request.study_id, request.include_reports,
+                              request.page_token, request.page_size)
 
         async def work() -> researcher_pb2.TrialList:
             await self._reader(context, request, request.study_id)

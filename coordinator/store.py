@@ -131,6 +131,11 @@ class Store:
     def has_bundle(self, digest: str) -> bool:
         return self._one("SELECT 1 AS x FROM bundles WHERE digest = ?", (digest,)) is not None
 
+    def bundle_publisher(self, digest: str) -> str | None:
+        """The key id that signed the stored bundle ``digest``; None if there is none."""
+        row = self._one("SELECT publisher_key_id FROM bundles WHERE digest = ?", (digest,))
+        return None if row is None else str(row["publisher_key_id"])
+
     def put_bundle(
         self, digest: str, data: bytes, publisher_key: bytes, key_id: str, signature: bytes,
         now: float,
@@ -233,13 +238,20 @@ class Store:
             raise NotFoundError(f"trial {number} of study {study_id!r} does not exist")
         return self._trial(row)
 
-    def list_trials(self, study_id: str, state: TrialState | None = None) -> list[Trial]:
-        sql = "SELECT * FROM trials WHERE study_id = ?"
-        params: tuple[Any, ...] = (study_id,)
+    def list_trials(self, study_id: str, state: TrialState | None = None, start: int = 0,
+                    limit: int | None = None) -> list[Trial]:
+        """The study's trials numbered ``start`` or more (in ``state``), in number order; at
+        most ``limit`` of them."""
+        sql = "SELECT * FROM trials WHERE study_id = ? AND number >= ?"
+        params: tuple[Any, ...] = (study_id, start)
         if state is not None:
             sql += " AND state = ?"
             params += (state.value,)
-        return [self._trial(r) for r in self.db.query(sql + " ORDER BY number", params)]
+        sql += " ORDER BY number"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params += (limit,)
+        return [self._trial(r) for r in self.db.query(sql, params)]
 
     def trial_counts(self, study_id: str) -> dict[TrialState, int]:
         counts = {s: 0 for s in TrialState}
@@ -351,13 +363,16 @@ class Store:
              json.dumps(metrics), decision, envelope, now),
         )
 
-    def reports_of_study(self, study_id: str) -> list[dict[str, Any]]:
-        """The reports of the study's trial attempts (re-runs for verification left out)."""
+    def reports_of_study(self, study_id: str, first: int = 0, last: int | None = None
+                         ) -> list[dict[str, Any]]:
+        """The reports of the study's trial attempts (re-runs for verification left out) of
+        trials ``first`` to ``last`` (inclusive; None: to the end), in trial and arrival order."""
         rows = self.db.query(
             "SELECT r.attempt_id, r.seq, r.trial_number, r.step, r.metrics FROM reports r "
             "JOIN attempts a ON a.id = r.attempt_id WHERE r.study_id = ? "
+            "AND r.trial_number >= ? AND r.trial_number <= ? "
             "AND a.purpose = 'trial' ORDER BY r.trial_number, r.attempt_id, r.seq",
-            (study_id,),
+            (study_id, first, 2**62 if last is None else last),
         )
         return [dict(r, metrics=json.loads(r["metrics"])) for r in rows]
 

@@ -6,12 +6,11 @@ from typing import Any
 
 from coordinator.hub import StudyView
 from coordinator.models import Trial, TrialState
-from coordinator.store import Store
 from coordinator.verification import shown_state
 from tunefleet import serde
 from tunefleet.v1 import common_pb2, researcher_pb2
 
-__all__ = ["study_info_to_proto", "trial_info_to_proto", "trial_list"]
+__all__ = ["study_info_to_proto", "trial_info_to_proto"]
 
 
 def _verification_detail(row: dict[str, Any] | None) -> str:
@@ -62,28 +61,3 @@ def study_info_to_proto(view: StudyView) -> researcher_pb2.StudyInfo:
     if view.best is not None:
         message.best.CopyFrom(trial_info_to_proto(view.best, verification=view.best_verification))
     return message
-
-
-def trial_list(store: Store, study_id: str, include_reports: bool) -> researcher_pb2.TrialList:
-    """Every trial of a study as researchers see it: the node and error of its latest attempt,
-    the GPU use its node measured (the latest trial attempt that has it), its verification and,
-    with ``include_reports``, its reports. Raises NotFoundError for an unknown study."""
-    store.get_study(study_id)
-    by_trial: dict[int, list[dict[str, object]]] = {}
-    if include_reports:
-        for r in store.reports_of_study(study_id):
-            by_trial.setdefault(int(r["trial_number"]), []).append(r)
-    out = researcher_pb2.TrialList()
-    for trial in store.list_trials(study_id):
-        attempts = store.attempts_of_trial(study_id, trial.number)
-        node = attempts[-1].node_id if attempts else ""
-        info = trial_info_to_proto(trial, node, by_trial.get(trial.number),
-                                   store.verification_of(trial.study_id, trial.number))
-        if not info.error and attempts and attempts[-1].error:
-            info.error = attempts[-1].error
-        measured = [a for a in attempts if a.gpu_utilization is not None]
-        if measured:
-            info.gpu_utilization = measured[-1].gpu_utilization or 0.0
-            info.gpu_memory_peak_gb = measured[-1].gpu_memory_peak_gb or 0.0
-        out.trials.append(info)
-    return out

@@ -19,7 +19,7 @@ def test_the_ledger_shows_what_providers_earned_and_researchers_spent(
 ) -> None:
     store, clock = Store(tmp_path / "c.db"), Clock()
     hub = Hub(store, clock=clock, price_gpu_hour=2.0, price_slot_hour=0.5)
-    hub.put_bundle(DIGEST, b"bundle", b"k" * 32, "pub", b"s" * 64)
+    hub.put_bundle(DIGEST, b"bundle", b"k" * 32, "owner", b"s" * 64)
     submit(hub, make_spec(budget={"max_trials": 1},
                           resources={"gpus": 1, "min_gpu_memory_gb": 1}), owner="alice")
     submit(hub, make_spec(budget={"max_trials": 1}), owner="bob")

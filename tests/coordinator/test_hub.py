@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import sqlite3
 from pathlib import Path
@@ -60,13 +61,16 @@ def store(tmp_path: Path) -> Store:
 @pytest.fixture
 def hub(store: Store, clock: Clock) -> Hub:
     h = Hub(store, clock=clock, lease_seconds=10.0, max_attempts=2)
-    h.put_bundle(DIGEST, b"bundle", b"k" * 32, "pub", b"s" * 64)
+    h.put_bundle(DIGEST, b"bundle", b"k" * 32, "owner", b"s" * 64)
     return h
 
 
 def submit(hub: Hub, spec: StudySpec, owner: str = "owner") -> str:
-    message = serde.spec_to_proto(spec, DIGEST)
-    return hub.submit_study(spec, DIGEST, message.SerializeToString(), owner)
+    """Submit ``spec`` as ``owner``, with a bundle ``owner`` published (DIGEST for "owner")."""
+    digest = DIGEST if owner == "owner" else hashlib.sha256(owner.encode()).hexdigest()
+    hub.put_bundle(digest, b"bundle", b"k" * 32, owner, b"s" * 64)  # a no-op the second time
+    message = serde.spec_to_proto(spec, digest)
+    return hub.submit_study(spec, digest, message.SerializeToString(), owner)
 
 
 def connect(hub: Hub, node_id: str, cpu_slots: int = 1, gpus: list[tuple[str, float]] = ()
@@ -278,6 +282,19 @@ def test_unknown_searcher_or_missing_bundle_stores_nothing(hub: Hub, store: Stor
     assert store.list_studies() == []
 
 
+def test_a_study_with_another_researchers_bundle_is_refused(hub: Hub, store: Store) -> None:
+    # the nodes trust a bundle by its publisher: a study may run only its own owner's bundles
+    spec = make_spec()
+    message = serde.spec_to_proto(spec, DIGEST).SerializeToString()
+    with pytest.raises(PermissionDeniedError,
+                       match="signed by key owner, not by mallory: a study runs only"):
+        hub.submit_study(spec, DIGEST, message, "mallory")
+    assert store.list_studies() == []
+    assert store.bundle_publisher(DIGEST) == "owner"
+    assert store.bundle_publisher("cd" * 32) is None
+    submit(hub, spec)  # its publisher may
+
+
 @pytest.mark.parametrize("enqueue", [[], [{"x": 0.31, "k": "c"}, {"x": 0.9, "k": "a"}]],
                          ids=["suggested", "enqueued"])
 @pytest.mark.parametrize("searcher, scheduler", [
@@ -291,7 +308,7 @@ def test_restart_rebuilds_the_scheduler_and_makes_the_same_next_decision(
         path = tmp_path / f"{searcher}-{restart_at}.db"
         store = Store(path)
         hub = Hub(store, clock=clock, lease_seconds=10)
-        hub.put_bundle(DIGEST, b"b", b"k" * 32, "pub", b"s" * 64)
+        hub.put_bundle(DIGEST, b"b", b"k" * 32, "owner", b"s" * 64)
         spec = make_spec(budget={"max_trials": 14},
                          search={"searcher": searcher, "scheduler": scheduler, "seed": 5,
                                  "enqueue": enqueue},
@@ -511,7 +528,7 @@ def test_max_running_caps_the_trials_leased_at_once(hub: Hub, store: Store) -> N
 def test_only_the_owner_and_the_operator_read_a_study(store: Store, clock: Clock) -> None:
     hub = Hub(store, clock=clock, lease_seconds=10.0, max_attempts=2, operator_key_id="op",
               open_admission=True)
-    hub.put_bundle(DIGEST, b"bundle", b"k" * 32, "pub", b"s" * 64)
+    hub.put_bundle(DIGEST, b"bundle", b"k" * 32, "owner", b"s" * 64)
     mine = submit(hub, make_spec(), owner="alice")
     theirs = submit(hub, make_spec(), owner="bob")
     hub.check_reader("alice", mine)
@@ -578,7 +595,7 @@ def test_replay_keeps_the_parameters_a_trial_ran_with(tmp_path: Path, clock: Clo
     path = tmp_path / "c.db"
     store = Store(path)
     hub = Hub(store, clock=clock, lease_seconds=10)
-    hub.put_bundle(DIGEST, b"b", b"k" * 32, "pub", b"s" * 64)
+    hub.put_bundle(DIGEST, b"b", b"k" * 32, "owner", b"s" * 64)
     study = submit(hub, make_spec(search={"searcher": "tpe", "scheduler": "fifo", "seed": 5}))
     [a] = connect(hub, "n1")
     with store.atomic():  # what an older release would have suggested and run
@@ -601,7 +618,7 @@ def test_replay_keeps_the_schedulers_defaults_a_study_was_submitted_with(
     path = tmp_path / "c.db"
     store = Store(path)
     hub = Hub(store, clock=clock, lease_seconds=10)
-    hub.put_bundle(DIGEST, b"b", b"k" * 32, "pub", b"s" * 64)
+    hub.put_bundle(DIGEST, b"b", b"k" * 32, "owner", b"s" * 64)
     hyperband = {"searcher": "random", "scheduler": "hyperband", "seed": 5}
     old, mid, late, fourth, new = (submit(hub, make_spec(search=hyperband)) for _ in range(5))
     assert store.get_study(new).scheduling_defaults == DEFAULTS_VERSION == 5
@@ -855,7 +872,7 @@ def test_gpu_figures_for_an_attempt_without_gpus_are_ignored(hub: Hub, store: St
 
 
 def test_researchers_see_the_gpu_use_of_each_trial(hub: Hub, store: Store) -> None:
-    from coordinator.views import trial_list
+    from coordinator.trial_pages import trial_page
 
     study = submit(hub, make_spec(budget={"max_trials": 2},
                                   resources={"gpus": 1, "min_gpu_memory_gb": 1}))
@@ -866,7 +883,7 @@ def test_researchers_see_the_gpu_use_of_each_trial(hub: Hub, store: Store) -> No
         gpu_memory_peak_gb=3.5)))
     report(hub, "n1", b.attempt_id, 1, 1, 0.4)
     hub.finished("n1", node_pb2.AttemptFinished(attempt_id=b.attempt_id, outcome="completed"))
-    shown = {t.trial_id: t for t in trial_list(store, study, False).trials}
+    shown = {t.trial_id: t for t in trial_page(store, study, False).trials}
     assert (shown[a.trial_id].gpu_utilization, shown[a.trial_id].gpu_memory_peak_gb) == (91.0,
                                                                                           3.5)
     assert not shown[b.trial_id].HasField("gpu_utilization")  # its node measured nothing
@@ -1035,7 +1052,7 @@ def test_a_limit_whose_unit_fails_is_tried_again_at_the_next_sweep(
 def test_the_ledger_prices_each_attempt_as_it_was_leased(store: Store, clock: Clock,
                                                         tmp_path: Path) -> None:
     hub = Hub(store, clock=clock, lease_seconds=100.0, price_gpu_hour=2.0, price_slot_hour=0.5)
-    hub.put_bundle(DIGEST, b"bundle", b"k" * 32, "pub", b"s" * 64)
+    hub.put_bundle(DIGEST, b"bundle", b"k" * 32, "owner", b"s" * 64)
     study = submit(hub, make_spec(budget={"max_trials": 2},
                                   resources={"gpus": 1, "min_gpu_memory_gb": 1}), owner="alice")
     [a] = connect(hub, "n1", cpu_slots=0, gpus=[("GPU-a", 24.0)])
@@ -1054,7 +1071,7 @@ def test_the_ledger_prices_each_attempt_as_it_was_leased(store: Store, clock: Cl
 
 def test_a_credit_budget_stops_the_study(store: Store, clock: Clock) -> None:
     hub = Hub(store, clock=clock, lease_seconds=100.0, price_gpu_hour=0.0, price_slot_hour=3.6)
-    hub.put_bundle(DIGEST, b"bundle", b"k" * 32, "pub", b"s" * 64)
+    hub.put_bundle(DIGEST, b"bundle", b"k" * 32, "owner", b"s" * 64)
     study = submit(hub, make_spec(budget={"max_credits": 0.01}))  # 10 s at 3.6 per hour
     [a] = connect(hub, "n1")
     clock.now += 9
@@ -1084,7 +1101,7 @@ def test_a_credit_budget_alone_is_refused_where_its_trials_cost_nothing(
     store: Store, clock: Clock
 ) -> None:
     free = Hub(store, clock=clock)  # CPU slots cost 0 by default
-    free.put_bundle(DIGEST, b"bundle", b"k" * 32, "pub", b"s" * 64)
+    free.put_bundle(DIGEST, b"bundle", b"k" * 32, "owner", b"s" * 64)
     with pytest.raises(InvalidInputError, match="budget.max_credits: got 5.0; is the study's "
                                                 "only bound, but its trials cost nothing"):
         submit(free, make_spec(budget={"max_credits": 5}))

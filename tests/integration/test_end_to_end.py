@@ -102,7 +102,8 @@ def test_tiny_study_through_sdk_with_failures_recorded(tmp_path: Path, tiny_trai
             study_id = client.submit_file(tiny_train_dir / "study.toml")
             final = list(client.watch(study_id))[-1]
             trials = client.trials(study_id, include_reports=True)
-        assert final.state == "completed"
+            assert client.trials(study_id, include_reports=True, page_size=1) == trials
+        assert final.state == "completed" and len(trials) > 1
         crashed = [t for t in trials if t.params["crash"]]
         fine = [t for t in trials if not t.params["crash"]]
         assert crashed and fine

@@ -18,7 +18,7 @@ from client.local import LocalCluster
 from client.sdk import Client, CoordinatorError, build_bundle
 from tests.integration.helpers import cli, query
 from tunefleet import serde
-from tunefleet.bundle import SignedBundle, sign_digest
+from tunefleet.bundle import SignedBundle, pack_directory, sign_digest
 from tunefleet.envelope import seal
 from tunefleet.keys import Identity, load
 from tunefleet.read_auth import MAX_TOKEN_BYTES, READ_AUTH_METADATA, read_metadata
@@ -268,6 +268,50 @@ def test_signed_bytes_that_are_no_bundle_are_refused(cluster: LocalCluster) -> N
     assert info.value.code is grpc.StatusCode.INVALID_ARGUMENT
     assert query(cluster.db_path, "SELECT COUNT(*) FROM bundles WHERE digest = ?",
                  (digest,)) == [(0,)]
+
+
+def test_a_study_cannot_run_another_researchers_bundle(cluster: LocalCluster,
+                                                       tiny_train_dir: Path) -> None:
+    # before, a researcher who knew a digest could submit a study with it, and the nodes that
+    # trust the bundle's publisher ran that code with the other researcher's parameters
+    owner, _ = researcher_identity()
+    spec = load_study_file(tiny_train_dir / "study.toml")
+    bundle = build_bundle(spec, tiny_train_dir, owner)
+    with Client(cluster.address, owner, cluster.security) as client:
+        client.upload(bundle)
+    other = Identity.generate()
+    before = counts(cluster.db_path)
+    with Client(cluster.address, other, cluster.security) as client, \
+            pytest.raises(CoordinatorError) as info:
+        client.submit_spec(serde.spec_to_proto(spec, bundle.digest))
+    assert info.value.code is grpc.StatusCode.PERMISSION_DENIED
+    assert f"signed by key {owner.key_id}, not by {other.key_id}" in info.value.details
+    assert counts(cluster.db_path) == before
+    # the same files packed by the other researcher name it: a bundle of its own, accepted
+    mine = build_bundle(spec, tiny_train_dir, other)
+    assert mine.digest != bundle.digest
+    with Client(cluster.address, other, cluster.security) as client:
+        assert client.upload(mine) is False
+        status = client.submit_spec(serde.spec_to_proto(spec, mine.digest))
+        assert client.stop(status.study_id).state == "stopped"
+
+
+def test_a_bundle_whose_manifest_names_another_publisher_is_refused(
+        cluster: LocalCluster, tiny_train_dir: Path) -> None:
+    # else a researcher could store a copy of another's bundle under its own signature first,
+    # and the owner's own upload of it would then be refused at submission
+    signer, named = Identity.generate(), Identity.generate()
+    spec = load_study_file(tiny_train_dir / "study.toml")
+    bundle = pack_directory(tiny_train_dir, {"entrypoint": spec.entrypoint,
+                                             "publisher": named.key_id}, signer)
+    with Client(cluster.address, signer, cluster.security) as client, \
+            pytest.raises(CoordinatorError) as info:
+        client.upload(bundle)
+    assert info.value.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert f"manifest.publisher: got {named.key_id!r}" in info.value.details
+    assert signer.key_id in info.value.details
+    assert query(cluster.db_path, "SELECT COUNT(*) FROM bundles WHERE digest = ?",
+                 (bundle.digest,)) == [(0,)]
 
 
 def _session(stub: node_pb2_grpc.NodeServiceStub, node: Identity, inventory: node_pb2.Inventory,
