@@ -61,7 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--max-attempts", type=int, default=3,
-        help="attempts per trial before it is failed (default: 3)",
+        help="attempts per trial before it is failed (default: 3); a trial that fails the same "
+             "way on two nodes is failed at once",
     )
     serve.add_argument(
         "--price-gpu-hour", type=float, default=1.0, metavar="CREDITS",

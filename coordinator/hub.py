@@ -32,6 +32,7 @@ from coordinator.hub_state import (
 )
 from coordinator.hub_verification import VerificationMixin
 from coordinator.models import Attempt, AttemptState, Node, Study, StudyState, Trial, TrialState
+from coordinator.repeated_failures import same_failure_elsewhere
 from coordinator.scheduling import (
     DEFAULTS_VERSION,
     AskStatus,
@@ -93,7 +94,7 @@ class Hub(AccessMixin, VerificationMixin, LimitsMixin):
         self.sessions: dict[str, NodeSession] = {}
         self.studies: dict[str, StudyRuntime] = {}
         self.refused_reports = 0
-        self._wake = False  # a verification was queued: offer it to every node
+        self._wake = False  # a verification was queued or a trial failed: offer to every node
         self.guard = SequenceGuard(load=store.last_seq, save=store.save_seq)
         self.banned: set[str] = {r["key_id"] for r in store.list_access() if r["state"] == "banned"}
         # (node, study) pairs whose bundle the node declined: never offered again.
@@ -415,14 +416,26 @@ class Hub(AccessMixin, VerificationMixin, LimitsMixin):
         return [(attempt.node_id, stop_message(attempt.id, f"attempt lost: {reason}"))]
 
     def _retry_or_fail(self, attempt: Attempt, why: str, now: float) -> None:
+        """Put the attempt's trial back to pending, or fail it: its study has ended, it has had
+        ``max_attempts`` attempts, or it failed the same way on two nodes."""
         trial = self.store.get_trial(attempt.study_id, attempt.trial_number)
         runtime = self.studies.get(attempt.study_id)
-        if runtime is not None and trial.attempts < self.max_attempts:
+        twin = None
+        if attempt.state is AttemptState.FAILED:
+            twin = same_failure_elsewhere(
+                attempt, self.store.attempts_of_trial(attempt.study_id, attempt.trial_number))
+        if runtime is not None and trial.attempts < self.max_attempts and twin is None:
             trial.state, trial.error = TrialState.PENDING, why
             self.store.update_trial(trial)
             return
         trial.state, trial.ended_at = TrialState.FAILED, now
-        trial.error = why if runtime is None else f"gave up after {trial.attempts} attempts: {why}"
+        if runtime is None:
+            trial.error = why
+        elif twin is not None:
+            trial.error = (f"failed the same way on nodes {twin.node_id[:8]} and "
+                           f"{attempt.node_id[:8]}, so it was not tried again: {why}")
+        else:
+            trial.error = f"gave up after {trial.attempts} attempts: {why}"
         self.store.update_trial(trial)
         if runtime is not None:
             runtime.tuner.tell_failed(trial.number)
@@ -481,7 +494,8 @@ class Hub(AccessMixin, VerificationMixin, LimitsMixin):
         """Start an attempt of a pending trial, or of a new trial the tuner suggests."""
         study_id = runtime.study.id
         now = self.clock()
-        pending = self.store.list_trials(study_id, TrialState.PENDING)
+        pending = [t for t in self.store.list_trials(study_id, TrialState.PENDING)
+                   if not self._better_elsewhere(runtime, t, node_id)]
         with self._unit():  # a suggestion the store does not keep is forgotten with it
             if pending:
                 trial = pending[0]
@@ -507,6 +521,25 @@ class Hub(AccessMixin, VerificationMixin, LimitsMixin):
         log.info("trial %s/%d attempt %d -> node %s", study_id, trial.number, attempt.id,
                  node_id[:8])
         return self._assignment(runtime, attempt, trial)
+
+    def _better_elsewhere(self, runtime: StudyRuntime, trial: Trial, node_id: str) -> bool:
+        """Whether a pending trial that failed on ``node_id`` should wait for another node: one
+        is connected, not draining, able to run the study and has not failed the trial. (A
+        failure may be the node's; on another node it either passes or shows itself the
+        trial's own, see :mod:`coordinator.repeated_failures`.)"""
+        if trial.attempts == 0:
+            return False
+        failed_on = {a.node_id for a in self.store.attempts_of_trial(trial.study_id, trial.number)
+                     if a.state is AttemptState.FAILED}
+        if node_id not in failed_on:
+            return False
+        need = runtime.spec.resources
+        return any(
+            n not in failed_on and not s.draining and (n, trial.study_id) not in self.declined
+            and (sum(g.memory_total_gb >= need.min_gpu_memory_gb for g in s.inventory.gpus)
+                 >= need.gpus if need.gpus else s.inventory.cpu_slots > 0)
+            for n, s in self.sessions.items()
+        )
 
     def _assignment(self, runtime: StudyRuntime, attempt: Attempt, trial: Trial
                     ) -> node_pb2.CoordinatorMessage:
@@ -715,6 +748,8 @@ class Hub(AccessMixin, VerificationMixin, LimitsMixin):
                 attempt.state = AttemptState.FAILED
                 self.store.update_attempt(attempt)
                 self._retry_or_fail(attempt, done.error or f"exit code {done.exit_code}", now)
+                # a retry may belong on another node (see _better_elsewhere): offer it to all
+                self._wake = self._wake or trial.attempts < self.max_attempts
             else:
                 stopping = runtime is not None and (
                     runtime.tuner.trials[trial.number].state == "stopping"

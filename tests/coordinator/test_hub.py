@@ -226,6 +226,79 @@ def test_failed_child_is_retried_then_failed_with_its_error(hub: Hub, store: Sto
     assert store.get_attempt(a.attempt_id).error.endswith("ZeroDivisionError")
 
 
+CRASH = "exit code 1\nTraceback (most recent call last):\n  ...\nValueError: boom"
+
+
+@pytest.fixture
+def hub3(store: Store, clock: Clock) -> Hub:
+    return Hub(store, clock=clock, lease_seconds=10.0, max_attempts=3)
+
+
+def test_a_failed_trial_is_retried_on_another_node_and_ends_when_it_fails_the_same_way(
+        hub3: Hub, store: Store) -> None:
+    # before, the node that had just failed a trial took it back at once, and a trial whose
+    # own code raised was run max_attempts times
+    study = submit(hub3, make_spec(budget={"max_trials": 1}))
+    [a] = connect(hub3, "n1")
+    assert connect(hub3, "n2") == []
+    [b] = finish(hub3, "n1", a.attempt_id, "failed", CRASH)
+    assert (b.trial_id, store.get_attempt(b.attempt_id).node_id) == (0, "n2")
+    assert finish(hub3, "n2", b.attempt_id, "failed", CRASH.replace("  ...", "  other")) == []
+    trial = store.get_trial(study, 0)
+    assert (trial.state, trial.attempts) == (TrialState.FAILED, 2)
+    assert trial.error == ("failed the same way on nodes n1 and n2, so it was not tried again: "
+                           + CRASH.replace("  ...", "  other"))
+    assert hub3.study_view(study).study.state is StudyState.COMPLETED
+
+
+@pytest.mark.parametrize("second", [
+    CRASH.replace("boom", "bang"),  # another error
+    CRASH.replace("exit code 1", "exit code 2"),
+    "exit code 1",  # no output to compare
+])
+def test_a_trial_that_fails_differently_elsewhere_is_tried_up_to_max_attempts(
+        hub3: Hub, store: Store, second: str) -> None:
+    study = submit(hub3, make_spec(budget={"max_trials": 1}))
+    [a] = connect(hub3, "n1")
+    connect(hub3, "n2")
+    [b] = finish(hub3, "n1", a.attempt_id, "failed", CRASH)
+    [c] = finish(hub3, "n2", b.attempt_id, "failed", second)  # failed on both: either may
+    assert c.trial_id == 0
+    assert finish(hub3, store.get_attempt(c.attempt_id).node_id, c.attempt_id, "failed",
+                  CRASH) == []
+    trial = store.get_trial(study, 0)
+    assert (trial.state, trial.attempts) == (TrialState.FAILED, 3)
+    assert (trial.error or "").startswith("gave up after 3 attempts")
+
+
+@pytest.mark.parametrize("error", [
+    "memory limit of 1 GB exceeded\nValueError: boom",  # limits differ between providers
+    "could not fetch the bundle: timeout",
+])
+def test_a_failure_that_may_be_the_nodes_is_not_called_the_trials(
+        hub3: Hub, store: Store, error: str) -> None:
+    study = submit(hub3, make_spec(budget={"max_trials": 1}))
+    [a] = connect(hub3, "n1")
+    connect(hub3, "n2")
+    [b] = finish(hub3, "n1", a.attempt_id, "failed", error)
+    [c] = finish(hub3, "n2", b.attempt_id, "failed", error)
+    assert finish(hub3, store.get_attempt(c.attempt_id).node_id, c.attempt_id, "failed",
+                  error) == []
+    assert store.get_trial(study, 0).attempts == 3
+
+
+def test_with_no_other_node_able_to_run_it_a_failed_trial_is_retried_where_it_failed(
+        hub3: Hub, store: Store) -> None:
+    study = submit(hub3, make_spec(budget={"max_trials": 1}))
+    [a] = connect(hub3, "n1")
+    connect(hub3, "g1", cpu_slots=0, gpus=[("GPU-a", 24.0)])  # a GPU node: no CPU slot
+    [b] = finish(hub3, "n1", a.attempt_id, "failed", CRASH)
+    [c] = finish(hub3, "n1", b.attempt_id, "failed", CRASH)  # the same node: not conclusive
+    assert {store.get_attempt(x.attempt_id).node_id for x in (b, c)} == {"n1"}
+    finish(hub3, "n1", c.attempt_id, "failed", CRASH)
+    assert store.get_trial(study, 0).attempts == 3
+
+
 def test_a_report_beyond_fidelity_max_does_not_count_and_stops_the_trial(
         hub: Hub, store: Store) -> None:
     # before, a node could report step 1000 of a study whose fidelity.max is 3, and that

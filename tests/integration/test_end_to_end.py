@@ -108,7 +108,9 @@ def test_tiny_study_through_sdk_with_failures_recorded(tmp_path: Path, tiny_trai
         fine = [t for t in trials if not t.params["crash"]]
         assert crashed and fine
         for t in crashed:
-            assert t.state == "failed" and t.attempts == 3 and "boom: crash" in t.error
+            # two agents: the retry goes to the other one, where it fails the same way
+            assert t.state == "failed" and t.attempts in (2, 3) and "boom: crash" in t.error
+            assert "failed the same way on nodes" in t.error
         for t in fine:
             assert t.state == "completed" and [r["step"] for r in t.reports] == [1, 2, 3]
             assert t.value == pytest.approx((t.params["x"] - 0.3) ** 2 + 1 / 3)

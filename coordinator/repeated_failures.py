@@ -1,0 +1,47 @@
+"""Telling a trial's own deterministic failure from a node's.
+
+A trial whose training code exits with an error is retried (up to the coordinator's
+``max_attempts``) because the cause may be the node: a driver, a full disk, a GPU with less
+memory. But when the retry on *another* node ends with the same exit code and the same last
+line of error output (for Python, the exception and its message), the cause is the trial itself,
+and further attempts would only spend the pool's time on the same error.
+
+Only failures of the training process count (the agent reports them as ``exit code N`` followed
+by the end of its stderr); resource limits differ between providers, and agent-side errors
+(a bundle that could not be fetched, an agent shutting down) are the node's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from coordinator.models import Attempt, AttemptState
+
+__all__ = ["failure_signature", "same_failure_elsewhere"]
+
+
+def failure_signature(error: str | None) -> tuple[str, str] | None:
+    """``(exit code line, last non-empty line)`` of a training process's failure as the agent
+    reports it; None for any other error, or one with no output after its exit code."""
+    if not error or not error.startswith("exit code "):
+        return None
+    lines = [line.strip() for line in error.splitlines() if line.strip()]
+    if len(lines) < 2:
+        return None
+    return lines[0], lines[-1]
+
+
+def same_failure_elsewhere(failed: Attempt, attempts: Iterable[Attempt]) -> Attempt | None:
+    """An earlier failed attempt of the same trial, on another node, with ``failed``'s
+    signature; None if there is none (or ``failed`` has no signature)."""
+    signature = failure_signature(failed.error)
+    if signature is None:
+        return None
+    for earlier in attempts:
+        if (earlier.id != failed.id and earlier.state is AttemptState.FAILED
+                and earlier.study_id == failed.study_id
+                and earlier.trial_number == failed.trial_number
+                and earlier.node_id != failed.node_id
+                and failure_signature(earlier.error) == signature):
+            return earlier
+    return None
