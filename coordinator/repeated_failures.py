@@ -6,27 +6,30 @@ memory. But when the retry on *another* node ends with the same exit code and th
 line of error output (for Python, the exception and its message), the cause is the trial itself,
 and further attempts would only spend the pool's time on the same error.
 
-Only failures of the training process count (the agent reports them as ``exit code N`` followed
-by the end of its stderr); resource limits differ between providers, and agent-side errors
-(a bundle that could not be fetched, an agent shutting down) are the node's.
+Only exits of the training process with an error code count (the agent reports them as ``exit
+code N`` followed by the end of its stderr). A process killed by a signal (the out-of-memory
+killer, say) and one past a resource limit may owe it to the node, as limits and memory differ
+between providers; agent-side errors (a bundle that could not be fetched, an agent shutting
+down) are the node's.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 from coordinator.models import Attempt, AttemptState
 
 __all__ = ["failure_signature", "same_failure_elsewhere"]
 
+_EXIT_CODE = re.compile(r"exit code [1-9][0-9]*")
+
 
 def failure_signature(error: str | None) -> tuple[str, str] | None:
-    """``(exit code line, last non-empty line)`` of a training process's failure as the agent
-    reports it; None for any other error, or one with no output after its exit code."""
-    if not error or not error.startswith("exit code "):
-        return None
-    lines = [line.strip() for line in error.splitlines() if line.strip()]
-    if len(lines) < 2:
+    """``(exit code line, last non-empty line)`` of a training process's exit with an error
+    code as the agent reports it; None for any other error, or one with no output after it."""
+    lines = [line.strip() for line in (error or "").splitlines() if line.strip()]
+    if len(lines) < 2 or _EXIT_CODE.fullmatch(lines[0]) is None:
         return None
     return lines[0], lines[-1]
 

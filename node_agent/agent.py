@@ -15,6 +15,7 @@ import logging
 import os
 import random
 import shutil
+import signal
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
@@ -37,7 +38,7 @@ from tunefleet.tls import ChannelSecurity, open_channel
 from tunefleet.trial import MAX_REPORT_BYTES
 from tunefleet.v1 import common_pb2, node_pb2, node_pb2_grpc
 
-__all__ = ["Agent", "AgentConfig"]
+__all__ = ["Agent", "AgentConfig", "exit_text"]
 
 log = logging.getLogger(__name__)
 
@@ -459,7 +460,7 @@ class Agent:
             outcome = "failed"
             error = f"{exit_.limit_exceeded}\n{exit_.stderr_tail}".strip()
         elif outcome == "failed":
-            error = f"exit code {exit_.exit_code}\n{exit_.stderr_tail}".strip()
+            error = f"{exit_text(exit_.exit_code)}\n{exit_.stderr_tail}".strip()
         elif attempt.stop_reason == "node agent shut down":
             outcome, error = "failed", "node agent shut down"
         finished = node_pb2.AttemptFinished(
@@ -488,3 +489,17 @@ async def _drain_queue(
         if item is None:
             return
         yield item
+
+
+def exit_text(code: int) -> str:
+    """``exit code N``, naming the signal when one ended the process (a negative code)."""
+    if code >= 0:
+        return f"exit code {code}"
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        return f"exit code {code} (killed by signal {-code})"
+    if name == "SIGKILL":
+        return (f"exit code {code} (killed by SIGKILL: the kernel's out-of-memory killer, a "
+                "CPU-time limit the trial did not stop at, or someone on the node)")
+    return f"exit code {code} (killed by {name})"

@@ -274,6 +274,7 @@ def test_a_trial_that_fails_differently_elsewhere_is_tried_up_to_max_attempts(
 @pytest.mark.parametrize("error", [
     "memory limit of 1 GB exceeded\nValueError: boom",  # limits differ between providers
     "could not fetch the bundle: timeout",
+    "exit code -9 (killed by SIGKILL: the kernel's out-of-memory killer, ...)\nepoch 3",
 ])
 def test_a_failure_that_may_be_the_nodes_is_not_called_the_trials(
         hub3: Hub, store: Store, error: str) -> None:

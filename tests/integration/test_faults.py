@@ -179,7 +179,8 @@ def test_kill_9_child_fails_the_attempt_with_its_stderr_and_retries(cluster: Loc
     wait_until(lambda: state(cluster, study_id) == "completed", 60, "study to complete")
     check_invariants(cluster, study_id, steps=8)
     failed = query(cluster.db_path, "SELECT exit_code, error FROM attempts WHERE state = 'failed'")
-    assert len(failed) == 1 and failed[0][0] == -9 and "exit code -9" in failed[0][1]
+    assert len(failed) == 1 and failed[0][0] == -9
+    assert "exit code -9 (killed by SIGKILL" in failed[0][1]
     shown = cli("trials", study_id, "--format", "json", *cluster.connection_args,
                 check=True)
     assert all(t["state"] == "completed" for t in json.loads(shown.stdout))

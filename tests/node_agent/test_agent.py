@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from node_agent.agent import Agent, AgentConfig, RunningAttempt
+from node_agent.agent import Agent, AgentConfig, RunningAttempt, exit_text
 from node_agent.cli import main
 from tunefleet.errors import BundleError
 from tunefleet.keys import Identity
@@ -151,3 +151,15 @@ def test_an_attempt_on_a_gpu_ends_with_the_gpu_use_measured_while_it_ran(
         entrypoint="train.py", fidelity_max=1))
     asyncio.run(agent._run_attempt(cpu))
     assert cpu.final is not None and not cpu.final.finished.HasField("gpu_utilization")
+
+
+@pytest.mark.parametrize("code, text", [
+    (0, "exit code 0"), (1, "exit code 1"),
+    (-15, "exit code -15 (killed by SIGTERM)"),
+    (-9, "exit code -9 (killed by SIGKILL: the kernel's out-of-memory killer, a CPU-time "
+         "limit the trial did not stop at, or someone on the node)"),
+    (-200, "exit code -200 (killed by signal 200)"),
+])
+def test_an_exit_by_a_signal_names_the_signal(code: int, text: str) -> None:
+    # before, a trial killed at its CPU hard limit showed only "exit code -9"
+    assert exit_text(code) == text
