@@ -494,11 +494,11 @@ class Hub(AccessMixin, VerificationMixin, LimitsMixin):
         """Start an attempt of a pending trial, or of a new trial the tuner suggests."""
         study_id = runtime.study.id
         now = self.clock()
-        pending = [t for t in self.store.list_trials(study_id, TrialState.PENDING)
-                   if not self._better_elsewhere(runtime, t, node_id)]
+        waiting = next((t for t in self.store.list_trials(study_id, TrialState.PENDING)
+                        if not self._better_elsewhere(runtime, t, node_id)), None)
         with self._unit():  # a suggestion the store does not keep is forgotten with it
-            if pending:
-                trial = pending[0]
+            if waiting is not None:
+                trial = waiting
             else:
                 suggestion = runtime.tuner.ask()
                 if suggestion.status is not AskStatus.READY:
