@@ -20,7 +20,7 @@ from client.importance import Importance, study_importance
 from client.local import LocalCluster
 from client.report import best_pruned, write_report, write_trials_csv
 from client.results import StudyStatus, TrialResult
-from client.sdk import Client
+from client.sdk import Client, check_submittable
 from tunefleet.bundle import RESULTS_MARKER
 from tunefleet.connection import add_connection_args, connection_from
 from tunefleet.errors import InvalidInputError, TunefleetError
@@ -293,6 +293,7 @@ def _run_local(args: argparse.Namespace) -> int:
     bundle_dir = (args.study.parent / spec.bundle).resolve()
     if args.local < 1:
         raise InvalidInputError("--local", args.local, "must be at least 1 agent")
+    check_submittable(spec, bundle_dir)  # before a key, a cluster or a state directory
     identity, _ = researcher_identity()
     info = sys.stderr if args.json else sys.stdout  # with --json, stdout holds the JSON only
     print(f"starting an embedded coordinator and {args.local} local agent(s)", file=info,
@@ -343,10 +344,17 @@ def _run_local(args: argparse.Namespace) -> int:
 def _coerce(name: str, text: str, spec: StudySpec | None) -> Any:
     param = spec.space.get(name) if spec is not None else None
     if isinstance(param, CategoricalParam):
-        for choice in param.choices:
-            if str(choice).lower() == text.lower():
-                return choice
-        raise InvalidInputError(f"--param {name}", text, f"must be one of {list(param.choices)}")
+        # the choice written exactly ("Adam" and "adam" may be two), else the one that differs
+        # only in case ("true" is True)
+        exact = [c for c in param.choices if str(c) == text]
+        if len(exact) > 1:  # 1 and "1": what was typed is text
+            exact = [c for c in exact if isinstance(c, str)]
+        found = exact or [c for c in param.choices if str(c).lower() == text.lower()]
+        if len(found) == 1:
+            return found[0]
+        raise InvalidInputError(f"--param {name}", text, f"must be one of {list(param.choices)}"
+                                + (", written exactly: several differ only in case"
+                                   if found else ""))
     # a float parameter's value is read as a float directly: an integer too big for a float
     # then reads as inf, which the space refuses by name, instead of overflowing
     casts = (int, float) if param is None or isinstance(param, IntParam) else (float,)
@@ -369,6 +377,9 @@ def _try(args: argparse.Namespace) -> int:
     script: Path = args.script
     if not script.is_file():
         raise InvalidInputError("script", str(script), "must be an existing file")
+    if script.suffix == ".toml":
+        raise InvalidInputError("script", str(script), "must be the training script (for "
+                                "example train.py); the study.toml beside it is read on its own")
     spec: StudySpec | None
     if args.study is not None:  # named: it must be there
         spec = load_study_file(args.study)
@@ -386,6 +397,9 @@ def _try(args: argparse.Namespace) -> int:
         params[name] = _coerce(name, text, spec)
     if spec is not None:
         spec.space.validate_config(params, field="--param")
+        # in each parameter's own type, as the coordinator sends them: 64.0 is the int 64
+        params = {name: spec.space[name].normalize(v) if name in spec.space else v
+                  for name, v in params.items()}
     fidelity = spec.fidelity.max if spec is not None else None
     print(f"trying {script} with {_params_text(params)}", flush=True)
     env = {**os.environ, ENV_TRIAL: json.dumps({"params": params, "fidelity_max": fidelity})}
@@ -406,6 +420,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _init(args.dir)
         elif args.command == "submit":
             spec = load_study_file(args.study)  # validate before touching keys or the network
+            check_submittable(spec, (args.study.parent / spec.bundle).resolve())
             with _client(args, sign=True) as client:
                 study_id = client.submit(spec, (args.study.parent / spec.bundle).resolve()).study_id
                 print(f"submitted study {args.study} to {args.coordinator}")

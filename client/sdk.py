@@ -14,6 +14,7 @@ message when the coordinator refuses it or cannot be reached.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
@@ -25,10 +26,10 @@ from client.results import StudyStatus, TrialResult, space_order, status_from_pr
 from tunefleet import serde
 from tunefleet.bundle import SignedBundle, pack_directory
 from tunefleet.envelope import seal
-from tunefleet.errors import TunefleetError
+from tunefleet.errors import InvalidInputError, TunefleetError
 from tunefleet.keys import Identity
 from tunefleet.read_auth import read_metadata
-from tunefleet.study import StudySpec, load_study_file
+from tunefleet.study import StudySpec, deadline_text, load_study_file
 from tunefleet.tls import ChannelSecurity, open_channel
 from tunefleet.v1 import common_pb2, researcher_pb2, researcher_pb2_grpc
 
@@ -50,6 +51,25 @@ class CoordinatorError(TunefleetError):
         super().__init__(text)
 
 
+def check_submittable(spec: StudySpec, bundle_dir: Path, now: float | None = None) -> None:
+    """Raise :class:`InvalidInputError` for what a coordinator would refuse in a study that
+    :func:`tunefleet.study.load_study_file` accepted, checked here before any key, upload or
+    cluster exists: an entrypoint missing from the bundle directory, a search this version
+    cannot run (a grid too large, a GP input too wide), or a deadline already past by this
+    machine's clock (``now``; the coordinator judges by its own)."""
+    from coordinator.scheduling import check_available  # numpy and scipy: only when needed
+
+    if not (bundle_dir / spec.entrypoint).is_file():
+        raise InvalidInputError("entrypoint", spec.entrypoint,
+                                f"must be a file in the bundle directory {bundle_dir}")
+    check_available(spec)
+    now = time.time() if now is None else now
+    if spec.budget.deadline is not None and spec.budget.deadline <= now:
+        raise InvalidInputError("budget.deadline", deadline_text(spec.budget.deadline),
+                                f"is past: this machine's clock says {deadline_text(now)}")
+    serde.spec_to_proto(spec, "0" * 64)  # what the message cannot carry
+
+
 def build_bundle(spec: StudySpec, directory: Path, identity: Identity) -> SignedBundle:
     """Pack and sign a study's bundle directory with its manifest.
 
@@ -57,7 +77,8 @@ def build_bundle(spec: StudySpec, directory: Path, identity: Identity) -> Signed
     the same files differ: the coordinator runs a study only with its own researcher's bundle.
     """
     if not (directory / spec.entrypoint).is_file():
-        raise TunefleetError(f"entrypoint {spec.entrypoint} not found in {directory}")
+        raise InvalidInputError("entrypoint", spec.entrypoint,
+                                f"must be a file in the bundle directory {directory}")
     manifest = {
         "entrypoint": spec.entrypoint,
         "publisher": identity.key_id,
@@ -134,7 +155,9 @@ class Client:
         return bool(reply.already_present)
 
     def submit(self, spec: StudySpec, bundle_dir: Path) -> StudyStatus:
-        """Pack, sign and upload the bundle, then submit the study."""
+        """Check what can be checked here (:func:`check_submittable`), then pack, sign and
+        upload the bundle and submit the study."""
+        check_submittable(spec, bundle_dir)
         bundle = build_bundle(spec, bundle_dir, self._signer())
         self.upload(bundle)
         return self.submit_spec(serde.spec_to_proto(spec, bundle.digest))

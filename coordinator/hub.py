@@ -592,7 +592,11 @@ class Hub(AccessMixin, VerificationMixin, LimitsMixin):
         for v in waiting:  # no other node is there: they end unverifiable
             self.store.update_verification(v["id"], state=VerificationState.FAILED.value,
                                            ended_at=now)
-        self.store.end_study(runtime.study.id, StudyState.COMPLETED, now, "budget spent")
+        limit = runtime.spec.budget.max_trials
+        covered = runtime.spec.search.searcher == "grid" and (
+            limit is None or sum(self.store.trial_counts(runtime.study.id).values()) < limit)
+        self.store.end_study(runtime.study.id, StudyState.COMPLETED, now,
+                             "every grid point tried" if covered else "budget spent")
         self.studies.pop(runtime.study.id, None)
         log.info("study %s completed", runtime.study.id)
 

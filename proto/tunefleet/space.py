@@ -54,6 +54,8 @@ class FloatParam:
 
     def from_unit(self, u: float) -> float:
         u = min(max(u, 0.0), 1.0)
+        if u in (0.0, 1.0):  # the bounds exactly (exp(log(low)) need not be low)
+            return self.high if u else self.low
         if self.log:
             value = math.exp(math.log(self.low) + u * (math.log(self.high) - math.log(self.low)))
         else:
@@ -214,6 +216,8 @@ def _param_from_mapping(name: str, spec: Any) -> Param:
             raise InvalidInputError(f"{where}.{key}", value, "must be a finite number")
         if kind == "int" and not float(value).is_integer():
             raise InvalidInputError(f"{where}.{key}", value, "must be an integer")
+        if kind == "int" and not -(2**63) <= int(value) < 2**63:  # 1e19 is a float
+            raise InvalidInputError(f"{where}.{key}", value, "must fit in a signed 64-bit integer")
     if not low < high:
         raise InvalidInputError(
             where, {"low": low, "high": high}, f"`low < high` must hold, but got ({low=}, {high=})"

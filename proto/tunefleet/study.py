@@ -10,6 +10,7 @@ anything is stored), so the two cannot disagree.
 from __future__ import annotations
 
 import enum
+import keyword
 import math
 import tomllib
 from collections.abc import Mapping
@@ -237,11 +238,18 @@ MAX_GPU_MEMORY_GB = 4096.0
 def check_new(spec: StudySpec) -> None:
     """Raise :class:`InvalidInputError` if a *new* study breaks a rule added after studies were
     stored without it (a stored study is re-read with :meth:`StudySpec.from_mapping` alone, so
-    it still rebuilds): a name with control characters (they would reach terminals), GPU
-    memory asked of a study without GPUs, or more of it than any GPU has."""
+    it still rebuilds): a name with control characters (they would reach terminals), an
+    objective metric that ``trial.report(step, NAME=value)`` cannot take, GPU memory asked of a
+    study without GPUs, or more of it than any GPU has."""
     if not spec.name.isprintable():
         raise InvalidInputError("name", spec.name, "must be printable text, without control "
                                 "characters such as line breaks or escapes")
+    metric = spec.objective.metric
+    if metric == "step" or keyword.iskeyword(metric):
+        raise InvalidInputError(
+            "objective.metric", metric,
+            "must be a name trial.report(step, NAME=value) takes: not 'step' (report's own "
+            "argument) nor a Python keyword")
     mem = spec.resources.min_gpu_memory_gb
     if mem > 0 and spec.resources.gpus == 0:
         raise InvalidInputError("resources.min_gpu_memory_gb", mem,

@@ -382,3 +382,85 @@ def test_stop_says_a_study_that_had_already_ended_was_not_stopped(
         assert main(["stop", running, *connection]) == 0  # a second time: nothing to stop
         assert (f"study {running} had already ended: stopped (stopped by its owner); nothing "
                 "was stopped" in capsys.readouterr().out)
+
+
+def _studies_a_coordinator_would_refuse(tmp_path: Path) -> dict[str, tuple[Path, str]]:
+    from tests.conftest import write_template
+
+    missing = write_template(tmp_path / "missing", max_trials="2")
+    (missing.parent / "train.py").unlink()
+    past = write_template(tmp_path / "past", max_trials="2")
+    past.write_text(past.read_text().replace("max_trials = 2",
+                                             "max_trials = 2\ndeadline = 2020-01-01T00:00:00Z"))
+    grid = write_template(tmp_path / "grid", searcher='"grid"', max_trials="2")
+    grid.write_text(grid.read_text().replace("[space]\n", "[space]\n" + "".join(
+        f'p{i} = {{ type = "int", low = 0, high = 100 }}\n' for i in range(9))))
+    return {"entrypoint missing": (missing, "entrypoint: got 'train.py'; must be a file"),
+            "deadline past": (past, "budget.deadline: got '2020-01-01"),
+            "grid too large": (grid, "search.searcher: got 'grid'; the grid of this space")}
+
+
+@pytest.mark.parametrize("case", ["entrypoint missing", "deadline past", "grid too large"])
+def test_submit_refuses_before_a_key_or_the_network(
+        case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], _isolated_home: Path
+) -> None:
+    # before, a key was created and the bundle uploaded (and kept) before the refusal
+    study, expected = _studies_a_coordinator_would_refuse(tmp_path)[case]
+    assert main(["submit", str(study), "--coordinator", "127.0.0.1:1", "--insecure"]) == 1
+    err = capsys.readouterr().err
+    assert expected in err and "cannot reach" not in err
+    assert not (_isolated_home / "researcher.key").exists()
+
+
+@pytest.mark.parametrize("case", ["entrypoint missing", "deadline past", "grid too large"])
+def test_run_local_refuses_before_a_cluster_starts(
+        case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # before, a coordinator and agents started and left their state directory behind
+    study, expected = _studies_a_coordinator_would_refuse(tmp_path)[case]
+    state = tmp_path / "state"
+    assert main(["run", str(study), "--local", "1", "--state-dir", str(state)]) == 1
+    captured = capsys.readouterr()
+    assert expected in captured.err and "starting" not in captured.out
+    assert not state.exists()
+
+
+def _try_params(tmp_path: Path, capfd: pytest.CaptureFixture[str], *given: str
+                ) -> dict[str, object]:
+    import json
+
+    (tmp_path / "train.py").write_text(PRINT_PARAMS)
+    (tmp_path / "study.toml").write_text(
+        'name = "p"\n[objective]\nmetric = "loss"\n[budget]\nmax_trials = 2\n[space]\n'
+        'hidden = { type = "int", low = 16, high = 256, log = true }\n'
+        'opt = { type = "categorical", choices = ["Adam", "adam", "SGD"] }\n'
+        'k = { type = "categorical", choices = [1, "1"] }\n'
+    )
+    argv = ["try", str(tmp_path / "train.py")]
+    for item in given:
+        argv += ["--param", item]
+    assert main(argv) == 0
+    [line] = [ln for ln in capfd.readouterr().out.splitlines() if ln.startswith("PARAMS ")]
+    return json.loads(line.removeprefix("PARAMS "))  # type: ignore[no-any-return]
+
+
+def test_try_gives_an_int_parameter_an_int_and_picks_the_choice_written(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    # before, hidden=64.0 reached train.py as the float 64.0 (the coordinator sends ints), and
+    # opt=adam picked "Adam", the first choice equal but for case
+    params = _try_params(tmp_path, capfd, "hidden=64.0", "opt=adam", "k=1")
+    assert params == {"hidden": 64, "opt": "adam", "k": "1"}
+    assert isinstance(params["hidden"], int)
+    assert _try_params(tmp_path, capfd, "hidden=1e2", "opt=sgd")["opt"] == "SGD"
+
+
+def test_try_refuses_a_choice_only_case_tells_apart_and_a_study_file_as_the_script(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "train.py").write_text(PRINT_PARAMS)
+    _try_params(tmp_path, capfd)  # writes the study
+    assert main(["try", str(tmp_path / "train.py"), "--param", "opt=ADAM"]) == 1
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--param opt: got 'ADAM'" in err[0] and "exactly" in err[0]
+    # before, the TOML file was run as Python: a SyntaxError traceback
+    assert main(["try", str(tmp_path / "study.toml")]) == 1
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "must be the training script" in err[0]

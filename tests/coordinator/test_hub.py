@@ -661,6 +661,20 @@ def test_a_grid_study_completes_when_its_last_point_ends_on_a_draining_node(
     hub.finished("n1", node_pb2.AttemptFinished(attempt_id=a.attempt_id, outcome="completed"))
     assert hub.study_view(study).study.state is StudyState.COMPLETED
     assert [t.number for t in store.list_trials(study, TrialState.COMPLETED)] == [0]
+    # before, "budget spent", though the study had no budget
+    assert store.get_study(study).end_reason == "every grid point tried"
+
+
+def test_a_grid_study_its_budget_ends_first_says_so(hub: Hub, store: Store) -> None:
+    spec = make_spec(budget={"max_trials": 1},
+                     search={"searcher": "grid", "scheduler": "fifo", "seed": 7},
+                     space={"c": {"type": "categorical", "choices": ["a", "b"]}},
+                     verification={"best": False})
+    study = submit(hub, spec)
+    [a] = connect(hub, "n1")
+    report(hub, "n1", a.attempt_id, 1, 3, 0.5)
+    finish(hub, "n1", a.attempt_id)
+    assert store.get_study(study).end_reason == "budget spent"
 
 
 def test_replay_keeps_the_parameters_a_trial_ran_with(tmp_path: Path, clock: Clock) -> None:

@@ -71,6 +71,11 @@ FLOAT = {"type": "float", "low": 0.0, "high": 1.0}
                      ("integer",), id="int-low-fraction"),
         pytest.param({"type": "int", "low": 1, "high": 4.5}, "space.lr.high", 4.5,
                      ("integer",), id="int-high-fraction"),
+        # before, accepted: the study then failed at submission naming a field "value"
+        pytest.param({"type": "int", "low": 0, "high": 1e19}, "space.lr.high", 1e19,
+                     ("64-bit",), id="int-high-float-beyond-64-bits"),
+        pytest.param({"type": "int", "low": -1e30, "high": 0}, "space.lr.low", -1e30,
+                     ("64-bit",), id="int-low-float-beyond-64-bits"),
         pytest.param({**FLOAT, "low": "0.1"}, "space.lr.low", "0.1", ("number",),
                      id="low-string"),
         pytest.param({**FLOAT, "high": True}, "space.lr.high", True, ("number",),
@@ -506,3 +511,11 @@ def test_an_error_shows_at_most_the_ends_of_a_huge_value() -> None:
     assert str(InvalidInputError("f", 3, "ok")) == "f: got 3; ok"
     # an int beyond Python's 4,300-digit limit cannot even be turned into text
     assert str(InvalidInputError("f", 10**5000, "ok")) == "f: got <int of about 5,000 digits>; ok"
+
+
+@pytest.mark.parametrize("log", [False, True])
+def test_the_unit_interval_ends_map_to_the_bounds_exactly(log: bool) -> None:
+    # before, a log grid's first point was 0.0010000000000000002 for low = 1e-3
+    param = FloatParam(1e-3, 1e-1, log)
+    assert (param.from_unit(0.0), param.from_unit(1.0)) == (1e-3, 1e-1)
+    assert param.from_unit(-0.5) == 1e-3 and param.from_unit(2.0) == 1e-1

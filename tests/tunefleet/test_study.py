@@ -362,7 +362,11 @@ def test_load_study_file_reports_schema_errors(tmp_path: Path) -> None:
      "needs resources.gpus >= 1"),
     ({"gpus = 0": "gpus = 1", "min_gpu_memory_gb = 0": "min_gpu_memory_gb = 1e300"},
      "resources.min_gpu_memory_gb", "must be at most 4096"),
-], ids=["control-characters-in-name", "gpu-memory-without-gpus", "gpu-memory-beyond-any"])
+    # a metric trial.report(step, NAME=value) cannot take: the study never had a best trial
+    ({'metric = "val_loss"': 'metric = "step"'}, "objective.metric", "must be a name trial"),
+    ({'metric = "val_loss"': 'metric = "lambda"'}, "objective.metric", "must be a name trial"),
+], ids=["control-characters-in-name", "gpu-memory-without-gpus", "gpu-memory-beyond-any",
+        "metric-step", "metric-keyword"])
 def test_a_new_study_file_is_held_to_the_rules_stored_studies_predate(
         tmp_path: Path, edits: dict[str, str], field: str, allowed: str) -> None:
     # before, accepted: a name that reached terminals with escapes, and studies that waited
