@@ -18,6 +18,7 @@ from typing import Any
 
 import grpc
 
+from coordinator.hub import MIN_LEASE_SECONDS
 from coordinator.models import TrialState
 from coordinator.server import CoordinatorServer
 from coordinator.store import USAGE_COLUMNS
@@ -115,6 +116,37 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--db", default=DEFAULT_DB, help=f"SQLite file (default: {DEFAULT_DB})")
         p.add_argument("--json", action="store_true", help="print JSON")
     return parser
+
+
+def _serve_flag_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with ``serve``'s flags, as ``FLAG: got VALUE; ALLOWED``; None if nothing."""
+    numbers = (
+        ("--price-gpu-hour", args.price_gpu_hour, 0.0, math.inf, "a number of credits >= 0"),
+        ("--price-slot-hour", args.price_slot_hour, 0.0, math.inf, "a number of credits >= 0"),
+        # an agent heartbeats every quarter lease, at most every 0.2 s
+        ("--lease-seconds", args.lease_seconds, MIN_LEASE_SECONDS, 86_400.0,
+         f"a number of seconds in [{MIN_LEASE_SECONDS:g}, 86400]"),
+        ("--max-attempts", args.max_attempts, 1, 100, "an integer in [1, 100]"),
+        ("--max-clock-skew", args.max_clock_skew, 1.0, 86_400.0,
+         "a number of seconds in [1, 86400]"),
+    )
+    for flag, value, low, high, allowed in numbers:
+        if not (math.isfinite(value) and low <= value <= high):
+            return f"{flag}: got {value}; must be {allowed}"
+    host, sep, port = args.listen.rpartition(":")
+    if not (sep and host and port.isdigit() and int(port) <= 65535):
+        return (f"--listen: got {args.listen!r}; must be HOST:PORT with a port in [0, 65535] "
+                "(0 picks a free one)")
+    for key_id in args.admit:
+        if len(key_id) != 32 or any(c not in "0123456789abcdef" for c in key_id):
+            return (f"--admit: got {key_id!r}; must be a researcher's 32-character key id, in "
+                    "lowercase hex (`tunefleet keygen` prints it)")
+    db = Path(args.db)
+    if not db.parent.is_dir():
+        return f"--db: got {args.db!r}; its directory does not exist"
+    if db.is_dir():
+        return f"--db: got {args.db!r}; must be a file, not a directory"
+    return None
 
 
 async def _serve(args: argparse.Namespace) -> None:
@@ -321,15 +353,9 @@ def main(argv: list[str] | None = None) -> int:
                       f"`coordinator init --dir {args.tls_dir}`, or pass --insecure for "
                       "plaintext local development", file=sys.stderr)
                 return 2
-            for flag, price in (("--price-gpu-hour", args.price_gpu_hour),
-                                ("--price-slot-hour", args.price_slot_hour)):
-                if not (math.isfinite(price) and price >= 0):
-                    print(f"coordinator: error: {flag}: got {price}; must be a number of "
-                          "credits >= 0", file=sys.stderr)
-                    return 2
-            if not Path(args.db).parent.exists():
-                print(f"coordinator: error: directory of --db {args.db} does not exist",
-                      file=sys.stderr)
+            problem = _serve_flag_problem(args)
+            if problem is not None:  # before the database is created or locked
+                print(f"coordinator: error: {problem}", file=sys.stderr)
                 return 2
             with contextlib.suppress(KeyboardInterrupt):
                 asyncio.run(_serve(args))

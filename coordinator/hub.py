@@ -53,8 +53,10 @@ MAX_STEP = 2**62
 MAX_CPU_SLOTS = 1024
 MAX_GPUS = 64
 OUTCOMES = ("completed", "failed", "stopped")
+MIN_LEASE_SECONDS = 1.0  # an agent heartbeats every quarter lease, every 0.2 s at most
 
-__all__ = ["Hub", "Outbox", "StudyView", "NodeSession", "PermissionDeniedError", "NodeEventItem"]
+__all__ = ["MIN_LEASE_SECONDS", "Hub", "Outbox", "StudyView", "NodeSession",
+           "PermissionDeniedError", "NodeEventItem"]
 
 # A verified event of a node's session: node id, envelope seq, the event, the raw envelope.
 NodeEventItem = tuple[str, int, node_pb2.NodeEvent, bytes]
@@ -80,8 +82,9 @@ class Hub(AccessMixin, VerificationMixin, LimitsMixin):
                             ("price_slot_hour", price_slot_hour)):
             if not (math.isfinite(price) and price >= 0):
                 raise InvalidInputError(name, price, "must be a number of credits >= 0")
-        if lease_seconds <= 0:
-            raise InvalidInputError("lease_seconds", lease_seconds, "must be > 0")
+        if not (math.isfinite(lease_seconds) and lease_seconds >= MIN_LEASE_SECONDS):
+            raise InvalidInputError("lease_seconds", lease_seconds,
+                                    f"must be a number of seconds >= {MIN_LEASE_SECONDS:g}")
         if max_attempts < 1:
             raise InvalidInputError("max_attempts", max_attempts, "must be >= 1")
         self.store = store

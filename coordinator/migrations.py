@@ -9,7 +9,9 @@ from __future__ import annotations
 import sqlite3
 import time
 
-__all__ = ["MIGRATIONS", "migrate", "current_version"]
+from tunefleet.errors import StateError
+
+__all__ = ["MIGRATIONS", "check_usable", "migrate", "current_version"]
 
 MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -155,15 +157,28 @@ def current_version(conn: sqlite3.Connection) -> int:
     return int(row[0] or 0)
 
 
+def check_usable(conn: sqlite3.Connection) -> None:
+    """Raise :class:`StateError`, reading only, for a database of a newer tunefleet or one that
+    holds tables but is not tunefleet's (an empty one is a new database)."""
+    tables = [r[0] for r in conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+    if tables and "schema_migrations" not in tables:
+        raise StateError(f"this database is not a tunefleet coordinator's: it holds tables "
+                         f"({', '.join(sorted(tables)[:5])}) but no schema_migrations")
+    if tables:
+        version = conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0] or 0
+        newest = max(MIGRATIONS)
+        if version > newest:
+            raise StateError(f"database schema version {version} is newer than this "
+                             f"coordinator knows ({newest}); upgrade tunefleet")
+
+
 def migrate(conn: sqlite3.Connection) -> int:
-    """Apply every migration newer than the database's version; return the new version."""
+    """Apply every migration newer than the database's version; return the new version.
+    Raises as :func:`check_usable` does, changing nothing."""
+    check_usable(conn)
     version = current_version(conn)
     newest = max(MIGRATIONS)
-    if version > newest:
-        raise RuntimeError(
-            f"database schema version {version} is newer than this coordinator knows ({newest}); "
-            "upgrade tunefleet"
-        )
     for number in sorted(n for n in MIGRATIONS if n > version):
         with conn:
             for statement in MIGRATIONS[number]:

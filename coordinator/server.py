@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import fcntl
 import logging
+import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,7 +22,7 @@ from coordinator.operator_service import OperatorServicer
 from coordinator.researcher_service import ResearcherServicer
 from coordinator.store import Store
 from tunefleet.envelope import DEFAULT_MAX_SKEW, open_envelope
-from tunefleet.errors import TunefleetError
+from tunefleet.errors import InvalidInputError, TunefleetError
 from tunefleet.tls import server_credentials
 from tunefleet.v1 import node_pb2, node_pb2_grpc, operator_pb2_grpc, researcher_pb2_grpc
 
@@ -33,21 +34,22 @@ MAX_BATCH = 512  # node events committed together
 INBOX_LIMIT = 20_000  # queued node events before readers wait (backpressure)
 
 
-def serve_lock(db_path: str | Path) -> IO[str]:
-    """An exclusive lock on ``DB.lock``, held while this process serves the database ``DB``
+def serve_lock(db_path: str | Path) -> IO[bytes]:
+    """An exclusive lock on the database file itself, held while this process serves it
     (released when the returned file closes, or the process ends). SQLite lets several
     processes write one file, but each study's scheduler lives in the memory of the
     coordinator that serves it: a second one on the same database would decide, and write,
-    what the first never sees. Raises :class:`TunefleetError` while another process holds it.
+    what the first never sees. The lock is the file's own (``flock``, apart from SQLite's
+    ``fcntl`` locks), so another name for it (a symbolic or hard link) is the same file.
+    Raises :class:`TunefleetError` while another process holds it.
     """
-    path = Path(f"{db_path}.lock")
-    lock = path.open("a")
+    lock = Path(db_path).open("ab")  # creates it, empty, as SQLite would
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         lock.close()
-        raise TunefleetError(f"another coordinator serves {db_path} (it holds {path}); "
-                             "stop it first") from None
+        raise TunefleetError(f"another coordinator serves {db_path} (it holds a lock on the "
+                             "file, under this or another name); stop it first") from None
     return lock
 
 
@@ -62,6 +64,8 @@ class CoordinatorServer:
         price_slot_hour: float = 0.0,
     ) -> None:
         """Serve TLS from ``tls_dir`` (made by ``coordinator init``), or plaintext without one."""
+        if not (math.isfinite(max_skew) and max_skew > 0):
+            raise InvalidInputError("max_skew", max_skew, "must be a number of seconds > 0")
         self.listen = listen
         self.tls_dir = tls_dir
         self.max_skew = max_skew
@@ -108,12 +112,18 @@ class CoordinatorServer:
         )
         node_pb2_grpc.add_NodeServiceServicer_to_server(NodeServicer(self), server)
         operator_pb2_grpc.add_OperatorServiceServicer_to_server(OperatorServicer(self), server)
-        if self.tls_dir is None:
-            self.port = server.add_insecure_port(self.listen)
-        else:
-            self.port = server.add_secure_port(self.listen, server_credentials(self.tls_dir))
+        try:
+            if self.tls_dir is None:
+                self.port = server.add_insecure_port(self.listen)
+            else:
+                self.port = server.add_secure_port(self.listen, server_credentials(self.tls_dir))
+        except RuntimeError:  # grpcio says only "Failed to bind"
+            self.port = 0
         if self.port == 0:
-            raise OSError(f"cannot listen on {self.listen}")
+            raise TunefleetError(
+                f"cannot listen on {self.listen}: the port is in use, the address is not this "
+                "machine's" + ("" if self.tls_dir is None else
+                               f", or the certificate and key in {self.tls_dir} do not match"))
         await server.start()
         self._server = server
         self._sweeper = asyncio.create_task(self._sweep())

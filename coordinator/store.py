@@ -16,7 +16,7 @@ from typing import Any
 
 import sqlite_utils
 
-from coordinator.migrations import migrate
+from coordinator.migrations import check_usable, migrate
 from coordinator.models import (
     Attempt,
     AttemptState,
@@ -26,7 +26,7 @@ from coordinator.models import (
     Trial,
     TrialState,
 )
-from tunefleet.errors import NotFoundError
+from tunefleet.errors import NotFoundError, StateError
 
 __all__ = ["Store", "SchedulerEvent"]
 
@@ -48,8 +48,22 @@ class Store:
     """Persistent state: bundles, studies, trials, attempts, reports, nodes, scheduler events."""
 
     def __init__(self, path: str | Path) -> None:
+        """Open (creating it if need be) and migrate the database at ``path``. Raises
+        :class:`StateError` naming ``path`` when it is no tunefleet database this release
+        can use."""
         self.path = str(path)
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except sqlite3.DatabaseError as exc:
+            raise StateError(f"cannot open the database {self.path}: {exc}") from None
+        try:
+            self._open(conn)
+        except (sqlite3.DatabaseError, StateError) as exc:
+            conn.close()
+            raise StateError(f"cannot use the database {self.path}: {exc}") from None
+
+    def _open(self, conn: sqlite3.Connection) -> None:
+        check_usable(conn)  # before WAL mode changes the file
         self.db = sqlite_utils.Database(conn)
         self.db.enable_wal()
         conn.execute("PRAGMA foreign_keys = ON")

@@ -68,6 +68,63 @@ def test_a_price_that_is_no_number_of_credits_is_refused(
     assert not (tmp_path / "c.db").exists()
 
 
+@pytest.mark.parametrize("args, expected", [
+    # before, accepted: every signed message was then refused as "stale by 0s"
+    (["--max-clock-skew", "-5"], "--max-clock-skew: got -5.0; must be a number of seconds in"),
+    (["--max-clock-skew", "nan"], "--max-clock-skew: got nan;"),
+    # before, accepted: nan failed every submission with an IntegrityError, 0.1 lost every
+    # attempt before its first heartbeat
+    (["--lease-seconds", "nan"], "--lease-seconds: got nan; must be a number of seconds in [1,"),
+    (["--lease-seconds", "0.1"], "--lease-seconds: got 0.1;"),
+    (["--lease-seconds", "inf"], "--lease-seconds: got inf;"),
+    (["--max-attempts", "0"], "--max-attempts: got 0; must be an integer in [1, 100]"),
+    # before, a traceback, or a port taken modulo 65536, or 443
+    (["--listen", "127.0.0.1:99999"], "--listen: got '127.0.0.1:99999'; must be HOST:PORT"),
+    (["--listen", "127.0.0.1"], "--listen: got '127.0.0.1';"),
+    (["--listen", "7070"], "--listen: got '7070';"),
+    (["--listen", "127.0.0.1:abc"], "--listen: got '127.0.0.1:abc';"),
+    # before, stored as admitted: no key matched them, and no command could remove them
+    (["--admit", "nothex"], "--admit: got 'nothex'; must be a researcher's 32-character"),
+    (["--admit", "4AB7E00CDD773661335D09A28B45A01D"], "--admit: got '4AB7E00CDD"),
+])
+def test_serve_flags_out_of_range_are_refused_before_the_database_exists(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], expected: str
+) -> None:
+    assert main(["serve", "--insecure", "--db", str(tmp_path / "c.db"), *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and expected in err[0], err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("content, expected", [
+    ("foreign", "is not a tunefleet coordinator's: it holds tables (foo) but no schema_migr"),
+    ("newer", "database schema version 99 is newer than this coordinator knows"),
+    ("text", "file is not a database"),
+])
+def test_serve_refuses_a_database_it_cannot_use_in_one_line_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, expected: str
+) -> None:
+    import sqlite3
+
+    db = tmp_path / "c.db"
+    if content == "text":
+        db.write_text("not a database at all, just some text that is long enough" * 20)
+    else:
+        with sqlite3.connect(db) as conn:
+            if content == "foreign":
+                conn.execute("CREATE TABLE foo (x)")
+            else:
+                conn.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, "
+                             "applied_at REAL)")
+                conn.execute("INSERT INTO schema_migrations VALUES (99, 0)")
+        conn.close()
+    before = db.read_bytes()
+    assert main(["serve", "--insecure", "--db", str(db), "--listen", "127.0.0.1:0"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"cannot use the database {db}: " in err[0] and expected in err[0]
+    assert db.read_bytes() == before  # before, a foreign database got tunefleet's tables
+
+
 def test_the_ledger_of_a_database_from_before_it_says_what_to_do(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

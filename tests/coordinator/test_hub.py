@@ -1233,3 +1233,12 @@ def test_a_new_study_is_held_to_the_rules_stored_ones_predate(
     with pytest.raises(InvalidInputError, match=f"^{field}: got "):
         submit(hub, make_spec(**changes))
     assert store.list_studies() == []
+
+
+@pytest.mark.parametrize("lease", [float("nan"), float("inf"), 0.5, 0.0])
+def test_a_lease_no_heartbeat_can_keep_or_no_deadline_can_hold_is_refused(
+        store: Store, lease: float) -> None:
+    # before, nan passed `<= 0` and every lease then failed the store's NOT NULL constraint
+    with pytest.raises(InvalidInputError, match="lease_seconds: got .*; must be a number of "
+                       "seconds >= 1"):
+        Hub(store, lease_seconds=lease)
