@@ -371,7 +371,7 @@ class Hub(AccessMixin, VerificationMixin, LimitsMixin):
         mine = {a.id: a for a in self.store.running_attempts(node_id)}
         with self._unit():
             self.store.extend_leases(node_id, [a for a in running if a in mine],
-                                     now + self.lease_seconds)
+                                     now + self.lease_seconds, now)
             for attempt_id in running:
                 if attempt_id not in mine:
                     outbox.append((node_id, stop_message(attempt_id, "attempt is no longer leased")))
@@ -382,7 +382,8 @@ class Hub(AccessMixin, VerificationMixin, LimitsMixin):
             if forget_missing:
                 for attempt_id, attempt in mine.items():
                     if attempt_id not in running:
-                        outbox += self._lose(attempt, "the node restarted without it", now)
+                        outbox += self._lose(attempt, "the node restarted without it", now,
+                                             held_until=attempt.seen_at)
         return outbox
 
     # leases --------------------------------------------------------------------------------
@@ -396,8 +397,9 @@ class Hub(AccessMixin, VerificationMixin, LimitsMixin):
             return outbox
         with self._unit():
             for attempt in expired:  # held (and billed) until its last sign of life
-                outbox += self._lose(attempt, "lease expired", now,
-                                     held_until=attempt.lease_deadline - self.lease_seconds)
+                seen = attempt.seen_at  # not the deadline less a lease: restarts move it
+                outbox += self._lose(attempt, "lease expired", now, held_until=(
+                    attempt.lease_deadline - self.lease_seconds if seen is None else seen))
         for node_id in list(self.sessions):
             outbox += self.assign(node_id)
         return outbox
@@ -642,7 +644,7 @@ class Hub(AccessMixin, VerificationMixin, LimitsMixin):
                 decision = Decision.STOP.value  # its value counts; the study ends
             self.store.insert_report(attempt, report.seq, report.step, metrics, decision,
                                      envelope, now)
-            self.store.extend_leases(node_id, [attempt.id], now + self.lease_seconds)
+            self.store.extend_leases(node_id, [attempt.id], now + self.lease_seconds, now)
         return [(node_id, ack_message(attempt.id, report.seq, decision))]
 
     def _feed(self, runtime: StudyRuntime, attempt: Attempt, step: int,

@@ -146,6 +146,10 @@ MIGRATIONS: dict[int, list[str]] = {
         "ALTER TABLE attempts ADD COLUMN price_gpu_hour REAL NOT NULL DEFAULT 0",
         "ALTER TABLE attempts ADD COLUMN price_slot_hour REAL NOT NULL DEFAULT 0",
     ],
+    # when an attempt last showed life (NULL: from before; its lease deadline tells instead)
+    7: [
+        "ALTER TABLE attempts ADD COLUMN seen_at REAL",
+    ],
 }
 
 

@@ -84,6 +84,7 @@ class Attempt:
     gpu_memory_peak_gb: float | None = None
     price_gpu_hour: float = 0.0  # credits per GPU-hour and per slot-hour it was leased at
     price_slot_hour: float = 0.0
+    seen_at: float | None = None  # its last sign of life (None: stored before it was kept)
 
 
 @dataclass

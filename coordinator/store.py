@@ -281,11 +281,12 @@ class Store:
     def insert_attempt(self, attempt: Attempt) -> int:
         cursor = self.conn.execute(
             "INSERT INTO attempts (study_id, trial_number, node_id, state, gpu_uuids, "
-            "lease_deadline, started_at, purpose, price_gpu_hour, price_slot_hour) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "lease_deadline, started_at, purpose, price_gpu_hour, price_slot_hour, seen_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (attempt.study_id, attempt.trial_number, attempt.node_id, attempt.state.value,
              json.dumps(attempt.gpu_uuids), attempt.lease_deadline, attempt.started_at,
-             attempt.purpose, attempt.price_gpu_hour, attempt.price_slot_hour),
+             attempt.purpose, attempt.price_gpu_hour, attempt.price_slot_hour,
+             attempt.started_at),
         )
         attempt.id = int(cursor.lastrowid or 0)
         return attempt.id
@@ -311,7 +312,7 @@ class Store:
             wall_seconds=row["wall_seconds"], late_reports=row["late_reports"],
             purpose=row["purpose"], gpu_utilization=row["gpu_utilization"],
             gpu_memory_peak_gb=row["gpu_memory_peak_gb"], price_gpu_hour=row["price_gpu_hour"],
-            price_slot_hour=row["price_slot_hour"],
+            price_slot_hour=row["price_slot_hour"], seen_at=row["seen_at"],
         )
 
     def get_attempt(self, attempt_id: int) -> Attempt:
@@ -351,11 +352,13 @@ class Store:
         )
         return [self._attempt(r) for r in rows]
 
-    def extend_leases(self, node_id: str, attempt_ids: list[int], deadline: float) -> None:
+    def extend_leases(self, node_id: str, attempt_ids: list[int], deadline: float,
+                      now: float) -> None:
+        """The node showed life at ``now``: its running attempts' leases last to ``deadline``."""
         self.conn.executemany(
-            "UPDATE attempts SET lease_deadline = ? WHERE id = ? AND node_id = ? "
+            "UPDATE attempts SET lease_deadline = ?, seen_at = ? WHERE id = ? AND node_id = ? "
             "AND state = 'running'",
-            [(deadline, a, node_id) for a in attempt_ids],
+            [(deadline, now, a, node_id) for a in attempt_ids],
         )
 
     # reports -------------------------------------------------------------------------------

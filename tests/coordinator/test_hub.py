@@ -1242,3 +1242,41 @@ def test_a_lease_no_heartbeat_can_keep_or_no_deadline_can_hold_is_refused(
     with pytest.raises(InvalidInputError, match="lease_seconds: got .*; must be a number of "
                        "seconds >= 1"):
         Hub(store, lease_seconds=lease)
+
+
+def test_an_attempt_lost_across_a_restart_is_billed_to_its_last_sign_of_life(
+        tmp_path: Path, clock: Clock) -> None:
+    # before, its end was its lease deadline less the *new* lease: a restart (which moves every
+    # deadline a lease on) or a shorter --lease-seconds billed the time the node was gone
+    path = tmp_path / "c.db"
+    store = Store(path)
+    hub = Hub(store, clock=clock, lease_seconds=40)
+    study = submit(hub, make_spec(budget={"max_trials": 1}))
+    [a] = connect(hub, "n1")
+    clock.now += 10
+    hub.heartbeat("n1", node_pb2.Heartbeat(running_attempts=[a.attempt_id]))
+    seen = clock.now
+    clock.now += 5  # the node dies; then the coordinator, which comes back with a 2 s lease
+    store.close()
+    store = Store(path)
+    again = Hub(store, clock=clock, lease_seconds=2)
+    clock.now = seen + 41  # past the deadline the 40 s lease had set
+    again.expire_leases()
+    attempt = store.get_attempt(a.attempt_id)
+    assert attempt.state is AttemptState.LOST and attempt.ended_at == seen
+    assert again.hours_used(study, clock.now)[1] == pytest.approx(10 / 3600)  # slot-hours
+    store.close()
+
+
+def test_an_attempt_a_restarted_node_no_longer_runs_is_billed_to_its_last_sign_of_life(
+        hub: Hub, store: Store, clock: Clock) -> None:
+    # before, it was billed until the node came back, however long it had been gone
+    submit(hub, make_spec(budget={"max_trials": 1}))
+    [a] = connect(hub, "n1")
+    clock.now += 4
+    hub.heartbeat("n1", node_pb2.Heartbeat(running_attempts=[a.attempt_id]))
+    seen = clock.now
+    clock.now += 7  # within the lease, the node restarts without it
+    connect(hub, "n1")
+    attempt = store.get_attempt(a.attempt_id)
+    assert attempt.state is AttemptState.LOST and attempt.ended_at == seen
