@@ -42,8 +42,8 @@ def trial_page(store: Store, study_id: str, include_reports: bool, page_token: s
                page_size: int = 0) -> researcher_pb2.TrialList:
     """One page of the study's trials, in number order, from ``page_token`` (empty: the
     first); each with the node and error of its latest attempt, the GPU use its node measured
-    (the latest attempt that has it), its verification and, with ``include_reports``, its
-    reports. Raises NotFoundError for an unknown study and InvalidInputError, naming the
+    (the latest attempt that has it), its verification and, with ``include_reports``, the
+    reports of its latest attempt that reported. Raises NotFoundError for an unknown study and InvalidInputError, naming the
     field, for a malformed token or a page size outside [0, MAX_PAGE_SIZE]."""
     first, skip = _parse_token(page_token)
     if not 0 <= page_size <= MAX_PAGE_SIZE:
@@ -57,7 +57,10 @@ def trial_page(store: Store, study_id: str, include_reports: bool, page_token: s
     by_trial: dict[int, list[dict[str, object]]] = {}
     if include_reports and trials:
         for r in store.reports_of_study(study_id, trials[0].number, trials[-1].number):
-            by_trial.setdefault(int(r["trial_number"]), []).append(r)
+            shown = by_trial.setdefault(int(r["trial_number"]), [])
+            if shown and shown[-1]["attempt_id"] != r["attempt_id"]:
+                shown.clear()  # a later attempt: one curve, not two joined at a restart
+            shown.append(r)
     out = researcher_pb2.TrialList()
     used = 0
     for trial in trials:

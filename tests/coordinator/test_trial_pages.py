@@ -113,3 +113,23 @@ def test_a_token_past_the_end_gives_an_empty_last_page(study: tuple[Store, str])
     assert list(page.trials) == [] and page.next_page_token == ""
     with pytest.raises(NotFoundError):
         trial_page(store, "nope", False)
+
+
+def test_a_retried_trial_shows_the_reports_of_its_latest_attempt_only(tmp_path: Path) -> None:
+    # before, the reports of a lost attempt and of its retry were joined: steps 1, 2, 1, 2, 3
+    store = Store(tmp_path / "c.db")
+    hub = Hub(store, clock=Clock(), lease_seconds=10.0, max_attempts=2)
+    study_id = submit(hub, make_spec(budget={"max_trials": 1}))
+    [a] = connect(hub, "n1")
+    report(hub, "n1", a.attempt_id, 1, 1, 0.9)
+    report(hub, "n1", a.attempt_id, 2, 2, 0.8)
+    [b] = connect(hub, "n1")  # the node restarted without it: lost, and leased again
+    assert b.trial_id == a.trial_id and b.attempt_id != a.attempt_id
+    page = trial_page(store, study_id, True)
+    assert [r.step for r in page.trials[0].reports] == [1, 2]  # nothing newer yet
+    for step in (1, 2, 3):
+        report(hub, "n1", b.attempt_id, step, step, 0.5 / step)
+    page = trial_page(store, study_id, True)
+    assert [(r.step, r.metrics["loss"]) for r in page.trials[0].reports] == [
+        (1, 0.5), (2, 0.25), (3, 0.5 / 3)]
+    store.close()
