@@ -3,28 +3,31 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any, TextIO
 
 from client.config import key_path, researcher_identity
 from client.importance import Importance, study_importance
-from client.local import LocalCluster
+from client.local import AgentWatch, LocalCluster
 from client.report import best_pruned, write_report, write_trials_csv
 from client.results import StudyStatus, TrialResult
-from client.sdk import Client, check_submittable
+from client.sdk import Client, CoordinatorError, build_bundle, check_submittable
+from tunefleet import serde
 from tunefleet.bundle import RESULTS_MARKER
 from tunefleet.connection import add_connection_args, connection_from
 from tunefleet.errors import InvalidInputError, TunefleetError
-from tunefleet.keys import load, load_or_create
+from tunefleet.keys import Identity, load, load_or_create
 from tunefleet.space import CategoricalParam, IntParam
 from tunefleet.study import StudySpec, deadline_text, load_study_file
 from tunefleet.trial import ENV_TRIAL
@@ -81,7 +84,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--local", type=int, required=True, metavar="N",
                    help="number of local node agents (one trial each at a time)")
     p.add_argument("--state-dir", type=Path, default=None,
-                   help="keep the coordinator database and logs here (default: a temp dir)")
+                   help="keep the coordinator database and logs here (default: a temp dir, "
+                   "removed at the end); run the same command again to resume an interrupted "
+                   "study")
     p.add_argument("--json", action="store_true",
                    help="print the best trial as JSON, alone on stdout (progress goes to stderr)")
     p.add_argument("--out", type=Path, default=None, metavar="DIR",
@@ -314,11 +319,20 @@ def _run_local(args: argparse.Namespace) -> int:
                     f"agent holds is {have} (the machine's GPUs are dealt out among the "
                     f"{args.local} agents); {cpu}",
                 )
-        with Client(cluster.address, identity, cluster.security) as client:
-            status = client.submit(spec, bundle_dir)
-            print(f"study {status.study_id} ({spec.name}): {spec.search.searcher} + "
-                  f"{spec.search.scheduler}, {_budget_text(spec)}", file=info, flush=True)
-            final = _watch(client, status.study_id, info)
+        with Client(cluster.address, identity, cluster.security) as client, \
+                AgentWatch(cluster, client.close) as agents:
+            try:
+                status = _resume_or_submit(client, identity, spec, bundle_dir, info)
+                final = _watch(client, status.study_id, info)
+            except CoordinatorError:
+                if agents.dead:  # the watch closed the connection: say why
+                    raise TunefleetError(
+                        "every local agent exited, so the study cannot go on ("
+                        + "; ".join(agents.dead) + ")" + _state_hint(args)) from None
+                raise
+            except KeyboardInterrupt:
+                print(f"tunefleet: interrupted{_state_hint(args)}", file=sys.stderr)
+                raise
             trials = client.trials(status.study_id, include_reports=True)
             failed = [t for t in trials if t.state == "failed"]
         if args.state_dir is not None:
@@ -326,19 +340,68 @@ def _run_local(args: argparse.Namespace) -> int:
         print(f"cost: {final.cost_text()} (attempts from lease to end)", file=info)
         if not args.no_report:
             out = args.out
-            if out is None:  # beside the study file, marked so bundles leave it out
-                out = args.study.parent / "results" / _safe_name(final.study_id)
-                out.parent.mkdir(parents=True, exist_ok=True)
-                (out.parent / RESULTS_MARKER).write_text(
-                    "tunefleet run writes study results here; bundles leave this folder out\n")
             try:
+                if out is None:  # beside the study file, marked so bundles leave it out
+                    out = args.study.parent / "results" / _safe_name(final.study_id)
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    (out.parent / RESULTS_MARKER).write_text(
+                        "tunefleet run writes study results here; bundles leave this folder "
+                        "out\n")
                 _report(final, trials, out, info)
-            except TunefleetError as exc:  # the study's result still gets printed below
-                print(f"tunefleet: warning: {exc}", file=sys.stderr)
+            except (TunefleetError, OSError) as exc:  # the result still gets printed below
+                print(f"tunefleet: warning: could not write the results: {exc}",
+                      file=sys.stderr)
     for t in failed[:3]:
         last = t.error.strip().splitlines()[-1:] or ["no error text"]
         print(f"trial {t.trial_id} failed: {last[0]}", file=sys.stderr)
     return _print_best(final, args.json, trials)
+
+
+@contextlib.contextmanager
+def _interrupted_by_term_and_hangup() -> Iterator[None]:
+    """While entered, SIGTERM and SIGHUP (a `timeout`, a closed terminal) raise
+    KeyboardInterrupt as Ctrl-C does, so that the local cluster is stopped and its
+    temporary state removed; the earlier handlers come back on exit."""
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _state_hint(args: argparse.Namespace) -> str:
+    """Where an interrupted run's state is, and how to go on with it."""
+    if args.state_dir is None:
+        return ("; its state was in a temporary directory and is gone (with --state-dir DIR "
+                "it is kept, and the same command resumes the study)")
+    return f"; the state is kept in {args.state_dir}: the same command resumes the study"
+
+
+def _resume_or_submit(client: Client, identity: Identity, spec: StudySpec, bundle_dir: Path,
+                      info: TextIO) -> StudyStatus:
+    """Submit the study, or follow the same study (same spec, same bundle) that an earlier,
+    interrupted run on this state directory left running. Other studies an earlier run left
+    running would take the agents from this one: they are stopped, and said so."""
+    running = [s for s in client.studies() if not s.finished]
+    if running:
+        wanted = serde.spec_to_proto(spec, build_bundle(spec, bundle_dir, identity).digest)
+        for s in running:
+            if client.study_spec(s.study_id) == wanted:
+                print(f"study {s.study_id} ({spec.name}): resuming it where an earlier run "
+                      f"left it ({_budget_text(spec)})", file=info, flush=True)
+                return s
+        for s in running:
+            client.stop(s.study_id)
+            print(f"stopped study {s.study_id} ({s.name}), left running by an earlier run: "
+                  "its study file or code has changed since", file=info, flush=True)
+    status = client.submit(spec, bundle_dir)
+    print(f"study {status.study_id} ({spec.name}): {spec.search.searcher} + "
+          f"{spec.search.scheduler}, {_budget_text(spec)}", file=info, flush=True)
+    return status
 
 
 def _coerce(name: str, text: str, spec: StudySpec | None) -> Any:
@@ -487,7 +550,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for s in client.studies():
                     print(f"{s.study_id}  {s.name:<24} {_progress_line(s, started)[10:]}")
         elif args.command == "run":
-            return _run_local(args)
+            with _interrupted_by_term_and_hangup():  # cleaned up as after Ctrl-C
+                return _run_local(args)
         elif args.command == "try":
             return _try(args)
     except BrokenPipeError:  # the reader went away (`| head`): quietly, as other tools do

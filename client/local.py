@@ -21,7 +21,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from types import TracebackType
@@ -32,7 +32,7 @@ from node_agent.sandbox import launch_command
 from tunefleet.errors import TunefleetError
 from tunefleet.tls import CA_FILE, ChannelSecurity, init_authority
 
-__all__ = ["LocalCluster", "share_gpus"]
+__all__ = ["AgentWatch", "LocalCluster", "share_gpus"]
 
 LISTEN_LINE = re.compile(rb"coordinator listening on (\S+)")
 
@@ -197,6 +197,19 @@ class LocalCluster:
                       if g.memory_total_gb >= min_memory_gb) for r in rows]
         return max(counts, default=0)
 
+    def dead_agents(self) -> list[str]:
+        """``agent N: LAST LOG LINE`` for every agent process that has exited."""
+        dead = []
+        for index, proc in enumerate(self.agents):
+            if proc.poll() is not None:
+                try:
+                    lines = self._log_path(f"agent-{index}").read_text(errors="replace")
+                    last = (lines.strip().splitlines() or ["(its log is empty)"])[-1]
+                except OSError:
+                    last = "(no log)"
+                dead.append(f"agent {index}: {last[-300:]}")
+        return dead
+
     def close(self) -> None:
         procs = [*self.agents, *([self.coordinator] if self.coordinator else [])]
         for proc in procs:
@@ -210,6 +223,38 @@ class LocalCluster:
                 proc.wait()
         if self._tmp is not None:
             self._tmp.cleanup()
+
+
+class AgentWatch:
+    """While entered, checks every ``interval`` seconds on its own thread whether every agent
+    of ``cluster`` has exited; if so it calls ``on_all_dead`` once (to end a wait that would
+    otherwise last forever) and :attr:`dead` holds what :meth:`LocalCluster.dead_agents`
+    said."""
+
+    def __init__(self, cluster: LocalCluster, on_all_dead: Callable[[], None],
+                 interval: float = 1.0) -> None:
+        self.cluster = cluster
+        self.on_all_dead = on_all_dead
+        self.interval = interval
+        self.dead: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="agent-watch", daemon=True)
+
+    def __enter__(self) -> AgentWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object | TracebackType) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            dead = self.cluster.dead_agents()
+            if self.cluster.agents and len(dead) == len(self.cluster.agents):
+                self.dead = dead
+                self.on_all_dead()
+                return
 
 
 def _tied(command: list[str]) -> list[str]:

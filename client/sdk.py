@@ -179,6 +179,10 @@ class Client:
     def status(self, study_id: str) -> StudyStatus:
         return status_from_proto(self._study_info(study_id))
 
+    def study_spec(self, study_id: str) -> common_pb2.StudySpec:
+        """The study as it was submitted (its spec message, bundle digest included)."""
+        return self._study_info(study_id).spec
+
     def _study_info(self, study_id: str) -> researcher_pb2.StudyInfo:
         request = researcher_pb2.StudyRef(study_id=study_id)
         try:

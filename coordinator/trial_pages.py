@@ -43,8 +43,9 @@ def trial_page(store: Store, study_id: str, include_reports: bool, page_token: s
     """One page of the study's trials, in number order, from ``page_token`` (empty: the
     first); each with the node and error of its latest attempt, the GPU use its node measured
     (the latest attempt that has it), its verification and, with ``include_reports``, the
-    reports of its latest attempt that reported. Raises NotFoundError for an unknown study and InvalidInputError, naming the
-    field, for a malformed token or a page size outside [0, MAX_PAGE_SIZE]."""
+    reports of its latest attempt that reported. Raises NotFoundError for an unknown study
+    and InvalidInputError, naming the field, for a malformed token or a page size outside
+    [0, MAX_PAGE_SIZE]."""
     first, skip = _parse_token(page_token)
     if not 0 <= page_size <= MAX_PAGE_SIZE:
         raise InvalidInputError("page_size", page_size,

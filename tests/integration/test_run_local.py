@@ -1,0 +1,100 @@
+"""`tunefleet run --local` when things go wrong: interrupted runs, dead agents, results that
+cannot be written. A real embedded coordinator and real agents, as the README's quick start
+runs them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from client.config import researcher_identity
+from client.local import LocalCluster
+from client.sdk import Client
+from tests.integration.helpers import cli, query
+from tunefleet.study import load_study_file
+
+
+def test_a_run_after_an_interrupted_one_resumes_its_study_instead_of_running_two(
+        tmp_path: Path, tiny_train_dir: Path) -> None:
+    # before, the new run submitted a second study and the coordinator resumed the first as
+    # well: both ran to the end, twice the compute, and the first's results were never written
+    state = tmp_path / "state"
+    study = tiny_train_dir / "study.toml"
+    identity, _ = researcher_identity()
+    with LocalCluster(0, state_dir=state, researchers=[identity.key_id]) as cluster, \
+            Client(cluster.address, identity, cluster.security) as client:
+        left = client.submit(load_study_file(study), tiny_train_dir).study_id  # no agent ran it
+    proc = cli("run", str(study), "--local", "1", "--state-dir", str(state), timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    assert f"study {left} (tiny): resuming it where an earlier run left it" in proc.stdout
+    assert query(state / "coordinator.db", "SELECT id, state FROM studies") == [
+        (left, "completed")]
+    assert (tiny_train_dir / "results" / left / "best.json").is_file()
+
+
+def test_a_run_whose_study_changed_stops_the_one_an_earlier_run_left(
+        tmp_path: Path, tiny_train_dir: Path) -> None:
+    state = tmp_path / "state"
+    study = tiny_train_dir / "study.toml"
+    identity, _ = researcher_identity()
+    with LocalCluster(0, state_dir=state, researchers=[identity.key_id]) as cluster, \
+            Client(cluster.address, identity, cluster.security) as client:
+        left = client.submit(load_study_file(study), tiny_train_dir).study_id
+    study.write_text(study.read_text().replace("max_trials = 6", "max_trials = 2"))
+    proc = cli("run", str(study), "--local", "1", "--state-dir", str(state), timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    assert f"stopped study {left} (tiny), left running by an earlier run" in proc.stdout
+    rows = dict(query(state / "coordinator.db", "SELECT id, state FROM studies"))
+    assert rows.pop(left) == "stopped" and list(rows.values()) == ["completed"]
+
+
+def test_a_run_whose_agents_all_exit_says_so_instead_of_waiting_forever(
+        tmp_path: Path, tiny_train_dir: Path) -> None:
+    state = tmp_path / "state"
+    (state / "agent-0").mkdir(parents=True)
+    (state / "agent-0" / "node.key").write_bytes(b"")  # the agent cannot start with it
+    proc = cli("run", str(tiny_train_dir / "study.toml"), "--local", "1", "--state-dir",
+               str(state), timeout=60)
+    assert proc.returncode == 1
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and "every local agent exited, so the study cannot go on" in err[0]
+    assert "agent 0: node-agent: error: cannot read the Ed25519 key" in err[0]
+    assert f"the state is kept in {state}" in err[0]
+
+
+def test_results_that_cannot_be_written_are_a_warning_and_the_best_is_still_printed(
+        tiny_train_dir: Path) -> None:
+    # before, the results folder's marker was written outside the guard: the finished study
+    # ended in an error, its best never printed and its temporary state deleted
+    study = tiny_train_dir / "study.toml"
+    study.write_text(study.read_text().replace("max_trials = 6", "max_trials = 2"))
+    (tiny_train_dir / "results").write_text("a file where the results folder would go")
+    proc = cli("run", str(study), "--local", "1", timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    assert "tunefleet: warning: could not write the results" in proc.stderr
+    assert "best trial" in proc.stdout
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_a_run_ended_by_sigterm_or_sighup_cleans_up_and_says_what_was_lost(
+        sig: signal.Signals, tmp_path: Path, tiny_train_dir: Path) -> None:
+    # before, it exited 143 without a word and left its temporary state directory behind
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "client", "run",
+                             str(tiny_train_dir / "study.toml"), "--local", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout is not None and proc.stderr is not None
+    while "study " not in (line := proc.stdout.readline()):
+        assert line, proc.stderr.read()
+    time.sleep(0.5)
+    proc.send_signal(sig)
+    assert proc.wait(timeout=60) == 130
+    assert "tunefleet: interrupted; its state was in a temporary directory and is gone" in (
+        proc.stderr.read())
+    assert not list(tmp_path.glob("tunefleet-local-*"))
