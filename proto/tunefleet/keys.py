@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -53,11 +54,20 @@ class Identity:
         )
 
     def save(self, path: Path) -> None:
-        """Write the key to ``path`` with mode 0600, refusing to overwrite an existing file."""
+        """Write the key to ``path`` with mode 0600, refusing to overwrite an existing file
+        (FileExistsError). The file appears whole or not at all: it is written under another
+        name and linked into place, so a crash never leaves an empty or partial key."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(self.to_pem())
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(self.to_pem())
+                f.flush()
+                os.fsync(f.fileno())
+            os.link(tmp, path)  # unlike a rename, refuses an existing file
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 def load(path: Path) -> Identity:

@@ -69,6 +69,19 @@ def test_save_refuses_to_overwrite(tmp_path: Path, alice: Identity, bob: Identit
     assert load(path).key_id == alice.key_id
 
 
+def test_a_save_that_fails_while_writing_leaves_no_key_file(
+        tmp_path: Path, alice: Identity, monkeypatch: pytest.MonkeyPatch) -> None:
+    # before, the key's own file was created first and then written: a crash in between left
+    # an empty key, and every later start failed on it
+    def no_room(self: Identity) -> bytes:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Identity, "to_pem", no_room)
+    with pytest.raises(OSError, match="No space"):
+        alice.save(tmp_path / "id.key")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_load_or_create_creates_once_then_loads(tmp_path: Path) -> None:
     path = tmp_path / "home" / "node.key"
     first, created = load_or_create(path)
