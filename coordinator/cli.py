@@ -232,6 +232,8 @@ def _nodes(args: argparse.Namespace) -> None:
                 "ROW_NUMBER() OVER (PARTITION BY node_id ORDER BY id DESC) AS k FROM attempts "
                 "WHERE gpu_utilization IS NOT NULL) WHERE k <= 20 GROUP BY node_id"
             ).fetchall())
+        banned = {r[0] for r in conn.execute("SELECT key_id FROM access WHERE state = 'banned'")
+                  } if "access" in _tables(conn) else set()
         rows: list[dict[str, Any]] = []
         for node in conn.execute("SELECT * FROM nodes ORDER BY registered_at"):
             inv = node_pb2.Inventory.FromString(node["inventory"])
@@ -241,19 +243,40 @@ def _nodes(args: argparse.Namespace) -> None:
                 # Databases from before migration 3 have no reputation yet.
                 "reputation": node["reputation"] if "reputation" in node.keys() else 1.0,
                 "flagged": bool(node["flagged"]) if "flagged" in node.keys() else False,
-                "last_seen": node["last_seen"],
+                "last_seen": node["last_seen"], "banned": node["id"] in banned,
                 "gpu_utilization": use.get(node["id"]),
             })
     if args.json:
         print(json.dumps(rows, indent=2))
         return
-    print(f"{'id':<34}{'name':<20}{'gpus':<30}{'cpu':>4}{'run':>5}{'rep':>6}{'gpu%':>6}")
+    now = time.time()
+    print(f"{'id':<34}{'name':<20}{'gpus':<30}{'cpu':>4}{'run':>5}{'rep':>6}{'gpu%':>6}"
+          f"{'seen':>7}")
     for r in rows:
-        gpus = ", ".join(r["gpus"]) or "-"
-        flag = " FLAGGED" if r["flagged"] else ""
+        gpus = ", ".join(_shown(g) for g in r["gpus"]) or "-"
+        flag = (" FLAGGED" if r["flagged"] else "") + (" BANNED" if r["banned"] else "")
         util = "-" if r["gpu_utilization"] is None else f"{r['gpu_utilization']:.0f}"
-        print(f"{r['id']:<34}{r['name'][:19]:<20}{gpus[:29]:<30}{r['cpu_slots']:>4}"
-              f"{r['running']:>5}{r['reputation']:>6.2f}{util:>6}{flag}")
+        print(f"{r['id']:<34}{_shown(r['name'])[:19]:<20}{gpus[:29]:<30}{r['cpu_slots']:>4}"
+              f"{r['running']:>5}{r['reputation']:>6.2f}{util:>6}"
+              f"{_ago(now - r['last_seen']):>7}{flag}")
+
+
+def _shown(text: str) -> str:
+    """``text`` for a terminal: control characters (a provider's node name may hold line
+    breaks and escape sequences) written as escapes."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
+def _ago(seconds: float) -> str:
+    """How long ago, in the largest unit: ``12s``, ``5m``, ``3h``, ``2d``."""
+    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size:.0f}{unit}"
+    return f"{max(seconds, 0):.0f}s"
+
+
+def _tables(conn: sqlite3.Connection) -> set[str]:
+    return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
 
 
 def _schema_version(conn: sqlite3.Connection) -> int:
@@ -295,7 +318,7 @@ def _ledger(args: argparse.Namespace) -> None:
     print("providers (earned)")
     print(f"  {'node':<34}{'name':<20}{'attempts':>9}{'GPU-h':>10}{'slot-h':>10}{'credits':>12}")
     for p in providers:
-        print(f"  {p['node_id']:<34}{p['name'][:19]:<20}{p['attempts']:>9}{p['gpu_hours']:>10.3f}"
+        print(f"  {p['node_id']:<34}{_shown(p['name'])[:19]:<20}{p['attempts']:>9}{p['gpu_hours']:>10.3f}"
               f"{p['slot_hours']:>10.3f}{p['credits']:>12.3f}")
     print("researchers (spent)")
     print(f"  {'key':<34}{'studies':>8}{'GPU-h':>10}{'slot-h':>10}{'credits':>12}")
@@ -314,7 +337,9 @@ def _operator_call(args: argparse.Namespace) -> int:
                 reply = stub.ListAccess(seal(identity, operator_pb2.ListAccessRequest()),
                                         timeout=30)
                 for e in reply.entries:
-                    print(f"{e.key_id}  {e.state:<9} {e.reason}")
+                    print(f"{e.key_id}  {e.state:<9} {_shown(e.reason)}")
+                if not reply.entries:
+                    print("no key is admitted or banned", file=sys.stderr)
                 return 0
             request = operator_pb2.AccessRequest(key_id=args.key_id, action=args.command,
                                                  reason=args.reason)
@@ -325,7 +350,11 @@ def _operator_call(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 1
     entry = result.entry
-    print(f"{entry.key_id}: {entry.state or 'no entry'}"
+    state = entry.state or "no entry"
+    if args.command == "unban" and state != "admitted":  # a ban replaces an admission
+        state += (f" (no longer banned; a researcher key needs `coordinator admit "
+                  f"{entry.key_id}` again to submit)")
+    print(f"{entry.key_id}: {state}"
           + (f"; {result.sessions_ended} session(s) ended" if result.sessions_ended else "")
           + (f"; {result.studies_stopped} study(ies) stopped" if result.studies_stopped else ""))
     return 0

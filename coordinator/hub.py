@@ -53,6 +53,7 @@ MAX_STEP = 2**62
 MAX_CPU_SLOTS = 1024
 MAX_GPUS = 64
 OUTCOMES = ("completed", "failed", "stopped")
+MAX_NAME_CHARS = 128  # a node's name (each text of its inventory: twice this)
 MIN_LEASE_SECONDS = 1.0  # an agent heartbeats every quarter lease, every 0.2 s at most
 
 __all__ = ["MIN_LEASE_SECONDS", "Hub", "Outbox", "StudyView", "NodeSession",
@@ -329,6 +330,7 @@ class Hub(AccessMixin, VerificationMixin, LimitsMixin):
         self, node_id: str, public_key: bytes, name: str, inventory: node_pb2.Inventory
     ) -> None:
         self.check_node(node_id)
+        _check_text("name", name, MAX_NAME_CHARS)  # operators' terminals show it
         _check_inventory(inventory)
         now = self.clock()
         with self.store.atomic():
@@ -370,6 +372,7 @@ class Hub(AccessMixin, VerificationMixin, LimitsMixin):
         outbox: Outbox = []
         mine = {a.id: a for a in self.store.running_attempts(node_id)}
         with self._unit():
+            self.store.node_seen(node_id, now)
             self.store.extend_leases(node_id, [a for a in running if a in mine],
                                      now + self.lease_seconds, now)
             for attempt_id in running:
@@ -792,7 +795,18 @@ def _node_event_kinds() -> tuple[str, ...]:
     return ("heartbeat", "report", "finished", "declined")
 
 
+def _check_text(field: str, text: str, most: int) -> None:
+    if len(text) > most or not text.isprintable():
+        raise InvalidInputError(field, text, f"must be printable text of at most {most} "
+                                "characters (no line breaks or escapes)")
+
+
 def _check_inventory(inventory: node_pb2.Inventory) -> None:
+    for key in ("driver_version", "cuda_version", "hostname", "platform"):
+        _check_text(f"inventory.{key}", getattr(inventory, key), 2 * MAX_NAME_CHARS)
+    for gpu in inventory.gpus:
+        for key in ("uuid", "name", "compute_capability"):
+            _check_text(f"inventory.gpus.{key}", getattr(gpu, key), 2 * MAX_NAME_CHARS)
     if not 0 <= inventory.cpu_slots <= MAX_CPU_SLOTS:
         raise InvalidInputError("inventory.cpu_slots", inventory.cpu_slots,
                                 f"must be in [0, {MAX_CPU_SLOTS}]")

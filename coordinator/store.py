@@ -404,6 +404,10 @@ class Store:
              node.last_seen),
         )
 
+    def node_seen(self, node_id: str, now: float) -> None:
+        """The node showed life (a session opened, a heartbeat) at ``now``."""
+        self.conn.execute("UPDATE nodes SET last_seen = ? WHERE id = ?", (now, node_id))
+
     def get_node(self, node_id: str) -> Node:
         row = self._one("SELECT * FROM nodes WHERE id = ?", (node_id,))
         if row is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,26 @@ def test_the_ledger_shows_what_providers_earned_and_researchers_spent(
         81.0, None)
     assert main(["nodes", "--db", str(tmp_path / "c.db")]) == 0
     assert "gpu%" in capsys.readouterr().out
+
+
+def test_nodes_shows_when_each_was_last_seen_its_ban_and_escapes_stored_names(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store, clock = Store(tmp_path / "c.db"), Clock()
+    hub = Hub(store, clock=clock, operator_key_id="op")
+    connect(hub, "a" * 32)
+    connect(hub, "b" * 32)
+    hub.change_access("op", "b" * 32, "ban", "faked results")
+    with store.atomic():  # a name stored before names were checked
+        store.conn.execute("UPDATE nodes SET name = ?, last_seen = ? WHERE id = ?",
+                           ("x\n0000\x1b[31mRED", time.time() - 7200, "a" * 32))
+    store.close()
+    assert main(["nodes", "--db", str(tmp_path / "c.db")]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "x\\n0000\\x1b[31mRED"[:19] in out
+    lines = {line[:32]: line for line in out.splitlines()}
+    assert lines["a" * 32].split()[-1] == "2h" and "BANNED" not in lines["a" * 32]
+    assert lines["b" * 32].endswith(" BANNED")
 
 
 @pytest.mark.parametrize("flag", ["--price-gpu-hour", "--price-slot-hour"])

@@ -1280,3 +1280,26 @@ def test_an_attempt_a_restarted_node_no_longer_runs_is_billed_to_its_last_sign_o
     connect(hub, "n1")
     attempt = store.get_attempt(a.attempt_id)
     assert attempt.state is AttemptState.LOST and attempt.ended_at == seen
+
+
+@pytest.mark.parametrize("name, gpu", [
+    ("x\n0000000000000000\x1b[2J\x1b[31mRED", "A100"), ("n" * 129, "A100"),
+    ("ok", "A100\x1b[2J"),
+])
+def test_a_node_name_or_gpu_text_that_would_reach_a_terminal_raw_is_refused(
+        hub: Hub, store: Store, name: str, gpu: str) -> None:
+    # before, a provider's name with line breaks and escapes forged lines in `coordinator nodes`
+    inventory = node_pb2.Inventory(cpu_slots=1)
+    inventory.gpus.add(uuid="GPU-1", name=gpu, memory_total_gb=8)
+    with pytest.raises(InvalidInputError, match="must be printable text of at most"):
+        hub.register_node("n1", b"p" * 32, name, inventory)
+    with pytest.raises(NotFoundError):
+        store.get_node("n1")
+
+
+def test_a_heartbeat_is_when_a_node_was_last_seen(hub: Hub, store: Store, clock: Clock) -> None:
+    # before, last_seen was the registration time however long the node stayed connected
+    connect(hub, "n1")
+    clock.now += 200
+    hub.heartbeat("n1", node_pb2.Heartbeat())
+    assert store.get_node("n1").last_seen == clock.now

@@ -176,6 +176,22 @@ def test_banned_researcher_loses_running_studies(admitted: tuple[LocalCluster, I
         with pytest.raises(CoordinatorError) as info:  # a banned key reads nothing either
             client.status(study_id)
     assert info.value.code is grpc.StatusCode.PERMISSION_DENIED and "abuse" in info.value.details
+    # lifting the ban does not bring back the admission it replaced, and says so (before,
+    # only "KEY: none", the same as an unban that changed nothing)
+    proc = subprocess.run(
+        [sys.executable, "-m", "coordinator", "unban", identity.key_id,
+         *cluster.connection_args, "--operator-key", str(cluster.tls_dir / "operator.key")],
+        capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc
+    assert proc.stdout.strip() == (
+        f"{identity.key_id}: none (no longer banned; a researcher key needs `coordinator "
+        f"admit {identity.key_id}` again to submit)")
+    proc = subprocess.run(
+        [sys.executable, "-m", "coordinator", "access",
+         *cluster.connection_args, "--operator-key", str(cluster.tls_dir / "operator.key")],
+        capture_output=True, text=True, timeout=30)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (
+        0, "", "no key is admitted or banned\n")
 
 
 def test_provider_trust_policy_declines_with_a_recorded_reason(
