@@ -348,8 +348,10 @@ def _run_local(args: argparse.Namespace) -> int:
                         "tunefleet run writes study results here; bundles leave this folder "
                         "out\n")
                 _report(final, trials, out, info)
-            except (TunefleetError, OSError) as exc:  # the result still gets printed below
-                print(f"tunefleet: warning: could not write the results: {exc}",
+            except TunefleetError as exc:  # the result still gets printed below
+                print(f"tunefleet: warning: {exc}", file=sys.stderr)
+            except OSError as exc:
+                print(f"tunefleet: warning: could not write the results to {out}: {exc}",
                       file=sys.stderr)
     for t in failed[:3]:
         last = t.error.strip().splitlines()[-1:] or ["no error text"]

@@ -56,7 +56,7 @@ OUTCOMES = ("completed", "failed", "stopped")
 MAX_NAME_CHARS = 128  # a node's name (each text of its inventory: twice this)
 MIN_LEASE_SECONDS = 1.0  # an agent heartbeats every quarter lease, every 0.2 s at most
 
-__all__ = ["MIN_LEASE_SECONDS", "Hub", "Outbox", "StudyView", "NodeSession",
+__all__ = ["MIN_LEASE_SECONDS", "check_inventory", "Hub", "Outbox", "StudyView", "NodeSession",
            "PermissionDeniedError", "NodeEventItem"]
 
 # A verified event of a node's session: node id, envelope seq, the event, the raw envelope.
@@ -331,7 +331,7 @@ class Hub(AccessMixin, VerificationMixin, LimitsMixin):
     ) -> None:
         self.check_node(node_id)
         _check_text("name", name, MAX_NAME_CHARS)  # operators' terminals show it
-        _check_inventory(inventory)
+        check_inventory(inventory)
         now = self.clock()
         with self.store.atomic():
             try:
@@ -347,7 +347,7 @@ class Hub(AccessMixin, VerificationMixin, LimitsMixin):
         """A node opened its session; reconcile what it runs with what the store says."""
         self.store.get_node(node_id)
         self.check_node(node_id)
-        _check_inventory(hello.inventory)
+        check_inventory(hello.inventory)
         self.sessions[node_id] = NodeSession(node_id, hello.inventory, hello.draining)
         outbox = self._reconcile(node_id, list(hello.running_attempts), forget_missing=True)
         return outbox + self.assign(node_id)
@@ -801,7 +801,8 @@ def _check_text(field: str, text: str, most: int) -> None:
                                 "characters (no line breaks or escapes)")
 
 
-def _check_inventory(inventory: node_pb2.Inventory) -> None:
+def check_inventory(inventory: node_pb2.Inventory) -> None:
+    """Raise :class:`InvalidInputError` for an inventory the hub does not take."""
     for key in ("driver_version", "cuda_version", "hostname", "platform"):
         _check_text(f"inventory.{key}", getattr(inventory, key), 2 * MAX_NAME_CHARS)
     for gpu in inventory.gpus:

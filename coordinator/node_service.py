@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import grpc
 
 from coordinator.grpc_errors import abort_with, guarded
+from coordinator.hub import check_inventory
 from tunefleet.envelope import open_envelope
 from tunefleet.errors import InvalidInputError, SignatureError
 from tunefleet.v1 import common_pb2, node_pb2, node_pb2_grpc
@@ -113,6 +114,7 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
                 raise SignatureError("session opened with a key that is not the node's")
             if event.WhichOneof("kind") != "hello":
                 raise InvalidInputError("kind", event.WhichOneof("kind"), "the first must be hello")
+            check_inventory(event.hello.inventory)  # refused here, not once the session is open
             await self.hub.call(hub.check_node, node_id)
             await self.hub.call(hub.accept, node_id, first.seq)
         except Exception as exc:
