@@ -54,6 +54,7 @@ MAX_CPU_SLOTS = 1024
 MAX_GPUS = 64
 OUTCOMES = ("completed", "failed", "stopped")
 MAX_NAME_CHARS = 128  # a node's name (each text of its inventory: twice this)
+RETRY_NODES_LOOKED_AT = 32  # other nodes a failed trial's retry is offered to, at most
 MIN_LEASE_SECONDS = 1.0  # an agent heartbeats every quarter lease, every 0.2 s at most
 
 __all__ = ["MIN_LEASE_SECONDS", "check_inventory", "Hub", "Outbox", "StudyView", "NodeSession",
@@ -98,7 +99,7 @@ class Hub(AccessMixin, VerificationMixin, LimitsMixin):
         self.sessions: dict[str, NodeSession] = {}
         self.studies: dict[str, StudyRuntime] = {}
         self.refused_reports = 0
-        self._wake = False  # a verification was queued or a trial failed: offer to every node
+        self._wake = False  # a verification was queued: offer it to every node
         self.guard = SequenceGuard(load=store.last_seq, save=store.save_seq)
         self.banned: set[str] = {r["key_id"] for r in store.list_access() if r["state"] == "banned"}
         # (node, study) pairs whose bundle the node declined: never offered again.
@@ -503,7 +504,7 @@ class Hub(AccessMixin, VerificationMixin, LimitsMixin):
         study_id = runtime.study.id
         now = self.clock()
         waiting = next((t for t in self.store.list_trials(study_id, TrialState.PENDING)
-                        if not self._better_elsewhere(runtime, t, node_id)), None)
+                        if self._idle_elsewhere(runtime, t, node_id) is None), None)
         with self._unit():  # a suggestion the store does not keep is forgotten with it
             if waiting is not None:
                 trial = waiting
@@ -530,24 +531,33 @@ class Hub(AccessMixin, VerificationMixin, LimitsMixin):
                  node_id[:8])
         return self._assignment(runtime, attempt, trial)
 
-    def _better_elsewhere(self, runtime: StudyRuntime, trial: Trial, node_id: str) -> bool:
-        """Whether a pending trial that failed on ``node_id`` should wait for another node: one
-        is connected, not draining, able to run the study and has not failed the trial. (A
-        failure may be the node's; on another node it either passes or shows itself the
-        trial's own, see :mod:`coordinator.repeated_failures`.)"""
+    def _idle_elsewhere(self, runtime: StudyRuntime, trial: Trial, node_id: str) -> str | None:
+        """For a pending trial that failed on ``node_id``: a connected node, not draining, that
+        has not failed it and has room for it now (among the first
+        :data:`RETRY_NODES_LOOKED_AT` such nodes), where the retry should go instead. A failure
+        may be the node's; on another node the trial either passes or shows the failure its
+        own (see :mod:`coordinator.repeated_failures`). None: retry where it failed."""
         if trial.attempts == 0:
-            return False
+            return None
         failed_on = {a.node_id for a in self.store.attempts_of_trial(trial.study_id, trial.number)
                      if a.state is AttemptState.FAILED}
         if node_id not in failed_on:
-            return False
+            return None
         need = runtime.spec.resources
-        return any(
-            n not in failed_on and not s.draining and (n, trial.study_id) not in self.declined
-            and (sum(g.memory_total_gb >= need.min_gpu_memory_gb for g in s.inventory.gpus)
-                 >= need.gpus if need.gpus else s.inventory.cpu_slots > 0)
-            for n, s in self.sessions.items()
-        )
+        candidates = [n for n, s in self.sessions.items() if n not in failed_on
+                      and not s.draining and (n, trial.study_id) not in self.declined]
+        for other in candidates[:RETRY_NODES_LOOKED_AT]:
+            running = self.store.running_attempts(other)
+            inventory = self.sessions[other].inventory
+            if need.gpus:
+                busy = {u for a in running for u in a.gpu_uuids}
+                room = sum(g.uuid not in busy and g.memory_total_gb >= need.min_gpu_memory_gb
+                           for g in inventory.gpus) >= need.gpus
+            else:
+                room = inventory.cpu_slots > sum(1 for a in running if not a.gpu_uuids)
+            if room:
+                return other
+        return None
 
     def _assignment(self, runtime: StudyRuntime, attempt: Attempt, trial: Trial
                     ) -> node_pb2.CoordinatorMessage:
@@ -754,14 +764,16 @@ class Hub(AccessMixin, VerificationMixin, LimitsMixin):
         attempt.error = done.error or None
         attempt.gpu_seconds, attempt.wall_seconds = done.gpu_seconds, done.wall_seconds
         attempt.gpu_utilization, attempt.gpu_memory_peak_gb = gpu_usage(done, attempt)
+        other: str | None = None  # where a failed trial's retry goes first
         with self._unit():
             trial = self.store.get_trial(attempt.study_id, attempt.trial_number)
             if done.outcome == "failed":
                 attempt.state = AttemptState.FAILED
                 self.store.update_attempt(attempt)
                 self._retry_or_fail(attempt, done.error or f"exit code {done.exit_code}", now)
-                # a retry may belong on another node (see _better_elsewhere): offer it to all
-                self._wake = self._wake or trial.attempts < self.max_attempts
+                retry = self.store.get_trial(trial.study_id, trial.number)
+                if runtime is not None and retry.state is TrialState.PENDING:
+                    other = self._idle_elsewhere(runtime, retry, node_id)
             else:
                 stopping = runtime is not None and (
                     runtime.tuner.trials[trial.number].state == "stopping"
@@ -783,6 +795,8 @@ class Hub(AccessMixin, VerificationMixin, LimitsMixin):
                         self._wake = self._queue_verification(runtime, trial, "sample", now)
             if runtime is not None:
                 self._maybe_complete(runtime, now)
+        if other is not None:  # offered there first; this node then takes other work
+            outbox += self.assign(other)
         if self._wake or (runtime is not None and runtime.tuner.max_running is not None):
             # a capped study may have held trials back from other nodes: offer them now
             self._wake = False

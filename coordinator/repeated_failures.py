@@ -8,8 +8,9 @@ and further attempts would only spend the pool's time on the same error.
 
 Only exits of the training process with an error code count (the agent reports them as ``exit
 code N`` followed by the end of its stderr). A process killed by a signal (the out-of-memory
-killer, say) and one past a resource limit may owe it to the node, as limits and memory differ
-between providers; agent-side errors (a bundle that could not be fetched, an agent shutting
+killer, say), one past a resource limit and one the sandbox could not launch (exit codes 126
+and 127) may owe it to the node, as limits, memory and accounts differ between providers;
+agent-side errors (a bundle that could not be fetched, an agent shutting
 down) are the node's.
 """
 
@@ -22,14 +23,17 @@ from coordinator.models import Attempt, AttemptState
 
 __all__ = ["failure_signature", "same_failure_elsewhere"]
 
-_EXIT_CODE = re.compile(r"exit code [1-9][0-9]*")
+_EXIT_CODE = re.compile(r"exit code ([1-9][0-9]*)")
+# the sandbox launcher's own failures (limits, accounts, exec), the node's: see node_agent.sandbox
+_LAUNCH_CODES = (126, 127)
 
 
 def failure_signature(error: str | None) -> tuple[str, str] | None:
     """``(exit code line, last non-empty line)`` of a training process's exit with an error
     code as the agent reports it; None for any other error, or one with no output after it."""
     lines = [line.strip() for line in (error or "").splitlines() if line.strip()]
-    if len(lines) < 2 or _EXIT_CODE.fullmatch(lines[0]) is None:
+    match = _EXIT_CODE.fullmatch(lines[0]) if len(lines) >= 2 else None
+    if match is None or int(match[1]) in _LAUNCH_CODES:
         return None
     return lines[0], lines[-1]
 

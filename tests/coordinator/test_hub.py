@@ -265,7 +265,7 @@ def test_a_trial_that_fails_differently_elsewhere_is_tried_up_to_max_attempts(
     [c] = finish(hub3, "n2", b.attempt_id, "failed", second)  # failed on both: either may
     assert c.trial_id == 0
     assert finish(hub3, store.get_attempt(c.attempt_id).node_id, c.attempt_id, "failed",
-                  CRASH) == []
+                  CRASH.replace("boom", "a third way")) == []
     trial = store.get_trial(study, 0)
     assert (trial.state, trial.attempts) == (TrialState.FAILED, 3)
     assert (trial.error or "").startswith("gave up after 3 attempts")
@@ -275,6 +275,7 @@ def test_a_trial_that_fails_differently_elsewhere_is_tried_up_to_max_attempts(
     "memory limit of 1 GB exceeded\nValueError: boom",  # limits differ between providers
     "could not fetch the bundle: timeout",
     "exit code -9 (killed by SIGKILL: the kernel's out-of-memory killer, ...)\nepoch 3",
+    "exit code 126\ntunefleet sandbox: [Errno 1] Operation not permitted",  # the launcher's
 ])
 def test_a_failure_that_may_be_the_nodes_is_not_called_the_trials(
         hub3: Hub, store: Store, error: str) -> None:
@@ -286,6 +287,17 @@ def test_a_failure_that_may_be_the_nodes_is_not_called_the_trials(
     assert finish(hub3, store.get_attempt(c.attempt_id).node_id, c.attempt_id, "failed",
                   error) == []
     assert store.get_trial(study, 0).attempts == 3
+
+
+def test_a_failed_trial_does_not_wait_for_a_busy_node_while_the_one_it_failed_on_idles(
+        hub3: Hub, store: Store) -> None:
+    # before, the retry waited for n2, busy with a long trial, while n1 sat idle
+    study = submit(hub3, make_spec(budget={"max_trials": 2}))
+    [a] = connect(hub3, "n1")
+    [b] = connect(hub3, "n2")  # runs trial 1 for a long time
+    [c] = finish(hub3, "n1", a.attempt_id, "failed", CRASH)
+    assert (c.trial_id, store.get_attempt(c.attempt_id).node_id) == (a.trial_id, "n1")
+    assert store.get_trial(study, b.trial_id).state is TrialState.RUNNING
 
 
 def test_with_no_other_node_able_to_run_it_a_failed_trial_is_retried_where_it_failed(
