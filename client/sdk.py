@@ -213,7 +213,7 @@ class Client:
         while True:  # one call per page of trials (see ListTrialsRequest)
             request = researcher_pb2.ListTrialsRequest(
                 study_id=study_id, include_reports=include_reports, page_token=token,
-                page_size=page_size,
+                page_size=page_size, paged=True,
             )
             try:
                 reply = self._stub.ListTrials(request, timeout=self.timeout,

@@ -16,7 +16,7 @@ from coordinator.views import study_info_to_proto
 from tunefleet import serde
 from tunefleet.bundle import MAX_BUNDLE_BYTES, read_manifest, verify_bundle
 from tunefleet.envelope import open_envelope
-from tunefleet.errors import BundleError, InvalidInputError, NotFoundError
+from tunefleet.errors import BundleError, InvalidInputError, NotFoundError, StateError
 from tunefleet.keys import key_id_of
 from tunefleet.read_auth import read_signer
 from tunefleet.unknown_fields import refuse_unknown_fields
@@ -162,8 +162,13 @@ class ResearcherServicer(researcher_pb2_grpc.ResearcherServiceServicer):
         self, request: researcher_pb2.ListTrialsRequest, context: grpc.aio.ServicerContext
     ) -> researcher_pb2.TrialList:
         def collect() -> researcher_pb2.TrialList:
-            return trial_page(self.server.hub.store, request.study_id, request.include_reports,
+            page = trial_page(self.server.hub.store, request.study_id, request.include_reports,
                               request.page_token, request.page_size)
+            if page.next_page_token and not request.paged:
+                raise StateError(
+                    "this study's trials need more than one reply, and this client reads only "
+                    "one: update tunefleet (its clients read the trials in pages)")
+            return page
 
         async def work() -> researcher_pb2.TrialList:
             await self._reader(context, request, request.study_id)

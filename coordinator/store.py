@@ -380,16 +380,34 @@ class Store:
              json.dumps(metrics), decision, envelope, now),
         )
 
-    def reports_of_study(self, study_id: str, first: int = 0, last: int | None = None
-                         ) -> list[dict[str, Any]]:
-        """The reports of the study's trial attempts (re-runs for verification left out) of
-        trials ``first`` to ``last`` (inclusive; None: to the end), in trial and arrival order."""
+    def shown_attempt(self, study_id: str, number: int, step: int) -> int | None:
+        """The trial attempt whose reports researchers see: the latest that reported ``step``
+        (the trial's step, so its value) or beyond, else the latest that reported; None if
+        no trial attempt reported."""
+        row = self._one(
+            "SELECT r.attempt_id AS id FROM reports r JOIN attempts a ON a.id = r.attempt_id "
+            "WHERE r.study_id = ? AND r.trial_number = ? AND a.purpose = 'trial' "
+            "GROUP BY r.attempt_id ORDER BY MAX(r.step) >= ? DESC, r.attempt_id DESC LIMIT 1",
+            (study_id, number, step),
+        )
+        return None if row is None else int(row["id"])
+
+    def attempt_reports(self, attempt_id: int, offset: int, limit: int) -> list[dict[str, Any]]:
+        """At most ``limit`` of an attempt's reports (step and metrics), in the order sent,
+        from the ``offset``-th."""
+        rows = self.conn.execute(
+            "SELECT step, metrics FROM reports WHERE attempt_id = ? ORDER BY seq LIMIT ? OFFSET ?",
+            (attempt_id, limit, offset),
+        ).fetchall()
+        return [{"step": step, "metrics": json.loads(metrics)} for step, metrics in rows]
+
+    def reports_of_study(self, study_id: str) -> list[dict[str, Any]]:
+        """The reports of the study's trial attempts (re-runs for verification left out)."""
         rows = self.db.query(
             "SELECT r.attempt_id, r.seq, r.trial_number, r.step, r.metrics FROM reports r "
             "JOIN attempts a ON a.id = r.attempt_id WHERE r.study_id = ? "
-            "AND r.trial_number >= ? AND r.trial_number <= ? "
             "AND a.purpose = 'trial' ORDER BY r.trial_number, r.attempt_id, r.seq",
-            (study_id, first, 2**62 if last is None else last),
+            (study_id,),
         )
         return [dict(r, metrics=json.loads(r["metrics"])) for r in rows]
 

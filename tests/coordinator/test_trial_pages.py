@@ -127,9 +127,38 @@ def test_a_retried_trial_shows_the_reports_of_its_latest_attempt_only(tmp_path: 
     assert b.trial_id == a.trial_id and b.attempt_id != a.attempt_id
     page = trial_page(store, study_id, True)
     assert [r.step for r in page.trials[0].reports] == [1, 2]  # nothing newer yet
-    for step in (1, 2, 3):
+    report(hub, "n1", b.attempt_id, 1, 1, 0.5)
+    page = trial_page(store, study_id, True)  # the trial's value is still the first's step 2
+    assert (page.trials[0].step, [r.step for r in page.trials[0].reports]) == (2, [1, 2])
+    for step in (2, 3):
         report(hub, "n1", b.attempt_id, step, step, 0.5 / step)
     page = trial_page(store, study_id, True)
     assert [(r.step, r.metrics["loss"]) for r in page.trials[0].reports] == [
         (1, 0.5), (2, 0.25), (3, 0.5 / 3)]
+    # a page that went on with a split trial keeps to the attempt it started with
+    rest = trial_page(store, study_id, True, f"{a.trial_id}.{a.attempt_id}.1")
+    assert [(r.step, r.metrics["loss"]) for r in rest.trials[0].reports] == [(2, 0.8)]
     store.close()
+
+
+def test_a_page_reads_reports_only_as_far_as_its_bytes_go(
+        study: tuple[Store, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    # before, every page read and decoded the reports of all its page_size trials, however few
+    # fitted: reading a study whose trials are large cost the square of its size
+    store, study_id = study
+    whole = trial_page(store, study_id, True)
+    monkeypatch.setattr(trial_pages, "PAGE_BYTES", whole.trials[0].ByteSize() // 3)
+    monkeypatch.setattr(trial_pages, "REPORT_ROWS", 4)
+    read: list[int] = []
+    reports = store.attempt_reports
+
+    def counting(attempt_id: int, offset: int, limit: int) -> list[dict[str, object]]:
+        rows = reports(attempt_id, offset, limit)
+        read.append(len(rows))
+        return rows
+
+    monkeypatch.setattr(store, "attempt_reports", counting)
+    got = pages(store, study_id, reports=True)
+    sent = sum(len(t.reports) for p in got for t in p.trials)
+    assert sent == TRIALS * STEPS
+    assert sum(read) <= sent + 4 * len(got)  # at most one chunk read beyond what each page sent

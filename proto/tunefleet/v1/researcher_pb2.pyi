@@ -82,16 +82,18 @@ class StudyInfo(_message.Message):
     def __init__(self, study_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[str] = ..., spec: _Optional[_Union[_common_pb2.StudySpec, _Mapping]] = ..., counts: _Optional[_Union[TrialCounts, _Mapping]] = ..., best: _Optional[_Union[TrialInfo, _Mapping]] = ..., owner_key_id: _Optional[str] = ..., created_at: _Optional[float] = ..., ended_at: _Optional[float] = ..., end_reason: _Optional[str] = ..., gpu_hours: _Optional[float] = ..., slot_hours: _Optional[float] = ..., credits: _Optional[float] = ...) -> None: ...
 
 class ListTrialsRequest(_message.Message):
-    __slots__ = ("study_id", "include_reports", "page_token", "page_size")
+    __slots__ = ("study_id", "include_reports", "page_token", "page_size", "paged")
     STUDY_ID_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_REPORTS_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGED_FIELD_NUMBER: _ClassVar[int]
     study_id: str
     include_reports: bool
     page_token: str
     page_size: int
-    def __init__(self, study_id: _Optional[str] = ..., include_reports: _Optional[bool] = ..., page_token: _Optional[str] = ..., page_size: _Optional[int] = ...) -> None: ...
+    paged: bool
+    def __init__(self, study_id: _Optional[str] = ..., include_reports: _Optional[bool] = ..., page_token: _Optional[str] = ..., page_size: _Optional[int] = ..., paged: _Optional[bool] = ...) -> None: ...
 
 class TrialInfo(_message.Message):
     __slots__ = ("trial_id", "state", "params", "value", "step", "attempts", "node_id", "error", "reports", "verification", "verification_detail", "gpu_utilization", "gpu_memory_peak_gb")
