@@ -29,6 +29,7 @@ from tunefleet.envelope import seal
 from tunefleet.errors import InvalidInputError, TunefleetError
 from tunefleet.keys import Identity
 from tunefleet.read_auth import read_metadata
+from tunefleet.search_limits import check_search_limits
 from tunefleet.study import StudySpec, deadline_text, load_study_file
 from tunefleet.tls import ChannelSecurity, open_channel
 from tunefleet.v1 import common_pb2, researcher_pb2, researcher_pb2_grpc
@@ -57,12 +58,10 @@ def check_submittable(spec: StudySpec, bundle_dir: Path, now: float | None = Non
     cluster exists: an entrypoint missing from the bundle directory, a search this version
     cannot run (a grid too large, a GP input too wide), or a deadline already past by this
     machine's clock (``now``; the coordinator judges by its own)."""
-    from coordinator.scheduling import check_available  # numpy and scipy: only when needed
-
     if not (bundle_dir / spec.entrypoint).is_file():
         raise InvalidInputError("entrypoint", spec.entrypoint,
                                 f"must be a file in the bundle directory {bundle_dir}")
-    check_available(spec)
+    check_search_limits(spec)
     now = time.time() if now is None else now
     if spec.budget.deadline is not None and spec.budget.deadline <= now:
         raise InvalidInputError("budget.deadline", deadline_text(spec.budget.deadline),

@@ -29,6 +29,7 @@ from coordinator.scheduling._random import RandomSearcher
 from coordinator.scheduling._tpe import TPESearcher
 from coordinator.scheduling._tuner import TrialRecord, Tuner
 from tunefleet.errors import InvalidInputError
+from tunefleet.search_limits import check_search_limits
 from tunefleet.space import SearchSpace
 from tunefleet.study import Fidelity, StudySpec
 
@@ -55,8 +56,6 @@ __all__ = [
     "build_tuner",
 ]
 
-MAX_GRID_POINTS = 1_000_000
-MAX_GP_COLUMNS = 64  # the GP's inputs: one per numeric parameter, one per categorical choice
 SearcherFactory = Callable[[SearchSpace, int], Searcher]
 SchedulerFactory = Callable[[Fidelity, int], TrialScheduler]
 
@@ -87,24 +86,7 @@ def check_available(spec: StudySpec) -> None:
             "search.scheduler", spec.search.scheduler,
             f"is not available in this coordinator; available: {sorted(SCHEDULER_FACTORIES)}",
         )
-    if spec.search.searcher == "grid":
-        size = GridSearcher.size_of(spec.space)
-        if size > MAX_GRID_POINTS:
-            raise InvalidInputError(
-                "search.searcher", "grid",
-                f"the grid of this space has {size:.3g} points, at most {MAX_GRID_POINTS} "
-                "are allowed; use random or tpe, or fewer parameters",
-            )
-    if spec.search.searcher == "gp":
-        columns = GPSearcher.input_columns(spec.space)
-        if columns > MAX_GP_COLUMNS:
-            raise InvalidInputError(
-                "search.searcher", "gp",
-                f"the GP's input for this space has {columns} columns (one per numeric "
-                f"parameter, one per categorical choice), at most {MAX_GP_COLUMNS} are "
-                "allowed (its memory grows with them); use tpe, or fewer choices",
-            )
-
+    check_search_limits(spec)
 
 DEFAULTS_VERSION = 5
 """The version of the schedulers' defaults that a new study gets. A study keeps the version it

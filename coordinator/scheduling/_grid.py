@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import itertools
-import math
 
 import numpy as np
 
 from coordinator.scheduling._base import Config, Searcher
+from tunefleet.search_limits import grid_size
 from tunefleet.space import SearchSpace
 
 __all__ = ["GridSearcher"]
@@ -25,7 +25,7 @@ class GridSearcher(Searcher):
     @staticmethod
     def size_of(space: SearchSpace, points: int = 5) -> int:
         """How many combinations the grid of ``space`` has, without building it."""
-        return math.prod(len(space[name].grid(points)) for name in space)
+        return grid_size(space, points)
 
     def __init__(self, space: SearchSpace, seed: int, points: int = 5) -> None:
         super().__init__(space, seed)
