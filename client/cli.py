@@ -324,16 +324,18 @@ def _run_local(args: argparse.Namespace) -> int:
             try:
                 status = _resume_or_submit(client, identity, spec, bundle_dir, info)
                 final = _watch(client, status.study_id, info)
-            except CoordinatorError:
+                trials = client.trials(status.study_id, include_reports=True)
+            except (CoordinatorError, ValueError):  # ValueError: a call on the closed channel
                 if agents.dead:  # the watch closed the connection: say why
                     raise TunefleetError(
                         "every local agent exited, so the study cannot go on ("
                         + "; ".join(agents.dead) + ")" + _state_hint(args)) from None
                 raise
             except KeyboardInterrupt:
+                for sig in (signal.SIGTERM, signal.SIGHUP):  # let the cleanup below finish
+                    signal.signal(sig, signal.SIG_IGN)
                 print(f"tunefleet: interrupted{_state_hint(args)}", file=sys.stderr)
-                raise
-            trials = client.trials(status.study_id, include_reports=True)
+                return 130
             failed = [t for t in trials if t.state == "failed"]
         if args.state_dir is not None:
             print(f"state kept in {args.state_dir}", file=info)
@@ -388,19 +390,21 @@ def _resume_or_submit(client: Client, identity: Identity, spec: StudySpec, bundl
     """Submit the study, or follow the same study (same spec, same bundle) that an earlier,
     interrupted run on this state directory left running. Other studies an earlier run left
     running would take the agents from this one: they are stopped, and said so."""
+    bundle = build_bundle(spec, bundle_dir, identity)
+    wanted = serde.spec_to_proto(spec, bundle.digest)
     running = [s for s in client.studies() if not s.finished]
-    if running:
-        wanted = serde.spec_to_proto(spec, build_bundle(spec, bundle_dir, identity).digest)
-        for s in running:
-            if client.study_spec(s.study_id) == wanted:
-                print(f"study {s.study_id} ({spec.name}): resuming it where an earlier run "
-                      f"left it ({_budget_text(spec)})", file=info, flush=True)
-                return s
-        for s in running:
+    resumed = next((s for s in running if client.study_spec(s.study_id) == wanted), None)
+    for s in running:
+        if s is not resumed:
             client.stop(s.study_id)
             print(f"stopped study {s.study_id} ({s.name}), left running by an earlier run: "
                   "its study file or code has changed since", file=info, flush=True)
-    status = client.submit(spec, bundle_dir)
+    if resumed is not None:
+        print(f"study {resumed.study_id} ({spec.name}): resuming it where an earlier run left "
+              f"it ({_budget_text(spec)})", file=info, flush=True)
+        return resumed
+    client.upload(bundle)
+    status = client.submit_spec(wanted)
     print(f"study {status.study_id} ({spec.name}): {spec.search.searcher} + "
           f"{spec.search.scheduler}, {_budget_text(spec)}", file=info, flush=True)
     return status

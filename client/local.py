@@ -29,6 +29,7 @@ from typing import IO, Any
 
 from node_agent.inventory import read_inventory
 from node_agent.sandbox import launch_command
+from tunefleet.bundle import RESULTS_MARKER
 from tunefleet.errors import TunefleetError
 from tunefleet.tls import CA_FILE, ChannelSecurity, init_authority
 
@@ -67,6 +68,10 @@ class LocalCluster:
         )
         self.state_dir = state_dir or Path(self._tmp.name)  # type: ignore[union-attr]
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        # a state dir inside a study's directory must stay out of its bundle: its database
+        # changes as the study runs, and with it the bundle's digest
+        (self.state_dir / RESULTS_MARKER).write_text(
+            "a local tunefleet coordinator's state; bundles leave this folder out\n")
         self.db_path = self.state_dir / "coordinator.db"
         self.n_agents = agents
         self.slots = slots_per_agent

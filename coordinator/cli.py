@@ -134,7 +134,7 @@ def _serve_flag_problem(args: argparse.Namespace) -> str | None:
         if not (math.isfinite(value) and low <= value <= high):
             return f"{flag}: got {value}; must be {allowed}"
     host, sep, port = args.listen.rpartition(":")
-    if not (sep and host and port.isdigit() and int(port) <= 65535):
+    if not (sep and host and port.isascii() and port.isdigit() and int(port) <= 65535):
         return (f"--listen: got {args.listen!r}; must be HOST:PORT with a port in [0, 65535] "
                 "(0 picks a free one)")
     for key_id in args.admit:

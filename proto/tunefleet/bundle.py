@@ -43,9 +43,9 @@ MAX_UNPACKED_BYTES = 512 * 1024 * 1024
 MAX_MEMBERS = 10_000
 EXCLUDED_DIRS = {".git", "__pycache__", ".venv", "venv", ".mypy_cache", ".pytest_cache", "runs"}
 RESULTS_MARKER = ".tunefleet-results"
-"""A file ``tunefleet run`` puts in the ``results`` folder it writes beside the study file: a
-top-level folder holding it is left out of bundles (a folder of the researcher's code that is
-merely named ``results`` is not)."""
+"""A file ``tunefleet run`` puts in the folders it writes (the ``results`` beside the study
+file, a local coordinator's ``--state-dir``): a folder holding it, at any depth, is left out of
+bundles (a folder of the researcher's code that is merely named ``results`` is not)."""
 
 
 @dataclass(frozen=True)
@@ -79,8 +79,8 @@ def pack_directory(directory: Path, manifest: dict[str, Any], identity: Identity
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
         _add_bytes(tar, MANIFEST_NAME, json.dumps(manifest, sort_keys=True).encode())
         for root, dirs, files in os.walk(directory):
-            dirs[:] = sorted(d for d in dirs if d not in EXCLUDED_DIRS and not (
-                Path(root) == directory and (Path(root) / d / RESULTS_MARKER).is_file()))
+            dirs[:] = sorted(d for d in dirs if d not in EXCLUDED_DIRS
+                             and not (Path(root) / d / RESULTS_MARKER).is_file())
             for name in sorted(files):
                 path = Path(root) / name
                 rel = path.relative_to(directory).as_posix()

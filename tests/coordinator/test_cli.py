@@ -104,6 +104,7 @@ def test_a_price_that_is_no_number_of_credits_is_refused(
     (["--listen", "127.0.0.1"], "--listen: got '127.0.0.1';"),
     (["--listen", "7070"], "--listen: got '7070';"),
     (["--listen", "127.0.0.1:abc"], "--listen: got '127.0.0.1:abc';"),
+    (["--listen", "127.0.0.1:\u00b2"], "--listen: got '127.0.0.1:\u00b2';"),  # a digit to isdigit
     # before, stored as admitted: no key matched them, and no command could remove them
     (["--admit", "nothex"], "--admit: got 'nothex'; must be a researcher's 32-character"),
     (["--admit", "4AB7E00CDD773661335D09A28B45A01D"], "--admit: got '4AB7E00CDD"),
