@@ -208,8 +208,17 @@ class Hub(AccessMixin, VerificationMixin, LimitsMixin):
     def put_bundle(
         self, digest: str, data: bytes, publisher_key: bytes, key_id: str, signature: bytes
     ) -> bool:
-        """Store a verified bundle; returns whether it was already present."""
-        if self.store.has_bundle(digest):
+        """Store a verified bundle; returns whether it was already present. The same bytes
+        signed by another key are refused (:class:`StateError`): a study runs only its own
+        researcher's bundle, and only a manifest from before manifests named their publisher
+        can be the same for two researchers."""
+        publisher = self.store.bundle_publisher(digest)
+        if publisher is not None:
+            if publisher != key_id:
+                raise StateError(
+                    f"bundle {digest[:12]} is stored already, signed by another researcher: "
+                    "update tunefleet (its bundles name their publisher, so yours differ) and "
+                    "upload it again")
             return True
         with self.store.atomic():
             self.store.put_bundle(digest, data, publisher_key, key_id, signature, self.clock())
@@ -263,8 +272,8 @@ class Hub(AccessMixin, VerificationMixin, LimitsMixin):
             # The nodes check the bundle's signature against their trust in its publisher: a
             # study run with someone else's bundle would borrow that trust.
             raise PermissionDeniedError(
-                f"bundle {digest[:12]} was signed by key {publisher}, not by {owner_key_id}: "
-                "a study runs only a bundle its own researcher signed and uploaded"
+                f"bundle {digest[:12]} was signed by another key, not by {owner_key_id}: a "
+                "study runs only a bundle its own researcher signed and uploaded"
             )
         study = Study(
             id=uuid.uuid4().hex[:12], name=spec.name, owner_key_id=owner_key_id,

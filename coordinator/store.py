@@ -142,9 +142,6 @@ class Store:
 
     # bundles -------------------------------------------------------------------------------
 
-    def has_bundle(self, digest: str) -> bool:
-        return self._one("SELECT 1 AS x FROM bundles WHERE digest = ?", (digest,)) is not None
-
     def bundle_publisher(self, digest: str) -> str | None:
         """The key id that signed the stored bundle ``digest``; None if there is none."""
         row = self._one("SELECT publisher_key_id FROM bundles WHERE digest = ?", (digest,))

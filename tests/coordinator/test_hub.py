@@ -16,7 +16,7 @@ from coordinator.models import AttemptState, StudyState, TrialState
 from coordinator.scheduling import DEFAULTS_VERSION, build_tuner
 from coordinator.store import Store
 from tunefleet import serde
-from tunefleet.errors import InvalidInputError, NotFoundError
+from tunefleet.errors import InvalidInputError, NotFoundError, StateError
 from tunefleet.study import StudySpec
 from tunefleet.v1 import node_pb2
 
@@ -373,12 +373,17 @@ def test_a_study_with_another_researchers_bundle_is_refused(hub: Hub, store: Sto
     spec = make_spec()
     message = serde.spec_to_proto(spec, DIGEST).SerializeToString()
     with pytest.raises(PermissionDeniedError,
-                       match="signed by key owner, not by mallory: a study runs only"):
+                       match="signed by another key, not by mallory: a study runs only"):
         hub.submit_study(spec, DIGEST, message, "mallory")
     assert store.list_studies() == []
     assert store.bundle_publisher(DIGEST) == "owner"
     assert store.bundle_publisher("cd" * 32) is None
     submit(hub, spec)  # its publisher may
+    # the same bytes signed by another (a manifest from before manifests named their
+    # publisher): refused, else the first to upload would own them and the other be stuck
+    with pytest.raises(StateError, match="stored already, signed by another researcher"):
+        hub.put_bundle(DIGEST, b"bundle", b"m" * 32, "mallory", b"s" * 64)
+    assert hub.put_bundle(DIGEST, b"bundle", b"k" * 32, "owner", b"s" * 64) is True
 
 
 @pytest.mark.parametrize("enqueue", [[], [{"x": 0.31, "k": "c"}, {"x": 0.9, "k": "a"}]],
