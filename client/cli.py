@@ -467,8 +467,7 @@ def _try(args: argparse.Namespace) -> int:
     if spec is not None:
         spec.space.validate_config(params, field="--param")
         # in each parameter's own type, as the coordinator sends them: 64.0 is the int 64
-        params = {name: spec.space[name].normalize(v) if name in spec.space else v
-                  for name, v in params.items()}
+        params = {name: spec.space[name].normalize(v) for name, v in params.items()}
     fidelity = spec.fidelity.max if spec is not None else None
     print(f"trying {script} with {_params_text(params)}", flush=True)
     env = {**os.environ, ENV_TRIAL: json.dumps({"params": params, "fidelity_max": fidelity})}

@@ -341,6 +341,12 @@ def _operator_call(args: argparse.Namespace) -> int:
                 if not reply.entries:
                     print("no key is admitted or banned", file=sys.stderr)
                 return 0
+            was_banned = False
+            if args.command == "unban":  # whether there is a ban to lift, to say what changed
+                listed = stub.ListAccess(seal(identity, operator_pb2.ListAccessRequest()),
+                                         timeout=30)
+                was_banned = any(e.key_id == args.key_id and e.state == "banned"
+                                 for e in listed.entries)
             request = operator_pb2.AccessRequest(key_id=args.key_id, action=args.command,
                                                  reason=args.reason)
             result = stub.ChangeAccess(seal(identity, request), timeout=30)
@@ -351,9 +357,11 @@ def _operator_call(args: argparse.Namespace) -> int:
             return 1
     entry = result.entry
     state = entry.state or "no entry"
-    if args.command == "unban" and state != "admitted":  # a ban replaces an admission
+    if args.command == "unban" and not was_banned:
+        state += " (it was not banned: nothing changed)"
+    elif args.command == "unban":  # the ban replaced any admission
         state += (f" (no longer banned; a researcher key needs `coordinator admit "
-                  f"{entry.key_id}` again to submit)")
+                  f"{entry.key_id}` again to submit, unless the coordinator admits everyone)")
     print(f"{entry.key_id}: {state}"
           + (f"; {result.sessions_ended} session(s) ended" if result.sessions_ended else "")
           + (f"; {result.studies_stopped} study(ies) stopped" if result.studies_stopped else ""))

@@ -34,6 +34,9 @@ MAX_BATCH = 512  # node events committed together
 INBOX_LIMIT = 20_000  # queued node events before readers wait (backpressure)
 
 
+_REFUSED_LOCKS: list[IO[bytes]] = []
+
+
 def serve_lock(db_path: str | Path) -> IO[bytes]:
     """An exclusive lock on the database file itself, held while this process serves it
     (released when the returned file closes, or the process ends). SQLite lets several
@@ -47,7 +50,9 @@ def serve_lock(db_path: str | Path) -> IO[bytes]:
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        lock.close()
+        # Kept open: closing any descriptor of the file drops every POSIX lock this process
+        # holds on it, SQLite's included, should a coordinator of this process serve it.
+        _REFUSED_LOCKS.append(lock)
         raise TunefleetError(f"another coordinator serves {db_path} (it holds a lock on the "
                              "file, under this or another name); stop it first") from None
     return lock

@@ -7,6 +7,7 @@ the SHA-256 of the raw public key, in hex) names it everywhere. Keys live in PEM
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import secrets
@@ -65,9 +66,19 @@ class Identity:
                 f.write(self.to_pem())
                 f.flush()
                 os.fsync(f.fileno())
-            os.link(tmp, path)  # unlike a rename, refuses an existing file
+            try:
+                os.link(tmp, path)  # unlike a rename, refuses an existing file
+            except OSError as exc:
+                if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP):
+                    raise
+                self._save_in_place(path)  # a file system without hard links
         finally:
             tmp.unlink(missing_ok=True)
+
+    def _save_in_place(self, path: Path) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(self.to_pem())
 
 
 def load(path: Path) -> Identity:

@@ -245,11 +245,11 @@ def check_new(spec: StudySpec) -> None:
         raise InvalidInputError("name", spec.name, "must be printable text, without control "
                                 "characters such as line breaks or escapes")
     metric = spec.objective.metric
-    if metric == "step" or keyword.iskeyword(metric):
+    if metric in ("step", "self") or keyword.iskeyword(metric):
         raise InvalidInputError(
             "objective.metric", metric,
-            "must be a name trial.report(step, NAME=value) takes: not 'step' (report's own "
-            "argument) nor a Python keyword")
+            "must be a name trial.report(step, NAME=value) takes: not 'step' or 'self' "
+            "(report's own arguments) nor a Python keyword")
     mem = spec.resources.min_gpu_memory_gb
     if mem > 0 and spec.resources.gpus == 0:
         raise InvalidInputError("resources.min_gpu_memory_gb", mem,

@@ -185,7 +185,12 @@ def test_banned_researcher_loses_running_studies(admitted: tuple[LocalCluster, I
     assert proc.returncode == 0, proc
     assert proc.stdout.strip() == (
         f"{identity.key_id}: none (no longer banned; a researcher key needs `coordinator "
-        f"admit {identity.key_id}` again to submit)")
+        f"admit {identity.key_id}` again to submit, unless the coordinator admits everyone)")
+    proc = subprocess.run(  # again: there is no ban to lift
+        [sys.executable, "-m", "coordinator", "unban", identity.key_id,
+         *cluster.connection_args, "--operator-key", str(cluster.tls_dir / "operator.key")],
+        capture_output=True, text=True, timeout=30)
+    assert proc.stdout.strip() == f"{identity.key_id}: none (it was not banned: nothing changed)"
     proc = subprocess.run(
         [sys.executable, "-m", "coordinator", "access",
          *cluster.connection_args, "--operator-key", str(cluster.tls_dir / "operator.key")],

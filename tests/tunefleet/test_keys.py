@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import stat
@@ -80,6 +81,19 @@ def test_a_save_that_fails_while_writing_leaves_no_key_file(
     with pytest.raises(OSError, match="No space"):
         alice.save(tmp_path / "id.key")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_system_without_hard_links_still_gets_the_key(
+        tmp_path: Path, alice: Identity, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_links(source: object, target: object) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    alice.save(tmp_path / "id.key")
+    assert load(tmp_path / "id.key").key_id == alice.key_id
+    assert [p.name for p in tmp_path.iterdir()] == ["id.key"] and mode_of(tmp_path / "id.key") == 0o600
+    with pytest.raises(FileExistsError):
+        alice.save(tmp_path / "id.key")
 
 
 def test_load_or_create_creates_once_then_loads(tmp_path: Path) -> None:

@@ -365,8 +365,9 @@ def test_load_study_file_reports_schema_errors(tmp_path: Path) -> None:
     # a metric trial.report(step, NAME=value) cannot take: the study never had a best trial
     ({'metric = "val_loss"': 'metric = "step"'}, "objective.metric", "must be a name trial"),
     ({'metric = "val_loss"': 'metric = "lambda"'}, "objective.metric", "must be a name trial"),
+    ({'metric = "val_loss"': 'metric = "self"'}, "objective.metric", "must be a name trial"),
 ], ids=["control-characters-in-name", "gpu-memory-without-gpus", "gpu-memory-beyond-any",
-        "metric-step", "metric-keyword"])
+        "metric-step", "metric-keyword", "metric-self"])
 def test_a_new_study_file_is_held_to_the_rules_stored_studies_predate(
         tmp_path: Path, edits: dict[str, str], field: str, allowed: str) -> None:
     # before, accepted: a name that reached terminals with escapes, and studies that waited
