@@ -184,6 +184,16 @@ def _watch(client: Client, study_id: str, info: TextIO | None = None) -> StudySt
     return last if last is not None else client.status(study_id)
 
 
+def _settled(client: Client, status: StudyStatus, timeout: float = 60.0) -> StudyStatus:
+    """``status`` once no trial of the study runs any more, or after ``timeout`` seconds: a
+    stop ends a study before its running trials have stopped (and become pruned)."""
+    deadline = time.monotonic() + timeout
+    while status.counts["running"] and time.monotonic() < deadline:
+        time.sleep(0.5)
+        status = client.status(status.study_id)
+    return status
+
+
 def _unreported_objective(metric: str, trials: Sequence[TrialResult]) -> list[str]:
     """The metric names the trials' reports hold when none of them holds ``metric`` (a
     misspelled objective, say); [] when one does, or when there are no reports to tell."""
@@ -215,7 +225,7 @@ def _print_best(status: StudyStatus, as_json: bool,
             "unverifiable": "not verified", "none": "not verified"}[b.verification]
     print(f"  {mark}" + (f" ({b.verification_detail})" if b.verification_detail else ""))
     for name, value in b.params.items():  # as TOML writes them: paste into enqueue
-        shown = _fmt(value) if isinstance(value, float) else json.dumps(value)
+        shown = repr(value) if isinstance(value, float) else json.dumps(value)  # every digit
         print(f"  {name} = {shown}")
     return 0
 
@@ -236,7 +246,7 @@ def _print_no_best(status: StudyStatus, trials: Sequence[TrialResult], out: Text
 
 def _print_trials(trials: list[TrialResult], fmt: str) -> None:
     if fmt == "json":
-        print(json.dumps([t.to_dict() for t in trials], indent=2))
+        print(json.dumps([t.to_dict() for t in trials], indent=2, allow_nan=False))
         return
     if fmt == "csv":
         write_trials_csv(trials, sys.stdout)
@@ -323,7 +333,7 @@ def _run_local(args: argparse.Namespace) -> int:
                 AgentWatch(cluster, client.close) as agents:
             try:
                 status = _resume_or_submit(client, identity, spec, bundle_dir, info)
-                final = _watch(client, status.study_id, info)
+                final = _settled(client, _watch(client, status.study_id, info))
                 trials = client.trials(status.study_id, include_reports=True)
             except (CoordinatorError, ValueError):  # ValueError: a call on the closed channel
                 if agents.dead:  # the watch closed the connection: say why
@@ -358,6 +368,11 @@ def _run_local(args: argparse.Namespace) -> int:
     for t in failed[:3]:
         last = t.error.strip().splitlines()[-1:] or ["no error text"]
         print(f"trial {t.trial_id} failed: {last[0]}", file=sys.stderr)
+    silent = [t.trial_id for t in trials if t.state == "completed" and t.value is None]
+    if silent and final.best is not None:  # without a best, _print_best says why
+        print(f"{len(silent)} completed trial(s) never reported {final.metric} (trial "
+              f"{', '.join(map(str, silent[:5]))}{'...' if len(silent) > 5 else ''}): they "
+              "have no value and cannot be the best", file=sys.stderr)
     return _print_best(final, args.json, trials)
 
 

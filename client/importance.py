@@ -120,9 +120,13 @@ def study_importance(trials: Sequence[TrialResult], metric: str, seed: int = 0) 
     need their reports (``Client.trials(study_id, include_reports=True)``)."""
     step = common_step(trials, metric)
     if step is None:
-        raise TunefleetError(f"importance needs at least {MIN_TRIALS} trials that reported "
-                             f"{metric} at one step; this study has "
-                             f"{sum(1 for t in trials if t.reports)} trials with reports")
+        reporting = sum(1 for t in trials if any(_finite(r.get(metric)) for r in t.reports))
+        others = sorted({k for t in trials for r in t.reports for k in r} - {"step", metric})
+        raise TunefleetError(
+            f"importance needs at least {MIN_TRIALS} trials that reported a finite {metric} "
+            f"at one step; {reporting} of this study's {len(trials)} trials reported one at "
+            "all" + (f" (the metrics they reported: {', '.join(others)})"
+                     if not reporting and others else ""))
     configs, values = [], []
     for trial in trials:
         for report in trial.reports:

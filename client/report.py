@@ -65,13 +65,21 @@ def _best_json(status: StudyStatus, trials: Sequence[TrialResult], path: Path) -
     return path
 
 
+CSV_COLUMNS = frozenset({"trial_id", "state", "value", "step", "attempts", "gpu_utilization",
+                         "gpu_memory_peak_gb", "error"})
+
+
 def write_trials_csv(trials: Sequence[TrialResult], stream: TextIO) -> None:
     """Every trial as one CSV row: id, state, each parameter, value, step, attempts, GPU use,
-    then the error text last (the same columns for ``tunefleet trials --format csv``)."""
+    then the error text last (the same columns for ``tunefleet trials --format csv``). A
+    parameter named as one of the other columns (``step``, ``value``...) gets the column
+    ``param_NAME``, so that no two columns share a name."""
     names = _param_names(trials)
     writer = csv.writer(stream)
-    writer.writerow(["trial_id", "state", *names, "value", "step", "attempts",
-                     "gpu_utilization", "gpu_memory_peak_gb", "error"])
+    writer.writerow(["trial_id", "state", *[f"param_{n}" if n in CSV_COLUMNS else n
+                                            for n in names],
+                     "value", "step", "attempts", "gpu_utilization", "gpu_memory_peak_gb",
+                     "error"])
     for t in trials:
         writer.writerow([t.trial_id, t.state, *[t.params.get(n, "") for n in names],
                          _blank(t.value), t.step, t.attempts, _blank(t.gpu_utilization),
@@ -124,17 +132,20 @@ def _learning_curves(status: StudyStatus, trials: Sequence[TrialResult], path: P
         if not points:
             continue
         steps, values = zip(*points, strict=True)
+        # a marker at each point: a trial stopped at its first step is one point, no line
         if t.trial_id == best:
-            ax.plot(steps, values, color="tab:red", linewidth=2.5, zorder=3,
-                    label=f"best: trial {t.trial_id}")
+            ax.plot(steps, values, color="tab:red", linewidth=2.5, zorder=3, marker="o",
+                    markersize=3, label=f"best: trial {t.trial_id}")
         elif t.state == "completed":
-            ax.plot(steps, values, color="tab:blue", linewidth=1.0, alpha=0.8)
+            ax.plot(steps, values, color="tab:blue", linewidth=1.0, alpha=0.8, marker="o",
+                    markersize=2)
         else:
-            ax.plot(steps, values, color="grey", linewidth=0.8, alpha=0.5)
+            ax.plot(steps, values, color="grey", linewidth=0.8, alpha=0.5, marker="o",
+                    markersize=2)
     ax.set_xlabel("step")
     ax.set_ylabel(status.metric)
     ax.set_title(_title(status, f"{status.metric} per step"), fontsize=10)
-    if best is not None:
+    if ax.get_legend_handles_labels()[0]:  # the best trial's curve, when it reported
         ax.legend(loc="best")
     return _save(fig, path)
 
@@ -144,8 +155,11 @@ def _history(status: StudyStatus, trials: Sequence[TrialResult], path: Path) -> 
 
     fig, ax = plt.subplots(figsize=(8, 5))
     ordered = sorted((t for t in trials if _finite(t.value)), key=lambda t: t.trial_id)
-    for state, color in (("completed", "tab:blue"), ("pruned", "grey")):
+    for state, color in (("completed", "tab:blue"), ("pruned", "grey"),
+                         ("failed", "tab:orange")):  # a failed trial's last value, if any
         shown = [t for t in ordered if t.state == state]
+        if not shown and state == "failed":
+            continue
         ax.scatter([t.trial_id for t in shown], [float(t.value or 0.0) for t in shown],
                    color=color, s=18, label=state, zorder=2)
     better = min if status.mode == "min" else max
@@ -166,13 +180,18 @@ def _history(status: StudyStatus, trials: Sequence[TrialResult], path: Path) -> 
     return _save(fig, path)
 
 
+_STATE_COLORS = {"completed": "tab:blue", "pruned": "grey", "failed": "tab:orange"}
+
+
 def _parameters(status: StudyStatus, trials: Sequence[TrialResult], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     names = _param_names(trials)
     columns = min(3, max(1, len(names)))
     rows = max(1, math.ceil(len(names) / columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3 * rows), squeeze=False)
+    # wide enough for the title however few the parameters
+    fig, axes = plt.subplots(rows, columns, figsize=(max(4 * columns, 8), 3 * rows),
+                             squeeze=False)
     valued = [t for t in trials if _finite(t.value)]
     for ax, name in zip(axes.flat, names, strict=False):
         values = [t.params.get(name) for t in valued]
@@ -184,10 +203,11 @@ def _parameters(status: StudyStatus, trials: Sequence[TrialResult], path: Path) 
         else:
             labels = sorted({repr(v) for v in values})
             positions = [labels.index(repr(v)) for v in values]
-            ax.set_xticks(range(len(labels)), labels, fontsize=8)
-        colors = ["tab:blue" if t.state == "completed" else "grey" for t in valued]
+            ax.set_xticks(range(len(labels)), [label.strip("'") for label in labels],
+                          fontsize=8)
+        colors = [_STATE_COLORS.get(t.state, "grey") for t in valued]
         ax.scatter(positions, [float(t.value or 0.0) for t in valued], c=colors, s=14)
-        ax.set_xlabel(name)
+        ax.set_xlabel(name if len(name) <= 40 else name[:37] + "...")
         ax.set_ylabel(status.metric)
     for ax in list(axes.flat)[len(names):]:
         ax.axis("off")

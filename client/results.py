@@ -47,9 +47,12 @@ class TrialResult:
     gpu_memory_peak_gb: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """The trial for JSON: a value that is not a finite number (a diverged trial's inf) is
+        null, as in its reports, so that the output is standard JSON."""
         out = {
             "trial_id": self.trial_id, "state": self.state, "params": self.params,
-            "value": self.value, "step": self.step, "attempts": self.attempts,
+            "value": _finite(self.value) if self.value is not None else None,
+            "step": self.step, "attempts": self.attempts,
             "node_id": self.node_id, "error": self.error,
             "verification": self.verification, "verification_detail": self.verification_detail,
             "gpu_utilization": self.gpu_utilization,

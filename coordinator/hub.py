@@ -293,8 +293,10 @@ class Hub(AccessMixin, VerificationMixin, LimitsMixin):
         best = self._best(study, spec)
         verification = None if best is None else self.store.verification_of(study_id, best.number)
         gpu_hours, slot_hours, credits = self.hours_used(study_id, self.clock())
+        attempts = [] if best is None else self.store.attempts_of_trial(study_id, best.number)
         return StudyView(study, spec, self.store.trial_counts(study_id), best, verification,
-                         gpu_hours, slot_hours, credits)
+                         gpu_hours, slot_hours, credits,
+                         best_node=attempts[-1].node_id if attempts else "")
 
     def _best(self, study: Study, spec: StudySpec) -> Trial | None:
         best: Trial | None = None

@@ -61,6 +61,7 @@ class StudyView:
     gpu_hours: float = 0.0  # GPU time its attempts held, lease to end (running ones: to now)
     slot_hours: float = 0.0  # the same, one per attempt whatever its GPUs (CPU slots too)
     credits: float = 0.0  # the same time at the prices each attempt was leased at
+    best_node: str = ""  # the node of the best trial's latest attempt
 
 
 

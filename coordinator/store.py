@@ -389,12 +389,14 @@ class Store:
         )
         return None if row is None else int(row["id"])
 
-    def attempt_reports(self, attempt_id: int, offset: int, limit: int) -> list[dict[str, Any]]:
-        """At most ``limit`` of an attempt's reports (step and metrics), in the order sent,
-        from the ``offset``-th."""
+    def attempt_reports(self, attempt_id: int, offset: int, limit: int,
+                        max_step: int = 2**62) -> list[dict[str, Any]]:
+        """At most ``limit`` of an attempt's reports (step and metrics) at ``max_step`` or
+        before, in the order sent, from the ``offset``-th."""
         rows = self.conn.execute(
-            "SELECT step, metrics FROM reports WHERE attempt_id = ? ORDER BY seq LIMIT ? OFFSET ?",
-            (attempt_id, limit, offset),
+            "SELECT step, metrics FROM reports WHERE attempt_id = ? AND step <= ? ORDER BY seq "
+            "LIMIT ? OFFSET ?",
+            (attempt_id, max_step, limit, offset),
         ).fetchall()
         return [{"step": step, "metrics": json.loads(metrics)} for step, metrics in rows]
 

@@ -84,7 +84,9 @@ def trial_page(store: Store, study_id: str, include_reports: bool, page_token: s
         budget = PAGE_BYTES - used - info.ByteSize()
         more = False
         if shown is not None:
-            more = _add_reports(store, info, shown, done, budget, alone=not out.trials)
+            # an ended trial's curve ends at its step: what came after a stop never counted
+            last = trial.step if trial.state.finished and trial.step is not None else 2**62
+            more = _add_reports(store, info, shown, done, budget, last, alone=not out.trials)
         if out.trials and (more or budget < 0):  # it starts the next page instead
             out.next_page_token = str(trial.number)
             return out
@@ -99,13 +101,13 @@ def trial_page(store: Store, study_id: str, include_reports: bool, page_token: s
 
 
 def _add_reports(store: Store, info: researcher_pb2.TrialInfo, attempt_id: int, offset: int,
-                 budget: int, alone: bool) -> bool:
-    """Add attempt ``attempt_id``'s reports from the ``offset``-th to ``info`` while they fit
-    in ``budget`` bytes (``alone``: at least one, so that every page moves on); return whether
-    some are left."""
+                 budget: int, max_step: int, alone: bool) -> bool:
+    """Add attempt ``attempt_id``'s reports up to ``max_step``, from the ``offset``-th, to
+    ``info`` while they fit in ``budget`` bytes (``alone``: at least one, so that every page
+    moves on); return whether some are left."""
     sent = 0
     while True:
-        rows = store.attempt_reports(attempt_id, offset + sent, REPORT_ROWS)
+        rows = store.attempt_reports(attempt_id, offset + sent, REPORT_ROWS, max_step)
         for row in rows:
             point = info.reports.add(step=int(row["step"]))
             point.metrics.update(row["metrics"])

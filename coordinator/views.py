@@ -59,5 +59,6 @@ def study_info_to_proto(view: StudyView) -> researcher_pb2.StudyInfo:
         gpu_hours=view.gpu_hours, slot_hours=view.slot_hours, credits=view.credits,
     )
     if view.best is not None:
-        message.best.CopyFrom(trial_info_to_proto(view.best, verification=view.best_verification))
+        message.best.CopyFrom(trial_info_to_proto(view.best, view.best_node,
+                                                  verification=view.best_verification))
     return message

@@ -180,8 +180,9 @@ def test_the_best_configuration_prints_as_toml_that_enqueue_takes(
     from client.cli import _print_best
     from client.results import StudyStatus, TrialResult
 
-    best = TrialResult(3, "completed", {"lr": 0.003, "act": "gelu", "bn": False, "n": 64}, 0.2,
-                       9, 1)
+    # every digit: before, 6 significant ones, so a pasted configuration was another one
+    best = TrialResult(3, "completed", {"lr": 0.25325307785026463, "wd": 1e-05, "act": "gelu",
+                                        "bn": False, "n": 64}, 0.2, 9, 1)
     done = StudyStatus("s1", "s", "completed", "loss", "min",
                        {"pending": 0, "running": 0, "completed": 1, "pruned": 0, "failed": 0},
                        best, 1, 0.0, 1.0)
@@ -464,3 +465,26 @@ def test_try_refuses_a_choice_only_case_tells_apart_and_a_study_file_as_the_scri
     assert main(["try", str(tmp_path / "study.toml")]) == 1
     err = capfd.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "must be the training script" in err[0]
+
+
+def test_a_run_waits_for_the_trials_a_stop_ends_before_it_reads_them() -> None:
+    # before, the results of a stopped study were written while its trials still showed
+    # "running", and the best trial stopped early was missed
+    from client.cli import _settled
+    from client.results import StudyStatus
+
+    def status(running: int, pruned: int) -> StudyStatus:
+        return StudyStatus("s1", "s", "stopped", "loss", "min",
+                           {"pending": 0, "running": running, "completed": 0,
+                            "pruned": pruned, "failed": 0}, None, 2, 0.0, 1.0)
+
+    class Client:
+        def __init__(self) -> None:
+            self.answers = [status(1, 1), status(0, 2)]
+
+        def status(self, study_id: str) -> StudyStatus:
+            return self.answers.pop(0)
+
+    client = Client()
+    assert _settled(client, status(2, 0)).counts["pruned"] == 2  # type: ignore[arg-type]
+    assert client.answers == []

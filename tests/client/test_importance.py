@@ -67,5 +67,9 @@ def test_trials_stopped_at_different_steps_are_read_at_one_common_step() -> None
 
 def test_a_study_without_enough_trials_at_any_step_is_refused() -> None:
     trials = [trial(i, 2, {"x": i / 5}) for i in range(5)]
-    with pytest.raises(TunefleetError, match="this study has 5 trials with reports"):
+    with pytest.raises(TunefleetError, match="5 of this study's 5 trials reported one at all$"):
         study_importance(trials, "loss")
+    # a misspelled metric: before, "this study has 5 trials with reports", as if too few
+    with pytest.raises(TunefleetError, match="0 of this study's 5 trials reported one at all "
+                       r"\(the metrics they reported: loss\)"):
+        study_importance(trials, "val_loss")

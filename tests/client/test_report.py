@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
+
+import pytest
 
 from client.report import REPORT_FILES, write_report
 from client.results import StudyStatus, TrialResult
@@ -60,3 +63,46 @@ def test_a_study_without_any_value_still_gets_its_files(tmp_path: Path) -> None:
     written = write_report(empty, nothing, tmp_path)
     assert all(p.stat().st_size > 0 for p in written)
     assert json.loads((tmp_path / "best.json").read_text())["best"] is None
+
+
+def test_parameters_named_like_the_fixed_columns_get_columns_of_their_own(tmp_path: Path
+                                                                          ) -> None:
+    # before, a parameter named step or value gave two columns of one name: pandas then read
+    # the parameter as the objective's value
+    trials = [TrialResult(0, "completed", {"step": 3, "value": 0.5, "lr": 0.1}, 0.25, 9, 1)]
+    status = StudyStatus("s", "s", "completed", "loss", "min",
+                         {"pending": 0, "running": 0, "completed": 1, "pruned": 0, "failed": 0},
+                         trials[0], 1, 0.0, 1.0)
+    write_report(status, trials, tmp_path)
+    with (tmp_path / "trials.csv").open() as f:
+        header = next(csv.reader(f))
+    assert header[:5] == ["trial_id", "state", "param_step", "param_value", "lr"]
+    assert len(header) == len(set(header))
+    [row] = list(csv.DictReader((tmp_path / "trials.csv").open()))
+    assert (row["value"], row["step"], row["param_value"], row["param_step"]) == (
+        "0.25", "9", "0.5", "3")
+
+
+def test_every_learning_curve_point_is_drawn_a_trial_of_one_step_too(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # before, lines without markers: a trial stopped at its first step drew nothing
+    from matplotlib.axes import Axes
+
+    calls: list[dict[str, object]] = []
+    plot = Axes.plot
+
+    def spy(self: Axes, *args: object, **kwargs: object) -> object:
+        calls.append(kwargs)
+        return plot(self, *args, **kwargs)
+
+    monkeypatch.setattr(Axes, "plot", spy)
+    status, trials = study()
+    write_report(status, trials, tmp_path)
+    # one curve per trial that reported (history.png's step line is drawn with plot too)
+    assert sum(c.get("marker") == "o" for c in calls) == 10
+
+
+def test_json_of_a_trial_whose_value_is_not_finite_is_standard() -> None:
+    trial = TrialResult(0, "completed", {"x": 1}, math.inf, 3, 1)
+    assert trial.to_dict()["value"] is None
+    json.dumps(trial.to_dict(), allow_nan=False)  # before, "value": Infinity

@@ -215,6 +215,17 @@ def test_reconnect_without_the_attempt_loses_it_at_once(hub: Hub, store: Store) 
     assert store.get_trial(study, 0).attempts == 2
 
 
+def test_the_best_trial_names_its_node(hub: Hub, store: Store) -> None:
+    # before, best --json and best.json showed an empty node_id for the best trial
+    from coordinator.views import study_info_to_proto
+
+    study = submit(hub, make_spec(budget={"max_trials": 1}))
+    [a] = connect(hub, "n1")
+    report(hub, "n1", a.attempt_id, 1, 3, 0.5)
+    finish(hub, "n1", a.attempt_id)
+    assert study_info_to_proto(hub.study_view(study)).best.node_id == "n1"
+
+
 def test_failed_child_is_retried_then_failed_with_its_error(hub: Hub, store: Store) -> None:
     study = submit(hub, make_spec(budget={"max_trials": 1}))
     [a] = connect(hub, "n1")

@@ -152,8 +152,9 @@ def test_a_page_reads_reports_only_as_far_as_its_bytes_go(
     read: list[int] = []
     reports = store.attempt_reports
 
-    def counting(attempt_id: int, offset: int, limit: int) -> list[dict[str, object]]:
-        rows = reports(attempt_id, offset, limit)
+    def counting(attempt_id: int, offset: int, limit: int, max_step: int
+                 ) -> list[dict[str, object]]:
+        rows = reports(attempt_id, offset, limit, max_step)
         read.append(len(rows))
         return rows
 
@@ -162,3 +163,19 @@ def test_a_page_reads_reports_only_as_far_as_its_bytes_go(
     sent = sum(len(t.reports) for p in got for t in p.trials)
     assert sent == TRIALS * STEPS
     assert sum(read) <= sent + 4 * len(got)  # at most one chunk read beyond what each page sent
+
+
+def test_an_ended_trials_curve_ends_at_its_step(tmp_path: Path) -> None:
+    # before, a report that came after the stop (never counted) went on the curve
+    store = Store(tmp_path / "c.db")
+    hub = Hub(store, clock=Clock(), lease_seconds=10.0, max_attempts=2)
+    study_id = submit(hub, make_spec(budget={"max_trials": 1},
+                                     fidelity={"min": 1, "max": 3}))
+    [a] = connect(hub, "n1")
+    report(hub, "n1", a.attempt_id, 1, 1, 0.9)
+    hub.stop_study(study_id, "owner")
+    report(hub, "n1", a.attempt_id, 2, 2, 0.8)  # the child's step after the stop
+    finish(hub, "n1", a.attempt_id, "stopped")
+    [trial] = trial_page(store, study_id, True).trials
+    assert (trial.state, trial.step, [r.step for r in trial.reports]) == ("pruned", 1, [1])
+    store.close()
