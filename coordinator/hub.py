@@ -440,6 +440,15 @@ class Hub(AccessMixin, VerificationMixin, LimitsMixin):
         ``max_attempts`` attempts, or it failed the same way on two nodes."""
         trial = self.store.get_trial(attempt.study_id, attempt.trial_number)
         runtime = self.studies.get(attempt.study_id)
+        record = None if runtime is None else runtime.tuner.trials.get(trial.number)
+        if runtime is not None and record is not None and record.state == "stopping":
+            # told to stop already: it ends pruned with its last value, never runs again
+            trial.state, trial.ended_at, trial.error = TrialState.PRUNED, now, None
+            self.store.update_trial(trial)
+            runtime.tuner.tell_complete(trial.number)
+            self.store.append_event(trial.study_id, "complete", trial.number)
+            self._maybe_complete(runtime, now)
+            return
         twin = None
         if attempt.state is AttemptState.FAILED:
             twin = same_failure_elsewhere(

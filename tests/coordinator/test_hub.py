@@ -1331,3 +1331,27 @@ def test_a_heartbeat_is_when_a_node_was_last_seen(hub: Hub, store: Store, clock:
     clock.now += 200
     hub.heartbeat("n1", node_pb2.Heartbeat())
     assert store.get_node("n1").last_seen == clock.now
+
+
+@pytest.mark.parametrize("end", ["lost", "failed"])
+def test_a_trial_told_to_stop_ends_pruned_when_its_attempt_is_lost_or_fails(
+        store: Store, clock: Clock, end: str) -> None:
+    # before, it was leased again and re-run, only to be told STOP once more (and after
+    # max_attempts failed, its pruned result thrown away)
+    hub = Hub(store, clock=clock, lease_seconds=10.0, max_attempts=3)
+    study = submit(hub, make_spec(budget={"max_trials": 3},
+                                  search={"searcher": "random", "scheduler": "asha", "seed": 7},
+                                  fidelity={"min": 1, "max": 9, "eta": 3}))
+    leased = connect(hub, "n1", cpu_slots=3)
+    decisions = [report(hub, "n1", a.attempt_id, 1, 1, v)
+                 for a, v in zip(leased, (0.1, 0.5, 0.9), strict=True)]
+    assert decisions == ["continue", "stop", "stop"]
+    stopped = leased[2]
+    if end == "lost":
+        again = connect(hub, "n1", cpu_slots=3)  # restarted, running nothing
+    else:
+        again = finish(hub, "n1", stopped.attempt_id, "failed", "node agent shut down")
+    assert stopped.trial_id not in [a.trial_id for a in again]
+    trial = store.get_trial(study, stopped.trial_id)
+    assert (trial.state, trial.attempts, trial.step, trial.value) == (
+        TrialState.PRUNED, 1, 1, 0.9)
