@@ -301,12 +301,15 @@ class Agent:
         elif kind == "report_ack":
             ack = message.report_ack
             running = self.attempts.get(ack.attempt_id)
-            if running is not None and running.unacked.pop(ack.seq, None) is not None:
+            acked = None if running is None else running.unacked.pop(ack.seq, None)
+            if running is not None and acked is not None:
                 if self.config.ack_log is not None:
                     with open(self.config.ack_log, "a") as log_file:
                         log_file.write(json.dumps({"attempt": ack.attempt_id, "seq": ack.seq}) + "\n")
                 if ack.decision == "stop":
                     self._stop_attempt(running, "stopped by the scheduler")
+                elif running.child is not None:  # should_stop() waits for this
+                    running.child.let_through(acked.step)
         elif kind == "stop":
             running = self.attempts.get(message.stop.attempt_id)
             if running is not None:

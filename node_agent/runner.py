@@ -193,6 +193,9 @@ async def spawn_sandboxed(
     finally:
         os.close(report_w)
         os.close(control_r)
+    # a child that never reads its control pipe must not block the agent once it is full: a
+    # line that does not fit is dropped (a stop is followed by signals anyway)
+    os.set_blocking(control_w, False)
     return process, report_r, control_w, logs
 
 
@@ -288,6 +291,13 @@ class Child:
             await read
         return await self._next_line(exited)
 
+    def let_through(self, step: int) -> None:
+        """Tell the child the scheduler let its report at ``step`` through (``continue
+        STEP``): its ``trial.should_stop()`` waits for this or a ``stop``."""
+        if self._control_fd >= 0:
+            with contextlib.suppress(OSError):
+                os.write(self._control_fd, f"continue {step}\n".encode())
+
     async def stop(self, grace: float) -> None:
         """Ask the child to stop, then end its process group if it does not."""
         if self.process.returncode is not None:
@@ -330,6 +340,7 @@ class Child:
                 await self._watchdog
         with contextlib.suppress(OSError):
             os.close(self._control_fd)
+        self._control_fd = -1  # closed: its number may be another file's now
         cpu = self.spec.limits.cpu_seconds
         if self.limit_exceeded is None and cpu is not None and code == -signal.SIGXCPU:
             self.limit_exceeded = f"CPU time limit of {cpu} s exceeded"

@@ -7,11 +7,14 @@
   that breaks a rule raises :class:`~tunefleet.errors.InvalidInputError` and sends nothing.
 - ``trial.should_stop()``: ``True`` once the scheduler has decided to stop this trial; the code
   should then return promptly (the agent ends the process group after a grace period anyway).
+  Right after a report it waits for the scheduler's decision on that report, up to
+  ``DECISION_WAIT_SECONDS``: a trial stopped at a step does not train one more.
 
 Under a node agent the trial context comes from the environment: ``TUNEFLEET_TRIAL`` (JSON with
 params and fidelity), ``TUNEFLEET_REPORT_FD`` (a pipe to the agent, JSON lines) and
-``TUNEFLEET_CONTROL_FD`` (a pipe from the agent: a ``stop`` line). Without them, the script
-runs standalone: reports are printed and ``should_stop`` is always ``False``.
+``TUNEFLEET_CONTROL_FD`` (a pipe from the agent: a ``stop`` line, or ``continue STEP`` once the
+report at STEP was let through). Without them, the script runs standalone: reports are printed
+and ``should_stop`` is always ``False``.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import os
 import select
 import sys
 import threading
+import time
 from typing import Any
 
 from tunefleet.errors import InvalidInputError
@@ -30,6 +34,7 @@ from tunefleet.errors import InvalidInputError
 __all__ = ["params", "max_step", "report", "should_stop", "TrialContext", "context"]  # noqa: F822
 
 MAX_REPORT_BYTES = 64 * 1024  # one report's JSON line to the agent, newline included
+DECISION_WAIT_SECONDS = 1.0  # should_stop's longest wait for the decision on the last report
 
 ENV_TRIAL = "TUNEFLEET_TRIAL"
 ENV_REPORT_FD = "TUNEFLEET_REPORT_FD"
@@ -55,6 +60,7 @@ class TrialContext:
         self._out = os.fdopen(int(report_fd), "w", buffering=1) if report_fd else None
         self._control = int(control_fd) if control_fd else None
         self._control_buffer = b""
+        self._undecided: int | None = None  # the last reported step, until its decision
 
     @property
     def attached(self) -> bool:
@@ -103,26 +109,45 @@ class TrialContext:
                 return
             try:
                 self._out.write(line + "\n")
+                self._undecided = step
             except BrokenPipeError:
                 self._stop = True
 
     def should_stop(self) -> bool:
-        if self._stop or self._control is None:
+        """Whether the scheduler stopped this trial. Reads what the agent said; while the last
+        report's decision has not come, waits for it up to ``DECISION_WAIT_SECONDS``."""
+        control = self._control
+        if self._stop or control is None:
             return self._stop
+        deadline = time.monotonic() + DECISION_WAIT_SECONDS
+        self._read_control(control, 0.0)
+        while not self._stop and self._undecided is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self._read_control(control, left)
+        return self._stop
+
+    def _read_control(self, control: int, timeout: float) -> None:
+        """Take in what the agent wrote (waiting up to ``timeout`` for the first bytes)."""
         while True:
-            ready, _, _ = select.select([self._control], [], [], 0)
+            ready, _, _ = select.select([control], [], [], timeout)
             if not ready:
                 break
-            chunk = os.read(self._control, 4096)
+            timeout = 0.0
+            chunk = os.read(control, 4096)
             if not chunk:  # the agent went away: stop
                 self._stop = True
                 break
             self._control_buffer += chunk
-        for line in self._control_buffer.split(b"\n"):
-            if line.strip() == b"stop":
+        *lines, self._control_buffer = self._control_buffer.split(b"\n")
+        for line in lines:
+            words = line.split()
+            if words == [b"stop"]:
                 self._stop = True
-        self._control_buffer = self._control_buffer.rsplit(b"\n", 1)[-1]
-        return self._stop
+            elif (len(words) == 2 and words[0] == b"continue" and words[1].isdigit()
+                  and self._undecided is not None and int(words[1]) >= self._undecided):
+                self._undecided = None
 
 
 def _fmt(value: float) -> str:

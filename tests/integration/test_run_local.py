@@ -101,3 +101,23 @@ def test_a_run_ended_by_sigterm_or_sighup_cleans_up_and_says_what_was_lost(
     assert len(err) == 1 and err[0].startswith(  # one line (before, a second one followed)
         "tunefleet: interrupted; its state was in a temporary directory and is gone"), err
     assert not list(tmp_path.glob("tunefleet-local-*"))
+
+
+def test_a_trial_the_scheduler_stops_trains_no_step_past_its_stop(
+        tmp_path: Path, tiny_train_dir: Path) -> None:
+    # before, should_stop() only looked at the control pipe: the stop for a report came a round
+    # trip later, and nearly every pruned trial trained (and reported) one more step
+    study = tiny_train_dir / "study.toml"
+    study.write_text(study.read_text().replace("max_trials = 6", "max_trials = 9")
+                     .replace('scheduler = "fifo"', 'scheduler = "asha"')
+                     .replace("min = 1\nmax = 3\n", "min = 1\nmax = 9\neta = 3\n"))
+    state = tmp_path / "state"
+    proc = cli("run", str(study), "--local", "2", "--state-dir", str(state), timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    rows = query(state / "coordinator.db",
+                 "SELECT t.number, t.step, MAX(r.step) FROM trials t JOIN reports r ON "
+                 "r.study_id = t.study_id AND r.trial_number = t.number WHERE t.state = 'pruned' "
+                 "GROUP BY t.number")
+    assert len(rows) >= 3, rows  # asha stopped some
+    past = [number for number, step, last in rows if last > step]
+    assert len(past) <= len(rows) // 4, rows  # a decision slower than 1 s may still let one by

@@ -208,3 +208,23 @@ def test_reports_beyond_fidelity_max_are_dropped(tmp_path: Path) -> None:
                        "{\"type\": \"report\", \"step\": 1000, \"metrics\": {\"l\": 0}}\\n')\n")
 
     assert run(steps_and_dropped(s)) == ([1], 1)
+
+
+def test_decisions_for_a_child_that_never_reads_them_never_block_the_agent(
+        tmp_path: Path) -> None:
+    # the control pipe holds 64 KiB: a blocking write of the ten-thousandth "continue" line
+    # would hang the agent's event loop for as long as the child lived
+    s = spec(tmp_path, "import time\ntime.sleep(3)\n")
+
+    async def go() -> float:
+        child = await Child.start(s)
+        start = time.monotonic()
+        for step in range(20_000):
+            child.let_through(step)
+        took = time.monotonic() - start
+        await child.stop(grace=0.1)
+        await child.wait()
+        child.let_through(1)  # after its end: nothing written, nothing raised
+        return took
+
+    assert run(go()) < 2.0

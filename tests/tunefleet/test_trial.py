@@ -387,3 +387,45 @@ def test_a_report_the_agent_could_not_take_is_refused_and_changes_nothing(
     assert agent.nothing_pending()
     agent.ctx.report(2, loss=0.5)  # the next step is still free: nothing changed
     assert agent.read_report()["step"] == 2
+
+
+def _later(agent: Agent, line: bytes, delay: float = 0.1) -> threading.Thread:
+    thread = threading.Thread(target=lambda: (time.sleep(delay), agent.send(line)))
+    thread.start()
+    return thread
+
+
+def test_after_a_report_should_stop_waits_for_its_decision(agent: Agent) -> None:
+    # before, it only looked: the stop for a report came a round trip later, so a trial the
+    # scheduler stopped at a step trained one more
+    agent.ctx.report(1, loss=0.5)
+    agent.read_report()
+    thread = _later(agent, b"stop\n")
+    start = time.monotonic()
+    assert agent.ctx.should_stop() is True
+    assert 0.05 < time.monotonic() - start < 1.0
+    thread.join()
+
+
+def test_a_report_let_through_ends_the_wait_and_an_older_decision_does_not(
+        agent: Agent) -> None:
+    agent.ctx.report(1, loss=0.5)
+    agent.ctx.report(2, loss=0.4)
+    agent.send(b"continue 1\n")  # the decision on the earlier report: still waiting for 2
+    thread = _later(agent, b"continue 2\n")
+    start = time.monotonic()
+    assert agent.ctx.should_stop() is False
+    assert 0.05 < time.monotonic() - start < 1.0
+    thread.join()
+    start = time.monotonic()
+    assert agent.ctx.should_stop() is False  # nothing to wait for now
+    assert time.monotonic() - start < 0.05
+
+
+def test_without_a_decision_should_stop_waits_at_most_its_limit(
+        agent: Agent, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(trial, "DECISION_WAIT_SECONDS", 0.2)
+    agent.ctx.report(1, loss=0.5)
+    start = time.monotonic()
+    assert agent.ctx.should_stop() is False
+    assert 0.15 < time.monotonic() - start < 1.0
