@@ -262,6 +262,20 @@ def test_a_failed_trial_is_retried_on_another_node_and_ends_when_it_fails_the_sa
     assert hub3.study_view(study).study.state is StudyState.COMPLETED
 
 
+def _fail_three_times(hub: Hub, store: Store, first: str, second: str, third: str) -> str:
+    """One trial on nodes n1 and n2 failing with these errors, one attempt each: on n1, on
+    n2, then on either (it failed on both); the third gets no retry. Returns the study."""
+    study = submit(hub, make_spec(budget={"max_trials": 1}))
+    [a] = connect(hub, "n1")
+    connect(hub, "n2")
+    [b] = finish(hub, "n1", a.attempt_id, "failed", first)
+    [c] = finish(hub, "n2", b.attempt_id, "failed", second)
+    assert c.trial_id == 0
+    assert finish(hub, store.get_attempt(c.attempt_id).node_id, c.attempt_id, "failed",
+                  third) == []
+    return study
+
+
 @pytest.mark.parametrize("second", [
     CRASH.replace("boom", "bang"),  # another error
     CRASH.replace("exit code 1", "exit code 2"),
@@ -269,14 +283,7 @@ def test_a_failed_trial_is_retried_on_another_node_and_ends_when_it_fails_the_sa
 ])
 def test_a_trial_that_fails_differently_elsewhere_is_tried_up_to_max_attempts(
         hub3: Hub, store: Store, second: str) -> None:
-    study = submit(hub3, make_spec(budget={"max_trials": 1}))
-    [a] = connect(hub3, "n1")
-    connect(hub3, "n2")
-    [b] = finish(hub3, "n1", a.attempt_id, "failed", CRASH)
-    [c] = finish(hub3, "n2", b.attempt_id, "failed", second)  # failed on both: either may
-    assert c.trial_id == 0
-    assert finish(hub3, store.get_attempt(c.attempt_id).node_id, c.attempt_id, "failed",
-                  CRASH.replace("boom", "a third way")) == []
+    study = _fail_three_times(hub3, store, CRASH, second, CRASH.replace("boom", "a third way"))
     trial = store.get_trial(study, 0)
     assert (trial.state, trial.attempts) == (TrialState.FAILED, 3)
     assert (trial.error or "").startswith("gave up after 3 attempts")
@@ -290,13 +297,7 @@ def test_a_trial_that_fails_differently_elsewhere_is_tried_up_to_max_attempts(
 ])
 def test_a_failure_that_may_be_the_nodes_is_not_called_the_trials(
         hub3: Hub, store: Store, error: str) -> None:
-    study = submit(hub3, make_spec(budget={"max_trials": 1}))
-    [a] = connect(hub3, "n1")
-    connect(hub3, "n2")
-    [b] = finish(hub3, "n1", a.attempt_id, "failed", error)
-    [c] = finish(hub3, "n2", b.attempt_id, "failed", error)
-    assert finish(hub3, store.get_attempt(c.attempt_id).node_id, c.attempt_id, "failed",
-                  error) == []
+    study = _fail_three_times(hub3, store, error, error, error)
     assert store.get_trial(study, 0).attempts == 3
 
 

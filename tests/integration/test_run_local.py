@@ -20,6 +20,15 @@ from tests.integration.helpers import cli, query
 from tunefleet.study import load_study_file
 
 
+def _left_running(state: Path, study_dir: Path) -> str:
+    """What an interrupted `tunefleet run --state-dir STATE` leaves: the study submitted and
+    running (no agent ran it), the coordinator gone. Returns the study's id."""
+    identity, _ = researcher_identity()
+    with LocalCluster(0, state_dir=state, researchers=[identity.key_id]) as cluster, \
+            Client(cluster.address, identity, cluster.security) as client:
+        return client.submit(load_study_file(study_dir / "study.toml"), study_dir).study_id
+
+
 def test_a_run_after_an_interrupted_one_resumes_its_study_instead_of_running_two(
         tmp_path: Path, tiny_train_dir: Path) -> None:
     # before, the new run submitted a second study and the coordinator resumed the first as
@@ -28,10 +37,7 @@ def test_a_run_after_an_interrupted_one_resumes_its_study_instead_of_running_two
     # bundle changes as the database does, and the study never looks the same
     state = tiny_train_dir / "state"
     study = tiny_train_dir / "study.toml"
-    identity, _ = researcher_identity()
-    with LocalCluster(0, state_dir=state, researchers=[identity.key_id]) as cluster, \
-            Client(cluster.address, identity, cluster.security) as client:
-        left = client.submit(load_study_file(study), tiny_train_dir).study_id  # no agent ran it
+    left = _left_running(state, tiny_train_dir)
     proc = cli("run", str(study), "--local", "1", "--state-dir", str(state), timeout=180)
     assert proc.returncode == 0, proc.stderr
     assert f"study {left} (tiny): resuming it where an earlier run left it" in proc.stdout
@@ -44,10 +50,7 @@ def test_a_run_whose_study_changed_stops_the_one_an_earlier_run_left(
         tmp_path: Path, tiny_train_dir: Path) -> None:
     state = tmp_path / "state"
     study = tiny_train_dir / "study.toml"
-    identity, _ = researcher_identity()
-    with LocalCluster(0, state_dir=state, researchers=[identity.key_id]) as cluster, \
-            Client(cluster.address, identity, cluster.security) as client:
-        left = client.submit(load_study_file(study), tiny_train_dir).study_id
+    left = _left_running(state, tiny_train_dir)
     study.write_text(study.read_text().replace("max_trials = 6", "max_trials = 2"))
     proc = cli("run", str(study), "--local", "1", "--state-dir", str(state), timeout=180)
     assert proc.returncode == 0, proc.stderr
