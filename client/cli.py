@@ -28,6 +28,7 @@ from tunefleet.bundle import RESULTS_MARKER
 from tunefleet.connection import add_connection_args, connection_from
 from tunefleet.errors import InvalidInputError, TunefleetError
 from tunefleet.keys import Identity, load, load_or_create
+from tunefleet.search_limits import grid_size
 from tunefleet.space import CategoricalParam, IntParam
 from tunefleet.study import StudySpec, deadline_text, load_study_file
 from tunefleet.trial import ENV_TRIAL
@@ -134,14 +135,17 @@ def _params_text(params: dict[str, Any]) -> str:
     return " ".join(f"{k}={_fmt(v) if isinstance(v, float) else v}" for k, v in params.items())
 
 
-def _progress_line(status: StudyStatus, started: float) -> str:
+def _progress_line(status: StudyStatus, started: float, total: int | None = None) -> str:
+    """One line of progress; ``total``: the trials the study will run, when its budget does
+    not say (a grid's points)."""
     c = status.counts
     done = c["completed"] + c["pruned"] + c["failed"]
-    total = status.max_trials if status.max_trials is not None else "?"
+    total = status.max_trials if status.max_trials is not None else total
+    shown_total = "?" if total is None else total
     best = "-"
     if status.best is not None:
         best = f"{status.metric}={_fmt(status.best.value)} (trial {status.best.trial_id})"
-    return (f"[{time.monotonic() - started:6.1f}s] {status.state:<9} done {done}/{total}  "
+    return (f"[{time.monotonic() - started:6.1f}s] {status.state:<9} done {done}/{shown_total}  "
             f"running {c['running']}  pruned {c['pruned']}  failed {c['failed']}  best {best}"
             + (f"  ({status.end_reason})" if status.end_reason else ""))
 
@@ -174,12 +178,13 @@ def _budget_text(spec: StudySpec) -> str:
     return ", ".join(parts) or "the whole grid"
 
 
-def _watch(client: Client, study_id: str, info: TextIO | None = None) -> StudyStatus:
+def _watch(client: Client, study_id: str, info: TextIO | None = None,
+           total: int | None = None) -> StudyStatus:
     """Print a progress line on ``info`` (default stdout) at every change; the last status."""
     started = time.monotonic()
     last: StudyStatus | None = None
     for status in client.watch(study_id):
-        print(_progress_line(status, started), file=info or sys.stdout, flush=True)
+        print(_progress_line(status, started, total), file=info or sys.stdout, flush=True)
         last = status
     return last if last is not None else client.status(study_id)
 
@@ -333,7 +338,8 @@ def _run_local(args: argparse.Namespace) -> int:
                 AgentWatch(cluster, client.close) as agents:
             try:
                 status = _resume_or_submit(client, identity, spec, bundle_dir, info)
-                final = _settled(client, _watch(client, status.study_id, info))
+                grid = (grid_size(spec.space) if spec.search.searcher == "grid" else None)
+                final = _settled(client, _watch(client, status.study_id, info, grid))
                 trials = client.trials(status.study_id, include_reports=True)
             except (CoordinatorError, ValueError):  # ValueError: a call on the closed channel
                 if agents.dead:  # the watch closed the connection: say why

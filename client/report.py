@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from client.results import StudyStatus, TrialResult
+from tunefleet.errors import TunefleetError
 
 __all__ = ["write_report", "write_trials_csv", "best_pruned", "REPORT_FILES"]
 
@@ -35,6 +36,9 @@ REPORT_FILES = ("best.json", "trials.csv", "learning_curves.png", "history.png",
 def write_report(status: StudyStatus, trials: Sequence[TrialResult], out: Path) -> list[Path]:
     """Write the report files of a study into ``out`` (created if needed); returns their
     paths. ``trials`` need their reports for the learning curves."""
+    if out.exists() and not out.is_dir():
+        raise TunefleetError(f"could not write the results to {out}: it is a file, not a "
+                             "directory")
     out.mkdir(parents=True, exist_ok=True)
     written = [_best_json(status, trials, out / "best.json"),
                _trials_csv(trials, out / "trials.csv")]
@@ -123,6 +127,7 @@ def _save(fig: Any, path: Path) -> Path:
 
 def _learning_curves(status: StudyStatus, trials: Sequence[TrialResult], path: Path) -> Path:
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(8, 5))
     best = status.best.trial_id if status.best is not None else None
@@ -143,6 +148,7 @@ def _learning_curves(status: StudyStatus, trials: Sequence[TrialResult], path: P
             ax.plot(steps, values, color="grey", linewidth=0.8, alpha=0.5, marker="o",
                     markersize=2)
     ax.set_xlabel("step")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(status.metric)
     ax.set_title(_title(status, f"{status.metric} per step"), fontsize=10)
     if ax.get_legend_handles_labels()[0]:  # the best trial's curve, when it reported
@@ -152,6 +158,7 @@ def _learning_curves(status: StudyStatus, trials: Sequence[TrialResult], path: P
 
 def _history(status: StudyStatus, trials: Sequence[TrialResult], path: Path) -> Path:
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(8, 5))
     ordered = sorted((t for t in trials if _finite(t.value)), key=lambda t: t.trial_id)
@@ -174,6 +181,7 @@ def _history(status: StudyStatus, trials: Sequence[TrialResult], path: Path) -> 
     if xs:
         ax.step(xs, ys, where="post", color="tab:red", label=f"best {status.metric} so far")
     ax.set_xlabel("trial")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(f"{status.metric} (last reported)")
     ax.set_title(_title(status, "history"), fontsize=10)
     ax.legend(loc="best")

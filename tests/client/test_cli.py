@@ -488,3 +488,14 @@ def test_a_run_waits_for_the_trials_a_stop_ends_before_it_reads_them() -> None:
     client = Client()
     assert _settled(client, status(2, 0)).counts["pruned"] == 2  # type: ignore[arg-type]
     assert client.answers == []
+
+
+def test_the_progress_of_a_grid_without_a_trial_budget_counts_its_points() -> None:
+    from client.cli import _progress_line
+    from client.results import StudyStatus
+
+    status = StudyStatus("s1", "s", "running", "loss", "min",
+                         {"pending": 0, "running": 1, "completed": 3, "pruned": 0, "failed": 0},
+                         None, None, 0.0, 1.0)
+    assert " done 3/? " in _progress_line(status, 0.0)
+    assert " done 3/20 " in _progress_line(status, 0.0, total=20)  # before, 3/? for a grid

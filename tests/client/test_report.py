@@ -106,3 +106,12 @@ def test_json_of_a_trial_whose_value_is_not_finite_is_standard() -> None:
     trial = TrialResult(0, "completed", {"x": 1}, math.inf, 3, 1)
     assert trial.to_dict()["value"] is None
     json.dumps(trial.to_dict(), allow_nan=False)  # before, "value": Infinity
+
+
+def test_results_into_a_path_that_is_a_file_say_so(tmp_path: Path) -> None:
+    from tunefleet.errors import TunefleetError
+
+    status, trials = study()
+    (tmp_path / "out").write_text("a file")
+    with pytest.raises(TunefleetError, match="out: it is a file, not a directory"):
+        write_report(status, trials, tmp_path / "out")  # before, "[Errno 17] File exists"
