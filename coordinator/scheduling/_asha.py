@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from coordinator.scheduling._base import Decision, TrialScheduler
+from coordinator.scheduling._base import Decision, TrialScheduler, checked_fidelity, checked_seed
 from tunefleet.errors import InvalidInputError
 from tunefleet.study import Fidelity
 
@@ -64,6 +64,11 @@ class RungTrust:
     def __init__(
         self, threshold: float | None = 0.5, min_pairs: int = 6, eta: int = 3
     ) -> None:
+        if threshold is not None and not (
+                isinstance(threshold, (int, float)) and not isinstance(threshold, bool)
+                and 0.0 <= threshold <= 1.0):
+            raise InvalidInputError("trust_threshold", threshold,
+                                    "must be a number in [0, 1], or None: trust every rung")
         self.threshold = threshold
         self.min_pairs = min_pairs
         self.eta = eta
@@ -164,8 +169,8 @@ class ASHAScheduler(TrialScheduler):
     def __init__(
         self, fidelity: Fidelity, seed: int = 0, trust_threshold: float | None = 0.5
     ) -> None:
-        self.fidelity = fidelity
-        self.seed = seed
+        self.fidelity = checked_fidelity(fidelity)
+        self.seed = checked_seed(seed)
         self._rungs = Rungs(rung_levels(fidelity), fidelity.eta)
         self._trust = RungTrust(trust_threshold, eta=fidelity.eta)
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from tunefleet.errors import InvalidInputError
 from tunefleet.space import ParamValue, SearchSpace
+from tunefleet.study import Fidelity
 
 __all__ = ["Decision", "AskStatus", "Suggestion", "Searcher", "TrialScheduler"]
 
@@ -35,6 +36,14 @@ class Decision(enum.Enum):
 def is_integer(value: object) -> bool:
     """Whether ``value`` is an integer (numpy's included), not a bool."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def checked_fidelity(fidelity: Fidelity) -> Fidelity:
+    """``fidelity``, refused unless a :class:`~tunefleet.study.Fidelity`."""
+    if not isinstance(fidelity, Fidelity):
+        raise InvalidInputError("fidelity", fidelity,
+                                "must be a tunefleet.study.Fidelity(min, max, eta)")
+    return fidelity
 
 
 def checked_seed(seed: int) -> int:

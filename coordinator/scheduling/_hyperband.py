@@ -19,7 +19,13 @@ import math
 import numpy as np
 
 from coordinator.scheduling._asha import Rungs, RungTrust, remove_value, rung_levels
-from coordinator.scheduling._base import Decision, TrialScheduler, checked_seed, is_integer
+from coordinator.scheduling._base import (
+    Decision,
+    TrialScheduler,
+    checked_fidelity,
+    checked_seed,
+    is_integer,
+)
 from tunefleet.errors import InvalidInputError
 from tunefleet.study import Fidelity
 
@@ -116,6 +122,7 @@ class HyperbandScheduler(TrialScheduler):
         probe_share_crowded: float | None = 0.7,
         first_keep: float | None = 0.2,
     ) -> None:
+        checked_fidelity(fidelity)
         if prior_pairs <= 0:
             raise InvalidInputError("prior_pairs", prior_pairs, "must be > 0")
         if not is_integer(min_pairs) or min_pairs < 1:

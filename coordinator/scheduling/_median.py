@@ -6,7 +6,13 @@ import bisect
 
 import numpy as np
 
-from coordinator.scheduling._base import Decision, TrialScheduler
+from coordinator.scheduling._base import (
+    Decision,
+    TrialScheduler,
+    checked_fidelity,
+    checked_seed,
+    is_integer,
+)
 from tunefleet.errors import InvalidInputError
 from tunefleet.study import Fidelity
 
@@ -26,11 +32,14 @@ class MedianStoppingScheduler(TrialScheduler):
         self, fidelity: Fidelity, seed: int = 0, grace_step: int | None = None,
         min_trials: int = 3,
     ) -> None:
-        if min_trials < 1:
-            raise InvalidInputError("min_trials", min_trials, "must be >= 1")
-        self.fidelity = fidelity
-        self.seed = seed
-        self.grace_step = fidelity.min if grace_step is None else grace_step
+        if not is_integer(min_trials) or min_trials < 1:
+            raise InvalidInputError("min_trials", min_trials, "must be an integer >= 1")
+        if grace_step is not None and (not is_integer(grace_step) or grace_step < 0):
+            raise InvalidInputError("grace_step", grace_step,
+                                    "must be an integer >= 0, or None: fidelity.min")
+        self.fidelity = checked_fidelity(fidelity)
+        self.seed = checked_seed(seed)
+        self.grace_step = fidelity.min if grace_step is None else int(grace_step)
         self.min_trials = min_trials
         self._steps: dict[int, list[int]] = {}
         self._sums: dict[int, list[float]] = {}  # prefix sums of values

@@ -87,6 +87,11 @@ class Tuner:
         max_running: int | None = None,
         enqueue: Sequence[Config] = (),
     ) -> None:
+        if not isinstance(searcher, Searcher):
+            raise InvalidInputError("searcher", searcher, "must be a Searcher (see build_tuner)")
+        if not isinstance(scheduler, TrialScheduler):
+            raise InvalidInputError("scheduler", scheduler,
+                                    "must be a TrialScheduler (see build_tuner)")
         try:
             mode = Mode(mode)
         except (ValueError, TypeError):

@@ -11,11 +11,15 @@ import pytest
 from coordinator.scheduling import (
     ASHAScheduler,
     Decision,
+    FIFOScheduler,
     HyperbandScheduler,
     MedianStoppingScheduler,
+    RandomSearcher,
+    Tuner,
 )
 from coordinator.scheduling._asha import RungTrust, rung_levels
 from tunefleet.errors import InvalidInputError
+from tunefleet.space import SearchSpace
 from tunefleet.study import Fidelity
 
 C, S = Decision.CONTINUE, Decision.STOP
@@ -339,3 +343,26 @@ def test_a_failed_trials_nan_leaves_the_rungs_after_a_pickle_round_trip(make: An
     restored.on_fail(1)
     rungs = restored._rungs if isinstance(restored, ASHAScheduler) else restored._brackets[0]
     assert sorted(rungs.values[0]) == [0.5, 0.7]
+
+
+@pytest.mark.parametrize("make, field", [
+    # before, accepted, then a TypeError at the first report
+    (lambda: MedianStoppingScheduler(Fidelity(1, 9, 3), grace_step="3"), "grace_step"),
+    (lambda: MedianStoppingScheduler(Fidelity(1, 9, 3), min_trials="3"), "min_trials"),
+    (lambda: MedianStoppingScheduler(Fidelity(1, 9, 3), min_trials=2.5), "min_trials"),
+    (lambda: MedianStoppingScheduler(Fidelity(1, 9, 3), seed="x"), "seed"),
+    (lambda: ASHAScheduler(Fidelity(1, 9, 3), seed=-1), "seed"),
+    (lambda: ASHAScheduler(Fidelity(1, 9, 3), trust_threshold="a"), "trust_threshold"),
+    (lambda: HyperbandScheduler(Fidelity(1, 9, 3), trust_threshold=1.5), "trust_threshold"),
+    # before, AttributeError: 'NoneType' object has no attribute 'min'
+    (lambda: ASHAScheduler(None), "fidelity"),
+    (lambda: HyperbandScheduler(None), "fidelity"),
+    (lambda: MedianStoppingScheduler(None), "fidelity"),
+    (lambda: Tuner(None, FIFOScheduler()), "searcher"),  # before, accepted
+    (lambda: Tuner(RandomSearcher(SearchSpace.from_mapping(
+        {"x": {"type": "float", "low": 0.0, "high": 1.0}}), 0), None), "scheduler"),
+])
+def test_bad_arguments_of_the_schedulers_and_the_tuner_are_named(make: Any, field: str
+                                                                  ) -> None:
+    with pytest.raises(InvalidInputError, match=f"^{field}: got "):
+        make()
