@@ -93,6 +93,11 @@ class LimitsMixin(HubState):
             trial.state, trial.ended_at = TrialState.FAILED, now
             trial.error = f"not run: {runtime.limit_reason}"
             self.store.update_trial(trial)
+            record = runtime.tuner.trials.get(trial.number)
+            if record is not None and record.state in ("running", "stopping"):
+                # the tuner and a replay of the events end it as the store does
+                runtime.tuner.tell_failed(trial.number)
+                self.store.append_event(trial.study_id, "fail", trial.number)
 
     def enforce_limits(self) -> Outbox:
         """The sweep's check of every running study's GPU-hour and credit budgets and deadline."""

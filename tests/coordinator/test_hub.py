@@ -1356,3 +1356,23 @@ def test_a_trial_told_to_stop_ends_pruned_when_its_attempt_is_lost_or_fails(
     trial = store.get_trial(study, stopped.trial_id)
     assert (trial.state, trial.attempts, trial.step, trial.value) == (
         TrialState.PRUNED, 1, 1, 0.9)
+
+
+def test_a_trial_a_limit_fails_before_it_ran_again_is_failed_in_the_tuner_too(
+        hub: Hub, store: Store, clock: Clock) -> None:
+    # before, the store said failed while the tuner (and a replay of the events) still had the
+    # trial running
+    study = submit(hub, make_spec(budget={"deadline": clock.now + 10}))
+    [a] = connect(hub, "n1")
+    clock.now += 5
+    assert connect(hub, "n1", cpu_slots=0) == []  # back without the attempt, and no slot
+    assert store.get_trial(study, a.trial_id).state is TrialState.PENDING
+    runtime = hub.studies[study]
+    clock.now += 10  # past the deadline: the sweep fails the pending trial
+    hub.enforce_limits()
+    assert store.get_trial(study, a.trial_id).state is TrialState.FAILED
+    assert runtime.tuner.trials[a.trial_id].state == "failed"
+    kinds = [kind for kind, number in store.conn.execute(
+        "SELECT kind, trial_number FROM scheduler_events WHERE study_id = ? ORDER BY id",
+        (study,)) if number == a.trial_id]
+    assert kinds == ["ask", "fail"]
