@@ -66,7 +66,8 @@ def _parser() -> argparse.ArgumentParser:
     with_coordinator(p)
     p = sub.add_parser("trials", help="every trial of a study")
     p.add_argument("study_id")
-    p.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table",
+                   help="a table to read (default), CSV with one row per trial, or JSON")
     p.add_argument("--reports", action="store_true", help="with --format json: every report")
     with_coordinator(p)
     p = sub.add_parser(
@@ -76,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("study_id")
     p.add_argument("--json", action="store_true", help="print JSON")
     with_coordinator(p)
-    p = sub.add_parser("studies", help="every study on the coordinator")
+    p = sub.add_parser("studies", help="your studies on the coordinator (the operator's key: all)")
     with_coordinator(p)
     p = sub.add_parser(
         "run", help="run a study to the end on an embedded coordinator with local agents"
@@ -158,6 +159,16 @@ def _report(status: StudyStatus, trials: list[TrialResult], out: Path,
     except (OSError, ValueError, OverflowError) as exc:
         raise TunefleetError(f"could not write the results to {out}: {exc}") from None
     print(f"results in {out}: {', '.join(p.name for p in written)}", file=info or sys.stdout)
+
+
+def _results_dir(parent: Path, study_id: str) -> Path:
+    """``PARENT/results/STUDY_ID``, its ``results`` folder made and marked so that bundles
+    leave it out (it may be in a study's folder)."""
+    results = parent / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    (results / RESULTS_MARKER).write_text(
+        "tunefleet writes study results here; bundles leave this folder out\n")
+    return results / _safe_name(study_id)
 
 
 def _safe_name(study_id: str) -> str:
@@ -359,12 +370,8 @@ def _run_local(args: argparse.Namespace) -> int:
         if not args.no_report:
             out = args.out
             try:
-                if out is None:  # beside the study file, marked so bundles leave it out
-                    out = args.study.parent / "results" / _safe_name(final.study_id)
-                    out.parent.mkdir(parents=True, exist_ok=True)
-                    (out.parent / RESULTS_MARKER).write_text(
-                        "tunefleet run writes study results here; bundles leave this folder "
-                        "out\n")
+                if out is None:  # beside the study file
+                    out = _results_dir(args.study.parent, final.study_id)
                 _report(final, trials, out, info)
             except TunefleetError as exc:  # the result still gets printed below
                 print(f"tunefleet: warning: {exc}", file=sys.stderr)
@@ -553,7 +560,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             with _client(args) as client:
                 status = client.status(args.study_id)
                 trials = client.trials(args.study_id, True)
-            _report(status, trials, args.out or Path("results") / _safe_name(args.study_id))
+            _report(status, trials, args.out or _results_dir(Path("."), args.study_id))
         elif args.command == "importance":
             with _client(args) as client:
                 metric = client.status(args.study_id).metric

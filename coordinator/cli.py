@@ -105,7 +105,9 @@ def _parser() -> argparse.ArgumentParser:
                        ("unban", "lift a ban")):
         p = sub.add_parser(name, help=f"{text} (signed with the operator key)")
         p.add_argument("key_id")
-        p.add_argument("--reason", default="")
+        p.add_argument("--reason", default="",
+                       help="why, kept with the entry and shown by `access` (at most 500 "
+                       "characters)")
         _operator_args(p)
     p = sub.add_parser("access", help="list admitted and banned keys")
     _operator_args(p)

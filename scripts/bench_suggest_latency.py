@@ -96,7 +96,7 @@ def time_optuna(configs: list[dict[str, Any]], repeats: int, multivariate: bool)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     parser.add_argument("--trials", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=20)
     args = parser.parse_args()

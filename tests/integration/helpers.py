@@ -13,10 +13,11 @@ from typing import Any
 from client.sdk import Client
 
 
-def cli(*args: str, timeout: float = 120.0, check: bool = False) -> subprocess.CompletedProcess[str]:
-    """Run ``tunefleet ARGS`` as a child process."""
+def cli(*args: str, timeout: float = 120.0, check: bool = False, cwd: Path | None = None
+        ) -> subprocess.CompletedProcess[str]:
+    """Run ``tunefleet ARGS`` as a child process (in ``cwd``)."""
     proc = subprocess.run([sys.executable, "-m", "client", *args], capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, cwd=cwd)
     if check and proc.returncode != 0:
         raise AssertionError(f"tunefleet {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc

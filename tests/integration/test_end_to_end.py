@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import grpc
@@ -96,7 +99,8 @@ def test_tiny_study_through_sdk_with_failures_recorded(tmp_path: Path, tiny_trai
         + 'crash = { type = "categorical", choices = [false, true] }\n'
     )
     from client.config import researcher_identity
-    from client.sdk import Client
+    from client.sdk import Client, build_bundle
+    from tunefleet.study import load_study_file
 
     with LocalCluster(agents=2, state_dir=tmp_path / "cluster") as cluster:
         identity, _ = researcher_identity()
@@ -131,6 +135,14 @@ def test_tiny_study_through_sdk_with_failures_recorded(tmp_path: Path, tiny_trai
         assert final.best.value == pytest.approx(1 / 3)  # (0.3 - 0.3) ** 2 + 1 / 3
         listed = cli("trials", study_id, *cluster.connection_args, check=True).stdout
         assert "boom: crash" in listed
+        # report's default folder, in the study's folder, stays out of its bundle (before,
+        # only the one `run` writes did)
+        cli("report", study_id, *cluster.connection_args, check=True, cwd=tiny_train_dir)
+        assert (tiny_train_dir / "results" / study_id / "best.json").is_file()
+        bundle = build_bundle(load_study_file(tiny_train_dir / "study.toml"), tiny_train_dir,
+                              identity)
+        with tarfile.open(fileobj=io.BytesIO(gzip.decompress(bundle.data))) as tar:
+            assert not [n for n in tar.getnames() if n.startswith("results")]
 
 
 def test_importance_names_the_parameter_that_drives_the_metric(tmp_path: Path,
