@@ -623,6 +623,12 @@ class Hub(AccessMixin, VerificationMixin, LimitsMixin):
                 if others and self._queue_verification(runtime, best, "best trial", now):
                     self._wake = True
                     return
+                if not others and self._queue_verification(runtime, best, "best trial", now):
+                    # said, not left blank: researchers see "no other node could re-run it"
+                    row = self.store.verification_of(best.study_id, best.number)
+                    if row is not None:
+                        self.store.update_verification(
+                            row["id"], state=VerificationState.FAILED.value, ended_at=now)
         if any(v["state"] == VerificationState.RUNNING.value for v in waiting):
             return  # a node runs one (perhaps while it reconnects): it ends or its lease lapses
         if any(self._verifiers(runtime.study.id, v["original_node_id"]) for v in waiting):

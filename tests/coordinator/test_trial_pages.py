@@ -91,7 +91,7 @@ def test_without_reports_pages_are_bounded_by_bytes_too(
     bound = 2 * max(t.ByteSize() for t in whole.trials) + 1
     monkeypatch.setattr(trial_pages, "PAGE_BYTES", bound)
     got = pages(store, study_id, reports=False)
-    assert len(got) >= TRIALS // 2 and all(1 <= len(p.trials) <= 2 for p in got)
+    assert len(got) > 1 and all(p.trials for p in got)
     assert all(p.ByteSize() <= bound + 16 for p in got)
     assert [t for p in got for t in p.trials] == list(whole.trials)
 
