@@ -26,6 +26,7 @@ from coordinator.hub_state import (
     StudyRuntime,
     StudyView,
     ack_message,
+    finished_at,
     gpu_usage,
     log,
     stop_message,
@@ -385,8 +386,10 @@ class Hub(AccessMixin, VerificationMixin, LimitsMixin):
         mine = {a.id: a for a in self.store.running_attempts(node_id)}
         with self._unit():
             self.store.node_seen(node_id, now)
+            # a new session's list holds attempts whose end is on its way too: only heartbeats
+            # and reports tell that one still runs
             self.store.extend_leases(node_id, [a for a in running if a in mine],
-                                     now + self.lease_seconds, now)
+                                     now + self.lease_seconds, None if forget_missing else now)
             for attempt_id in running:
                 if attempt_id not in mine:
                     outbox.append((node_id, stop_message(attempt_id, "attempt is no longer leased")))
@@ -786,7 +789,8 @@ class Hub(AccessMixin, VerificationMixin, LimitsMixin):
                 if runtime is not None:
                     self._maybe_complete(runtime, now)
             return outbox + self.assign(node_id)
-        attempt.ended_at, attempt.exit_code = now, done.exit_code
+        attempt.ended_at = finished_at(attempt, done.wall_seconds, now, self.lease_seconds)
+        attempt.exit_code = done.exit_code
         attempt.error = done.error or None
         attempt.gpu_seconds, attempt.wall_seconds = done.gpu_seconds, done.wall_seconds
         attempt.gpu_utilization, attempt.gpu_memory_peak_gb = gpu_usage(done, attempt)

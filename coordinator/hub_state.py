@@ -8,6 +8,7 @@ stays a small module while the hub remains one object driven from one thread.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from tunefleet.study import StudySpec
 from tunefleet.v1 import node_pb2
 
 __all__ = [
-    "gpu_usage", "MAX_GPU_MEMORY_GB",
+    "finished_at", "gpu_usage", "MAX_GPU_MEMORY_GB",
     "Outbox", "PermissionDeniedError", "StudyRuntime", "NodeSession", "StudyView", "HubState",
     "stop_message", "ack_message",
 ]
@@ -116,6 +117,20 @@ def ack_message(attempt_id: int, seq: int, decision: str) -> node_pb2.Coordinato
 
 
 MAX_GPU_MEMORY_GB = 4096.0
+
+
+def finished_at(attempt: Attempt, wall_seconds: float, now: float, lease_seconds: float
+                ) -> float:
+    """When an attempt whose end the coordinator learns at ``now`` ended, for the ledger:
+    ``now``, unless nothing was heard from its node for longer than a lease before (the
+    coordinator, or the node's connection, was away while it finished): then the lease plus
+    the child's run time as its node counted it, never before the attempt's last sign of life
+    nor after ``now``."""
+    seen = attempt.seen_at
+    if seen is None or now - seen <= lease_seconds or not (
+            math.isfinite(wall_seconds) and wall_seconds > 0):
+        return now
+    return min(now, max(seen, attempt.started_at + wall_seconds))
 
 
 def gpu_usage(done: node_pb2.AttemptFinished, attempt: Attempt) -> tuple[float | None, float | None]:

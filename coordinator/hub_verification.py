@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-from coordinator.hub_state import HubState, StudyRuntime, gpu_usage, log
+from coordinator.hub_state import HubState, StudyRuntime, finished_at, gpu_usage, log
 from coordinator.models import Attempt, AttemptState, Trial
 from coordinator.verification import VerificationState, agrees, reputation_after
 from tunefleet.v1 import node_pb2
@@ -70,7 +70,8 @@ class VerificationMixin(HubState):
                                now: float) -> None:
         row = self.store.verification_by_attempt(attempt.id)
         runtime = self.studies.get(attempt.study_id)
-        attempt.ended_at, attempt.exit_code = now, done.exit_code
+        attempt.ended_at = finished_at(attempt, done.wall_seconds, now, self.lease_seconds)
+        attempt.exit_code = done.exit_code
         attempt.error = done.error or None
         attempt.gpu_seconds, attempt.wall_seconds = done.gpu_seconds, done.wall_seconds
         attempt.gpu_utilization, attempt.gpu_memory_peak_gb = gpu_usage(done, attempt)

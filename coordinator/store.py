@@ -350,12 +350,13 @@ class Store:
         return [self._attempt(r) for r in rows]
 
     def extend_leases(self, node_id: str, attempt_ids: list[int], deadline: float,
-                      now: float) -> None:
-        """The node showed life at ``now``: its running attempts' leases last to ``deadline``."""
+                      seen: float | None) -> None:
+        """The node's running attempts' leases last to ``deadline``; they showed life at
+        ``seen`` (None: no news of them, their last sign of life stays)."""
         self.conn.executemany(
-            "UPDATE attempts SET lease_deadline = ?, seen_at = ? WHERE id = ? AND node_id = ? "
-            "AND state = 'running'",
-            [(deadline, now, a, node_id) for a in attempt_ids],
+            "UPDATE attempts SET lease_deadline = ?, seen_at = COALESCE(?, seen_at) "
+            "WHERE id = ? AND node_id = ? AND state = 'running'",
+            [(deadline, seen, a, node_id) for a in attempt_ids],
         )
 
     # reports -------------------------------------------------------------------------------

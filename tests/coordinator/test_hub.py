@@ -1381,3 +1381,43 @@ def test_a_trial_a_limit_fails_before_it_ran_again_is_failed_in_the_tuner_too(
         "SELECT kind, trial_number FROM scheduler_events WHERE study_id = ? ORDER BY id",
         (study,)) if number == a.trial_id]
     assert kinds == ["ask", "fail"]
+
+
+def test_an_attempt_that_ended_while_the_coordinator_was_away_is_billed_its_run_time(
+        tmp_path: Path, clock: Clock) -> None:
+    # before, it was billed until its node got its end through, after the restart
+    path = tmp_path / "c.db"
+    store = Store(path)
+    hub = Hub(store, clock=clock, lease_seconds=10)
+    submit(hub, make_spec(budget={"max_trials": 1}))
+    [a] = connect(hub, "n1")
+    started = store.get_attempt(a.attempt_id).started_at
+    clock.now += 5
+    hub.heartbeat("n1", node_pb2.Heartbeat(running_attempts=[a.attempt_id]))
+    store.close()  # the coordinator goes away; the child ends 8 s after its lease
+    clock.now += 600
+    store = Store(path)
+    again = Hub(store, clock=clock, lease_seconds=10)
+    hello = node_pb2.Hello(inventory=node_pb2.Inventory(cpu_slots=1),
+                           running_attempts=[a.attempt_id])  # its end not yet acknowledged
+    again.node_connected("n1", hello)
+    again.finished("n1", node_pb2.AttemptFinished(attempt_id=a.attempt_id, outcome="completed",
+                                                  wall_seconds=8.0))
+    assert store.get_attempt(a.attempt_id).ended_at == started + 8.0
+    store.close()
+
+
+@pytest.mark.parametrize("seen, wall, expected", [
+    (195.0, 8.0, 200.0),  # heard from within a lease: the moment its end arrives, as before
+    (105.0, 8.0, 108.0),  # not for longer: the lease plus its run time
+    (105.0, 2.0, 105.0),  # ... never before its last sign of life
+    (105.0, 1e9, 200.0),  # ... nor after now
+    (105.0, float("nan"), 200.0), (None, 8.0, 200.0),
+])
+def test_when_an_attempt_ended_for_the_ledger(seen: float | None, wall: float,
+                                              expected: float) -> None:
+    from coordinator.hub_state import finished_at
+    from coordinator.models import Attempt
+
+    attempt = Attempt(1, "s", 0, "n1", AttemptState.RUNNING, started_at=100.0, seen_at=seen)
+    assert finished_at(attempt, wall, 200.0, 10.0) == expected
