@@ -217,8 +217,11 @@ class Agent:
             stopper.cancel()
             if self._shutdown.is_set():
                 if not session.done():
-                    # Stop children while the session is up, so their ends reach the
-                    # coordinator and their trials are retried at once.
+                    # Draining first, so the coordinator leases nothing more to this node;
+                    # then stop children while the session is up, so their ends reach the
+                    # coordinator and their trials are retried at once, elsewhere.
+                    self.draining = True
+                    self._send(self._heartbeat())
                     await self._stop_all("node agent shut down")
                     with contextlib.suppress(asyncio.TimeoutError):
                         await asyncio.wait_for(self._acknowledged(), 3.0)
@@ -297,6 +300,9 @@ class Agent:
                 return
             attempt = RunningAttempt(a)
             self.attempts[a.attempt_id] = attempt
+            if self._shutdown.is_set():  # leased before the coordinator saw this node drain
+                self._fail(attempt, "node agent shut down")
+                return
             attempt.task = asyncio.create_task(self._run_attempt(attempt))
         elif kind == "report_ack":
             ack = message.report_ack

@@ -39,7 +39,10 @@ class TrustPolicy:
 class BundleCache:
     def __init__(self, root: Path, fetch: Fetcher, policy: TrustPolicy | None = None) -> None:
         self.root = root
-        self.root.mkdir(parents=True, exist_ok=True)
+        # the agent's alone: a trial (another account) must not list or read other
+        # researchers' bundles
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.root.chmod(0o700)
         self.fetch = fetch
         self.policy = policy or TrustPolicy()
 
@@ -62,8 +65,8 @@ class BundleCache:
         verify_bundle(data, digest, key, signature)
         self.policy.check(key)
         tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_bytes(data)
-        key_path.write_bytes(key)
+        _write_private(tmp, data)
+        _write_private(key_path, key)
         os.replace(tmp, path)
         return data
 
@@ -72,3 +75,11 @@ class BundleCache:
         if workdir.exists():
             shutil.rmtree(workdir)
         safe_unpack(await self.get(digest), workdir)
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path``, readable by the agent's user only (mode 0600)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.chmod(path, 0o600)  # an older cache's file keeps its mode through O_CREAT

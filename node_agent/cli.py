@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -21,6 +22,9 @@ from node_agent.sandbox import DEFAULT_UID_BASE, MAX_UID, SandboxLimits, sandbox
 from tunefleet.connection import add_connection_args, connection_from
 from tunefleet.errors import InvalidInputError, TunefleetError
 from tunefleet.keys import load_or_create
+
+MAX_SLOTS = 1024  # CPU slots a coordinator takes from one node
+MAX_NAME_CHARS = 128  # a node's name, as a coordinator takes it
 
 __all__ = ["main"]
 
@@ -155,11 +159,28 @@ async def _start(args: argparse.Namespace, home: Path) -> None:
         raise TunefleetError(f"the coordinator refused this node: {agent.exit_reason}")
 
 
+def _start_flag_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with ``start``'s flags (``FLAG: got VALUE; ALLOWED``); None if nothing."""
+    if args.slots is not None and not 0 <= args.slots <= MAX_SLOTS:
+        return f"--slots: got {args.slots}; must be in [0, {MAX_SLOTS}]"
+    for flag, value in (("--max-backoff", args.max_backoff), ("--stop-grace", args.stop_grace)):
+        if not (math.isfinite(value) and value > 0):
+            return f"{flag}: got {value}; must be a finite number of seconds > 0"
+    name = args.name  # empty: this machine's host name
+    if name and (len(name) > MAX_NAME_CHARS or not name.isprintable()):
+        return f"--name: got {name!r}; must be printable text of at most {MAX_NAME_CHARS} characters"
+    for key_id in args.trust:
+        if len(key_id) != 32 or any(c not in "0123456789abcdef" for c in key_id):
+            return (f"--trust: got {key_id!r}; must be a researcher's 32-character key id in "
+                    "lowercase hex (`tunefleet keygen` prints it)")
+    return None
+
+
 def _limits(args: argparse.Namespace) -> SandboxLimits:
     """Sandbox limits from the flags; 0 means unlimited. Bad values name their flag."""
     def scaled(flag: str, value: float, unit: float) -> int | None:
-        if value < 0:
-            raise InvalidInputError(flag, value, "must be >= 0 (0 for no limit)")
+        if not (math.isfinite(value) and value >= 0):
+            raise InvalidInputError(flag, value, "must be a finite number >= 0 (0 for no limit)")
         return int(value * unit) if value else None
 
     try:
@@ -168,7 +189,7 @@ def _limits(args: argparse.Namespace) -> SandboxLimits:
             cpu_seconds=scaled("--cpu-hours", args.cpu_hours, 3600),
             file_bytes=scaled("--max-file-gb", args.max_file_gb, 1024**3),
             open_files=args.open_files,
-            wall_seconds=(args.wall_hours * 3600.0) if args.wall_hours else None,
+            wall_seconds=(scaled("--wall-hours", args.wall_hours, 3600) or None),
         )
     except InvalidInputError as exc:
         flag = {"limits.memory_bytes": "--memory-gb", "limits.cpu_seconds": "--cpu-hours",
@@ -177,10 +198,24 @@ def _limits(args: argparse.Namespace) -> SandboxLimits:
         raise InvalidInputError(flag, exc.value, exc.allowed) from None
 
 
+def _is_agent(argv: list[bytes]) -> bool:
+    """Whether a process's arguments are a running ``node-agent start`` (the console script,
+    or ``python -m node_agent``)."""
+    names = [os.path.basename(arg) for arg in argv]
+    return b"start" in argv and (b"node-agent" in names or (
+        b"-m" in argv and b"node_agent" in argv))
+
+
 def _drain(home: Path) -> int:
+    """Signal the agent whose pid ``HOME/agent.pid`` holds, once it is sure to be a node agent
+    (a stale file's pid may since be any process's)."""
     pid_file = home / "agent.pid"
     try:
         pid = int(pid_file.read_text())
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if pid > 1 else []
+        if not _is_agent(argv):
+            raise ValueError(f"process {pid} named in {pid_file} is no node agent (a stale "
+                             "file)")
         os.kill(pid, signal.SIGUSR1)
     except (OSError, ValueError) as exc:
         print(f"node-agent: error: no running agent under {home} ({exc})", file=sys.stderr)
@@ -216,9 +251,9 @@ def main(argv: list[str] | None = None) -> int:
                 except InvalidInputError as exc:
                     print(f"node-agent: error: {exc}", file=sys.stderr)
                     return 2
-            if args.slots is not None and args.slots < 0:
-                print(f"node-agent: error: --slots: got {args.slots}; must be >= 0",
-                      file=sys.stderr)
+            problem = _start_flag_problem(args)
+            if problem is not None:
+                print(f"node-agent: error: {problem}", file=sys.stderr)
                 return 2
             if args.no_preload and args.preload:
                 print(f"node-agent: error: --no-preload: given with --preload "

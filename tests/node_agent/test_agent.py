@@ -163,3 +163,62 @@ def test_an_attempt_on_a_gpu_ends_with_the_gpu_use_measured_while_it_ran(
 def test_an_exit_by_a_signal_names_the_signal(code: int, text: str) -> None:
     # before, a trial killed at its CPU hard limit showed only "exit code -9"
     assert exit_text(code) == text
+
+
+def test_an_assignment_that_arrives_while_shutting_down_is_handed_back_at_once(
+        tmp_path: Path) -> None:
+    # before, the agent started it after SIGTERM and the trial was lost with the session
+    agent = make_agent(tmp_path)
+    agent._out = asyncio.Queue()
+    agent.shutdown()
+    agent._on_message(node_pb2.CoordinatorMessage(assignment=assignment()))
+    attempt = agent.attempts[7]
+    assert attempt.task is None and attempt.final is not None
+    finished = attempt.final.finished
+    assert (finished.outcome, finished.error) == ("failed", "node agent shut down")
+    assert agent._out.qsize() == 1
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--memory-gb", "nan"], "--memory-gb: got nan; must be a finite number >= 0"),
+    (["--cpu-hours", "inf"], "--cpu-hours: got inf;"),
+    (["--wall-hours", "-1"], "--wall-hours: got -1.0; must be a finite number >= 0"),
+    (["--max-backoff", "0"], "--max-backoff: got 0.0; must be a finite number of seconds > 0"),
+    (["--max-backoff", "nan"], "--max-backoff: got nan;"),
+    (["--stop-grace", "-1"], "--stop-grace: got -1.0;"),
+    (["--slots", "99999999999999999999"], "--slots: got 99999999999999999999; must be in [0,"),
+    (["--name", "x" * 129], "--name: got 'xxx"),
+    (["--name", "a\nb"], "--name: got 'a\\nb'; must be printable text"),
+    (["--trust", "abc"], "--trust: got 'abc'; must be a researcher's 32-character key id"),
+    (["--trust", "6FC2788029BBD33A5A8C00961AA7AAF6"], "--trust: got '6FC27"),
+])
+def test_start_flags_out_of_range_are_refused_before_anything_is_created(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str], expected: str
+) -> None:
+    # before: a traceback (nan, inf, a huge slot count), a reconnect loop with no pause
+    # (--max-backoff 0), a name refused by the coordinator forever, a trust id never matching
+    code = main(["start", "--coordinator", "127.0.0.1:1", "--insecure", "--allow-same-user",
+                 "--home", str(tmp_path / "h"), *flags])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code in (1, 2) and len(err) == 1 and expected in err[0], err
+    assert not (tmp_path / "h").exists()
+
+
+def test_drain_signals_only_a_node_agent(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                         ) -> None:
+    # before, a stale agent.pid's number was signalled whatever process held it now (SIGUSR1
+    # ends most), and 1 signalled init
+    import subprocess
+
+    home = tmp_path / "h"
+    home.mkdir()
+    other = subprocess.Popen(["sleep", "30"])  # what now holds a stale file's pid
+    try:
+        for pid in (other.pid, 1, 0, -1):
+            (home / "agent.pid").write_text(str(pid))
+            assert main(["drain", "--home", str(home)]) == 1
+            assert "no running agent under" in capsys.readouterr().err
+        assert other.poll() is None  # not signalled
+    finally:
+        other.kill()
+        other.wait()

@@ -56,3 +56,21 @@ def test_forged_or_untrusted_bundle_is_never_cached_or_unpacked(tmp_path: Path,
         asyncio.run(cache.unpack(bundle.digest, tmp_path / "w"))
     assert list((tmp_path / "cache").iterdir()) == [] or forgery == "untrusted"
     assert not (tmp_path / "w" / "train.py").exists()
+
+
+def test_the_cache_is_the_agents_alone(tmp_path: Path) -> None:
+    # before, 0755 and 0644: a trial, running as another account, listed and read every
+    # researcher's cached bundles
+    import stat
+
+    bundle = make_bundle(tmp_path, Identity.generate())
+
+    async def fetch(digest: str) -> tuple[bytes, bytes, bytes]:
+        return bundle.data, bundle.publisher_key, bundle.signature
+
+    (tmp_path / "cache").mkdir(mode=0o755)  # an older agent's
+    cache = BundleCache(tmp_path / "cache", fetch)
+    asyncio.run(cache.get(bundle.digest))
+    assert stat.S_IMODE((tmp_path / "cache").stat().st_mode) == 0o700
+    files = list((tmp_path / "cache").iterdir())
+    assert len(files) == 2 and all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in files)
