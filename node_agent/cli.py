@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import fcntl
 import json
 import logging
 import math
@@ -12,6 +13,7 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import IO
 
 from google.protobuf.json_format import MessageToDict
 
@@ -122,7 +124,37 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _home_lock(home: Path) -> IO[str]:
+    """``HOME/agent.pid``, locked and holding this process's pid while the agent runs; one
+    agent per home (two would share a node id and a key). Raises :class:`TunefleetError`
+    naming the other agent."""
+    lock = (home / "agent.pid").open("a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        other = lock.read().strip() or "?"
+        lock.close()
+        raise TunefleetError(f"another agent (pid {other}) is using {home}; stop it, or give "
+                             "this one another --home") from None
+    lock.seek(0)
+    lock.truncate()
+    lock.write(str(os.getpid()))
+    lock.flush()
+    return lock
+
+
 async def _start(args: argparse.Namespace, home: Path) -> None:
+    lock = _home_lock(home)
+    try:
+        await _run_agent(args, home)
+    finally:
+        with contextlib.suppress(OSError):
+            (home / "agent.pid").unlink()
+        lock.close()
+
+
+async def _run_agent(args: argparse.Namespace, home: Path) -> None:
     identity, created = load_or_create(home / "node.key")
     address, security = connection_from(args)
     config = AgentConfig(
@@ -148,13 +180,7 @@ async def _start(args: argparse.Namespace, home: Path) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, agent.shutdown)
     loop.add_signal_handler(signal.SIGUSR1, agent.drain)
-    pid_file = home / "agent.pid"
-    pid_file.write_text(str(os.getpid()))
-    try:
-        await agent.run()
-    finally:
-        with contextlib.suppress(OSError):
-            pid_file.unlink()
+    await agent.run()
     if agent.exit_reason is not None:
         raise TunefleetError(f"the coordinator refused this node: {agent.exit_reason}")
 

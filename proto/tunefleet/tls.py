@@ -139,6 +139,12 @@ class ChannelSecurity:
             raise InvalidInputError("--insecure", True, "cannot be combined with --ca")
         if self.ca is not None and not self.ca.is_file():
             raise InvalidInputError("--ca", str(self.ca), "must be a readable PEM file")
+        if self.ca is not None:
+            try:  # else every connection fails later, in a loop, with gRPC's own words
+                x509.load_pem_x509_certificates(self.ca.read_bytes())
+            except (ValueError, OSError):
+                raise InvalidInputError("--ca", str(self.ca), "must hold a PEM certificate (the "
+                                        "ca.pem `coordinator init` writes)") from None
 
     def credentials(self) -> grpc.ChannelCredentials | None:
         if self.ca is None:

@@ -222,3 +222,41 @@ def test_drain_signals_only_a_node_agent(tmp_path: Path, capsys: pytest.CaptureF
     finally:
         other.kill()
         other.wait()
+
+
+def test_a_second_agent_on_the_same_home_is_refused(tmp_path: Path) -> None:
+    # before, both ran with one node id, raced for trials, and the second's exit removed the
+    # first's agent.pid (so `drain` no longer found it)
+    import subprocess
+    import sys
+    import time
+
+    home = tmp_path / "h"
+    argv = ["start", "--coordinator", "127.0.0.1:1", "--insecure", "--allow-same-user",
+            "--no-preload", "--home", str(home)]
+    first = subprocess.Popen([sys.executable, "-m", "node_agent", *argv],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not ((home / "agent.pid").is_file() and (home / "agent.pid").read_text()):
+            assert time.monotonic() < deadline and first.poll() is None
+            time.sleep(0.1)
+        second = subprocess.run([sys.executable, "-m", "node_agent", *argv], timeout=30,
+                                capture_output=True, text=True)  # without the lock: runs on
+        assert second.returncode == 1
+        assert f"another agent (pid {first.pid}) is using {home}" in second.stderr
+        assert (home / "agent.pid").read_text() == str(first.pid)  # left as it was
+    finally:
+        first.terminate()
+        first.wait(timeout=30)
+
+
+def test_a_ca_file_that_holds_no_certificate_is_refused_before_anything_is_created(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # before, accepted: the agent then failed every connection, forever, in gRPC's words
+    (tmp_path / "ca.pem").write_text("garbage")
+    code = main(["start", "--coordinator", "127.0.0.1:1", "--ca", str(tmp_path / "ca.pem"),
+                 "--allow-same-user", "--home", str(tmp_path / "h")])
+    err = capsys.readouterr().err
+    assert code == 1 and "--ca: got" in err and "must hold a PEM certificate" in err
+    assert not (tmp_path / "h").exists()
