@@ -112,6 +112,7 @@ class Agent:
         self._out: asyncio.Queue[common_pb2.SignedEnvelope | None] | None = None
         self._stub: node_pb2_grpc.NodeServiceStub | None = None
         self._shutdown = asyncio.Event()
+        self._sessions = 0  # sessions opened so far
         self.connected = asyncio.Event()
 
     # events --------------------------------------------------------------------------------
@@ -270,6 +271,9 @@ class Agent:
             self._resend_pending()
             call = stub.Session(_drain_queue(queue))
             beats = asyncio.create_task(self._heartbeats())
+            if self._sessions:  # a provider sees the agent is back, not only that it was gone
+                log.warning("connected to the coordinator again")
+            self._sessions += 1
             self.connected.set()
             try:
                 async for message in call:

@@ -34,7 +34,8 @@ ENV_HOME = "TUNEFLEET_NODE_HOME"
 
 
 def default_home() -> Path:
-    return Path(os.environ.get(ENV_HOME, Path.home() / ".tunefleet" / "node"))
+    """``$TUNEFLEET_NODE_HOME``, or ``~/.tunefleet/node`` when it is unset or empty."""
+    return Path(os.environ.get(ENV_HOME) or Path.home() / ".tunefleet" / "node")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -155,7 +156,11 @@ async def _start(args: argparse.Namespace, home: Path) -> None:
 
 
 async def _run_agent(args: argparse.Namespace, home: Path) -> None:
-    identity, created = load_or_create(home / "node.key")
+    key = home / "node.key"
+    if key.is_file() and key.stat().st_mode & 0o077:  # trials run as other accounts
+        key.chmod(0o600)
+        print(f"node key {key} was readable by others: made it 0600", flush=True)
+    identity, created = load_or_create(key)
     address, security = connection_from(args)
     config = AgentConfig(
         coordinator=address, home=home, security=security, name=args.name or os.uname().nodename,
@@ -195,6 +200,12 @@ def _start_flag_problem(args: argparse.Namespace) -> str | None:
     name = args.name  # empty: this machine's host name
     if name and (len(name) > MAX_NAME_CHARS or not name.isprintable()):
         return f"--name: got {name!r}; must be printable text of at most {MAX_NAME_CHARS} characters"
+    if args.ack_log is not None:
+        try:
+            with args.ack_log.open("a"):
+                pass
+        except OSError as exc:
+            return f"--ack-log: got {str(args.ack_log)!r}; must be a file it can append to ({exc})"
     for key_id in args.trust:
         if len(key_id) != 32 or any(c not in "0123456789abcdef" for c in key_id):
             return (f"--trust: got {key_id!r}; must be a researcher's 32-character key id in "

@@ -190,6 +190,8 @@ def test_an_assignment_that_arrives_while_shutting_down_is_handed_back_at_once(
     (["--name", "x" * 129], "--name: got 'xxx"),
     (["--name", "a\nb"], "--name: got 'a\\nb'; must be printable text"),
     (["--trust", "abc"], "--trust: got 'abc'; must be a researcher's 32-character key id"),
+    # before, accepted: every acknowledgement then failed the session
+    (["--ack-log", "/nonexistent/dir/acks.log"], "--ack-log: got '/nonexistent/dir/acks.log';"),
     (["--trust", "6FC2788029BBD33A5A8C00961AA7AAF6"], "--trust: got '6FC27"),
 ])
 def test_start_flags_out_of_range_are_refused_before_anything_is_created(
@@ -260,3 +262,35 @@ def test_a_ca_file_that_holds_no_certificate_is_refused_before_anything_is_creat
     err = capsys.readouterr().err
     assert code == 1 and "--ca: got" in err and "must hold a PEM certificate" in err
     assert not (tmp_path / "h").exists()
+
+
+def test_an_empty_node_home_variable_means_the_default_home(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # before, the current folder: node.key, bundles and work dirs were made wherever it ran
+    from node_agent.cli import default_home
+
+    monkeypatch.setenv("TUNEFLEET_NODE_HOME", "")
+    assert default_home() == Path.home() / ".tunefleet" / "node"
+
+
+def test_a_node_key_others_can_read_is_made_private_at_start(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import os
+    import stat
+    import subprocess
+    import sys
+
+    home = tmp_path / "h"
+    assert main(["id", "--home", str(home)]) == 0
+    os.chmod(home / "node.key", 0o644)  # copied in by hand, say
+    proc = subprocess.Popen([sys.executable, "-m", "node_agent", "start", "--coordinator",
+                             "127.0.0.1:1", "--insecure", "--allow-same-user", "--no-preload",
+                             "--home", str(home)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        assert "was readable by others: made it 0600" in first
+        assert stat.S_IMODE((home / "node.key").stat().st_mode) == 0o600
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
