@@ -487,10 +487,7 @@ class Hub(AccessMixin, VerificationMixin, LimitsMixin):
         session = self.sessions.get(node_id)
         if session is None or session.draining:
             return []
-        running = self.store.running_attempts(node_id)
-        busy = {uuid_ for a in running for uuid_ in a.gpu_uuids}
-        free_gpus = [g for g in session.inventory.gpus if g.uuid not in busy]
-        free_cpu = session.inventory.cpu_slots - sum(1 for a in running if not a.gpu_uuids)
+        free_gpus, free_cpu = self._free(node_id, session)
         outbox: Outbox = []
         for runtime in sorted(self.studies.values(), key=lambda r: r.study.created_at):
             if (node_id, runtime.study.id) in self.declined:
@@ -570,17 +567,22 @@ class Hub(AccessMixin, VerificationMixin, LimitsMixin):
         candidates = [n for n, s in self.sessions.items() if n not in failed_on
                       and not s.draining and (n, trial.study_id) not in self.declined]
         for other in candidates[:RETRY_NODES_LOOKED_AT]:
-            running = self.store.running_attempts(other)
-            inventory = self.sessions[other].inventory
+            free_gpus, free_cpu = self._free(other, self.sessions[other])
             if need.gpus:
-                busy = {u for a in running for u in a.gpu_uuids}
-                room = sum(g.uuid not in busy and g.memory_total_gb >= need.min_gpu_memory_gb
-                           for g in inventory.gpus) >= need.gpus
+                room = sum(g.memory_total_gb >= need.min_gpu_memory_gb
+                           for g in free_gpus) >= need.gpus
             else:
-                room = inventory.cpu_slots > sum(1 for a in running if not a.gpu_uuids)
+                room = free_cpu > 0
             if room:
                 return other
         return None
+
+    def _free(self, node_id: str, session: NodeSession) -> tuple[list[node_pb2.Gpu], int]:
+        """The node's GPUs no running attempt holds, and its CPU slots none holds."""
+        running = self.store.running_attempts(node_id)
+        busy = {uuid_ for a in running for uuid_ in a.gpu_uuids}
+        free_gpus = [g for g in session.inventory.gpus if g.uuid not in busy]
+        return free_gpus, session.inventory.cpu_slots - sum(1 for a in running if not a.gpu_uuids)
 
     def _assignment(self, runtime: StudyRuntime, attempt: Attempt, trial: Trial
                     ) -> node_pb2.CoordinatorMessage:
