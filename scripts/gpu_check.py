@@ -232,8 +232,9 @@ class Sampler:
 
 
 def run_load_study(out: Path, name: str, cpu: bool, trials: int, steps: int,
-                   agent_args: list[str]) -> tuple[list[Any], list[float], Path]:
-    """Run the GPU-load study on one agent; return the trials and lease-to-first-report s."""
+                   agent_args: list[str]) -> tuple[list[Any], list[float], Path, Path]:
+    """Run the GPU-load study on one agent; return the trials, lease-to-first-report seconds,
+    the study's folder and the coordinator's database."""
     root = out / name
     shutil.rmtree(root, ignore_errors=True)
     bundle = root / "bundle"
@@ -258,7 +259,7 @@ def run_load_study(out: Path, name: str, cpu: bool, trials: int, steps: int,
                 "ON r.attempt_id = a.id WHERE a.study_id = ? GROUP BY a.id ORDER BY a.started_at",
                 (study_id,)).fetchall()
     latency = [received - started for started, received in rows]
-    return results, latency, root
+    return results, latency, root, Path(cluster.db_path)
 
 
 def trial_facts(results: list[Any], cpu: bool, steps: int) -> tuple[set[float], str]:
@@ -279,8 +280,8 @@ def trial_facts(results: list[Any], cpu: bool, steps: int) -> tuple[set[float], 
 def check_load(out: Path, cpu: bool) -> str:
     sampler = None if cpu else Sampler()
     try:
-        results, latency, root = run_load_study(out, "load", cpu, trials=2, steps=6,
-                                                agent_args=[])
+        results, latency, root, db = run_load_study(out, "load", cpu, trials=2, steps=6,
+                                                    agent_args=[])
     finally:
         if sampler is not None:
             sampler.stop()
@@ -299,6 +300,14 @@ def check_load(out: Path, cpu: bool) -> str:
     need(all(u is not None and u > 5 for u, _ in measured),  # start-up idles it a while
          f"the agent measured GPU use {measured}; expected some for each busy trial")
     facts += f"; the agent measured (utilization %, peak GiB) {measured}"
+    # the operator's view: coordinator nodes shows the node's mean GPU use of its last trials
+    nodes = json.loads(subprocess.run(
+        [sys.executable, "-m", "coordinator", "nodes", "--db", str(db), "--json"],
+        capture_output=True, text=True, check=True, timeout=60).stdout)
+    use = [n.get("gpu_utilization") for n in nodes]
+    need(len(use) == 1 and use[0] is not None and use[0] > 5,
+         f"coordinator nodes shows GPU use {use}; expected the node's measured use")
+    facts += f"; coordinator nodes: mean GPU use {use[0]:.0f}%"
     busy = [u for u in sampler.utilization if u > 0]
     need(bool(busy), "NVML never saw the GPU busy")
     top = max(sampler.utilization)
@@ -315,7 +324,7 @@ def check_load(out: Path, cpu: bool) -> str:
 
 @check("warm: --preload torch runs CUDA trials in warm runtimes")
 def check_warm(out: Path, cpu: bool) -> str:
-    results, latency, root = run_load_study(out, "warm", cpu, trials=4, steps=2,
+    results, latency, root, _ = run_load_study(out, "warm", cpu, trials=4, steps=2,
                                             agent_args=["--preload", "torch"])
     _, facts = trial_facts(results, cpu, 2)
     reports = [p for t in results for p in t.reports]
