@@ -270,8 +270,12 @@ def main(argv: list[str] | None = None) -> int:
     home = getattr(args, "home", None) or default_home()
     try:
         if args.command == "start":
-            connection_from(args)  # refuse bad flags before creating anything
-            _limits(args)
+            try:  # refuse bad flags before creating anything; a usage error exits 2
+                connection_from(args)
+                _limits(args)
+            except InvalidInputError as exc:
+                print(f"node-agent: error: {exc}", file=sys.stderr)
+                return 2
             if os.geteuid() != 0 and not args.allow_same_user:
                 print("node-agent: error: not running as root, so trials would run as this "
                       "user and could read the node key; run the agent as root (trials then "

@@ -38,4 +38,8 @@ def connection_from(args: argparse.Namespace) -> tuple[str, ChannelSecurity]:
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise InvalidInputError("--coordinator", args.coordinator, "must look like HOST:PORT")
     ca = Path(args.ca) if args.ca else None
-    return args.coordinator, ChannelSecurity(ca=ca, insecure=bool(args.insecure and ca is None))
+    if args.insecure and ca is not None:  # which one was meant is a guess: refuse both
+        raise InvalidInputError(
+            "--insecure", True, f"given with --ca {ca} (the flags or ${ENV_INSECURE} and "
+            f"${ENV_CA}); use --ca for a TLS coordinator or --insecure for a plaintext one")
+    return args.coordinator, ChannelSecurity(ca=ca, insecure=bool(args.insecure))

@@ -61,12 +61,17 @@ def test_agent_refuses_to_run_trials_as_its_own_user_without_consent(
     assert not (tmp_path / "h" / "node.key").exists()
 
 
-def test_bad_limit_flags_name_the_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]
-                                       ) -> None:
-    code = main(["start", "--coordinator", "127.0.0.1:1", "--insecure", "--memory-gb", "-1",
-                 "--home", str(tmp_path / "h")])
-    assert code == 1
-    assert "--memory-gb" in capsys.readouterr().err
+@pytest.mark.parametrize(("flags", "named"), [
+    (["--coordinator", "127.0.0.1:1", "--insecure", "--memory-gb", "-1"], "--memory-gb"),
+    (["--coordinator", "no-port", "--insecure"], "--coordinator"),
+    (["--coordinator", "127.0.0.1:1", "--ca", "/nonexistent/ca.pem"], "--ca"),
+])
+def test_bad_flags_name_the_flag_and_exit_as_usage_errors(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str], named: str) -> None:
+    code = main(["start", *flags, "--home", str(tmp_path / "h")])
+    assert code == 2  # a usage error, as argparse's own
+    assert f"node-agent: error: {named}" in capsys.readouterr().err
+    assert not (tmp_path / "h").exists()
 
 
 def test_warm_runtimes_run_attempts_refill_their_slots_and_stop_refilling_when_draining(
@@ -260,7 +265,7 @@ def test_a_ca_file_that_holds_no_certificate_is_refused_before_anything_is_creat
     code = main(["start", "--coordinator", "127.0.0.1:1", "--ca", str(tmp_path / "ca.pem"),
                  "--allow-same-user", "--home", str(tmp_path / "h")])
     err = capsys.readouterr().err
-    assert code == 1 and "--ca: got" in err and "must hold a PEM certificate" in err
+    assert code == 2 and "--ca: got" in err and "must hold a PEM certificate" in err
     assert not (tmp_path / "h").exists()
 
 
