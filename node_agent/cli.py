@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import fcntl
+import importlib.util
 import json
 import logging
 import math
@@ -304,6 +305,12 @@ def main(argv: list[str] | None = None) -> int:
                 if not all(part.isidentifier() for part in module.split(".")):
                     print(f"node-agent: error: --preload: got {module!r}; must be a module "
                           "name such as torch or numpy.linalg", file=sys.stderr)
+                    return 2
+                top = module.split(".")[0]  # its package, found without importing anything
+                if importlib.util.find_spec(top) is None:
+                    print(f"node-agent: error: --preload: got {module!r}; {top} is not "
+                          f"installed for {sys.executable}, the interpreter trials run in",
+                          file=sys.stderr)
                     return 2
             home.mkdir(parents=True, exist_ok=True, mode=0o711)
             with contextlib.suppress(KeyboardInterrupt):

@@ -56,6 +56,20 @@ def test_a_preload_that_is_not_a_module_name_is_refused() -> None:
     assert "--preload: got 'torch; rm -rf /'" in done.stderr and "module name" in done.stderr
 
 
+def test_a_preload_that_is_not_installed_is_refused(tmp_path: Path) -> None:
+    # before, accepted: every warm runtime then printed the ImportError into trials' stderr
+    done = subprocess.run(
+        [sys.executable, "-m", "node_agent", "start", "--coordinator", "127.0.0.1:1",
+         "--insecure", "--allow-same-user", "--home", str(tmp_path / "home"),
+         "--preload", "numpy", "--preload", "no_such_package_here.sub"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert done.returncode == 2
+    assert "--preload: got 'no_such_package_here.sub'; no_such_package_here is not installed" \
+        in done.stderr
+    assert not (tmp_path / "home").exists()
+
+
 def test_no_preload_with_a_preload_is_refused() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "node_agent", "start", "--coordinator", "127.0.0.1:1",
