@@ -520,20 +520,38 @@ class Hub(AccessMixin, VerificationMixin, LimitsMixin):
     def _lease(
         self, runtime: StudyRuntime, node_id: str, gpu_uuids: list[str]
     ) -> node_pb2.CoordinatorMessage | None:
-        """Start an attempt of a pending trial, or of a new trial the tuner suggests."""
+        """Start an attempt of a pending trial, or of a new trial the tuner suggests.
+
+        A pending trial that failed on this node goes to an idle node that has not failed it
+        (:meth:`_idle_elsewhere`). Where such nodes exist but are busy, this node takes a new
+        suggestion instead and the retry waits for one of them; it runs here only when the
+        tuner has nothing new (so a study never waits on a retry it could run)."""
         study_id = runtime.study.id
         now = self.clock()
-        waiting = next((t for t in self.store.list_trials(study_id, TrialState.PENDING)
-                        if self._idle_elsewhere(runtime, t, node_id) is None), None)
+        waiting: Trial | None = None
+        deferred: Trial | None = None
+        for pending in self.store.list_trials(study_id, TrialState.PENDING):
+            failed_on = self._failed_on(pending)
+            if node_id not in failed_on:
+                waiting = pending
+                break
+            others = self._retry_candidates(pending, failed_on)
+            if self._with_room(runtime, others) is not None:
+                continue  # offered to that idle node
+            if any(self._could_hold(runtime, self.sessions[n].inventory) for n in others):
+                deferred = deferred or pending
+            else:  # no other node could ever take it: retried here
+                waiting = pending
+                break
         with self._unit():  # a suggestion the store does not keep is forgotten with it
-            if waiting is not None:
-                trial = waiting
-            else:
-                suggestion = runtime.tuner.ask()
-                if suggestion.status is not AskStatus.READY:
-                    if suggestion.status is AskStatus.EXHAUSTED:
+            suggestion = None if waiting is not None else runtime.tuner.ask()
+            if suggestion is None or suggestion.status is not AskStatus.READY:
+                trial = waiting or deferred  # the retry runs here rather than wait
+                if trial is None:
+                    if suggestion is not None and suggestion.status is AskStatus.EXHAUSTED:
                         self._maybe_complete(runtime, now)
                     return None
+            else:
                 if suggestion.trial_id is None or suggestion.params is None:
                     raise StateError("tuner returned READY without a trial")
                 trial = Trial(study_id, suggestion.trial_id, suggestion.params,
@@ -551,31 +569,53 @@ class Hub(AccessMixin, VerificationMixin, LimitsMixin):
                  node_id[:8])
         return self._assignment(runtime, attempt, trial)
 
-    def _idle_elsewhere(self, runtime: StudyRuntime, trial: Trial, node_id: str) -> str | None:
-        """For a pending trial that failed on ``node_id``: a connected node, not draining, that
-        has not failed it and has room for it now (among the first
-        :data:`RETRY_NODES_LOOKED_AT` such nodes), where the retry should go instead. A failure
-        may be the node's; on another node the trial either passes or shows the failure its
-        own (see :mod:`coordinator.repeated_failures`). None: retry where it failed."""
+    def _failed_on(self, trial: Trial) -> set[str]:
+        """The nodes an attempt of ``trial`` failed on."""
         if trial.attempts == 0:
-            return None
-        failed_on = {a.node_id for a in self.store.attempts_of_trial(trial.study_id, trial.number)
-                     if a.state is AttemptState.FAILED}
-        if node_id not in failed_on:
-            return None
+            return set()
+        return {a.node_id for a in self.store.attempts_of_trial(trial.study_id, trial.number)
+                if a.state is AttemptState.FAILED}
+
+    def _retry_candidates(self, trial: Trial, failed_on: set[str]) -> list[str]:
+        """Connected nodes, not draining, that have not failed ``trial`` nor declined its study
+        (the first :data:`RETRY_NODES_LOOKED_AT`)."""
+        return [n for n, s in self.sessions.items() if n not in failed_on
+                and not s.draining and (n, trial.study_id) not in self.declined
+                ][:RETRY_NODES_LOOKED_AT]
+
+    @staticmethod
+    def _could_hold(runtime: StudyRuntime, inventory: node_pb2.Inventory) -> bool:
+        """Whether a node of ``inventory`` runs one of the study's trials when it is free."""
         need = runtime.spec.resources
-        candidates = [n for n, s in self.sessions.items() if n not in failed_on
-                      and not s.draining and (n, trial.study_id) not in self.declined]
-        for other in candidates[:RETRY_NODES_LOOKED_AT]:
-            free_gpus, free_cpu = self._free(other, self.sessions[other])
+        if need.gpus:
+            return sum(g.memory_total_gb >= need.min_gpu_memory_gb
+                       for g in inventory.gpus) >= need.gpus
+        return inventory.cpu_slots > 0
+
+    def _with_room(self, runtime: StudyRuntime, nodes: list[str]) -> str | None:
+        """The first of ``nodes`` with room for one of the study's trials now."""
+        need = runtime.spec.resources
+        for node in nodes:
+            free_gpus, free_cpu = self._free(node, self.sessions[node])
             if need.gpus:
                 room = sum(g.memory_total_gb >= need.min_gpu_memory_gb
                            for g in free_gpus) >= need.gpus
             else:
                 room = free_cpu > 0
             if room:
-                return other
+                return node
         return None
+
+    def _idle_elsewhere(self, runtime: StudyRuntime, trial: Trial, node_id: str) -> str | None:
+        """For a pending trial that failed on ``node_id``: a connected node, not draining, that
+        has not failed it and has room for it now (among the first
+        :data:`RETRY_NODES_LOOKED_AT` such nodes), where the retry should go instead. A failure
+        may be the node's; on another node the trial either passes or shows the failure its
+        own (see :mod:`coordinator.repeated_failures`). None: no such node now."""
+        failed_on = self._failed_on(trial)
+        if node_id not in failed_on:
+            return None
+        return self._with_room(runtime, self._retry_candidates(trial, failed_on))
 
     def _free(self, node_id: str, session: NodeSession) -> tuple[list[node_pb2.Gpu], int]:
         """The node's GPUs no running attempt holds, and its CPU slots none holds."""

@@ -312,6 +312,37 @@ def test_a_failed_trial_does_not_wait_for_a_busy_node_while_the_one_it_failed_on
     assert store.get_trial(study, b.trial_id).state is TrialState.RUNNING
 
 
+def test_on_a_busy_pool_a_failed_trial_waits_for_another_node_while_its_node_runs_new_ones(
+        hub3: Hub, store: Store) -> None:
+    # before, the node that had just failed a trial took it back whenever no other node was
+    # idle (the normal case in a busy pool), so a trial's own bug ran max_attempts times there
+    study = submit(hub3, make_spec(budget={"max_trials": 3}))
+    [a] = connect(hub3, "n1")
+    [b] = connect(hub3, "n2")  # busy with trial 1
+    [c] = finish(hub3, "n1", a.attempt_id, "failed", CRASH)
+    assert c.trial_id not in (a.trial_id, b.trial_id)  # n1 runs a new trial
+    assert store.get_trial(study, a.trial_id).state is TrialState.PENDING
+    [d] = finish(hub3, "n2", b.attempt_id)
+    assert (d.trial_id, store.get_attempt(d.attempt_id).node_id) == (a.trial_id, "n2")
+    assert finish(hub3, "n2", d.attempt_id, "failed", CRASH) == []  # the same way twice: ends
+    assert store.get_trial(study, a.trial_id).state is TrialState.FAILED
+    finish(hub3, "n1", c.attempt_id)
+    assert hub3.study_view(study).study.state is StudyState.COMPLETED
+
+
+def test_a_deferred_retry_runs_where_it_failed_once_the_tuner_has_nothing_new(
+        hub3: Hub, store: Store) -> None:
+    study = submit(hub3, make_spec(budget={"max_trials": 3}))
+    [a] = connect(hub3, "n1")
+    [b] = connect(hub3, "n2")
+    [c] = finish(hub3, "n1", a.attempt_id, "failed", CRASH)  # n1 takes trial 2; 0 waits
+    [d] = finish(hub3, "n1", c.attempt_id)  # nothing new is left: the retry runs on n1
+    assert (d.trial_id, store.get_attempt(d.attempt_id).node_id) == (a.trial_id, "n1")
+    finish(hub3, "n1", d.attempt_id)
+    finish(hub3, "n2", b.attempt_id)
+    assert hub3.study_view(study).study.state is StudyState.COMPLETED
+
+
 def test_with_no_other_node_able_to_run_it_a_failed_trial_is_retried_where_it_failed(
         hub3: Hub, store: Store) -> None:
     study = submit(hub3, make_spec(budget={"max_trials": 1}))
