@@ -240,7 +240,8 @@ def check_new(spec: StudySpec) -> None:
     stored without it (a stored study is re-read with :meth:`StudySpec.from_mapping` alone, so
     it still rebuilds): a name with control characters (they would reach terminals), an
     objective metric that ``trial.report(step, NAME=value)`` cannot take, GPU memory asked of a
-    study without GPUs, or more of it than any GPU has."""
+    study without GPUs, or more of it than any GPU has, or a scheduler that stops trials early
+    with no steps to stop them between (``fidelity.max == fidelity.min``: no ``[fidelity]``)."""
     if not spec.name.isprintable():
         raise InvalidInputError("name", spec.name, "must be printable text, without control "
                                 "characters such as line breaks or escapes")
@@ -250,6 +251,13 @@ def check_new(spec: StudySpec) -> None:
             "objective.metric", metric,
             "must be a name trial.report(step, NAME=value) takes: not 'step' or 'self' "
             "(report's own arguments) nor a Python keyword")
+    fidelity, scheduler = spec.fidelity, spec.search.scheduler
+    if scheduler != "fifo" and fidelity.max == fidelity.min:
+        raise InvalidInputError(
+            "fidelity.max", fidelity.max,
+            f"must be more than fidelity.min ({fidelity.min}) for scheduler {scheduler!r}, "
+            "which stops trials between the two: set [fidelity] max to the steps (epochs) a "
+            "trial trains, or scheduler = \"fifo\" for trials that report one step")
     mem = spec.resources.min_gpu_memory_gb
     if mem > 0 and spec.resources.gpus == 0:
         raise InvalidInputError("resources.min_gpu_memory_gb", mem,

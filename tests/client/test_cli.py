@@ -431,7 +431,8 @@ def _try_params(tmp_path: Path, capfd: pytest.CaptureFixture[str], *given: str
 
     (tmp_path / "train.py").write_text(PRINT_PARAMS)
     (tmp_path / "study.toml").write_text(
-        'name = "p"\n[objective]\nmetric = "loss"\n[budget]\nmax_trials = 2\n[space]\n'
+        'name = "p"\n[objective]\nmetric = "loss"\n[budget]\nmax_trials = 2\n'
+        '[fidelity]\nmax = 3\n[space]\n'
         'hidden = { type = "int", low = 16, high = 256, log = true }\n'
         'opt = { type = "categorical", choices = ["Adam", "adam", "SGD"] }\n'
         'k = { type = "categorical", choices = [1, "1"] }\n'

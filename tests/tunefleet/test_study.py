@@ -366,8 +366,14 @@ def test_load_study_file_reports_schema_errors(tmp_path: Path) -> None:
     ({'metric = "val_loss"': 'metric = "step"'}, "objective.metric", "must be a name trial"),
     ({'metric = "val_loss"': 'metric = "lambda"'}, "objective.metric", "must be a name trial"),
     ({'metric = "val_loss"': 'metric = "self"'}, "objective.metric", "must be a name trial"),
+    # before, accepted: every trial trained one step, and the scheduler could stop none
+    ({"[fidelity]                    # the `step` of trial.report: epochs here\n": "",
+      "min = 1\nmax = 9\neta = 3\n": ""}, "fidelity.max",
+     r"must be more than fidelity.min \(1\) for scheduler 'hyperband'"),
+    ({"max = 9\n": "max = 1\n", 'scheduler = "hyperband"': 'scheduler = "median"'},
+     "fidelity.max", r"must be more than fidelity.min \(1\) for scheduler 'median'"),
 ], ids=["control-characters-in-name", "gpu-memory-without-gpus", "gpu-memory-beyond-any",
-        "metric-step", "metric-keyword", "metric-self"])
+        "metric-step", "metric-keyword", "metric-self", "no-fidelity", "no-steps-between"])
 def test_a_new_study_file_is_held_to_the_rules_stored_studies_predate(
         tmp_path: Path, edits: dict[str, str], field: str, allowed: str) -> None:
     # before, accepted: a name that reached terminals with escapes, and studies that waited
