@@ -24,7 +24,7 @@ from client.report import best_pruned, write_report, write_trials_csv
 from client.results import StudyStatus, TrialResult
 from client.sdk import Client, CoordinatorError, build_bundle, check_submittable
 from tunefleet import serde
-from tunefleet.bundle import RESULTS_MARKER
+from tunefleet.bundle import RESULTS_MARKER, file_digests
 from tunefleet.connection import add_connection_args, connection_from
 from tunefleet.errors import InvalidInputError, TunefleetError
 from tunefleet.keys import Identity, load, load_or_create
@@ -32,6 +32,7 @@ from tunefleet.search_limits import grid_size
 from tunefleet.space import CategoricalParam, IntParam
 from tunefleet.study import StudySpec, deadline_text, load_study_file
 from tunefleet.trial import ENV_TRIAL
+from tunefleet.v1 import common_pb2
 
 __all__ = ["main"]
 
@@ -348,7 +349,8 @@ def _run_local(args: argparse.Namespace) -> int:
         with Client(cluster.address, identity, cluster.security) as client, \
                 AgentWatch(cluster, client.close) as agents:
             try:
-                status = _resume_or_submit(client, identity, spec, bundle_dir, info)
+                status = _resume_or_submit(client, identity, spec, bundle_dir, info,
+                                           cluster.state_dir / SUBMITTED_FILES)
                 grid = (grid_size(spec.space) if spec.search.searcher == "grid" else None)
                 final = _settled(client, _watch(client, status.study_id, info, grid))
                 trials = client.trials(status.study_id, include_reports=True)
@@ -413,29 +415,62 @@ def _state_hint(args: argparse.Namespace) -> str:
     return f"; the state is kept in {args.state_dir}: the same command resumes the study"
 
 
+SUBMITTED_FILES = "submitted-files.json"  # in a run's state directory: each study's files
+
+
 def _resume_or_submit(client: Client, identity: Identity, spec: StudySpec, bundle_dir: Path,
-                      info: TextIO) -> StudyStatus:
+                      info: TextIO, record: Path) -> StudyStatus:
     """Submit the study, or follow the same study (same spec, same bundle) that an earlier,
     interrupted run on this state directory left running. Other studies an earlier run left
-    running would take the agents from this one: they are stopped, and said so."""
+    running would take the agents from this one: they are stopped, and said so, naming what
+    changed (``record`` keeps the digest of each file a submitted study's bundle packed)."""
     bundle = build_bundle(spec, bundle_dir, identity)
     wanted = serde.spec_to_proto(spec, bundle.digest)
     running = [s for s in client.studies() if not s.finished]
     resumed = next((s for s in running if client.study_spec(s.study_id) == wanted), None)
+    try:
+        submitted: dict[str, dict[str, str]] = json.loads(record.read_text())
+    except (OSError, ValueError):
+        submitted = {}
+    files = file_digests(bundle_dir)
     for s in running:
         if s is not resumed:
             client.stop(s.study_id)
             print(f"stopped study {s.study_id} ({s.name}), left running by an earlier run: "
-                  "its study file or code has changed since", file=info, flush=True)
+                  + _what_changed(client.study_spec(s.study_id), wanted,
+                                  submitted.get(s.study_id), files), file=info, flush=True)
     if resumed is not None:
         print(f"study {resumed.study_id} ({spec.name}): resuming it where an earlier run left "
               f"it ({_budget_text(spec)})", file=info, flush=True)
         return resumed
     client.upload(bundle)
     status = client.submit_spec(wanted)
+    submitted[status.study_id] = files
+    with contextlib.suppress(OSError):  # without it, a resume only names less
+        record.write_text(json.dumps(submitted))
     print(f"study {status.study_id} ({spec.name}): {spec.search.searcher} + "
           f"{spec.search.scheduler}, {_budget_text(spec)}", file=info, flush=True)
     return status
+
+
+def _what_changed(old: common_pb2.StudySpec, new: common_pb2.StudySpec,
+                  old_files: dict[str, str] | None, files: dict[str, str]) -> str:
+    """Why a study left running is not this one: its study file, or the files its bundle
+    packed (named, where the earlier run recorded them)."""
+    old_spec, new_spec = common_pb2.StudySpec(), common_pb2.StudySpec()
+    old_spec.CopyFrom(old)
+    new_spec.CopyFrom(new)
+    old_spec.bundle_digest = new_spec.bundle_digest = ""
+    if old_spec != new_spec:
+        return "its study file has changed since"
+    if old_files is None:
+        return "its code has changed since"
+    changed = sorted(name for name in old_files.keys() | files.keys()
+                     if old_files.get(name) != files.get(name))
+    shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+    return (f"files in its folder have changed since ({shown}); every file there is part of "
+            "the study's code, so keep a run's logs and outputs outside it (or under runs/, "
+            "which is left out)")
 
 
 def _coerce(name: str, text: str, spec: StudySpec | None) -> Any:

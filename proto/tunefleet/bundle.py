@@ -18,6 +18,7 @@ import json
 import os
 import tarfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -29,6 +30,8 @@ __all__ = [
     "MANIFEST_NAME",
     "SignedBundle",
     "pack_directory",
+    "bundled_files",
+    "file_digests",
     "sign_digest",
     "verify_bundle",
     "safe_unpack",
@@ -78,17 +81,8 @@ def pack_directory(directory: Path, manifest: dict[str, Any], identity: Identity
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
         _add_bytes(tar, MANIFEST_NAME, json.dumps(manifest, sort_keys=True).encode())
-        for root, dirs, files in os.walk(directory):
-            dirs[:] = sorted(d for d in dirs if d not in EXCLUDED_DIRS
-                             and not (Path(root) / d / RESULTS_MARKER).is_file())
-            for name in sorted(files):
-                path = Path(root) / name
-                rel = path.relative_to(directory).as_posix()
-                if path.is_symlink() or not path.is_file() or rel == MANIFEST_NAME:
-                    continue
-                if name.endswith((".pyc", ".key")):
-                    continue
-                _add_bytes(tar, rel, path.read_bytes(), mode=path.stat().st_mode & 0o755)
+        for rel, path in bundled_files(directory):
+            _add_bytes(tar, rel, path.read_bytes(), mode=path.stat().st_mode & 0o755)
     data = gzip.compress(raw.getvalue(), mtime=0)
     if len(data) > MAX_BUNDLE_BYTES:
         raise BundleError(
@@ -97,6 +91,28 @@ def pack_directory(directory: Path, manifest: dict[str, Any], identity: Identity
         )
     digest = digest_of(data)
     return SignedBundle(data, digest, identity.public_key, sign_digest(identity, digest))
+
+
+def bundled_files(directory: Path) -> Iterator[tuple[str, Path]]:
+    """``(name in the bundle, path)`` of every file :func:`pack_directory` packs from
+    ``directory``, in the bundle's order."""
+    for root, dirs, files in os.walk(directory):
+        dirs[:] = sorted(d for d in dirs if d not in EXCLUDED_DIRS
+                         and not (Path(root) / d / RESULTS_MARKER).is_file())
+        for name in sorted(files):
+            path = Path(root) / name
+            rel = path.relative_to(directory).as_posix()
+            if path.is_symlink() or not path.is_file() or rel == MANIFEST_NAME:
+                continue
+            if name.endswith((".pyc", ".key")):
+                continue
+            yield rel, path
+
+
+def file_digests(directory: Path) -> dict[str, str]:
+    """The sha256 of each file a bundle of ``directory`` packs, by its name in the bundle."""
+    return {rel: hashlib.sha256(path.read_bytes()).hexdigest()
+            for rel, path in bundled_files(directory)}
 
 
 def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644) -> None:

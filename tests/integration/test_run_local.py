@@ -54,9 +54,39 @@ def test_a_run_whose_study_changed_stops_the_one_an_earlier_run_left(
     study.write_text(study.read_text().replace("max_trials = 6", "max_trials = 2"))
     proc = cli("run", str(study), "--local", "1", "--state-dir", str(state), timeout=180)
     assert proc.returncode == 0, proc.stderr
-    assert f"stopped study {left} (tiny), left running by an earlier run" in proc.stdout
+    assert (f"stopped study {left} (tiny), left running by an earlier run: its study file "
+            "has changed since") in proc.stdout
     rows = dict(query(state / "coordinator.db", "SELECT id, state FROM studies"))
     assert rows.pop(left) == "stopped" and list(rows.values()) == ["completed"]
+
+
+def test_a_study_stopped_because_files_in_its_folder_changed_names_them(
+        tmp_path: Path, tiny_train_dir: Path) -> None:
+    # before, a log written into the study's folder (`tunefleet run ... | tee run.log`) made
+    # the next run stop the interrupted study saying only that its file or code had changed
+    import io
+
+    from client.cli import SUBMITTED_FILES, _resume_or_submit
+
+    identity, _ = researcher_identity()
+    spec = load_study_file(tiny_train_dir / "study.toml")
+    record = tmp_path / SUBMITTED_FILES
+    with LocalCluster(0, state_dir=tmp_path / "state", researchers=[identity.key_id]) as cluster, \
+            Client(cluster.address, identity, cluster.security) as client:
+        first = _resume_or_submit(client, identity, spec, tiny_train_dir, io.StringIO(), record)
+        again = io.StringIO()
+        assert _resume_or_submit(client, identity, spec, tiny_train_dir, again,
+                                 record).study_id == first.study_id
+        assert "resuming it" in again.getvalue()
+        (tiny_train_dir / "run.log").write_text("starting an embedded coordinator\n")
+        (tiny_train_dir / "runs").mkdir()
+        (tiny_train_dir / "runs" / "out.txt").write_text("left out of bundles")
+        told = io.StringIO()
+        second = _resume_or_submit(client, identity, spec, tiny_train_dir, told, record)
+    assert second.study_id != first.study_id
+    assert (f"stopped study {first.study_id} (tiny), left running by an earlier run: files in "
+            "its folder have changed since (run.log); every file there is part of the study's "
+            "code") in told.getvalue()
 
 
 def test_a_run_whose_agents_all_exit_says_so_instead_of_waiting_forever(
