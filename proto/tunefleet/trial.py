@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 import select
 import sys
@@ -68,8 +69,10 @@ class TrialContext:
         return self._out is not None
 
     def report(self, step: int, **metrics: float) -> None:
-        if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step < 2**62:
+        if isinstance(step, bool) or not isinstance(step, numbers.Integral) or not (
+                0 <= step < 2**62):
             raise InvalidInputError("step", step, "must be an integer in [0, 2**62)")
+        step = int(step)  # a numpy integer, say, as the int it is
         if self.max_step is not None and step > self.max_step:
             raise InvalidInputError(
                 "step", step, f"must be at most trial.max_step ({self.max_step}, the study's "

@@ -194,6 +194,14 @@ def test_numeric_metric_types_are_accepted(agent: Agent, value: Any) -> None:
     assert type(got) is float and got == float(value)
 
 
+@pytest.mark.parametrize("step", [np.int64(2), np.int32(2), np.uint8(2)])
+def test_numpy_integer_steps_are_the_ints_they_are(agent: Agent, step: Any) -> None:
+    # before, refused as "must be an integer": `for step in np.arange(1, 4)` failed the trial
+    agent.ctx.report(step, loss=0.5)
+    got = agent.read_report()["step"]
+    assert type(got) is int and got == 2
+
+
 def test_steps_must_strictly_increase(capsys: pytest.CaptureFixture[str]) -> None:
     ctx = TrialContext({})
     ctx.report(3, loss=1.0)
