@@ -4,11 +4,13 @@ Baselines, in the same simulator and the same run: random search with FIFO, rand
 twice the budget, and Optuna's TPE sampler with its Hyperband pruner. For every benchmark,
 worker count and seed the simulator records the compute (in full-fidelity evaluations) and the
 virtual wall time until the incumbent reaches the target (the 1% quantile of 1,000 random
-configurations at full fidelity), and the final regret. It prints medians over seeds as ratios
-default / baseline, and writes a PNG of median regret over compute and a markdown table of the
-figures to ``scripts/results/``.
+configurations at full fidelity), and the final regret (at each method's own budget). It prints
+medians over seeds as ratios default / baseline, and writes the same text as a markdown table
+(``--table``) and a PNG of median regret over compute (``--png``). Both default to the
+committed figures in ``scripts/results/``: name other files (or '-') for any other run.
 
-    python scripts/bench_schedulers.py --seeds 30 --workers 1 8 32 --jobs 2
+    python scripts/bench_schedulers.py --seeds 30 --workers 1 8 32 --jobs 2 \
+        --table /tmp/bench.md --png /tmp/bench.png
 
 Medians over a few seeds are noisy (compute to the target is bimodal with several workers), so
 every ratio a target names (the suite's geometric means, the crossing benchmark's ratio to
@@ -20,7 +22,9 @@ random search, the ratio of 32 workers to 1) comes with a 90% bootstrap interval
 from __future__ import annotations
 
 import argparse
+import importlib
 import math
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -34,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from simulate.benchmarks import BENCHMARKS, FIDELITY  # noqa: E402
 from simulate.simulator import AskTell, simulate  # noqa: E402
+from simulate.tabular import TabularBenchmark  # noqa: E402
 
 from coordinator.scheduling import (  # noqa: E402
     SCHEDULER_FACTORIES,
@@ -42,9 +47,39 @@ from coordinator.scheduling import (  # noqa: E402
 )
 
 METHODS = ("default", "random", "random2x", "optuna")
+METHOD_HELP = {
+    "default": "TPE + asynchronous Hyperband (the coordinator's defaults)",
+    "random": "random search with FIFO",
+    "random2x": "random search with FIFO and twice the budget",
+    "optuna": "Optuna's TPE + HyperbandPruner (needs optuna: pip install -e '.[bench]')",
+}
+OPTUNA_HINT = "install it with pip install -e '.[bench]' (or pip install 'optuna>=3.6')"
 GRID_POINTS = 60
 RESULTS = Path(__file__).resolve().parent / "results"
 CROSSING = "crossing"  # the robustness variant: judged against random search, not averaged
+ALLOWED_METHODS = (
+    f"allowed: {', '.join(METHODS)}, or searcher+scheduler with a searcher of "
+    f"{', '.join(SEARCHER_FACTORIES)} and a scheduler of {', '.join(SCHEDULER_FACTORIES)} "
+    "(e.g. tpe+asha)"
+)
+
+
+def method_error(method: str) -> str | None:
+    """``None`` if ``method`` names a method (one of :data:`METHODS` or ``searcher+scheduler``
+    with names of ``SEARCHER_FACTORIES`` and ``SCHEDULER_FACTORIES``), else what is wrong."""
+    if method in METHODS:
+        return None
+    parts = method.split("+")
+    if len(parts) != 2:
+        return f"got {method!r}; {ALLOWED_METHODS}"
+    searcher, scheduler = parts
+    if searcher not in SEARCHER_FACTORIES:
+        return (f"got {method!r}: unknown searcher {searcher!r}; searchers: "
+                f"{', '.join(SEARCHER_FACTORIES)}")
+    if scheduler not in SCHEDULER_FACTORIES:
+        return (f"got {method!r}: unknown scheduler {scheduler!r}; schedulers: "
+                f"{', '.join(SCHEDULER_FACTORIES)}")
+    return None
 
 
 def make(method: str, bench_name: str, seed: int, max_running: int | None = None) -> AskTell:
@@ -60,18 +95,18 @@ def make(method: str, bench_name: str, seed: int, max_running: int | None = None
         from simulate.optuna_adapter import OptunaTuner
 
         return OptunaTuner(space, FIDELITY, seed)
-    if "+" in method:  # searcher+scheduler, for exploration
+    if method_error(method) is None:  # searcher+scheduler, for exploration
         searcher, scheduler = method.split("+")
         return Tuner(
             SEARCHER_FACTORIES[searcher](space, seed), SCHEDULER_FACTORIES[scheduler](FIDELITY, seed)
         )
-    raise ValueError(f"method: got {method!r}; allowed: {list(METHODS)} or 'searcher+scheduler'")
+    raise ValueError(f"method: got {method!r}; {ALLOWED_METHODS}")
 
 
 def run_one(task: tuple[str, str, int, int, float, int | None]) -> dict[str, Any]:
     method, bench_name, workers, seed, budget, max_running = task
     bench = BENCHMARKS[bench_name]
-    full = budget * FIDELITY.max * (2 if method == "random2x" else 1)
+    full = budget_of(method, budget) * FIDELITY.max
     started = time.process_time()
     trace = simulate(make(method, bench_name, seed, max_running), bench, workers, full)
     compute, wall = trace.first_reaching(bench.target())
@@ -80,7 +115,8 @@ def run_one(task: tuple[str, str, int, int, float, int | None]) -> dict[str, Any
         "task": task,
         "compute": compute / FIDELITY.max,
         "wall": wall / FIDELITY.max,
-        "regret": trace.best_at(budget * FIDELITY.max) - bench.optimum,
+        # final regret at the method's own budget (random2x: twice the others')
+        "regret": trace.best_at(budget_of(method, budget) * FIDELITY.max) - bench.optimum,
         "curve": [trace.best_at(c) - bench.optimum for c in grid],
         "cpu": time.process_time() - started,
         "trials": trace.trials,
@@ -123,29 +159,154 @@ def geomean(values: list[float]) -> float:
     return math.exp(float(np.mean(np.log(values)))) if values else math.nan
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults after every option's help (where there is one), and the epilog as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
+EPILOG = f"""\
+benchmarks: {', '.join(BENCHMARKS)}
+  ({CROSSING} is judged against random search and left out of the suite's geometric means;
+  digits reads scripts/data/digits_curves.npz)
+methods:
+{chr(10).join(f"  {m:9} {text}" for m, text in METHOD_HELP.items())}
+  searcher+scheduler, for exploration, e.g. tpe+asha; searchers: {', '.join(SEARCHER_FACTORIES)};
+  schedulers: {', '.join(SCHEDULER_FACTORIES)}
+
+Prints to stdout, for every benchmark and worker count, the medians over seeds of each method's
+compute to the target, the ratios default/baseline, the default's virtual wall time and each
+method's final regret; then the suite's geometric means with 90% bootstrap intervals, the
+{CROSSING} ratio to random search and the ratio of the most workers to the fewest. --table gets
+the same text as markdown (with the command line), --png a figure of median regret over
+compute. Their defaults are the committed figures in scripts/results/: name other files (or '-')
+for any other run.
+"""
+
+
+def unwritable(path: Path) -> str | None:
+    """Why a file cannot be written at ``path`` (its missing folders created), or ``None``.
+
+    Checks without creating anything: ``path`` must not be a folder, an existing file must be
+    writable, and the nearest existing ancestor must be a writable folder.
+    """
+    if path.is_dir():
+        return "is a folder"
+    if path.exists():
+        return None if os.access(path, os.W_OK) else "is not writable"
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"cannot be created: {parent} is not a folder"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"cannot be created: the folder {parent} is not writable"
+    return None
+
+
+def importable(module: str) -> bool:
+    """Whether ``module`` imports (a missing or broken install both count as not)."""
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, checked before any work: a bad value exits 2 with a message naming
+    the option, the value and what is allowed."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=EPILOG,
+                                     formatter_class=_HelpFormatter)
     parser.add_argument("--seeds", type=int, default=30,
-                        help="how many seeds (default 30; report at least 10)")
+                        help="how many seeds, at least 1 (report at least 10)")
     parser.add_argument("--seed-start", type=int, default=0,
-                        help="the first seed (seeds run from here on; default 0)")
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 8, 32])
+                        help="the first seed, at least 0 (seeds run from here on)")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 8, 32],
+                        help="worker counts to simulate, each at least 1")
     parser.add_argument("--budget", type=float, default=100.0,
-                        help="compute budget in full-fidelity evaluations (random2x gets twice)")
-    parser.add_argument("--benchmarks", nargs="+", default=list(BENCHMARKS))
-    parser.add_argument("--methods", nargs="+", default=list(METHODS))
-    parser.add_argument("--jobs", type=int, default=1)
+                        help="compute budget in full-fidelity evaluations, > 0 "
+                             "(random2x gets twice)")
+    parser.add_argument("--benchmarks", nargs="+", default=list(BENCHMARKS),
+                        help="benchmarks to run (names below)")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS),
+                        help="methods to compare (names below); the ratios need 'default'")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="processes that run the simulations, at least 1")
     parser.add_argument("--max-running", type=int, default=None,
-                        help="the default method's [search] max_running (default: no limit)")
+                        help="the default method's [search] max_running, at least 1 "
+                             "(default: no limit); needs 'default' in --methods")
     parser.add_argument("--png", type=Path, default=RESULTS / "bench_schedulers.png",
-                        help="PNG of median regret over compute ('-' for none; needs matplotlib)")
+                        help="PNG of median regret over compute, written at exactly this path, "
+                             "which must end in .png ('-' for none; needs matplotlib)")
     parser.add_argument("--table", type=Path, default=RESULTS / "bench_schedulers.md",
-                        help="markdown file for the figures ('-' for none)")
-    args = parser.parse_args()
+                        help="markdown file for the printed figures ('-' for none)")
+    args = parser.parse_args(argv)
+
+    def once(option: str, values: list[Any]) -> None:
+        repeated = sorted({str(v) for v in values if values.count(v) > 1})
+        if repeated:
+            parser.error(f"{option}: got {' '.join(map(str, values))}; each value at most once "
+                         f"(repeated: {', '.join(repeated)})")
+
     if args.seeds < 1:
         parser.error(f"--seeds: got {args.seeds}; must be >= 1")
+    if args.seed_start < 0:
+        parser.error(f"--seed-start: got {args.seed_start}; must be >= 0")
+    bad = [w for w in args.workers if w < 1]
+    if bad:
+        parser.error(f"--workers: got {bad[0]}; each worker count must be >= 1")
+    once("--workers", args.workers)
+    if not (math.isfinite(args.budget) and args.budget > 0):
+        parser.error(f"--budget: got {args.budget:g}; must be a finite number > 0 "
+                     "(full-fidelity evaluations)")
+    unknown = [b for b in args.benchmarks if b not in BENCHMARKS]
+    if unknown:
+        parser.error(f"--benchmarks: got {unknown[0]!r}; allowed: {', '.join(BENCHMARKS)}")
+    once("--benchmarks", args.benchmarks)
+    for m in args.methods:
+        error = method_error(m)
+        if error is not None:
+            parser.error(f"--methods: {error}")
+    once("--methods", args.methods)
+    if args.jobs < 1:
+        parser.error(f"--jobs: got {args.jobs}; must be >= 1")
     if args.max_running is not None and args.max_running < 1:
         parser.error(f"--max-running: got {args.max_running}; must be >= 1")
+    if args.max_running is not None and "default" not in args.methods:
+        parser.error(f"--max-running: got {args.max_running}, but it limits the default method "
+                     f"only and --methods ({' '.join(args.methods)}) leaves 'default' out; "
+                     "add default to --methods or drop --max-running")
+    if "optuna" in args.methods and not importable("optuna"):
+        parser.error(f"--methods: 'optuna' needs the optuna package, which is not installed; "
+                     f"{OPTUNA_HINT}, or leave optuna out of --methods")
+    for name in args.benchmarks:
+        bench = BENCHMARKS[name]
+        if isinstance(bench, TabularBenchmark) and not bench.path.exists():
+            parser.error(f"--benchmarks: {name!r} needs {bench.path}, which is missing; build it "
+                         "with scripts/make_digits_curves.py or leave it out")
+    if str(args.png) != "-":
+        if args.png.suffix.lower() != ".png":
+            parser.error(f"--png: got {str(args.png)!r}; a path ending in .png, or '-' for none")
+        if not importable("matplotlib"):
+            parser.error("--png: needs matplotlib, which is not installed; install it or pass "
+                         "--png -")
+    for option, path in (("--table", args.table), ("--png", args.png)):
+        why = None if str(path) == "-" else unwritable(path)
+        if why is not None:
+            parser.error(f"{option}: got {str(path)!r}, which {why}; give a writable file path, "
+                         "or '-' for none")
+    if str(args.table) != "-" and str(args.png) != "-" and (
+            args.table.resolve() == args.png.resolve()):
+        parser.error(f"--table and --png: both name {str(args.table)!r}; give two files")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     seeds = list(range(args.seed_start, args.seed_start + args.seeds))
 
     tasks = [
@@ -167,14 +328,15 @@ def main() -> None:
     print("\n".join(lines))
     if str(args.table) != "-":
         args.table.parent.mkdir(parents=True, exist_ok=True)
-        command = "python scripts/bench_schedulers.py " + " ".join(sys.argv[1:])
+        command = "python scripts/bench_schedulers.py " + " ".join(
+            sys.argv[1:] if argv is None else argv)
         args.table.write_text(
             "# Scheduler benchmark\n\n`" + command.strip() + "`\n\n```\n"
             + "\n".join(lines) + "\n```\n"
         )
         print(f"wrote {args.table}")
     if str(args.png) != "-":
-        plot(by, args, args.png)
+        print(f"wrote {plot(by, args, args.png)}")
 
 
 def report(by: dict[tuple[str, str, int], list[dict[str, Any]]], results: list[dict[str, Any]],
@@ -187,7 +349,8 @@ def report(by: dict[tuple[str, str, int], list[dict[str, Any]]], results: list[d
         out.append(f"default runs at most {args.max_running} trials at once (max_running)")
     out.append("compute and virtual wall time in full-fidelity evaluations (medians over seeds; "
                "inf: the median run did not reach the target; '<': the baseline's median run "
-               "did not, and its budget stands in, so the ratio is an upper bound)")
+               "did not, and its budget stands in, so the ratio is an upper bound); regret: "
+               "median final regret at each method's own budget (random2x: twice)")
     methods = args.methods
     baselines = [m for m in methods if m != "default"]
     has_default = "default" in methods
@@ -230,7 +393,7 @@ def report(by: dict[tuple[str, str, int], list[dict[str, Any]]], results: list[d
             c = median([r["compute"] for r in by[("random", CROSSING, w)]])
             q, bound = censored_ratio(a, c, args.budget)
             ci_lo, ci_hi = bootstrap_crossing(by, args, w)
-            out.append(f"  N={w:>2}  {'<' if bound else ''}{fmt(q)}  [{fmt(ci_lo)}, {fmt(ci_hi)}]"
+            out.append(f"  N={w:>2}  {'<' if bound else ''}{estimate(q, ci_lo, ci_hi)}"
                        f"   (default {fmt(a)}, random {fmt(c)})")
     if has_default and len(args.workers) > 1:
         lo, hi = min(args.workers), max(args.workers)
@@ -247,9 +410,10 @@ def report(by: dict[tuple[str, str, int], list[dict[str, Any]]], results: list[d
                 qs.append(q)
             out.append(f"  {b:10} {'<' if bound else ''}{fmt(q)}   "
                        f"(N={lo}: {fmt(c)}, N={hi}: {fmt(a)})")
-        ci_lo, ci_hi = bootstrap_scaling(by, args, lo, hi)
-        out.append(f"  geometric mean (without {CROSSING}): {fmt(geomean(qs))}  "
-                   f"[{fmt(ci_lo)}, {fmt(ci_hi)}]")
+        if any(b != CROSSING for b in args.benchmarks):  # else there is nothing to average
+            ci_lo, ci_hi = bootstrap_scaling(by, args, lo, hi)
+            out.append(f"  geometric mean (without {CROSSING}): "
+                       f"{estimate(geomean(qs), ci_lo, ci_hi)}")
         busy = hi if args.max_running is None else min(hi, args.max_running)
         out.append(f"  (with {busy} trials at once the target takes at least about {busy} full "
                    f"evaluations of compute: the first full-fidelity result takes {FIDELITY.max} "
@@ -258,6 +422,18 @@ def report(by: dict[tuple[str, str, int], list[dict[str, Any]]], results: list[d
     out.append("")
     out.append("median CPU seconds per run: " + ", ".join(f"{m} {v:.2f}" for m, v in cpu.items()))
     return out
+
+
+UNDEFINED = "undefined (no median run of either side reached the target)"
+
+
+def estimate(point: float, lo: float, hi: float) -> str:
+    """``point  [lo, hi]``; where ``point`` is NaN (neither side's median run reached the
+    target, so there is no ratio) the text says so instead of showing an interval of the
+    resamples that happened to be defined, which could not contain the point."""
+    if math.isnan(point):
+        return UNDEFINED
+    return f"{fmt(point)}  [{fmt(lo)}, {fmt(hi)}]"
 
 
 def _by_seed(by: dict[tuple[str, str, int], list[dict[str, Any]]], method: str, bench: str,
@@ -271,7 +447,9 @@ def bootstrap(statistic: Callable[[np.ndarray], float], n: int, rounds: int = 10
               ) -> tuple[float, float]:
     """5% and 95% quantiles of ``statistic(pick)`` over ``rounds`` draws of ``n`` seed indices
     with replacement (every method is indexed by the same draw: runs are paired by seed).
-    NaN results (no method reached the target) are left out; ``(nan, nan)`` when none is left."""
+    NaN results (no method reached the target) are left out; ``(nan, nan)`` when none is left.
+    The interval is only shown next to a defined (non-NaN) point estimate (see
+    :func:`estimate`)."""
     if n == 0:
         return math.nan, math.nan
     rng = np.random.default_rng(0)
@@ -332,8 +510,24 @@ def bootstrap_scaling(by: dict[tuple[str, str, int], list[dict[str, Any]]],
     return bootstrap(statistic, len(comp[(benches[0], lo)]) if benches else 0)
 
 
-def plot(by: dict[tuple[str, str, int], list[dict[str, Any]]], args: argparse.Namespace,
-         path: Path) -> None:
+LINE_STYLES: dict[str, dict[str, Any]] = {
+    "default": {"linestyle": "-", "linewidth": 1.5},
+    # random2x runs random's seeds on, so up to the budget its curve is random's: random is
+    # drawn wide and solid, random2x thin and dashed on top, so that both stay visible
+    "random": {"linestyle": "-", "linewidth": 3.0, "alpha": 0.6},
+    "random2x": {"linestyle": "--", "linewidth": 1.2},
+    "optuna": {"linestyle": "-.", "linewidth": 1.5},
+}
+
+
+def line_style(method: str) -> dict[str, Any]:
+    """Matplotlib line keywords of ``method`` (dotted for searcher+scheduler methods)."""
+    return dict(LINE_STYLES.get(method, {"linestyle": ":", "linewidth": 1.5}))
+
+
+def draw(by: dict[tuple[str, str, int], list[dict[str, Any]]], args: argparse.Namespace) -> Any:
+    """The figure of median regret over compute: a row per worker count, a column per
+    benchmark, a line per method (each to its own budget, in its own style)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -347,9 +541,8 @@ def plot(by: dict[tuple[str, str, int], list[dict[str, Any]]], args: argparse.Na
             for m in args.methods:
                 curves = np.array([r["curve"] for r in by[(m, b, w)]])
                 med = np.median(curves, axis=0)
-                limit = 2 * args.budget if m == "random2x" else args.budget
-                keep = (grid <= limit) & np.isfinite(med)
-                ax.plot(grid[keep], np.maximum(med[keep], 1e-6), label=m)
+                keep = (grid <= budget_of(m, args.budget)) & np.isfinite(med)
+                ax.plot(grid[keep], np.maximum(med[keep], 1e-6), label=m, **line_style(m))
             ax.set_yscale("log")
             ax.set_title(f"{b} (N={w})", fontsize=9)
             ax.tick_params(labelsize=7)
@@ -358,9 +551,19 @@ def plot(by: dict[tuple[str, str, int], list[dict[str, Any]]], args: argparse.Na
         ax.set_xlabel("compute (full evaluations)", fontsize=8)
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
+    return fig
+
+
+def plot(by: dict[tuple[str, str, int], list[dict[str, Any]]], args: argparse.Namespace,
+         path: Path) -> Path:
+    """Write :func:`draw`'s figure as PNG at exactly ``path`` (no suffix added); return it."""
+    import matplotlib.pyplot as plt
+
+    fig = draw(by, args)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    print(f"wrote {path}")
+    fig.savefig(path, dpi=80, format="png")
+    plt.close(fig)
+    return path
 
 
 if __name__ == "__main__":

@@ -1,11 +1,12 @@
-"""Suggestion latency of TPE and GP with 1,000 finished trials and 16 parameters, next to
-Optuna's TPE sampler in the same run.
+"""Suggestion latency of TPE and GP with --trials finished trials (default 1,000) and 16
+parameters, next to Optuna's TPE sampler in the same run.
 
 The space has 16 parameters (10 floats, 3 log-floats, 2 ints, 1 categorical) and a smooth
-objective. Our searchers are fed 1,000 finished quasi-random trials through their public
-interface, Optuna gets 1,000 random ones; each is then timed over ``--repeats`` suggestions
+objective. Our searchers are fed ``--trials`` finished quasi-random trials through their public
+interface, Optuna gets as many random ones; each is then timed over ``--repeats`` suggestions
 (median wall time of one suggestion, in ms; the GP's first suggestion includes the fit of its
-hyperparameters, later ones reuse it).
+hyperparameters, later ones reuse it). It needs Optuna (the ``bench`` extra:
+``pip install -e '.[bench]'``), checked before any work; it prints a table and writes nothing.
 
     python scripts/bench_suggest_latency.py
 """
@@ -13,6 +14,7 @@ hyperparameters, later ones reuse it).
 from __future__ import annotations
 
 import argparse
+import importlib
 import math
 import time
 from collections.abc import Callable
@@ -31,6 +33,10 @@ SPACE = SearchSpace.from_mapping({
 })
 
 
+MIN_TRIALS = 10  # the searchers use their model from this many finished trials on (see time_ours)
+OPTUNA_HINT = "install it with pip install -e '.[bench]' (or pip install 'optuna>=3.6')"
+
+
 def objective(params: dict[str, Any]) -> float:
     u = SPACE.to_unit(params)
     return float(((u - 0.3) ** 2).sum() + 0.1 * math.sin(10 * u[0]))
@@ -43,7 +49,8 @@ def history(n: int, seed: int) -> list[dict[str, Any]]:
 
 def time_ours(make: Callable[[int], Any], n: int, repeats: int, stopped: bool = False
               ) -> tuple[float, float]:
-    """(first, median) suggestion latency in ms after ``n`` finished quasi-random trials.
+    """(first, median) suggestion latency in ms after ``n`` finished quasi-random trials
+    (``n >= MIN_TRIALS``, so that the model makes the timed suggestions; ``repeats >= 1``).
 
     ``stopped``: trials report steps up to 1,000 and four in five were stopped early, each at
     its own step (as under the median-stopping rule), which the model has to judge.
@@ -56,7 +63,7 @@ def time_ours(make: Callable[[int], Any], n: int, repeats: int, stopped: bool = 
         for step in sorted({1, max(1, last // 2), last}):
             searcher.on_report(trial_id, step, value + (1.0 / step if stopped else 0.0))
         searcher.on_complete(trial_id, value)
-    searcher.n_startup = make(10).n_startup  # from now on the model is used
+    searcher.n_startup = make(MIN_TRIALS).n_startup  # from now on the model is used
     times = []
     for r in range(repeats):
         started = time.perf_counter()
@@ -95,11 +102,30 @@ def time_optuna(configs: list[dict[str, Any]], repeats: int, multivariate: bool)
     return float(np.median(times)) * 1e3
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
-    parser.add_argument("--trials", type=int, default=1000)
-    parser.add_argument("--repeats", type=int, default=20)
-    args = parser.parse_args()
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, checked before any work: a bad value, or a missing Optuna, exits 2
+    with a message naming the option, the value and what is allowed."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "),
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--trials", type=int, default=1000,
+                        help=f"finished trials in each searcher's history, at least {MIN_TRIALS} "
+                             "(so that the model, not the start-up design, is timed)")
+    parser.add_argument("--repeats", type=int, default=20,
+                        help="timed suggestions per searcher (the median is shown), at least 1")
+    args = parser.parse_args(argv)
+    if args.trials < MIN_TRIALS:
+        parser.error(f"--trials: got {args.trials}; must be >= {MIN_TRIALS}")
+    if args.repeats < 1:
+        parser.error(f"--repeats: got {args.repeats}; must be >= 1")
+    try:
+        importlib.import_module("optuna")
+    except ImportError:
+        parser.error(f"optuna is not installed, and the Optuna rows need it; {OPTUNA_HINT}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     configs = history(args.trials, 0)
     tpe_first, tpe = time_ours(lambda k: TPESearcher(SPACE, 0, n_startup=k), args.trials,
                                args.repeats)

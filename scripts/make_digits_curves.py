@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -201,16 +202,79 @@ def pack(work: Path, out: Path) -> None:
           f"({wall / 60:.1f} minutes of wall time)")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--configs", type=int, default=4096, help="size of the Sobol design")
-    parser.add_argument("--epochs", type=int, default=27, help="the maximum fidelity")
-    parser.add_argument("--work", type=Path, default=DEFAULT_WORK, help="resumable log")
-    parser.add_argument("--out", type=Path, default=DEFAULT_TABLE, help="the packed table")
-    parser.add_argument("--pack", action="store_true", help="only pack the log into the table")
-    parser.add_argument("--time-one", action="store_true",
-                        help="time a few configurations and estimate the cost of the design")
-    args = parser.parse_args()
+def unwritable(path: Path) -> str | None:
+    """Why a file cannot be written at ``path`` (its missing folders created), or ``None``.
+
+    Checks without creating anything: ``path`` must not be a folder, an existing file must be
+    writable, and the nearest existing ancestor must be a writable folder.
+    """
+    if path.is_dir():
+        return "is a folder"
+    if path.exists():
+        return None if os.access(path, os.W_OK) else "is not writable"
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"cannot be created: {parent} is not a folder"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"cannot be created: the folder {parent} is not writable"
+    return None
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults after the help of the options that take a value."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, checked before any work (no training, no file touched): a bad value
+    exits 2 with a message naming the option, the value and what is allowed."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                     formatter_class=_HelpFormatter)
+    parser.add_argument("--configs", type=int, default=4096,
+                        help="size of the Sobol design, at least 1 (ignored by --pack)")
+    parser.add_argument("--epochs", type=int, default=27,
+                        help="the maximum fidelity, at least 1 (ignored by --pack)")
+    parser.add_argument("--work", type=Path, default=DEFAULT_WORK,
+                        help="resumable log of finished configurations (JSON lines)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_TABLE,
+                        help="the packed table, a path ending in .npz; the default is the "
+                             "committed table that the simulator reads, which a run or --pack "
+                             "overwrites")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--pack", action="store_true",
+                      help="only pack the log into the table (no training)")
+    mode.add_argument("--time-one", action="store_true",
+                      help="time a few configurations and estimate the cost of the design; "
+                           "writes nothing")
+    args = parser.parse_args(argv)
+    if args.configs < 1:
+        parser.error(f"--configs: got {args.configs}; must be >= 1")
+    if args.epochs < 1:
+        parser.error(f"--epochs: got {args.epochs}; must be >= 1")
+    if args.time_one:
+        return args
+    # np.savez_compressed would append .npz to any other name, and the table be elsewhere
+    if args.out.suffix != ".npz":
+        parser.error(f"--out: got {str(args.out)!r}; a path ending in .npz")
+    writes = [("--out", args.out)] + ([] if args.pack else [("--work", args.work)])
+    for option, path in writes:
+        why = unwritable(path)
+        if why is not None:
+            parser.error(f"{option}: got {str(path)!r}, which {why}; give a writable file path")
+    if args.pack and not args.work.is_file():
+        parser.error(f"--work: got {str(args.work)!r}, which does not exist; --pack packs a log "
+                     "that a run without --pack wrote")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     if args.time_one:
         from tunefleet.space import SearchSpace
 

@@ -31,9 +31,10 @@ from typing import Any, Protocol
 import numpy as np
 from scipy.optimize import minimize
 
-from simulate.tabular import DIGITS_TABLE, TabularBenchmark
 from tunefleet.space import SearchSpace
 from tunefleet.study import Fidelity
+
+from .tabular import DIGITS_TABLE, TabularBenchmark
 
 __all__ = ["Benchmark", "BENCHMARKS", "FIDELITY", "Problem"]
 

@@ -1,10 +1,14 @@
 """Run a study in virtual time on N workers.
 
 Each step of a trial costs the time the benchmark says (``bench.step_cost``: 1 for the test
-functions, the measured relative epoch time for a tabular benchmark) on one worker. A worker that becomes free
-asks the tuner for the next trial at once; a worker told to WAIT tries again at the next event.
-The simulation ends when the compute spent reaches ``budget`` (in step units) or the tuner is
-exhausted. Everything is deterministic: events at the same time run in worker order.
+functions, the measured relative epoch time for a tabular benchmark) on one worker. A worker that
+becomes free asks the tuner for the next trial at once; a worker told to WAIT asks again after
+every later event (each report of a step, in virtual time order), so a tuner whose scheduler
+opens ``can_start`` after some report gets its waiting workers back at that report's time. The
+simulation ends when the compute spent reaches ``budget`` (in step units), when the tuner is
+exhausted, or when no trial runs and every worker is told to WAIT (nothing could change its
+answer). Everything is deterministic: events at the same time run in worker order, and after
+each event the waiting workers ask in worker order (a worker freed by that event asks last).
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from coordinator.scheduling import AskStatus, Decision, Suggestion
-from simulate.benchmarks import FIDELITY, Problem
+from tunefleet.errors import InvalidInputError
+
+from .benchmarks import FIDELITY, Problem
 
 __all__ = ["AskTell", "Trace", "simulate"]
 
@@ -55,12 +61,24 @@ class Trace:
 
 
 def simulate(tuner: AskTell, bench: Problem, workers: int, budget: float) -> Trace:
-    """Run ``tuner`` on ``bench`` with ``workers`` workers until ``budget`` compute is spent."""
+    """Run ``tuner`` on ``bench`` with ``workers`` workers until ``budget`` compute is spent.
+
+    ``workers`` must be an integer >= 1 and ``budget`` (compute in step units) a finite number
+    > 0; anything else raises :class:`~tunefleet.errors.InvalidInputError` (a ``ValueError``)
+    before the tuner is asked anything. A step starts only while the compute spent is below
+    ``budget``, so the total exceeds it by less than the cost of one step; a trial running
+    when the budget is spent is completed after its current step.
+    """
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise InvalidInputError("workers", workers, "an integer >= 1")
+    if (isinstance(budget, bool) or not isinstance(budget, (int, float))
+            or not math.isfinite(budget) or budget <= 0):
+        raise InvalidInputError("budget", budget, "a finite number > 0 (compute in step units)")
     bench = bench.for_run()
     trace = Trace()
     events: list[tuple[float, int, int]] = []  # (time, worker, trial) when a step finishes
     state: dict[int, tuple[int, dict[str, Any], int]] = {}  # worker -> (trial, params, step)
-    idle: list[int] = list(range(workers))
+    idle: list[int] = list(range(workers))  # waiting workers, in worker order
     spent, now, best = 0.0, 0.0, math.inf
     exhausted = False
 
@@ -81,7 +99,11 @@ def simulate(tuner: AskTell, bench: Problem, workers: int, budget: float) -> Tra
         heapq.heappush(events, (now + cost, worker, s.trial_id))
         return True
 
-    idle = [w for w in idle if not start(w)]
+    def retry(waiting: list[int]) -> list[int]:
+        """Ask for a trial for each of ``waiting`` in that order; the ones still idle, sorted."""
+        return sorted(w for w in waiting if not start(w))
+
+    idle = retry(idle)
     while events:
         now, worker, trial_id = heapq.heappop(events)
         _, params, step = state[worker]
@@ -95,8 +117,7 @@ def simulate(tuner: AskTell, bench: Problem, workers: int, budget: float) -> Tra
         if decision is Decision.STOP or step >= FIDELITY.max:
             tuner.tell_complete(trial_id)
             del state[worker]
-            idle.append(worker)
-            idle = sorted(w for w in idle if not start(w))
+            idle.append(worker)  # the freed worker asks after those already waiting
         elif spent < budget:
             state[worker] = (trial_id, params, step + 1)
             cost = bench.step_cost(params, step + 1)
@@ -105,5 +126,6 @@ def simulate(tuner: AskTell, bench: Problem, workers: int, budget: float) -> Tra
         else:
             tuner.tell_complete(trial_id)
             del state[worker]
+        idle = retry(idle)  # after every event: a report may have opened the tuner
     trace.total_compute = spent
     return trace

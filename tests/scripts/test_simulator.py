@@ -10,7 +10,15 @@ from typing import Any
 
 import pytest
 
-from coordinator.scheduling import SCHEDULER_FACTORIES, SEARCHER_FACTORIES, AskStatus, Tuner
+from coordinator.scheduling import (
+    SCHEDULER_FACTORIES,
+    SEARCHER_FACTORIES,
+    AskStatus,
+    Decision,
+    RandomSearcher,
+    TrialScheduler,
+    Tuner,
+)
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 sys.path.insert(0, str(SCRIPTS))
@@ -30,7 +38,7 @@ class Counting:
 
     def ask(self) -> Any:
         s = self.tuner.ask()
-        if s.status is AskStatus.READY:
+        if s.status is AskStatus.READY and s.trial_id is not None:
             self.running.add(s.trial_id)
             self.peak = max(self.peak, len(self.running))
         self.log.append(("ask", s.status, s.trial_id))
@@ -100,7 +108,8 @@ def test_first_reaching_reads_compute_and_wall_time_of_the_incumbent() -> None:
 def test_the_default_beats_random_search_on_branin_in_the_simulator() -> None:
     bench = BENCHMARKS["branin"]
     target = bench.target()
-    default, random = [], []
+    default: list[float] = []
+    random: list[float] = []
     for seed in range(5):
         for method, out in (("default", default), ("random", random)):
             t = tuner("branin", seed=seed) if method == "default" else tuner(
@@ -194,3 +203,92 @@ def test_the_benchmark_script_refuses_bad_counts(flag: str, value: str) -> None:
     )
     assert done.returncode == 2
     assert flag in done.stderr and value in done.stderr
+
+
+class NeverAsked:
+    """A tuner that fails the test if the simulator asks it anything."""
+
+    def ask(self) -> Any:
+        raise AssertionError("asked before the arguments were checked")
+
+    def tell_report(self, trial_id: int, step: int, value: float) -> Any:
+        raise AssertionError("told before the arguments were checked")
+
+    def tell_complete(self, trial_id: int) -> None:
+        raise AssertionError("told before the arguments were checked")
+
+
+@pytest.mark.parametrize(("field", "workers", "budget"), [
+    ("workers", 0, 10.0), ("workers", -2, 10.0), ("workers", 1.5, 10.0), ("workers", True, 10.0),
+    ("budget", 2, 0.0), ("budget", 2, -27.0), ("budget", 2, math.nan), ("budget", 2, math.inf),
+])
+def test_simulate_refuses_bad_workers_and_budget_before_asking_the_tuner(
+        field: str, workers: Any, budget: float) -> None:
+    from tunefleet.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError) as err:
+        simulate(NeverAsked(), BENCHMARKS["branin"], workers, budget)
+    assert err.value.field == field
+    assert str(err.value).startswith(f"{field}: got ")
+    assert ">= 1" in str(err.value) if field == "workers" else "> 0" in str(err.value)
+
+
+class OpensAtStep3(TrialScheduler):
+    """FIFO that lets only the first trial start until some trial has reported step 3."""
+
+    def __init__(self) -> None:
+        self.started = 0
+        self.open = False
+
+    def on_add(self, trial_id: int) -> None:
+        self.started += 1
+
+    def on_report(self, trial_id: int, step: int, value: float) -> Decision:
+        self.open = self.open or step >= 3
+        return Decision.CONTINUE
+
+    def can_start(self) -> bool:
+        return self.started == 0 or self.open
+
+
+def test_a_waiting_worker_asks_again_after_every_event_not_only_when_a_trial_ends() -> None:
+    bench = BENCHMARKS["branin"]
+    t = Counting(Tuner(RandomSearcher(bench.space, 0), OpensAtStep3()))
+    reports: list[int] = []  # the reports of step 3 seen when each trial started
+    original = t.ask
+
+    def ask() -> Any:
+        s = original()
+        if s.status is AskStatus.READY:
+            reports.append(sum(1 for e in t.log if e[0] == "report"))
+        return s
+
+    t.ask = ask  # type: ignore[method-assign]
+    trace = simulate(t, bench, workers=3, budget=3 * FIDELITY.max)
+    # worker 0 starts trial 0 at time 0; workers 1 and 2 wait until its third report (time 3),
+    # not until it ends (time 27; before, they waited that long), and then both start; when
+    # trial 0 ends (after 27 + 2 * 23 reports) its worker starts the fourth and last trial
+    assert reports == [0, 3, 3, 73]
+    assert trace.trials == 4 and trace.total_compute == 3 * FIDELITY.max
+    waits = [e for e in t.log if e[0] == "ask" and e[1] is AskStatus.WAIT]
+    assert len(waits) == 2 * 3  # workers 1 and 2 asked at time 0 and after reports 1 and 2
+
+
+def test_the_package_imports_from_the_repository_root_and_its_example_runs() -> None:
+    root = SCRIPTS.parent
+    code = (
+        "import doctest, sys\n"
+        "import scripts.simulate as package\n"
+        "from scripts.simulate.simulator import simulate\n"
+        "result = doctest.testmod(package)\n"
+        "print(result.attempted, result.failed)\n"
+        "sys.path.insert(0, 'scripts')\n"
+        "from simulate.simulator import simulate as as_scripts_on_path\n"
+        "print(simulate.__module__, as_scripts_on_path.__module__)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    attempted, failed = (int(x) for x in done.stdout.splitlines()[0].split())
+    assert attempted >= 5 and failed == 0
+    assert done.stdout.splitlines()[1] == "scripts.simulate.simulator simulate.simulator"
