@@ -474,6 +474,23 @@ class Hub(AccessMixin, VerificationMixin, LimitsMixin):
             self.store.append_event(trial.study_id, "fail", trial.number)
             self._maybe_complete(runtime, now)
 
+    def _fail_without_result(self, runtime: StudyRuntime, attempt: Attempt, trial: Trial,
+                             now: float) -> None:
+        """End a trial whose code exited cleanly without ever reporting the objective metric:
+        failed, naming what it reported, and not retried (its code would do the same again)."""
+        metric = runtime.spec.objective.metric
+        names = sorted({name for report in self.store.attempt_reports(attempt.id, 0, 100)
+                        for name in report["metrics"]})
+        said = f"it reported {', '.join(names)}" if names else "it reported nothing"
+        why = (f"ended without reporting the objective metric {metric!r} ({said}); [objective] "
+               "metric must be a name the training code passes to trial.report")
+        attempt.state, attempt.error = AttemptState.FAILED, why
+        self.store.update_attempt(attempt)
+        trial.state, trial.ended_at, trial.error = TrialState.FAILED, now, why
+        self.store.update_trial(trial)
+        runtime.tuner.tell_failed(trial.number)
+        self.store.append_event(trial.study_id, "fail", trial.number)
+
     # assignment ----------------------------------------------------------------------------
 
     def assign_all(self) -> Outbox:
@@ -854,12 +871,16 @@ class Hub(AccessMixin, VerificationMixin, LimitsMixin):
                 cut = runtime is not None and runtime.limit_reason is not None and (
                     (trial.step or 0) < runtime.spec.fidelity.max)
                 pruned = stopping or cut or done.outcome == "stopped" or runtime is None
-                attempt.state = AttemptState.PRUNED if pruned else AttemptState.COMPLETED
-                self.store.update_attempt(attempt)
-                trial.state = TrialState.PRUNED if pruned else TrialState.COMPLETED
-                trial.ended_at, trial.error = now, None
-                self.store.update_trial(trial)
-                if runtime is not None:
+                if runtime is not None and not pruned and trial.value is None:
+                    self._fail_without_result(runtime, attempt, trial, now)
+                    pruned = True  # nothing to verify
+                else:
+                    attempt.state = AttemptState.PRUNED if pruned else AttemptState.COMPLETED
+                    self.store.update_attempt(attempt)
+                    trial.state = TrialState.PRUNED if pruned else TrialState.COMPLETED
+                    trial.ended_at, trial.error = now, None
+                    self.store.update_trial(trial)
+                if runtime is not None and trial.state is not TrialState.FAILED:
                     runtime.tuner.tell_complete(trial.number)
                     self.store.append_event(trial.study_id, "complete", trial.number)
                     if not pruned and runtime.limit_reason is None and sampled(

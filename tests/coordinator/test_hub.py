@@ -355,6 +355,30 @@ def test_with_no_other_node_able_to_run_it_a_failed_trial_is_retried_where_it_fa
     assert store.get_trial(study, 0).attempts == 3
 
 
+def test_a_trial_that_ends_without_reporting_the_objective_fails_once_naming_what_it_reported(
+        hub3: Hub, store: Store) -> None:
+    # before, it was "completed" with no value: a study whose code reported another name spent
+    # its whole budget, every trial completed, and no best
+    study = submit(hub3, make_spec(budget={"max_trials": 2}))
+    [a] = connect(hub3, "n1")
+    hub3.report("n1", node_pb2.MetricReport(attempt_id=a.attempt_id, seq=1, step=1,
+                                            metrics={"acc": 0.5}), b"env")
+    [b] = finish(hub3, "n1", a.attempt_id)  # the next trial, not a retry of this one
+    assert b.trial_id != a.trial_id
+    trial = store.get_trial(study, a.trial_id)
+    assert (trial.state, trial.attempts) == (TrialState.FAILED, 1)
+    assert trial.error == ("ended without reporting the objective metric 'loss' (it reported "
+                           "acc); [objective] metric must be a name the training code passes "
+                           "to trial.report")
+    assert store.get_attempt(a.attempt_id).state is AttemptState.FAILED
+    finish(hub3, "n1", b.attempt_id)  # reported nothing at all
+    assert "(it reported nothing)" in (store.get_trial(study, b.trial_id).error or "")
+    assert hub3.study_view(study).study.state is StudyState.COMPLETED
+    # the tuner, and a replay of the stored events, hold both as failed
+    runtime = hub3.studies.get(study)
+    assert runtime is None or {r.state for r in runtime.tuner.trials.values()} == {"failed"}
+
+
 def test_a_report_beyond_fidelity_max_does_not_count_and_stops_the_trial(
         hub: Hub, store: Store) -> None:
     # before, a node could report step 1000 of a study whose fidelity.max is 3, and that
