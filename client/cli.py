@@ -388,6 +388,14 @@ def _run_local(args: argparse.Namespace) -> int:
         print(f"{len(silent)} completed trial(s) never reported {final.metric} (trial "
               f"{', '.join(map(str, silent[:5]))}{'...' if len(silent) > 5 else ''}): they "
               "have no value and cannot be the best", file=sys.stderr)
+    top = spec.fidelity.max
+    short = sorted({t.step for t in trials if t.state == "completed" and t.step < top})
+    if short and spec.search.scheduler != "fifo":
+        print(f"{sum(t.state == 'completed' and t.step < top for t in trials)} completed "
+              f"trial(s) last reported before fidelity.max ({top}), at step(s) "
+              f"{', '.join(map(str, short[:5]))}: {spec.search.scheduler} takes only results "
+              f"at step {top} as full ones, so have the training code report at step "
+              "trial.max_step", file=sys.stderr)
     return _print_best(final, args.json, trials)
 
 

@@ -154,3 +154,22 @@ def test_a_trial_the_scheduler_stops_trains_no_step_past_its_stop(
     assert len(rows) >= 3, rows  # asha stopped some
     past = [number for number, step, last in rows if last > step]
     assert len(past) <= len(rows) // 4, rows  # a decision slower than 1 s may still let one by
+
+
+def test_a_run_whose_trials_stop_short_of_fidelity_max_says_so(tiny_train_dir: Path) -> None:
+    # before, nothing said it: a script reporting every 5th step up to 25 of 27 never gave
+    # the scheduler a full-fidelity result, so Hyperband's check of its rungs never engaged
+    train = tiny_train_dir / "train.py"
+    train.write_text(train.read_text().replace("(trial.max_step or 3) + 1", "trial.max_step"))
+    study = tiny_train_dir / "study.toml"
+    study.write_text(study.read_text().replace('scheduler = "fifo"', 'scheduler = "asha"')
+                     .replace("max_trials = 6", "max_trials = 3"))
+    proc = cli("run", str(study), "--local", "1", "--no-report", timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    assert ("completed trial(s) last reported before fidelity.max (3), at step(s) 2: asha "
+            "takes only results at step 3 as full ones") in proc.stderr
+    # a study whose trials reach it hears nothing of it
+    train.write_text(train.read_text().replace("trial.max_step", "trial.max_step + 1"))
+    proc = cli("run", str(study), "--local", "1", "--no-report", timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    assert "fidelity.max" not in proc.stderr
