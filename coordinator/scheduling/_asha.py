@@ -17,7 +17,24 @@ from coordinator.scheduling._base import Decision, TrialScheduler, checked_fidel
 from tunefleet.errors import InvalidInputError
 from tunefleet.study import Fidelity
 
-__all__ = ["ASHAScheduler", "Rungs", "RungTrust", "remove_value", "rung_levels"]
+__all__ = ["ASHAScheduler", "Rungs", "RungTrust", "quantile", "remove_value", "rung_levels"]
+
+
+def quantile(values: list[float] | np.ndarray, share: float) -> float:
+    """The ``share`` quantile of ``values`` (numpy's linear interpolation), where huge finite
+    values cannot overflow.
+
+    Exactly ``np.quantile(values, share)`` unless the finite values span more than a double
+    holds (``max - min`` beyond about 1.8e308, which made numpy's interpolation give inf or
+    NaN, so that a trial far worse than the rest went on): then the quantile of the values
+    times 1/4 (a power of two, so exact), times 4. Infinite and NaN values count as numpy
+    counts them either way."""
+    arr = np.asarray(values, dtype=float)
+    if arr.size and not math.isfinite(float(arr.max()) - float(arr.min())):
+        finite = arr[np.isfinite(arr)]
+        if finite.size and not math.isfinite(float(finite.max()) - float(finite.min())):
+            return float(np.quantile(arr * 0.25, share)) * 4.0
+    return float(np.quantile(arr, share))
 
 
 def remove_value(values: list[float], value: float) -> None:
@@ -32,11 +49,10 @@ def remove_value(values: list[float], value: float) -> None:
 
 
 def rung_levels(fidelity: Fidelity) -> list[int]:
-    """The steps ``min * eta**k`` strictly below ``max`` (empty when ``min == max``)."""
-    if fidelity.min < 1 or fidelity.max < fidelity.min or fidelity.eta < 2:
-        raise InvalidInputError(
-            "fidelity", fidelity, "`1 <= min <= max` and `eta >= 2` must hold"
-        )
+    """The steps ``min * eta**k`` strictly below ``max`` (empty when ``min == max``); a
+    fidelity :func:`~coordinator.scheduling._base.checked_fidelity` refuses raises
+    :class:`~tunefleet.errors.InvalidInputError`."""
+    fidelity = checked_fidelity(fidelity)
     levels, step = [], fidelity.min
     while step < fidelity.max:
         levels.append(step)
@@ -100,7 +116,7 @@ class RungTrust:
         cached = self._cache.get(rung)
         if cached is not None and cached[:2] == (n, len(values)):
             return n, cached[2]
-        cutoff = float(np.quantile(np.fromiter(values.values(), float), 1.0 / self.eta))
+        cutoff = quantile(np.fromiter(values.values(), float), 1.0 / self.eta)
         pairs.sort(key=lambda pair: pair[1])
         best = pairs[: max(1, -(-n // self.eta))]
         false_stops = sum(1 for v, _ in best if v > cutoff) / len(best)
@@ -141,7 +157,7 @@ class Rungs:
             self._recorded.setdefault(trial_id, []).append((k, value))
             trust.record(self.levels[k], trial_id, value)
             share = keep.get(self.levels[k], 1.0 / self.eta) if keep else 1.0 / self.eta
-            cutoff = float(np.quantile(recorded, share))
+            cutoff = quantile(recorded, share)
             k += 1
             if value > cutoff and trust.trusted(self.levels[k - 1]):
                 decision = Decision.STOP
@@ -164,12 +180,20 @@ class ASHAScheduler(TrialScheduler):
     first trial at a rung always continues. A trial reaching ``max`` is never stopped. Rungs whose
     ranking disagrees with full fidelity (see :class:`RungTrust`) stop no one while that lasts.
     A trial that failed has no valid result: its values leave the rungs and the trust.
+
+    ``fidelity`` must be a :class:`~tunefleet.study.Fidelity` a study file could give
+    (integers with ``1 <= min <= max <= MAX_STEP`` and ``2 <= eta <= 1000``), ``seed`` an
+    integer in ``[0, 2**63)`` and ``trust_threshold`` a number in ``[0, 1]`` or ``None``:
+    anything else raises :class:`~tunefleet.errors.InvalidInputError` when it is built. A
+    report at a step at or beyond ``fidelity.max`` counts as full fidelity (never stopped);
+    the coordinator never passes a step beyond ``max`` (see :meth:`Tuner.tell_report
+    <coordinator.scheduling.Tuner.tell_report>`).
     """
 
     def __init__(
         self, fidelity: Fidelity, seed: int = 0, trust_threshold: float | None = 0.5
     ) -> None:
-        self.fidelity = checked_fidelity(fidelity)
+        self.fidelity = fidelity = checked_fidelity(fidelity)
         self.seed = checked_seed(seed)
         self._rungs = Rungs(rung_levels(fidelity), fidelity.eta)
         self._trust = RungTrust(trust_threshold, eta=fidelity.eta)

@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import abc
 import enum
+import math
 import numbers
 from dataclasses import dataclass
 from typing import Any
 
 from tunefleet.errors import InvalidInputError
 from tunefleet.space import ParamValue, SearchSpace
-from tunefleet.study import Fidelity
+from tunefleet.study import MAX_STEP, Fidelity
 
-__all__ = ["Decision", "AskStatus", "Suggestion", "Searcher", "TrialScheduler"]
+__all__ = ["Decision", "AskStatus", "Suggestion", "Searcher", "TrialScheduler", "checked_fidelity",
+           "checked_int", "checked_real", "checked_seed", "checked_space", "is_integer"]
 
 Config = dict[str, ParamValue]
 
@@ -38,12 +40,76 @@ def is_integer(value: object) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+MAX_ETA = 1000  # the largest ``fidelity.eta`` a study file takes
+
+
 def checked_fidelity(fidelity: Fidelity) -> Fidelity:
-    """``fidelity``, refused unless a :class:`~tunefleet.study.Fidelity`."""
+    """``fidelity`` with plain ints, refused unless a :class:`~tunefleet.study.Fidelity` that a
+    study file could give: integers (not bools) with ``1 <= min <= max <= MAX_STEP`` and
+    ``2 <= eta <= 1000``."""
     if not isinstance(fidelity, Fidelity):
         raise InvalidInputError("fidelity", fidelity,
                                 "must be a tunefleet.study.Fidelity(min, max, eta)")
-    return fidelity
+    for name, value, low, high in (("min", fidelity.min, 1, MAX_STEP),
+                                   ("max", fidelity.max, 1, MAX_STEP),
+                                   ("eta", fidelity.eta, 2, MAX_ETA)):
+        if not is_integer(value) or not low <= value <= high:
+            raise InvalidInputError(f"fidelity.{name}", value,
+                                    f"must be an integer in [{low}, {high:,}]")
+    if fidelity.min > fidelity.max:
+        raise InvalidInputError(
+            "fidelity", fidelity,
+            f"`min <= max` must hold, but got (min={fidelity.min}, max={fidelity.max})",
+        )
+    if all(type(v) is int for v in (fidelity.min, fidelity.max, fidelity.eta)):
+        return fidelity
+    return Fidelity(int(fidelity.min), int(fidelity.max), int(fidelity.eta))
+
+
+def checked_int(name: str, value: object, low: int, high: int | None = None,
+                none: str | None = None) -> int:
+    """``value`` as an int, refused unless an integer (numpy's included, not a bool) in
+    ``[low, high]`` (``high=None``: no upper bound). ``none`` says what ``None`` means where
+    the caller allows it (and handles it itself): the message then mentions it."""
+    n = int(value) if isinstance(value, numbers.Integral) and not isinstance(value, bool) else None
+    if n is None or n < low or (high is not None and n > high):
+        bound = f">= {low}" if high is None else f"in [{low}, {high:,}]"
+        raise InvalidInputError(name, value, f"must be an integer {bound}"
+                                + (f", or None: {none}" if none else ""))
+    return n
+
+
+def checked_real(name: str, value: object, low: float, high: float = math.inf, *,
+                 low_open: bool = False, high_open: bool = False,
+                 none: str | None = None) -> float:
+    """``value`` as a float, refused unless a finite real number (numpy's included; not a
+    bool, not a string) from ``low`` to ``high``, an end excluded when its ``*_open`` is set
+    (``high=inf``: no upper bound). ``none`` says what ``None`` means where the caller allows
+    it (and handles it itself): the message then mentions it."""
+    v = math.nan
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        try:
+            v = float(value)
+        except (OverflowError, ValueError, TypeError):  # a Fraction beyond a double, say
+            v = math.nan
+    above = low < v if low_open else low <= v
+    below = v < high if high_open else v <= high
+    if not (math.isfinite(v) and above and below):
+        if math.isinf(high):
+            bound = f"> {low:g}" if low_open else f">= {low:g}"
+        else:
+            bound = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise InvalidInputError(name, value, f"must be a finite number {bound}"
+                                + (f", or None: {none}" if none else ""))
+    return v
+
+
+def checked_space(space: SearchSpace) -> SearchSpace:
+    """``space``, refused unless a :class:`~tunefleet.space.SearchSpace`."""
+    if not isinstance(space, SearchSpace):
+        raise InvalidInputError("space", space,
+                                "must be a SearchSpace (SearchSpace.from_mapping(...))")
+    return space
 
 
 def checked_seed(seed: int) -> int:
@@ -78,10 +144,13 @@ class Searcher(abc.ABC):
     *pending*; a searcher that models results must account for them so that many suggestions in
     a row stay diverse. Results arrive through :meth:`on_report` (intermediate, at a step) and
     :meth:`on_complete` (final value, or ``None`` when the trial never reported one).
+    ``space`` must be a :class:`~tunefleet.space.SearchSpace` and ``seed`` an integer in
+    ``[0, 2**63)``: anything else raises :class:`~tunefleet.errors.InvalidInputError` when
+    the searcher is built.
     """
 
     def __init__(self, space: SearchSpace, seed: int) -> None:
-        self.space = space
+        self.space = checked_space(space)
         self.seed = checked_seed(seed)
 
     @abc.abstractmethod

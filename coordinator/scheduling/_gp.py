@@ -15,9 +15,9 @@ from scipy.linalg import cho_solve, solve_triangular
 from scipy.optimize import minimize
 from scipy.special import log_ndtr
 
+from coordinator.scheduling._base import checked_int, checked_real
 from coordinator.scheduling._history import WORST
-from coordinator.scheduling._model_searcher import ModelSearcher
-from tunefleet.errors import InvalidInputError
+from coordinator.scheduling._model_searcher import MAX_CANDIDATES, ModelSearcher
 from tunefleet.space import CategoricalParam, SearchSpace
 
 __all__ = ["GPSearcher", "Matern52GP"]
@@ -149,6 +149,8 @@ def log_expected_improvement(mean: np.ndarray, std: np.ndarray, best: float) -> 
     return out + np.log(std)
 
 
+MAX_POINTS = 1_000  # GPSearcher's max_points, at most
+
 _HUGE = 1e100  # beyond this magnitude, values are scaled before their variance is taken
 
 
@@ -182,6 +184,14 @@ class GPSearcher(ModelSearcher):
     At most ``max_points`` observations are used (the best half and an even spread of the rest).
     Hyperparameters are refitted once the data grew by ``refit_growth`` since the last fit (or
     shrank, when the fitted level changes); in between the GP is only conditioned on new data.
+
+    Arguments, checked when the searcher is built (anything else raises
+    :class:`~tunefleet.errors.InvalidInputError` naming the argument): ``n_startup`` an integer
+    >= 2, or ``None`` (``max(8, parameters + 2)``); ``n_candidates`` an integer in
+    ``[1, 100,000]`` (:data:`~coordinator.scheduling._model_searcher.MAX_CANDIDATES`);
+    ``max_points`` an integer in ``[10, 1,000]`` (:data:`MAX_POINTS`: a fit's memory grows
+    with its square times the GP's inputs); ``refit_growth`` a finite number >= 1; ints mean
+    ints (not bools, not 2.5), numbers mean numbers (not strings).
     """
 
     def __init__(
@@ -189,13 +199,11 @@ class GPSearcher(ModelSearcher):
         n_candidates: int = 1024, max_points: int = 200, refit_growth: float = 1.1,
     ) -> None:
         super().__init__(space, seed)
-        if n_candidates < 1:
-            raise InvalidInputError("n_candidates", n_candidates, "must be >= 1")
-        if max_points < 10:
-            raise InvalidInputError("max_points", max_points, "must be >= 10")
-        self.n_startup = n_startup if n_startup is not None else max(8, len(space) + 2)
-        if self.n_startup < 2:
-            raise InvalidInputError("n_startup", n_startup, "must be >= 2")
+        n_candidates = checked_int("n_candidates", n_candidates, 1, MAX_CANDIDATES)
+        max_points = checked_int("max_points", max_points, 10, MAX_POINTS)
+        refit_growth = checked_real("refit_growth", refit_growth, 1.0)
+        self.n_startup = max(8, len(space) + 2) if n_startup is None else checked_int(
+            "n_startup", n_startup, 2, none="max(8, parameters + 2)")
         self.n_candidates = n_candidates
         self.max_points = max_points
         self.refit_growth = refit_growth

@@ -23,6 +23,8 @@ from coordinator.scheduling._base import (
     Decision,
     TrialScheduler,
     checked_fidelity,
+    checked_int,
+    checked_real,
     checked_seed,
     is_integer,
 )
@@ -104,6 +106,19 @@ class HyperbandScheduler(TrialScheduler):
     the lean it fades out as the first wave widens. Cutting harder (0.15, or 0.2 at the
     second rung too) saved more on the test functions but cost 13-40% on the digits curves.
     The lowest rung's trust is still judged at ``1/eta`` (as measured).
+
+    Arguments, checked when the scheduler is built (anything else raises
+    :class:`~tunefleet.errors.InvalidInputError` naming the argument, the value and what is
+    allowed): ``fidelity`` a :class:`~tunefleet.study.Fidelity` a study file could give
+    (integers with ``1 <= min <= max <= MAX_STEP``, ``2 <= eta <= 1000``); ``seed`` an integer
+    in ``[0, 2**63)``; ``trust_threshold`` a number in ``[0, 1]`` or ``None``; ``adaptive``
+    and ``shared_rungs`` bools; ``prior_pairs`` a finite number > 0; ``probe_share`` and
+    ``probe_floor`` finite numbers in ``[0, 1)``; ``probe_share_crowded`` one in
+    ``[probe_share, 1)`` or ``None``; ``min_pairs`` an integer >= 1; ``lean`` and
+    ``first_keep`` finite numbers in ``(0, 1)`` or ``None``; ``lean_running`` two integers
+    ``(full, none)`` with ``1 <= full < none``. A report at a step at or beyond
+    ``fidelity.max`` counts as full fidelity (never stopped); the coordinator never passes a
+    step beyond ``max`` (see :meth:`Tuner.tell_report <coordinator.scheduling.Tuner.tell_report>`).
     """
 
     def __init__(
@@ -122,27 +137,32 @@ class HyperbandScheduler(TrialScheduler):
         probe_share_crowded: float | None = 0.7,
         first_keep: float | None = 0.2,
     ) -> None:
-        checked_fidelity(fidelity)
-        if prior_pairs <= 0:
-            raise InvalidInputError("prior_pairs", prior_pairs, "must be > 0")
-        if not is_integer(min_pairs) or min_pairs < 1:
-            raise InvalidInputError("min_pairs", min_pairs, "must be an integer >= 1")
-        if lean is not None and not 0.0 < lean < 1.0:
-            raise InvalidInputError("lean", lean, "must be in (0, 1), or None: no lean")
+        fidelity = checked_fidelity(fidelity)
+        for name, flag in (("adaptive", adaptive), ("shared_rungs", shared_rungs)):
+            if not isinstance(flag, bool):
+                raise InvalidInputError(name, flag, "must be True or False")
+        prior_pairs = checked_real("prior_pairs", prior_pairs, 0.0, low_open=True)
+        min_pairs = checked_int("min_pairs", min_pairs, 1)
+        if lean is not None:
+            lean = checked_real("lean", lean, 0.0, 1.0, low_open=True, high_open=True,
+                                none="no lean")
         if not (
-            len(lean_running) == 2 and all(isinstance(n, int) for n in lean_running)
+            isinstance(lean_running, (tuple, list)) and len(lean_running) == 2
+            and all(is_integer(n) for n in lean_running)
             and 1 <= lean_running[0] < lean_running[1]
         ):
             raise InvalidInputError(
                 "lean_running", lean_running, "must be two integers (full, none) with 1 <= full < none"
             )
-        for name, share in (("probe_share", probe_share), ("probe_floor", probe_floor),
-                            ("probe_share_crowded", probe_share_crowded)):
-            if share is not None and not 0.0 <= share < 1.0:
-                raise InvalidInputError(name, share, "must be in [0, 1)")
-        if first_keep is not None and not 0.0 < first_keep < 1.0:
-            raise InvalidInputError("first_keep", first_keep,
-                                    "must be in (0, 1), or None: 1/eta as at the other rungs")
+        lean_running = (int(lean_running[0]), int(lean_running[1]))
+        probe_share = checked_real("probe_share", probe_share, 0.0, 1.0, high_open=True)
+        probe_floor = checked_real("probe_floor", probe_floor, 0.0, 1.0, high_open=True)
+        if probe_share_crowded is not None:
+            probe_share_crowded = checked_real("probe_share_crowded", probe_share_crowded, 0.0,
+                                               1.0, high_open=True, none="no growth")
+        if first_keep is not None:
+            first_keep = checked_real("first_keep", first_keep, 0.0, 1.0, low_open=True,
+                                      high_open=True, none="1/eta as at the other rungs")
         if probe_share_crowded is not None and probe_share_crowded < probe_share:
             raise InvalidInputError("probe_share_crowded", probe_share_crowded,
                                     f"must be at least probe_share ({probe_share}), or None")

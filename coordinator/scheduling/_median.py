@@ -25,7 +25,17 @@ class MedianStoppingScheduler(TrialScheduler):
 
     Contract: no trial stops before ``grace_step`` (default ``fidelity.min``), at or after
     ``fidelity.max``, or while fewer than ``min_trials`` other trials reached the step. A
-    trial that failed has no valid result: its reports stop counting as a peer's.
+    trial that failed has no valid result: its reports stop counting as a peer's. A report
+    at a step at or beyond ``fidelity.max`` is never stopped (the coordinator never passes a
+    step beyond ``max``: see :meth:`Tuner.tell_report
+    <coordinator.scheduling.Tuner.tell_report>`).
+
+    Arguments, checked when the scheduler is built (anything else raises
+    :class:`~tunefleet.errors.InvalidInputError`): ``fidelity`` a
+    :class:`~tunefleet.study.Fidelity` a study file could give (integers with
+    ``1 <= min <= max <= MAX_STEP``, ``2 <= eta <= 1000``, as ASHA and Hyperband take);
+    ``seed`` an integer in ``[0, 2**63)``; ``grace_step`` an integer >= 0 or ``None``;
+    ``min_trials`` an integer >= 1.
     """
 
     def __init__(
@@ -37,7 +47,7 @@ class MedianStoppingScheduler(TrialScheduler):
         if grace_step is not None and (not is_integer(grace_step) or grace_step < 0):
             raise InvalidInputError("grace_step", grace_step,
                                     "must be an integer >= 0, or None: fidelity.min")
-        self.fidelity = checked_fidelity(fidelity)
+        self.fidelity = fidelity = checked_fidelity(fidelity)
         self.seed = checked_seed(seed)
         self.grace_step = fidelity.min if grace_step is None else int(grace_step)
         self.min_trials = min_trials

@@ -11,7 +11,9 @@ from coordinator.scheduling._history import TrialHistory
 from coordinator.scheduling._quasirandom import SobolPoints
 from tunefleet.space import SearchSpace
 
-__all__ = ["ModelSearcher"]
+__all__ = ["MAX_CANDIDATES", "ModelSearcher"]
+
+MAX_CANDIDATES = 100_000  # candidates scored per suggestion, at most (memory grows with them)
 
 
 class ModelSearcher(Searcher):

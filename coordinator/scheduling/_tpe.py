@@ -14,9 +14,9 @@ import math
 
 import numpy as np
 
-from coordinator.scheduling._model_searcher import ModelSearcher
+from coordinator.scheduling._base import checked_int, checked_real
+from coordinator.scheduling._model_searcher import MAX_CANDIDATES, ModelSearcher
 from coordinator.scheduling._parzen import DimensionKinds, ParzenEstimator
-from tunefleet.errors import InvalidInputError
 from tunefleet.space import FloatParam, SearchSpace
 
 __all__ = ["TPESearcher"]
@@ -39,6 +39,15 @@ class TPESearcher(ModelSearcher):
     The defaults (6 start-up points up to 12 parameters, 24 candidates) were chosen on the
     simulator's suite (``scripts/bench_schedulers.py``) over 30 seeds; 10 start-up points and
     64 candidates needed about 15% more compute to reach the target at 8 workers.
+
+    Arguments, checked when the searcher is built (anything else raises
+    :class:`~tunefleet.errors.InvalidInputError` naming the argument): ``n_startup`` an integer
+    >= 2, or ``None`` (``max(6, parameters // 2)``); ``gamma`` a finite number in ``(0, 1)``;
+    ``max_good`` an integer >= 1; ``n_candidates`` an integer in ``[1, 100,000]``
+    (:data:`~coordinator.scheduling._model_searcher.MAX_CANDIDATES`, the memory of a
+    suggestion grows with it); ``random_fraction`` a finite number in ``[0, 1]``; ``widen`` a
+    finite number in ``(0, 1000]`` (it multiplies the kernels' bandwidths); ints mean ints
+    (not bools, not 2.5), numbers mean numbers (not strings).
     """
 
     def __init__(
@@ -53,15 +62,13 @@ class TPESearcher(ModelSearcher):
         widen: float = 3.0,
     ) -> None:
         super().__init__(space, seed)
-        if not 0.0 < gamma < 1.0:
-            raise InvalidInputError("gamma", gamma, "must be in (0, 1)")
-        if n_candidates < 1:
-            raise InvalidInputError("n_candidates", n_candidates, "must be >= 1")
-        if not 0.0 <= random_fraction <= 1.0:
-            raise InvalidInputError("random_fraction", random_fraction, "must be in [0, 1]")
-        self.n_startup = n_startup if n_startup is not None else max(6, len(space) // 2)
-        if self.n_startup < 2:
-            raise InvalidInputError("n_startup", n_startup, "must be >= 2")
+        gamma = checked_real("gamma", gamma, 0.0, 1.0, low_open=True, high_open=True)
+        n_candidates = checked_int("n_candidates", n_candidates, 1, MAX_CANDIDATES)
+        random_fraction = checked_real("random_fraction", random_fraction, 0.0, 1.0)
+        max_good = checked_int("max_good", max_good, 1)
+        widen = checked_real("widen", widen, 0.0, 1000.0, low_open=True)
+        self.n_startup = max(6, len(space) // 2) if n_startup is None else checked_int(
+            "n_startup", n_startup, 2, none="max(6, parameters // 2)")
         self.gamma = gamma
         self.max_good = max_good
         self.n_candidates = n_candidates

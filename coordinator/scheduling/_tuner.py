@@ -92,6 +92,10 @@ class Tuner:
         if not isinstance(scheduler, TrialScheduler):
             raise InvalidInputError("scheduler", scheduler,
                                     "must be a TrialScheduler (see build_tuner)")
+        space = getattr(searcher, "space", None)
+        if not isinstance(space, SearchSpace):  # a subclass that skipped Searcher.__init__
+            raise InvalidInputError("searcher.space", space,
+                                    "must be a SearchSpace (SearchSpace.from_mapping(...))")
         try:
             mode = Mode(mode)
         except (ValueError, TypeError):
@@ -188,17 +192,37 @@ class Tuner:
         return record
 
     def tell_report(self, trial_id: int, step: int, value: float) -> Decision:
-        """Record an intermediate result and decide whether the trial goes on. A ``value``
-        that is not a real number raises :class:`~tunefleet.errors.InvalidInputError` and
-        changes nothing (NaN and infinity are numbers: they count as the worst result)."""
+        """Record an intermediate result and decide whether the trial goes on.
+
+        A ``value`` that is not a real number raises
+        :class:`~tunefleet.errors.InvalidInputError` and changes nothing (NaN and infinity are
+        numbers: they count as the worst result); so does a number too large for a float
+        (``10**400``, say), as the trial API refuses a metric beyond a double before it
+        leaves the training process: report ``math.inf`` for "the worst result".
+
+        ``step`` is the fidelity the value was measured at. A scheduler with a fidelity
+        (ASHA, Hyperband, median stopping) judges steps in ``[fidelity.min, fidelity.max]``:
+        a step at or beyond ``fidelity.max`` counts as full fidelity and is never stopped, so
+        reporting in other units (iterations 100..2700 against a fidelity of 1..27) prunes
+        nothing. Such a step is not refused here: the coordinator replays stored events
+        through this method, and a study's store may hold steps beyond ``fidelity.max`` from
+        coordinators older than the one that stops them at the door (it answers STOP to such a
+        report without telling the tuner). A caller driving the tuner directly should keep
+        steps within the scheduler's fidelity.
+        """
         record = self._running(trial_id)
         try:
             if isinstance(value, bool) or not isinstance(value, numbers.Real):
                 raise TypeError(type(value).__name__)
             value = float(value)
-        except (TypeError, OverflowError):
+        except TypeError:
             raise InvalidInputError(
                 "value", value, "must be a real number (NaN and inf count as the worst result)"
+            ) from None
+        except OverflowError:
+            raise InvalidInputError(
+                "value", value, "must be a real number a float can hold: this one is too large "
+                "for a float (beyond about 1.8e308); report inf for the worst result"
             ) from None
         if not is_integer(step) or not 0 <= step <= MAX_STEP:
             raise InvalidInputError("step", step, f"must be an integer in [0, {MAX_STEP:,}]")

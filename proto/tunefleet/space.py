@@ -42,15 +42,87 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
 
 
+def _checked_choices(where: str, choices: Any) -> tuple[ParamValue, ...]:
+    """``choices`` as a tuple, refused (naming ``where.choices``) unless a non-empty list or
+    tuple of at most :data:`MAX_CHOICES` distinct strings, finite numbers or booleans."""
+    if not isinstance(choices, (list, tuple)) or len(choices) == 0:
+        raise InvalidInputError(f"{where}.choices", choices, "must be a non-empty list")
+    for choice in choices:
+        if not isinstance(choice, (str, int, float, bool)):
+            raise InvalidInputError(
+                f"{where}.choices", choice, "each choice must be a string, number or boolean"
+            )
+    if len(choices) > MAX_CHOICES:
+        raise InvalidInputError(f"{where}.choices", f"{len(choices)} choices",
+                                f"at most {MAX_CHOICES} choices")
+    seen: set[tuple[str, ParamValue]] = set()
+    for choice in choices:
+        if isinstance(choice, float) and not math.isfinite(choice):
+            raise InvalidInputError(f"{where}.choices", choice, "choices must be finite")
+        key = (type(choice).__name__, choice)  # 1, 1.0 and True are distinct choices
+        if key in seen:
+            raise InvalidInputError(f"{where}.choices", choice, "choices must be distinct")
+        seen.add(key)
+    return tuple(choices)
+
+
+def _finite(value: Any) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:  # a Fraction beyond a double, say
+        return False
+
+
+def _check_bounds(where: str, kind: str, low: Any, high: Any, log: Any) -> None:
+    """Refuse (naming ``where.low``, ``where.high``, ``where.log`` or ``where``) bounds that
+    are not finite numbers with ``low < high`` (integers of 64 bits for ``kind == "int"``),
+    ``low > 0`` with ``log``, and, for a float range, a finite ``high - low``."""
+    if not isinstance(log, bool):
+        raise InvalidInputError(f"{where}.log", log, "must be true or false")
+    for key, value in (("low", low), ("high", high)):
+        if isinstance(value, int) and not isinstance(value, bool) and not (
+            -(2**63) <= value < 2**63
+        ):
+            raise InvalidInputError(f"{where}.{key}", value, "must fit in a signed 64-bit integer")
+        if not _is_number(value) or not _finite(value):
+            raise InvalidInputError(f"{where}.{key}", value, "must be a finite number")
+        if kind == "int" and not float(value).is_integer():
+            raise InvalidInputError(f"{where}.{key}", value, "must be an integer")
+        if kind == "int" and not -(2**63) <= int(value) < 2**63:  # 1e19 is a float
+            raise InvalidInputError(f"{where}.{key}", value, "must fit in a signed 64-bit integer")
+    if not low < high:
+        raise InvalidInputError(
+            where, {"low": low, "high": high}, f"`low < high` must hold, but got ({low=}, {high=})"
+        )
+    if log and low <= 0:
+        raise InvalidInputError(f"{where}.low", low, "must be > 0 when log = true")
+    if kind == "float" and not math.isfinite(float(high) - float(low)):
+        raise InvalidInputError(where, {"low": low, "high": high},
+                                "`high - low` must be a finite number (at most about 1.8e308); "
+                                "use log = true for ranges that span many orders of magnitude")
+
+
 @dataclass(frozen=True)
 class FloatParam:
-    """A real number in ``[low, high]``, sampled uniformly or, with ``log``, log-uniformly."""
+    """A real number in ``[low, high]``, sampled uniformly or, with ``log``, log-uniformly.
+
+    Construction checks what :meth:`SearchSpace.from_mapping` checks, with its messages:
+    finite numbers with ``low < high`` and a finite ``high - low``, ``low > 0`` with ``log``,
+    ``log`` a bool; anything else raises :class:`~tunefleet.errors.InvalidInputError` naming
+    ``FloatParam.low``, ``FloatParam.high``, ``FloatParam.log`` or ``FloatParam``. The bounds
+    are kept as floats.
+    """
 
     low: float
     high: float
     log: bool = False
 
     type_name = "float"
+
+    def __post_init__(self) -> None:
+        _check_bounds("FloatParam", "float", self.low, self.high, self.log)
+        object.__setattr__(self, "low", float(self.low))
+        object.__setattr__(self, "high", float(self.high))
 
     def from_unit(self, u: float) -> float:
         u = min(max(u, 0.0), 1.0)
@@ -87,13 +159,25 @@ class FloatParam:
 
 @dataclass(frozen=True)
 class IntParam:
-    """An integer in ``[low, high]`` (both included), uniform or, with ``log``, log-uniform."""
+    """An integer in ``[low, high]`` (both included), uniform or, with ``log``, log-uniform.
+
+    Construction checks what :meth:`SearchSpace.from_mapping` checks, with its messages:
+    integers of 64 bits (integral floats included) with ``low < high``, ``low > 0`` with
+    ``log``, ``log`` a bool; anything else raises :class:`~tunefleet.errors.InvalidInputError`
+    naming ``IntParam.low``, ``IntParam.high``, ``IntParam.log`` or ``IntParam``. The bounds are
+    kept as ints.
+    """
 
     low: int
     high: int
     log: bool = False
 
     type_name = "int"
+
+    def __post_init__(self) -> None:
+        _check_bounds("IntParam", "int", self.low, self.high, self.log)
+        object.__setattr__(self, "low", int(self.low))
+        object.__setattr__(self, "high", int(self.high))
 
     def from_unit(self, u: float) -> int:
         u = min(max(u, 0.0), 1.0)
@@ -133,11 +217,21 @@ class IntParam:
 
 @dataclass(frozen=True)
 class CategoricalParam:
-    """One of a fixed, non-empty tuple of distinct choices (strings, numbers or booleans)."""
+    """One of a fixed, non-empty tuple of distinct choices (strings, numbers or booleans).
+
+    Construction checks what :meth:`SearchSpace.from_mapping` checks, with its messages: a
+    non-empty list or tuple of at most :data:`MAX_CHOICES` distinct strings, finite numbers or
+    booleans (``1``, ``1.0`` and ``True`` are distinct); anything else raises
+    :class:`~tunefleet.errors.InvalidInputError` naming ``CategoricalParam.choices``. The
+    choices are kept as a tuple.
+    """
 
     choices: tuple[ParamValue, ...]
 
     type_name = "categorical"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "choices", _checked_choices("CategoricalParam", self.choices))
 
     def from_unit(self, u: float) -> ParamValue:
         index = min(int(min(max(u, 0.0), 1.0) * len(self.choices)), len(self.choices) - 1)
@@ -181,62 +275,37 @@ def _param_from_mapping(name: str, spec: Any) -> Param:
                 f"allowed keys are {sorted(allowed_keys)}"
             )
     if kind == "categorical":
-        choices = spec.get("choices")
-        if not isinstance(choices, (list, tuple)) or len(choices) == 0:
-            raise InvalidInputError(f"{where}.choices", choices, "must be a non-empty list")
-        for choice in choices:
-            if not isinstance(choice, (str, int, float, bool)):
-                raise InvalidInputError(
-                    f"{where}.choices", choice, "each choice must be a string, number or boolean"
-                )
-        if len(choices) > MAX_CHOICES:
-            raise InvalidInputError(f"{where}.choices", f"{len(choices)} choices",
-                                    f"at most {MAX_CHOICES} choices")
-        seen: set[tuple[str, ParamValue]] = set()
-        for choice in choices:
-            if isinstance(choice, float) and not math.isfinite(choice):
-                raise InvalidInputError(f"{where}.choices", choice, "choices must be finite")
-            key = (type(choice).__name__, choice)  # 1, 1.0 and True are distinct choices
-            if key in seen:
-                raise InvalidInputError(f"{where}.choices", choice, "choices must be distinct")
-            seen.add(key)
-        return CategoricalParam(tuple(choices))
+        return CategoricalParam(_checked_choices(where, spec.get("choices")))
     for key in ("low", "high"):
         if key not in spec:
             raise InvalidInputError(f"{where}.{key}", None, f"is required for a {kind} parameter")
     low, high, log = spec["low"], spec["high"], spec.get("log", False)
-    if not isinstance(log, bool):
-        raise InvalidInputError(f"{where}.log", log, "must be true or false")
-    for key, value in (("low", low), ("high", high)):
-        if isinstance(value, int) and not isinstance(value, bool) and not (
-            -(2**63) <= value < 2**63
-        ):
-            raise InvalidInputError(f"{where}.{key}", value, "must fit in a signed 64-bit integer")
-        if not _is_number(value) or not math.isfinite(float(value)):
-            raise InvalidInputError(f"{where}.{key}", value, "must be a finite number")
-        if kind == "int" and not float(value).is_integer():
-            raise InvalidInputError(f"{where}.{key}", value, "must be an integer")
-        if kind == "int" and not -(2**63) <= int(value) < 2**63:  # 1e19 is a float
-            raise InvalidInputError(f"{where}.{key}", value, "must fit in a signed 64-bit integer")
-    if not low < high:
-        raise InvalidInputError(
-            where, {"low": low, "high": high}, f"`low < high` must hold, but got ({low=}, {high=})"
-        )
-    if log and low <= 0:
-        raise InvalidInputError(f"{where}.low", low, "must be > 0 when log = true")
-    if kind == "float" and not math.isfinite(float(high) - float(low)):
-        raise InvalidInputError(where, {"low": low, "high": high},
-                                "`high - low` must be a finite number (at most about 1.8e308); "
-                                "use log = true for ranges that span many orders of magnitude")
+    _check_bounds(where, kind, low, high, log)
     if kind == "int":
         return IntParam(int(low), int(high), log)
     return FloatParam(float(low), float(high), log)
 
 
 class SearchSpace(Mapping[str, Param]):
-    """An ordered, immutable mapping from parameter names to parameter definitions."""
+    """An ordered, immutable mapping from parameter names to parameter definitions.
+
+    Contract: ``params`` must be a non-empty mapping from identifiers to :class:`FloatParam`,
+    :class:`IntParam` or :class:`CategoricalParam` (each checked when it was built); anything
+    else raises :class:`~tunefleet.errors.InvalidInputError` naming ``space`` or
+    ``space.<name>``, with the messages of :meth:`from_mapping`.
+    """
 
     def __init__(self, params: Mapping[str, Param]) -> None:
+        if not isinstance(params, Mapping) or len(params) == 0:
+            raise InvalidInputError("space", params, "must be a non-empty table of parameters")
+        for name, p in params.items():
+            if not isinstance(name, str) or not name.isidentifier():
+                raise InvalidInputError("space", name, "parameter names must be identifiers")
+            if not isinstance(p, (FloatParam, IntParam, CategoricalParam)):
+                raise InvalidInputError(
+                    f"space.{name}", p, "must be a FloatParam, IntParam or CategoricalParam "
+                    "(or build the space with SearchSpace.from_mapping)"
+                )
         self._params: dict[str, Param] = dict(params)
 
     @classmethod

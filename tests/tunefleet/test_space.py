@@ -519,3 +519,106 @@ def test_the_unit_interval_ends_map_to_the_bounds_exactly(log: bool) -> None:
     param = FloatParam(1e-3, 1e-1, log)
     assert (param.from_unit(0.0), param.from_unit(1.0)) == (1e-3, 1e-1)
     assert param.from_unit(-0.5) == 1e-3 and param.from_unit(2.0) == 1e-1
+
+
+# --- the public constructors check what from_mapping checks -----------------------------------
+
+DIRECT_BAD = [
+    # (build, the table from_mapping refuses for the same reason, field suffix, value)
+    pytest.param(lambda: FloatParam(0.0, 1.0, log=True), {**FLOAT, "log": True}, ".low", 0.0,
+                 id="log-low-zero"),  # before: math domain error at the first ask
+    pytest.param(lambda: FloatParam(1.0, 0.0), {**FLOAT, "low": 1.0, "high": 0.0}, "",
+                 {"low": 1.0, "high": 0.0}, id="reversed"),  # before: always 0.0
+    pytest.param(lambda: FloatParam(0.5, 0.5), {**FLOAT, "low": 0.5, "high": 0.5}, "",
+                 {"low": 0.5, "high": 0.5}, id="empty-range"),
+    pytest.param(lambda: FloatParam(math.nan, 1.0), {**FLOAT, "low": math.nan}, ".low",
+                 math.nan, id="nan-low"),
+    pytest.param(lambda: FloatParam(0.0, math.inf), {**FLOAT, "high": math.inf}, ".high",
+                 math.inf, id="inf-high"),
+    pytest.param(lambda: FloatParam("0", 1.0), {**FLOAT, "low": "0"}, ".low", "0",
+                 id="string-low"),
+    pytest.param(lambda: FloatParam(-1e308, 1e308), {**FLOAT, "low": -1e308, "high": 1e308},
+                 "", {"low": -1e308, "high": 1e308}, id="range-beyond-a-double"),
+    pytest.param(lambda: FloatParam(0.0, 1.0, log=1), {**FLOAT, "log": 1}, ".log", 1,
+                 id="log-not-bool"),
+    pytest.param(lambda: IntParam(1, 4.5), {"type": "int", "low": 1, "high": 4.5}, ".high", 4.5,
+                 id="int-fraction"),
+    pytest.param(lambda: IntParam(0, 2**63), {"type": "int", "low": 0, "high": 2**63}, ".high",
+                 2**63, id="int-beyond-64-bits"),
+    pytest.param(lambda: IntParam(0, 8, log=True), {"type": "int", "low": 0, "high": 8,
+                                                    "log": True}, ".low", 0, id="int-log-zero"),
+    pytest.param(lambda: IntParam(5, 2), {"type": "int", "low": 5, "high": 2}, "",
+                 {"low": 5, "high": 2}, id="int-reversed"),
+    pytest.param(lambda: CategoricalParam(()), {"type": "categorical", "choices": ()},
+                 ".choices", (), id="no-choices"),  # before: IndexError at ask
+    pytest.param(lambda: CategoricalParam(("a", "a")), {"type": "categorical",
+                                                        "choices": ("a", "a")},
+                 ".choices", "a", id="duplicate-choice"),
+    pytest.param(lambda: CategoricalParam((1.0, math.nan)), {"type": "categorical",
+                                                             "choices": (1.0, math.nan)},
+                 ".choices", math.nan, id="nan-choice"),
+    pytest.param(lambda: CategoricalParam(("a", None)), {"type": "categorical",
+                                                         "choices": ("a", None)},
+                 ".choices", None, id="choice-of-bad-type"),
+    pytest.param(lambda: CategoricalParam("abc"), {"type": "categorical", "choices": "abc"},
+                 ".choices", "abc", id="choices-a-string"),
+]
+
+
+@pytest.mark.parametrize(("build", "table", "suffix", "value"), DIRECT_BAD)
+def test_public_constructors_refuse_what_from_mapping_refuses_with_its_message(
+    build: Any, table: dict[str, Any], suffix: str, value: Any
+) -> None:
+    with pytest.raises(InvalidInputError) as direct:
+        build()
+    with pytest.raises(InvalidInputError) as mapped:
+        SearchSpace.from_mapping({"p": table})
+    kind = {"float": "FloatParam", "int": "IntParam", "categorical": "CategoricalParam"}
+    assert direct.value.field == kind[table["type"]] + suffix
+    assert mapped.value.field == "space.p" + suffix  # from_mapping still names the entry
+    assert direct.value.allowed == mapped.value.allowed
+    if isinstance(value, float) and math.isnan(value):
+        assert math.isnan(direct.value.value)
+    else:
+        assert direct.value.value == value
+
+
+def test_a_categorical_param_takes_at_most_max_choices() -> None:
+    from tunefleet.space import MAX_CHOICES
+
+    assert len(CategoricalParam(tuple(range(MAX_CHOICES))).choices) == MAX_CHOICES
+    with pytest.raises(InvalidInputError, match=r"^CategoricalParam.choices: got '10001 choices'"):
+        CategoricalParam(tuple(range(MAX_CHOICES + 1)))
+
+
+@pytest.mark.parametrize(("params", "field", "fragment"), [
+    ({}, "space", "non-empty table"),  # before: numpy reshape errors in TPE and GP
+    (None, "space", "non-empty table"),
+    ({"x": {"type": "float", "low": 0.0, "high": 1.0}}, "space.x", "FloatParam, IntParam"),
+    ({"a b": FloatParam(0.0, 1.0)}, "space", "identifiers"),
+    ({1: FloatParam(0.0, 1.0)}, "space", "identifiers"),
+])
+def test_a_space_built_directly_is_checked(params: Any, field: str, fragment: str) -> None:
+    with pytest.raises(InvalidInputError) as exc:
+        SearchSpace(params)
+    assert exc.value.field == field and fragment in exc.value.allowed
+
+
+def test_valid_direct_constructions_equal_what_from_mapping_builds() -> None:
+    direct = SearchSpace({
+        "lr": FloatParam(1e-4, 1e-1, True), "drop": FloatParam(0, 1),
+        "n": IntParam(2.0, 9.0), "act": CategoricalParam(["relu", "gelu"]),  # type: ignore[arg-type]
+    })
+    mapped = SearchSpace.from_mapping({
+        "lr": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True},
+        "drop": {"type": "float", "low": 0, "high": 1},
+        "n": {"type": "int", "low": 2.0, "high": 9.0},
+        "act": {"type": "categorical", "choices": ["relu", "gelu"]},
+    })
+    assert direct == mapped and hash(direct) == hash(mapped)
+    # bounds in the parameter's own type, choices as a tuple (so the space hashes)
+    assert type(direct["drop"].low) is float  # type: ignore[union-attr]
+    assert type(direct["n"].low) is int  # type: ignore[union-attr]
+    assert direct["n"].grid(10) == list(range(2, 10))  # before: TypeError, range() of floats
+    assert direct["act"] == CategoricalParam(("relu", "gelu"))
+    assert direct.to_mapping() == mapped.to_mapping()
