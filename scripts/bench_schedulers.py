@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import math
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -36,6 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from output_paths import unwritable  # noqa: E402
 from simulate.benchmarks import BENCHMARKS, FIDELITY  # noqa: E402
 from simulate.simulator import AskTell, simulate  # noqa: E402
 from simulate.tabular import TabularBenchmark  # noqa: E402
@@ -185,26 +185,6 @@ the same text as markdown (with the command line), --png a figure of median regr
 compute. Their defaults are the committed figures in scripts/results/: name other files (or '-')
 for any other run.
 """
-
-
-def unwritable(path: Path) -> str | None:
-    """Why a file cannot be written at ``path`` (its missing folders created), or ``None``.
-
-    Checks without creating anything: ``path`` must not be a folder, an existing file must be
-    writable, and the nearest existing ancestor must be a writable folder.
-    """
-    if path.is_dir():
-        return "is a folder"
-    if path.exists():
-        return None if os.access(path, os.W_OK) else "is not writable"
-    parent = path.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        return f"cannot be created: {parent} is not a folder"
-    if not os.access(parent, os.W_OK | os.X_OK):
-        return f"cannot be created: the folder {parent} is not writable"
-    return None
 
 
 def importable(module: str) -> bool:

@@ -29,13 +29,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from output_paths import unwritable  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
@@ -200,26 +202,6 @@ def pack(work: Path, out: Path) -> None:
     print(f"wrote {out}: {n} configurations x {len(rows[0]['val_loss'])} epochs, "
           f"{out.stat().st_size / 1e6:.2f} MB; training took {cpu / 60:.1f} CPU minutes "
           f"({wall / 60:.1f} minutes of wall time)")
-
-
-def unwritable(path: Path) -> str | None:
-    """Why a file cannot be written at ``path`` (its missing folders created), or ``None``.
-
-    Checks without creating anything: ``path`` must not be a folder, an existing file must be
-    writable, and the nearest existing ancestor must be a writable folder.
-    """
-    if path.is_dir():
-        return "is a folder"
-    if path.exists():
-        return None if os.access(path, os.W_OK) else "is not writable"
-    parent = path.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        return f"cannot be created: {parent} is not a folder"
-    if not os.access(parent, os.W_OK | os.X_OK):
-        return f"cannot be created: the folder {parent} is not writable"
-    return None
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
