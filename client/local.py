@@ -30,6 +30,7 @@ from typing import IO, Any
 from node_agent.inventory import read_inventory
 from node_agent.sandbox import launch_command
 from tunefleet.bundle import RESULTS_MARKER
+from tunefleet.connection import ENV_CA, ENV_COORDINATOR, ENV_INSECURE
 from tunefleet.errors import TunefleetError
 from tunefleet.tls import CA_FILE, ChannelSecurity, init_authority
 
@@ -168,6 +169,7 @@ class LocalCluster:
                    "--home", str(home), "--slots", str(self.slots), "--name", f"local-{index}",
                    *self._gpu_args(index), *self._security_args(), *self.agent_args]),
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            env=_agent_environment(),
         )
         return proc
 
@@ -274,6 +276,14 @@ _requests: queue.SimpleQueue[tuple[list[str], dict[str, Any], Future[subprocess.
     queue.SimpleQueue())
 _spawner_lock = threading.Lock()
 _spawner: threading.Thread | None = None
+
+
+def _agent_environment() -> dict[str, str]:
+    """This process's environment less the connection variables: a local agent is told its
+    coordinator and TLS by flags, which a researcher's ``TUNEFLEET_INSECURE`` (or CA, or
+    coordinator) for another coordinator must not contradict."""
+    return {k: v for k, v in os.environ.items()
+            if k not in (ENV_COORDINATOR, ENV_CA, ENV_INSECURE)}
 
 
 def _spawn(argv: list[str], **options: Any) -> subprocess.Popen[bytes]:

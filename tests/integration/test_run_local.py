@@ -173,3 +173,17 @@ def test_a_run_whose_trials_stop_short_of_fidelity_max_says_so(tiny_train_dir: P
     proc = cli("run", str(study), "--local", "1", "--no-report", timeout=180)
     assert proc.returncode == 0, proc.stderr
     assert "fidelity.max" not in proc.stderr
+
+
+def test_a_run_ignores_the_researchers_connection_variables(
+        tiny_train_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # before, TUNEFLEET_INSECURE=1 (set for another coordinator) reached the local agents
+    # beside their --ca, which they refuse: every agent exited and the run failed
+    monkeypatch.setenv("TUNEFLEET_INSECURE", "1")
+    monkeypatch.setenv("TUNEFLEET_CA", "/nonexistent/ca.pem")
+    monkeypatch.setenv("TUNEFLEET_COORDINATOR", "127.0.0.1:9")
+    study = tiny_train_dir / "study.toml"
+    study.write_text(study.read_text().replace("max_trials = 6", "max_trials = 2"))
+    proc = cli("run", str(study), "--local", "1", "--no-report", timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    assert "best trial" in proc.stdout
