@@ -471,10 +471,10 @@ def _what_changed(old: common_pb2.StudySpec, new: common_pb2.StudySpec,
     old_spec.bundle_digest = new_spec.bundle_digest = ""
     if old_spec != new_spec:
         return "its study file has changed since"
-    if old_files is None:
+    changed = sorted(name for name in (old_files or {}).keys() | files.keys()
+                     if old_files is not None and old_files.get(name) != files.get(name))
+    if not changed:  # not recorded, or the same contents (a file's mode, the signing key)
         return "its code has changed since"
-    changed = sorted(name for name in old_files.keys() | files.keys()
-                     if old_files.get(name) != files.get(name))
     shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
     return (f"files in its folder have changed since ({shown}); every file there is part of "
             "the study's code, so keep a run's logs and outputs outside it (or under runs/, "

@@ -83,6 +83,11 @@ def test_a_study_stopped_because_files_in_its_folder_changed_names_them(
         (tiny_train_dir / "runs" / "out.txt").write_text("left out of bundles")
         told = io.StringIO()
         second = _resume_or_submit(client, identity, spec, tiny_train_dir, told, record)
+        (tiny_train_dir / "train.py").chmod(0o755)  # the same contents: no file to name
+        mode = io.StringIO()
+        _resume_or_submit(client, identity, spec, tiny_train_dir, mode, record)
+    assert f"stopped study {second.study_id} (tiny), left running by an earlier run: its code " \
+        "has changed since" in mode.getvalue()
     assert second.study_id != first.study_id
     assert (f"stopped study {first.study_id} (tiny), left running by an earlier run: files in "
             "its folder have changed since (run.log); every file there is part of the study's "
