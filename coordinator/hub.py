@@ -363,6 +363,9 @@ class Hub(AccessMixin, VerificationMixin, LimitsMixin):
         check_inventory(hello.inventory)
         self.sessions[node_id] = NodeSession(node_id, hello.inventory, hello.draining)
         outbox = self._reconcile(node_id, list(hello.running_attempts), forget_missing=True)
+        if self._wake:  # it lost attempts: their retries may belong on other nodes
+            self._wake = False
+            return outbox + self.assign_all()
         return outbox + self.assign(node_id)
 
     def node_disconnected(self, node_id: str) -> None:
@@ -402,6 +405,7 @@ class Hub(AccessMixin, VerificationMixin, LimitsMixin):
                     if attempt_id not in running:
                         outbox += self._lose(attempt, "the node restarted without it", now,
                                              held_until=attempt.seen_at)
+                        self._wake = True
         return outbox
 
     # leases --------------------------------------------------------------------------------
@@ -506,7 +510,10 @@ class Hub(AccessMixin, VerificationMixin, LimitsMixin):
             return []
         free_gpus, free_cpu = self._free(node_id, session)
         outbox: Outbox = []
-        for runtime in sorted(self.studies.values(), key=lambda r: r.study.created_at):
+        # oldest study first, but a study whose failed trial waits for a node other than the
+        # one it failed on is served first, so that its retry is not starved by older studies
+        for runtime in sorted(self.studies.values(), key=lambda r: (
+                not self._retry_waits_for(r, node_id), r.study.created_at)):
             if (node_id, runtime.study.id) in self.declined:
                 continue
             need = runtime.spec.resources
@@ -585,6 +592,12 @@ class Hub(AccessMixin, VerificationMixin, LimitsMixin):
         log.info("trial %s/%d attempt %d -> node %s", study_id, trial.number, attempt.id,
                  node_id[:8])
         return self._assignment(runtime, attempt, trial)
+
+    def _retry_waits_for(self, runtime: StudyRuntime, node_id: str) -> bool:
+        """Whether a pending trial of the study failed on some node, but not on ``node_id``."""
+        return any(failed and node_id not in failed for failed in (
+            self._failed_on(t) for t in self.store.list_trials(runtime.study.id,
+                                                               TrialState.PENDING)))
 
     def _failed_on(self, trial: Trial) -> set[str]:
         """The nodes an attempt of ``trial`` failed on."""

@@ -330,6 +330,43 @@ def test_on_a_busy_pool_a_failed_trial_waits_for_another_node_while_its_node_run
     assert hub3.study_view(study).study.state is StudyState.COMPLETED
 
 
+def test_a_deferred_retry_is_not_starved_by_an_older_study(
+        hub3: Hub, store: Store, clock: Clock) -> None:
+    # the next node to free up serves the study whose retry waits for it before older ones;
+    # else an older study with work left took every freed node and the retry never ran
+    x = submit(hub3, make_spec(name="x", budget={"max_trials": 100}, search={
+        "searcher": "random", "scheduler": "fifo", "seed": 1, "max_running": 1}))
+    y = submit(hub3, make_spec(name="y", budget={"deadline": clock.now + 3600}, search={
+        "searcher": "random", "scheduler": "fifo", "seed": 2}))
+    [bx] = connect(hub3, "n2")
+    [ay] = connect(hub3, "n1")
+    assert (bx.study_id, ay.study_id) == (x, y)
+    [cy] = finish(hub3, "n1", ay.attempt_id, "failed", CRASH)
+    assert (cy.study_id, cy.trial_id) == (y, ay.trial_id + 1)  # a new trial of y on n1
+    report(hub3, "n2", bx.attempt_id, 1, 1, 0.5)
+    [d] = finish(hub3, "n2", bx.attempt_id)
+    assert (d.study_id, d.trial_id) == (y, ay.trial_id)  # the retry, not x's next trial
+
+
+def test_a_retry_whose_node_restarted_without_it_is_offered_to_an_idle_node(
+        hub3: Hub, store: Store) -> None:
+    # before, only the restarted node was offered work; the retry, meant for the idle n2,
+    # waited forever
+    study = submit(hub3, make_spec(budget={"max_trials": 2}))
+    [a] = connect(hub3, "n1")
+    [b] = connect(hub3, "n2")
+    [c] = finish(hub3, "n1", a.attempt_id, "failed", CRASH)  # nothing new: retried on n1
+    assert c.trial_id == a.trial_id
+    report(hub3, "n2", b.attempt_id, 1, 1, 0.5)
+    assert finish(hub3, "n2", b.attempt_id) == []  # n2 idle now
+    out = hub3.node_connected("n1", node_pb2.Hello(inventory=node_pb2.Inventory(cpu_slots=1)))
+    [d] = assignments(out)
+    assert (d.trial_id, store.get_attempt(d.attempt_id).node_id) == (a.trial_id, "n2")
+    report(hub3, "n2", d.attempt_id, 1, 1, 0.25)
+    finish(hub3, "n2", d.attempt_id)
+    assert store.get_trial(study, a.trial_id).state is TrialState.COMPLETED
+
+
 def test_a_deferred_retry_runs_where_it_failed_once_the_tuner_has_nothing_new(
         hub3: Hub, store: Store) -> None:
     study = submit(hub3, make_spec(budget={"max_trials": 3}))
