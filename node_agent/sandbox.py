@@ -23,6 +23,7 @@ and not at all for GPU children.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import math
@@ -30,10 +31,11 @@ import os
 import pwd
 import resource
 import shutil
+import signal
 import stat
-import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -280,19 +282,71 @@ def _default_lock_dir() -> Path:
     return (run if run.is_dir() and os.access(run, os.W_OK) else Path("/tmp")) / "tunefleet-uids"
 
 
-SHARED_WRITABLE = (Path("/tmp"), Path("/var/tmp"), Path("/dev/shm"))
+SHARED_WRITABLE = (Path("/tmp"), Path("/var/tmp"), Path("/dev/shm"), Path("/run/lock"))
+
+
+CLEAR_ROUNDS = 200  # rounds of killing an account's processes before it is called dirty
+
+
+def _uid_processes(uid: int) -> list[int]:
+    """Pids of live processes (not zombies) whose real, effective or saved uid is ``uid``."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        if _runs_as(int(entry.name), uid):
+            found.append(int(entry.name))
+    return found
+
+
+def _runs_as(pid: int, uid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            fields = dict(line.split(":", 1) for line in status if ":" in line)
+    except (OSError, ValueError):
+        return False  # gone, or not readable
+    uids = fields.get("Uid", "").split()[:3]
+    return str(uid) in uids and not fields.get("State", "").strip().startswith(("Z", "X"))
+
+
+def _kill_as_root(pid: int, uid: int) -> None:
+    """SIGKILL ``pid`` if it still runs as ``uid`` (through a pidfd where the kernel has them,
+    so that a pid reused since the scan is never hit)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        if _runs_as(pid, uid):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        return
+    try:
+        if _runs_as(pid, uid):
+            with contextlib.suppress(OSError):
+                signal.pidfd_send_signal(fd, signal.SIGKILL)
+    finally:
+        os.close(fd)
 
 
 def clear_account(account: Account) -> None:
     """Kill every process of ``account`` and remove what it owns at the top of the shared
-    writable directories (:data:`SHARED_WRITABLE`). Needs root; raises ``OSError`` if the
-    kill could not be made."""
-    true = "/bin/true" if os.path.exists("/bin/true") else sys.executable
-    done = subprocess.run(launch_command([true], (), account, os.getpid(), exclusive=True),
-                          stdin=subprocess.DEVNULL, capture_output=True, timeout=30, check=False)
-    if done.returncode != 0:
-        raise OSError(f"could not clear sandbox account {account.name}: "
-                      f"{done.stderr.decode(errors='replace').strip()[-500:]}")
+    writable directories (:data:`SHARED_WRITABLE`). Needs root; raises ``OSError`` if its
+    processes are not all gone after :data:`CLEAR_ROUNDS` rounds.
+
+    The agent kills them itself, as root, finding them in ``/proc`` round after round until
+    none is left (a process forked between two rounds is found in the next). A process of the
+    account cannot resist: before, a launcher switched to the account to kill its processes,
+    and a process left behind could kill that launcher first and keep the account dirty."""
+    for _ in range(CLEAR_ROUNDS):
+        pids = _uid_processes(account.uid)
+        if not pids:
+            break
+        for pid in pids:
+            _kill_as_root(pid, account.uid)
+        time.sleep(0.01)  # the kills land; their zombies are skipped
+    else:
+        if _uid_processes(account.uid):
+            raise OSError(f"could not clear sandbox account {account.name}: its processes "
+                          f"were still there after {CLEAR_ROUNDS} rounds of SIGKILL")
     for directory in SHARED_WRITABLE:
         try:
             entries = list(os.scandir(directory))

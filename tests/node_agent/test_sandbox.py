@@ -407,6 +407,54 @@ def test_an_account_is_cleared_before_it_is_handed_out_again(tmp_path: Path) -> 
     pool.close()
 
 
+# A process left behind that kills whatever starts as its uid (the old clearing switched a
+# launcher to the account to kill its processes, and lost that race), and forks as it goes.
+RESISTER = """
+import os, signal, time
+me = str(os.getuid()).encode()
+end = time.monotonic() + 60
+while time.monotonic() < end:
+    if os.fork() == 0:  # a new child now and then, so that one round of kills is not enough
+        time.sleep(0.5)
+        os._exit(0)
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            argv = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\\0")
+            if int(pid) != os.getpid() and b"-S" in argv[:3]:
+                os.kill(int(pid), signal.SIGKILL)
+        except OSError:
+            pass
+    try:
+        os.waitpid(-1, os.WNOHANG)
+    except ChildProcessError:
+        pass
+"""
+
+
+@needs_root
+def test_a_leftover_process_that_fights_the_clearing_is_killed_all_the_same(
+        tmp_path: Path) -> None:
+    # before, clearing ran a launcher switched to the account, which the leftover killed:
+    # the account stayed dirty and, once every account was, the node could run no trial
+    pool = AccountPool(70300, size=1, lock_dir=tmp_path / "locks")
+    account = pool.take()
+    leftover = subprocess.Popen(launch_command([sys.executable, "-c", RESISTER], (), account,
+                                               os.getpid()), start_new_session=True)
+    try:
+        time.sleep(0.5)
+        assert leftover.poll() is None
+        pool.give_back(account)
+        assert pool.take() == account  # cleared, not refused
+        assert leftover.wait(timeout=10) == -signal.SIGKILL
+        assert sandbox._uid_processes(account.uid) == []  # its children too
+    finally:
+        if leftover.poll() is None:
+            leftover.kill()
+        for pid in sandbox._uid_processes(account.uid):
+            os.kill(pid, signal.SIGKILL)
+    pool.close()
+
+
 @pytest.mark.parametrize("account", [None, sandbox.Account("root", 0, 0)])
 def test_killing_an_accounts_processes_needs_an_unprivileged_account(
     account: sandbox.Account | None,
