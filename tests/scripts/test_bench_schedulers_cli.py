@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -101,7 +102,8 @@ def test_a_png_path_must_end_in_png_so_that_no_suffix_is_added_silently(
 
 def test_help_lists_names_and_defaults_including_the_output_paths() -> None:
     done = subprocess.run([sys.executable, str(SCRIPTS / "bench_schedulers.py"), "--help"],
-                          capture_output=True, text=True, timeout=120, check=False)
+                          capture_output=True, text=True, timeout=120, check=False,
+                          env={**os.environ, "COLUMNS": "10000"})  # no path broken by wrapping
     assert done.returncode == 0, done.stderr
     text = " ".join(done.stdout.split())  # argparse wraps lines
     for expected in ("results/bench_schedulers.md", "results/bench_schedulers.png",

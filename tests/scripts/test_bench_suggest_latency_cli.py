@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -42,7 +43,8 @@ def test_a_missing_optuna_is_refused_up_front_with_how_to_install_it(
 
 def test_help_documents_both_options_with_their_defaults() -> None:
     done = subprocess.run([sys.executable, str(SCRIPTS / "bench_suggest_latency.py"), "--help"],
-                          capture_output=True, text=True, timeout=120, check=False)
+                          capture_output=True, text=True, timeout=120, check=False,
+                          env={**os.environ, "COLUMNS": "10000"})  # no path broken by wrapping
     assert done.returncode == 0, done.stderr
     text = " ".join(done.stdout.split())
     assert "--trials finished trials (default 1,000)" in text
