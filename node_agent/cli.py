@@ -100,6 +100,11 @@ def _parser() -> argparse.ArgumentParser:
                        help="largest file (and output log) a trial may write, in GiB (default: 8)")
     start.add_argument("--open-files", type=int, default=4096,
                        help="open-file limit of a trial (default: 4096)")
+    start.add_argument("--max-processes", type=int, default=4096,
+                       help="processes and threads a trial may run at once, 0 for no limit "
+                       "(default: 4096); applies where each trial runs as an account of its "
+                       "own (as root without --run-as), as it counts every process of the "
+                       "account: a fork bomb stops there")
     start.add_argument("--wall-hours", type=float, default=24.0,
                        help="wall-time limit of a trial in hours, 0 for none (default: 24)")
     start.add_argument(
@@ -227,11 +232,14 @@ def _limits(args: argparse.Namespace) -> SandboxLimits:
             cpu_seconds=scaled("--cpu-hours", args.cpu_hours, 3600),
             file_bytes=scaled("--max-file-gb", args.max_file_gb, 1024**3),
             open_files=args.open_files,
+            processes=(scaled("--max-processes", args.max_processes, 1)
+                       if os.geteuid() == 0 and not args.run_as else None),
             wall_seconds=(scaled("--wall-hours", args.wall_hours, 3600) or None),
         )
     except InvalidInputError as exc:
         flag = {"limits.memory_bytes": "--memory-gb", "limits.cpu_seconds": "--cpu-hours",
                 "limits.file_bytes": "--max-file-gb", "limits.open_files": "--open-files",
+                "limits.processes": "--max-processes",
                 "limits.wall_seconds": "--wall-hours"}.get(exc.field, exc.field)
         raise InvalidInputError(flag, exc.value, exc.allowed) from None
 

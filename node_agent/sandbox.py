@@ -17,8 +17,10 @@ Python interpreter (:func:`runtime_directories`), which the child must reach to 
 Limits of this sandbox, stated so nobody relies on more: children that share one account (a
 named ``--run-as`` account, or the agent's own user when it is not root) can signal and read
 each other; a child may escape its process group with ``setsid``, though not outlive its
-account's next use; memory is capped as address space (``RLIMIT_AS``), not resident memory,
-and not at all for GPU children.
+account's next use; memory is capped as address space (``RLIMIT_AS``) of each process, not
+resident memory nor the sum over a trial's processes, and not at all for GPU children; files in
+``/dev/shm`` count against no limit; the number of processes (``RLIMIT_NPROC``) is capped only
+for accounts of their own; trials share the machine's network.
 """
 
 from __future__ import annotations
@@ -470,7 +472,11 @@ def grant_traversal(directories: Iterable[Path]) -> None:
         mode = os.stat(directory).st_mode
         if stat.S_ISDIR(mode) and not mode & stat.S_IXOTH:
             os.chmod(directory, stat.S_IMODE(mode) | stat.S_IXOTH)
-            log.info("made %s traversable for the sandbox account (o+x)", directory)
+            log.warning("made %s traversable (o+x) so that sandboxed trials reach the Python "
+                        "interpreter or their work directory: a trial can now read any "
+                        "world-readable file in it whose path it knows (install Python and "
+                        "the agent's home outside private directories to avoid this)",
+                        directory)
 
 
 def runtime_directories() -> tuple[Path, ...]:

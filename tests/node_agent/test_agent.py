@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import pytest
 
 from node_agent.agent import Agent, AgentConfig, RunningAttempt, exit_text
 from node_agent.cli import main
-from tunefleet.errors import BundleError
+from tunefleet.errors import BundleError, InvalidInputError
 from tunefleet.keys import Identity
 from tunefleet.v1 import node_pb2
 
@@ -256,6 +257,20 @@ def test_a_second_agent_on_the_same_home_is_refused(tmp_path: Path) -> None:
     finally:
         first.terminate()
         first.wait(timeout=30)
+
+
+def test_trials_with_accounts_of_their_own_get_a_process_limit() -> None:
+    from node_agent.cli import _limits, _parser
+
+    def limits(*flags: str) -> object:
+        return _limits(_parser().parse_args(["start", "--coordinator", "127.0.0.1:1",
+                                             "--insecure", *flags])).processes
+    assert limits() == (4096 if os.geteuid() == 0 else None)
+    assert limits("--max-processes", "0") is None
+    if os.geteuid() == 0:  # a shared account counts every process of its user: no default
+        assert limits("--run-as", "nobody") is None
+    with pytest.raises(InvalidInputError, match="^--max-processes: got -1"):
+        limits("--max-processes", "-1")
 
 
 def test_a_ca_file_that_holds_no_certificate_is_refused_before_anything_is_created(

@@ -239,6 +239,23 @@ def test_open_files_limit_makes_opening_many_files_fail(tmp_path: Path) -> None:
     assert metrics["errno"] == errno.EMFILE and metrics["opened"] < 32
 
 
+@needs_root
+def test_a_process_limit_stops_a_fork_bomb_of_an_account_of_its_own(tmp_path: Path) -> None:
+    # before, none was set: a trial forked as many processes as the machine allowed
+    code = ("import os, time\nfrom tunefleet import trial\nkids = []\n"
+            "try:\n    for i in range(100):\n        pid = os.fork()\n"
+            "        if pid == 0:\n            time.sleep(5)\n            os._exit(0)\n"
+            "        kids.append(pid)\nexcept BlockingIOError:\n    pass\n"
+            "trial.report(1, forked=len(kids))\n"
+            "for pid in kids:\n    os.kill(pid, 9)\n")
+    pool = AccountPool(70500, size=1, lock_dir=tmp_path / "locks")
+    metrics, result = run(spec(tmp_path, code, limits=SandboxLimits(processes=20),
+                               account=pool.take()))
+    assert result.exit_code == 0, result.stderr_tail
+    assert 0 < metrics["forked"] < 20
+    pool.close()
+
+
 def test_wall_time_limit_stops_a_sleeping_child_and_marks_its_exit(tmp_path: Path) -> None:
     limits = SandboxLimits(wall_seconds=0.5, wall_grace_seconds=0.3)
     started = time.monotonic()
