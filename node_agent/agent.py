@@ -489,9 +489,9 @@ class Agent:
         log.info("attempt %d %s (exit %d, %.1fs, %d reports)", a.attempt_id, outcome,
                  exit_.exit_code, exit_.wall_seconds, attempt.seq)
         if attempt.child.bad_lines:
-            log.warning("attempt %d: %d report line(s) dropped: malformed, over %d bytes or "
-                        "beyond step %s", a.attempt_id, attempt.child.bad_lines,
-                        MAX_REPORT_BYTES, a.fidelity_max)
+            log.warning("attempt %d: %d report line(s) dropped: malformed, over %d bytes, "
+                        "beyond step %s or not after the previous step", a.attempt_id,
+                        attempt.child.bad_lines, MAX_REPORT_BYTES, a.fidelity_max)
 
 
 async def _drain_queue(

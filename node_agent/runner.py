@@ -247,14 +247,17 @@ class Child:
         return cls(spec, process, reader, control_w, time.monotonic(), logs)
 
     async def reports(self) -> AsyncIterator[ChildReport]:
-        """The child's reports in order (lines that are malformed, too long or beyond the
-        study's ``fidelity_max`` are dropped and counted in :attr:`bad_lines`), until its end
+        """The child's reports in order (lines that are malformed, too long, beyond the
+        study's ``fidelity_max`` or at a step not after the previous report's are dropped and
+        counted in :attr:`bad_lines`: one trial cannot flood the coordinator's database with
+        reports of one step), until its end
         of the pipe closes or, once its main
         process has exited, until no line has come for ``DRAIN_SECONDS``: a descendant that
         keeps the pipe open (a fork, an escape to its own session) cannot hold the attempt,
         and its slot, after the training process ended. What the process wrote before it
         exited is in the pipe already, so none of it is lost."""
         top = self.spec.trial.get("fidelity_max")
+        last: int | None = None  # steps must increase, as trial.report has them
         exited = asyncio.ensure_future(self.process.wait())
         try:
             while True:
@@ -266,9 +269,11 @@ class Child:
                 if not line:
                     return
                 report = _parse(line)
-                if report is None or (isinstance(top, int) and report.step > top):
+                if report is None or (isinstance(top, int) and report.step > top) or (
+                        last is not None and report.step <= last):
                     self.bad_lines += 1
                     continue
+                last = report.step
                 yield report
         finally:
             exited.cancel()

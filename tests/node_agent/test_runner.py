@@ -210,6 +210,15 @@ def test_reports_beyond_fidelity_max_are_dropped(tmp_path: Path) -> None:
     assert run(steps_and_dropped(s)) == ([1], 1)
 
 
+def test_reports_not_after_the_previous_step_are_dropped(tmp_path: Path) -> None:
+    # before, a trial writing straight to its pipe had 3,000 reports of step 1 stored
+    line = '{"type": "report", "step": %d, "metrics": {"l": 1}}\\n'
+    s = spec(tmp_path, "import os\nfd = int(os.environ['TUNEFLEET_REPORT_FD'])\n"
+                       f"for step in [1] * 500 + [0, 2, 2, 3]:\n"
+                       f"    os.write(fd, (\'{line}\' % step).encode())\n")
+    assert run(steps_and_dropped(s)) == ([1, 2, 3], 501)
+
+
 def test_decisions_for_a_child_that_never_reads_them_never_block_the_agent(
         tmp_path: Path) -> None:
     # the control pipe holds 64 KiB: a blocking write of the ten-thousandth "continue" line
