@@ -326,6 +326,12 @@ def _run_local(args: argparse.Namespace) -> int:
     if args.local < 1:
         raise InvalidInputError("--local", args.local, "must be at least 1 agent")
     check_submittable(spec, bundle_dir)  # before a key, a cluster or a state directory
+    for flag, folder in (("--state-dir", args.state_dir),
+                         ("--out", None if args.no_report else args.out)):
+        why = None if folder is None else _unusable_folder(folder)
+        if why is not None:  # said now, not after the study has run
+            raise InvalidInputError(flag, str(folder), f"must be a folder this user can write "
+                                    f"to or create ({why})")
     identity, _ = researcher_identity()
     info = sys.stderr if args.json else sys.stdout  # with --json, stdout holds the JSON only
     print(f"starting an embedded coordinator and {args.local} local agent(s)", file=info,
@@ -424,6 +430,22 @@ def _state_hint(args: argparse.Namespace) -> str:
 
 
 SUBMITTED_FILES = "submitted-files.json"  # in a run's state directory: each study's files
+
+
+def _unusable_folder(path: Path) -> str | None:
+    """Why a folder cannot be written at ``path`` (made if missing), or None; creates nothing."""
+    if path.exists():
+        if not path.is_dir():
+            return "it is a file"
+        return None if os.access(path, os.W_OK | os.X_OK) else "it is not writable"
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"{parent} is a file"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"{parent} is not writable"
+    return None
 
 
 def _resume_or_submit(client: Client, identity: Identity, spec: StudySpec, bundle_dir: Path,
@@ -550,8 +572,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "keygen":
             path = key_path()
-            if path.exists() and args.force:
-                path.unlink()
+            if path.exists() and args.force:  # the only key that reads its studies: kept
+                kept = path.with_name(f"{path.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+                os.replace(path, kept)
+                print(f"kept the replaced key as {kept}: studies submitted with it are read "
+                      "and stopped only with it (copy it back to use them)", file=sys.stderr)
             identity, created = load_or_create(path)
             print(f"{'created' if created else 'existing'} key {path}")
             print(f"key id {identity.key_id}")
@@ -610,6 +635,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 found = study_importance(client.trials(args.study_id, True), metric)
             _print_importance(found, args.json)
         elif args.command == "stop":
+            if not key_path().exists():  # a new key owns no study: nothing it could stop
+                raise InvalidInputError("researcher key", str(key_path()), "must exist: a "
+                                        "study is stopped with the key that submitted it "
+                                        "(set TUNEFLEET_HOME to where that key is)")
             with _client(args, sign=True) as client:
                 before = client.status(args.study_id)
                 s = before if before.finished else client.stop(args.study_id)
@@ -633,6 +662,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # the reader went away (`| head`): quietly, as other tools do
         _silence_stdout()
         return 0
+    except InvalidInputError as exc:  # a flag's value is a usage error, as argparse's own
+        print(f"tunefleet: error: {exc}", file=sys.stderr)
+        return 2 if exc.field.startswith("--") else 1
     except (TunefleetError, OSError) as exc:
         print(f"tunefleet: error: {exc}", file=sys.stderr)
         return 1

@@ -42,11 +42,19 @@ CHUNK = 1024 * 1024
 class CoordinatorError(TunefleetError):
     """The coordinator refused a call, or could not be reached."""
 
-    def __init__(self, code: grpc.StatusCode, details: str, address: str) -> None:
+    def __init__(self, code: grpc.StatusCode, details: str, address: str,
+                 insecure: bool = False) -> None:
         self.code = code
         self.details = details
         if code is grpc.StatusCode.UNAVAILABLE:
             text = f"cannot reach the coordinator at {address} ({details})"
+            if "handshake failed" in details.lower():
+                text = (f"cannot reach the coordinator at {address}: its TLS certificate is "
+                        "not one --ca trusts (give the ca.pem of this coordinator's `coordinator "
+                        "init`; a plaintext coordinator needs --insecure)")
+            elif insecure and "socket closed" in details.lower():
+                text += ("; if it is a TLS coordinator, give its ca.pem with --ca instead of "
+                         "--insecure")
         else:
             text = f"{code.name}: {details}"
         super().__init__(text)
@@ -67,6 +75,19 @@ def check_submittable(spec: StudySpec, bundle_dir: Path, now: float | None = Non
         raise InvalidInputError("budget.deadline", deadline_text(spec.budget.deadline),
                                 f"is past: this machine's clock says {deadline_text(now)}")
     serde.spec_to_proto(spec, "0" * 64)  # what the message cannot carry
+
+
+MAX_STUDY_ID_CHARS = 64  # a coordinator's ids are 12 hex digits
+
+
+def _checked_id(study_id: object) -> str:
+    """``study_id`` if it can name a study; else :class:`InvalidInputError` (before any call)."""
+    if not isinstance(study_id, str) or not 0 < len(study_id) <= MAX_STUDY_ID_CHARS \
+            or not study_id.isprintable():
+        raise InvalidInputError("study_id", study_id if not isinstance(study_id, str)
+                                else study_id[:80], "must be a study id such as 1a2b3c4d5e6f "
+                                "(as submit and `tunefleet studies` print it)")
+    return study_id
 
 
 def build_bundle(spec: StudySpec, directory: Path, identity: Identity) -> SignedBundle:
@@ -105,6 +126,7 @@ class Client:
         ``security`` explicitly says insecure)."""
         self.address = address
         self.identity = identity
+        self.security = security
         self.timeout = timeout
         self._channel = open_channel(address, security)
         self._stub = researcher_pb2_grpc.ResearcherServiceStub(self._channel)
@@ -134,7 +156,8 @@ class Client:
         self._channel.close()
 
     def _error(self, exc: grpc.RpcError) -> CoordinatorError:
-        return CoordinatorError(exc.code(), exc.details() or "", self.address)  # type: ignore[attr-defined]
+        return CoordinatorError(exc.code(), exc.details() or "",  # type: ignore[attr-defined]
+                                self.address, self.security.insecure)
 
     def upload(self, bundle: SignedBundle) -> bool:
         """Upload a signed bundle; returns whether the coordinator already had it."""
@@ -183,7 +206,7 @@ class Client:
         return self._study_info(study_id).spec
 
     def _study_info(self, study_id: str) -> researcher_pb2.StudyInfo:
-        request = researcher_pb2.StudyRef(study_id=study_id)
+        request = researcher_pb2.StudyRef(study_id=_checked_id(study_id))
         try:
             reply: researcher_pb2.StudyInfo = self._stub.GetStudy(
                 request, timeout=self.timeout, metadata=self._read(request))
@@ -211,7 +234,7 @@ class Client:
         token = ""
         while True:  # one call per page of trials (see ListTrialsRequest)
             request = researcher_pb2.ListTrialsRequest(
-                study_id=study_id, include_reports=include_reports, page_token=token,
+                study_id=_checked_id(study_id), include_reports=include_reports, page_token=token,
                 page_size=page_size, paged=True,
             )
             try:
@@ -236,7 +259,7 @@ class Client:
             token = reply.next_page_token
 
     def stop(self, study_id: str) -> StudyStatus:
-        request = researcher_pb2.StopStudyRequest(study_id=study_id)
+        request = researcher_pb2.StopStudyRequest(study_id=_checked_id(study_id))
         try:
             reply = self._stub.StopStudy(seal(self._signer(), request), timeout=self.timeout)
         except grpc.RpcError as exc:
@@ -245,7 +268,7 @@ class Client:
 
     def watch(self, study_id: str) -> Iterator[StudyStatus]:
         """Yield the study's status whenever it changes, until it ends."""
-        request = researcher_pb2.StudyRef(study_id=study_id)
+        request = researcher_pb2.StudyRef(study_id=_checked_id(study_id))
         try:
             for info in self._stub.WatchStudy(request, metadata=self._read(request)):
                 yield status_from_proto(info)

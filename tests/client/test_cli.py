@@ -22,6 +22,65 @@ def test_keygen_creates_a_private_key_once(capsys: pytest.CaptureFixture[str],
     assert "existing" in again and first.splitlines()[-1] == again.splitlines()[-1]
 
 
+def test_keygen_force_keeps_the_key_it_replaces(capsys: pytest.CaptureFixture[str],
+                                               _isolated_home: Path) -> None:
+    # before, the only key that could read and stop its studies was deleted without a word
+    assert main(["keygen"]) == 0
+    old = (_isolated_home / "researcher.key").read_bytes()
+    capsys.readouterr()
+    assert main(["keygen", "--force"]) == 0
+    captured = capsys.readouterr()
+    [kept] = _isolated_home.glob("researcher.key.replaced-*")
+    assert kept.read_bytes() == old and (_isolated_home / "researcher.key").read_bytes() != old
+    assert f"kept the replaced key as {kept}" in captured.err and "created" in captured.out
+
+
+def test_stop_without_a_key_creates_none(capsys: pytest.CaptureFixture[str],
+                                         _isolated_home: Path) -> None:
+    # before, it made a new key (which owns no study) and then failed with NOT_FOUND
+    assert main(["stop", "abcdef123456", "--coordinator", "127.0.0.1:9", "--insecure"]) == 1
+    assert "researcher key: got" in capsys.readouterr().err
+    assert not (_isolated_home / "researcher.key").exists()
+
+
+@pytest.mark.parametrize(("flags", "named"), [
+    (["--coordinator", "no-port", "--insecure"], "--coordinator"),
+    (["--coordinator", "127.0.0.1:9", "--ca", "/nonexistent/ca.pem"], "--ca"),
+])
+def test_connection_flag_errors_are_usage_errors(flags: list[str], named: str,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["status", "abcdef123456", *flags]) == 2
+    assert f"tunefleet: error: {named}: got" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bad", [123, None, "", "x" * 65, "a\nb"])
+def test_the_sdk_refuses_what_cannot_be_a_study_id_before_any_call(bad: object) -> None:
+    from client.sdk import Client
+    from tunefleet.errors import InvalidInputError
+    from tunefleet.tls import ChannelSecurity
+
+    client = Client("127.0.0.1:9", None, ChannelSecurity(insecure=True), timeout=0.5)
+    with pytest.raises(InvalidInputError, match="^study_id: got"):
+        client.stop(bad)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="^study_id: got"):
+        client.trials(bad)  # type: ignore[arg-type]
+    client.close()
+
+
+def test_unreachable_coordinator_messages_say_what_to_change() -> None:
+    import grpc
+
+    from client.sdk import CoordinatorError
+
+    tls = CoordinatorError(grpc.StatusCode.UNAVAILABLE, "failed to connect to all addresses; "
+                           "last error: UNKNOWN: ipv4:127.0.0.1:5: Tls handshake failed "
+                           "(TSI_PROTOCOL_FAILURE): certificate signature failure", "h:5")
+    assert "its TLS certificate is not one --ca trusts" in str(tls)
+    plain = CoordinatorError(grpc.StatusCode.UNAVAILABLE, "ipv4:127.0.0.1:5: Socket closed",
+                             "h:5", insecure=True)
+    assert "give its ca.pem with --ca instead of --insecure" in str(plain)
+
+
 def test_init_writes_template_and_refuses_to_overwrite(tmp_path: Path,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["init", str(tmp_path / "s")]) == 0
@@ -35,7 +94,7 @@ def test_trials_reports_without_json_is_refused(fmt: str,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     # before, --reports was silently ignored outside --format json (refused before any call)
     assert main(["trials", "abc", "--reports", "--format", fmt,
-                 "--coordinator", "127.0.0.1:9"]) == 1
+                 "--coordinator", "127.0.0.1:9"]) == 2  # a usage error
     assert "--reports: got True; needs --format json" in capsys.readouterr().err
 
 
@@ -66,13 +125,13 @@ def test_try_runs_standalone_with_params_and_defaults(tiny_train_dir: Path,
 ])
 def test_try_refuses_bad_params(tiny_train_dir: Path, param: str, field: str,
                                 capfd: pytest.CaptureFixture[str]) -> None:
-    assert main(["try", str(tiny_train_dir / "train.py"), "--param", param]) == 1
+    assert main(["try", str(tiny_train_dir / "train.py"), "--param", param]) == 2
     err = capfd.readouterr().err.strip().splitlines()
     assert len(err) == 1 and field in err[0]
 
 
 def test_commands_need_a_coordinator(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["status", "abc"]) == 1
+    assert main(["status", "abc"]) == 2  # --coordinator missing: a usage error
     assert "--coordinator" in capsys.readouterr().err
 
 
@@ -135,10 +194,14 @@ def test_run_writes_the_results_beside_the_study_and_a_failed_report_hides_nothi
     assert saved["best"]["trial_id"] == best["trial_id"]
     blocked = tiny_train_dir / "blocked"
     blocked.write_text("a file where the results directory would go")
-    assert main(["run", str(study), "--local", "1", "--out", str(blocked)]) == 0
+    # refused before the study runs (before, it ran, then could not write its results)
+    assert main(["run", str(study), "--local", "1", "--out", str(blocked)]) == 2
     captured = capsys.readouterr()
-    assert f"warning: could not write the results to {blocked}" in captured.err
-    assert "best trial" in captured.out  # the study's result is still shown
+    assert f"--out: got '{blocked}'; must be a folder this user can write to or create (it " \
+        "is a file)" in captured.err
+    assert "starting" not in captured.out
+    assert main(["run", str(study), "--local", "1", "--state-dir", str(blocked)]) == 2
+    assert "--state-dir: got" in capsys.readouterr().err
     assert main(["run", str(study), "--local", "1", "--no-report"]) == 0
     captured = capsys.readouterr()
     assert "results in" not in captured.out + captured.err
@@ -194,7 +257,7 @@ def test_the_best_configuration_prints_as_toml_that_enqueue_takes(
 def test_try_refuses_a_number_beyond_a_double_by_name(tiny_train_dir: Path,
                                                       capfd: pytest.CaptureFixture[str]) -> None:
     # "x=1" followed by 400 zeros used to overflow with a traceback
-    assert main(["try", str(tiny_train_dir / "train.py"), "--param", "x=1" + "0" * 400]) == 1
+    assert main(["try", str(tiny_train_dir / "train.py"), "--param", "x=1" + "0" * 400]) == 2
     err = capfd.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("tunefleet: error: --param.x: got inf;"), err
 
@@ -459,7 +522,7 @@ def test_try_refuses_a_choice_only_case_tells_apart_and_a_study_file_as_the_scri
         tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "train.py").write_text(PRINT_PARAMS)
     _try_params(tmp_path, capfd)  # writes the study
-    assert main(["try", str(tmp_path / "train.py"), "--param", "opt=ADAM"]) == 1
+    assert main(["try", str(tmp_path / "train.py"), "--param", "opt=ADAM"]) == 2
     err = capfd.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--param opt: got 'ADAM'" in err[0] and "exactly" in err[0]
     # before, the TOML file was run as Python: a SyntaxError traceback

@@ -20,7 +20,7 @@ from client.sdk import Client, CoordinatorError
 from tests.integration.helpers import cli, query
 from tunefleet.envelope import seal
 from tunefleet.keys import Identity, load
-from tunefleet.tls import ChannelSecurity, init_authority, open_channel
+from tunefleet.tls import CA_FILE, ChannelSecurity, init_authority, open_channel
 from tunefleet.v1 import common_pb2, node_pb2, node_pb2_grpc, operator_pb2, operator_pb2_grpc
 
 
@@ -85,7 +85,15 @@ def test_tls_is_pinned_to_the_coordinators_ca(admitted: tuple[LocalCluster, Iden
         assert client.studies() == []
     # Without --ca or --insecure the CLI says what to do, in one line.
     proc = cli("studies", "--coordinator", cluster.address)
-    assert proc.returncode == 1 and "--ca" in proc.stderr and len(proc.stderr.splitlines()) == 1
+    assert proc.returncode == 2 and "--ca" in proc.stderr and len(proc.stderr.splitlines()) == 1
+    # a CA of another coordinator: one line (gRPC's own log line of the failed handshake is
+    # kept off stderr), saying what to change
+    other = tmp_path / "other-tls"
+    init_authority(other)
+    proc = cli("studies", "--coordinator", cluster.address, "--ca", str(other / CA_FILE))
+    assert proc.returncode == 1
+    [line] = proc.stderr.strip().splitlines()
+    assert "its TLS certificate is not one --ca trusts" in line
 
 
 def test_only_admitted_researchers_submit(admitted: tuple[LocalCluster, Identity],
