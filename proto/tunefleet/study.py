@@ -251,6 +251,12 @@ def check_new(spec: StudySpec) -> None:
             "objective.metric", metric,
             "must be a name trial.report(step, NAME=value) takes: not 'step' or 'self' "
             "(report's own arguments) nor a Python keyword")
+    for name, param in spec.space.items():
+        for choice in getattr(param, "choices", ()):
+            if isinstance(choice, str) and not choice.isprintable():
+                raise InvalidInputError(f"space.{name}.choices", choice, "must be printable "
+                                        "text, without line breaks or escapes (choices are "
+                                        "shown in tables and terminals)")
     fidelity, scheduler = spec.fidelity, spec.search.scheduler
     if scheduler != "fifo" and fidelity.max == fidelity.min:
         raise InvalidInputError(

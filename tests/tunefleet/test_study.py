@@ -372,8 +372,12 @@ def test_load_study_file_reports_schema_errors(tmp_path: Path) -> None:
      r"must be more than fidelity.min \(1\) for scheduler 'hyperband'"),
     ({"max = 9\n": "max = 1\n", 'scheduler = "hyperband"': 'scheduler = "median"'},
      "fidelity.max", r"must be more than fidelity.min \(1\) for scheduler 'median'"),
+    # before, accepted: the choice split a row of `tunefleet trials` in two
+    ({'choices = ["relu", "gelu", "tanh"]': 'choices = ["relu", "ge\\nlu", "tanh"]'},
+     "space.activation.choices", "must be printable text"),
 ], ids=["control-characters-in-name", "gpu-memory-without-gpus", "gpu-memory-beyond-any",
-        "metric-step", "metric-keyword", "metric-self", "no-fidelity", "no-steps-between"])
+        "metric-step", "metric-keyword", "metric-self", "no-fidelity", "no-steps-between",
+        "choice-with-a-line-break"])
 def test_a_new_study_file_is_held_to_the_rules_stored_studies_predate(
         tmp_path: Path, edits: dict[str, str], field: str, allowed: str) -> None:
     # before, accepted: a name that reached terminals with escapes, and studies that waited
