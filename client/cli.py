@@ -17,6 +17,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TextIO
 
+import grpc
+
 from client.config import key_path, researcher_identity
 from client.importance import Importance, study_importance
 from client.local import AgentWatch, LocalCluster
@@ -56,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("study", type=Path, help="the study file (study.toml)")
     with_coordinator(p)
     for name, text in (("status", "a study's state and trial counts"),
-                       ("watch", "follow a study live until it ends"),
+                       ("watch", "follow a study live until it ends (through coordinator restarts)"),
                        ("stop", "stop a study: no new trials, running ones end")):
         p = sub.add_parser(name, help=text)
         p.add_argument("study_id")
@@ -190,15 +192,45 @@ def _budget_text(spec: StudySpec) -> str:
     return ", ".join(parts) or "the whole grid"
 
 
+RECONNECT_SECONDS = 600.0  # how long `tunefleet watch` waits for a coordinator to come back
+
+
 def _watch(client: Client, study_id: str, info: TextIO | None = None,
-           total: int | None = None) -> StudyStatus:
-    """Print a progress line on ``info`` (default stdout) at every change; the last status."""
+           total: int | None = None, reconnect_for: float = 0.0) -> StudyStatus:
+    """Print a progress line on ``info`` (default stdout) at every change; the last status.
+    With ``reconnect_for``, a coordinator that goes away (a restart) is waited for, trying
+    again with growing pauses, for up to that many seconds each time; the study goes on there."""
+    out = info or sys.stdout
     started = time.monotonic()
     last: StudyStatus | None = None
-    for status in client.watch(study_id):
-        print(_progress_line(status, started, total), file=info or sys.stdout, flush=True)
-        last = status
-    return last if last is not None else client.status(study_id)
+    while True:
+        try:
+            for status in client.watch(study_id):
+                print(_progress_line(status, started, total), file=out, flush=True)
+                last = status
+            return last if last is not None else client.status(study_id)
+        except CoordinatorError as exc:
+            if not reconnect_for or exc.code is not grpc.StatusCode.UNAVAILABLE:
+                raise
+            print(f"lost the coordinator ({exc.details or exc}); trying again for up to "
+                  f"{reconnect_for:.0f} s", file=sys.stderr, flush=True)
+            _wait_for_coordinator(client, study_id, reconnect_for)
+            print("reconnected", file=sys.stderr, flush=True)
+
+
+def _wait_for_coordinator(client: Client, study_id: str, seconds: float) -> None:
+    """Return once the coordinator answers for the study; re-raise its last error after
+    ``seconds``."""
+    deadline, pause = time.monotonic() + seconds, 0.5
+    while True:
+        try:
+            client.status(study_id)
+            return
+        except CoordinatorError as exc:
+            if exc.code is not grpc.StatusCode.UNAVAILABLE or time.monotonic() >= deadline:
+                raise
+        time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+        pause = min(pause * 2, 10.0)
 
 
 def _settled(client: Client, status: StudyStatus, timeout: float = 60.0) -> StudyStatus:
@@ -603,7 +635,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  cost: {s.cost_text()} (attempts from lease to end)")
         elif args.command == "watch":
             with _client(args) as client:
-                final = _watch(client, args.study_id)
+                final = _watch(client, args.study_id, reconnect_for=RECONNECT_SECONDS)
                 # no best: the trials' reports tell why (a best stopped early, a wrong metric)
                 trials = (client.trials(args.study_id, True)
                           if final.best is None and final.finished else [])

@@ -192,3 +192,31 @@ def test_a_run_ignores_the_researchers_connection_variables(
     proc = cli("run", str(study), "--local", "1", "--no-report", timeout=180)
     assert proc.returncode == 0, proc.stderr
     assert "best trial" in proc.stdout
+
+
+def test_watch_follows_a_study_through_a_coordinator_restart(
+        tmp_path: Path, tiny_train_dir: Path) -> None:
+    # before, watch exited 1 with "cannot reach the coordinator" though the study went on
+    train = tiny_train_dir / "train.py"
+    train.write_text(train.read_text().replace("time.sleep(0.05)", "time.sleep(0.3)"))
+    identity, _ = researcher_identity()
+    with LocalCluster(1, state_dir=tmp_path / "state") as cluster:
+        with Client(cluster.address, identity, cluster.security) as client:
+            study_id = client.submit_file(tiny_train_dir / "study.toml")
+        watch = subprocess.Popen(
+            [sys.executable, "-m", "client", "watch", study_id, *cluster.connection_args],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            time.sleep(1.5)
+            assert cluster.coordinator is not None and watch.poll() is None
+            cluster.coordinator.terminate()
+            cluster.coordinator.wait(timeout=30)
+            time.sleep(1.0)  # watch finds it gone
+            cluster.start_coordinator(listen=cluster.address)
+            out, err = watch.communicate(timeout=150)
+        finally:
+            if watch.poll() is None:
+                watch.kill()
+    assert watch.returncode == 0, err
+    assert "lost the coordinator" in err and "reconnected" in err
+    assert "completed" in out and "best trial" in out
