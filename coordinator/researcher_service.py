@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -209,4 +210,8 @@ class ResearcherServicer(researcher_pb2_grpc.ResearcherServiceServicer):
                 yield info
             if view.study.state is not StudyState.RUNNING:
                 return
-            await asyncio.sleep(WATCH_POLL_SECONDS)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.server.stopping.wait(), WATCH_POLL_SECONDS)
+            if self.server.stopping.is_set():  # a client that follows it reconnects later
+                await context.abort(grpc.StatusCode.UNAVAILABLE,
+                                    "the coordinator is shutting down")

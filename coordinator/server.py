@@ -86,6 +86,7 @@ class CoordinatorServer:
                         self.store.set_access(key_id, "admitted", "admitted at start", time.time())
         self.hub_thread = HubThread()
         self.sessions: dict[str, asyncio.Queue[node_pb2.CoordinatorMessage | None]] = {}
+        self.stopping = asyncio.Event()  # set at stop: long-lived streams end themselves
         self.ended: dict[str, bool] = {}  # nodes whose session the operator ended
         self.failed: dict[str, BaseException] = {}  # why a node's session must end
         self.inbox: asyncio.Queue[Received | SessionEnd] = asyncio.Queue(maxsize=INBOX_LIMIT)
@@ -271,6 +272,7 @@ class CoordinatorServer:
             await self._server.wait_for_termination()
 
     async def stop(self, grace: float = 2.0) -> None:
+        self.stopping.set()
         for task in (self._sweeper, self._checker, self._batcher):
             if task is not None:
                 task.cancel()

@@ -220,3 +220,5 @@ def test_watch_follows_a_study_through_a_coordinator_restart(
     assert watch.returncode == 0, err
     assert "lost the coordinator" in err and "reconnected" in err
     assert "completed" in out and "best trial" in out
+    # the stopping coordinator ended the open stream itself (before: CancelledError tracebacks)
+    assert "Traceback" not in (tmp_path / "state" / "coordinator.log").read_text()
