@@ -151,7 +151,8 @@ def _progress_line(status: StudyStatus, started: float, total: int | None = None
         best = f"{status.metric}={_fmt(status.best.value)} (trial {status.best.trial_id})"
     return (f"[{time.monotonic() - started:6.1f}s] {status.state:<9} done {done}/{shown_total}  "
             f"running {c['running']}  pruned {c['pruned']}  failed {c['failed']}  best {best}"
-            + (f"  ({status.end_reason})" if status.end_reason else ""))
+            + (f"  ({status.end_reason})" if status.end_reason else "")
+            + (f"  (waiting: {status.waiting_for})" if status.waiting_for else ""))
 
 
 def _report(status: StudyStatus, trials: list[TrialResult], out: Path,
@@ -632,6 +633,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                   + (f" of {s.max_trials}" if s.max_trials else ""))
             if s.best is not None:
                 print(f"  best: trial {s.best.trial_id} {s.metric}={_fmt(s.best.value)}")
+            if s.waiting_for:
+                print(f"  waiting: {s.waiting_for}")
             print(f"  cost: {s.cost_text()} (attempts from lease to end)")
         elif args.command == "watch":
             with _client(args) as client:

@@ -79,6 +79,7 @@ class StudyStatus:
     gpu_hours: float = 0.0  # its cost: GPU time its attempts held, lease to end
     slot_hours: float = 0.0  # the same per attempt, CPU slots included
     credits: float = 0.0  # the same time at the coordinator's prices
+    waiting_for: str = ""  # while it runs and no trial does: why (no node could run them)
 
     def cost_text(self) -> str:
         """Its cost in words: ``0.42 credits (0.42 GPU-hours, 0.61 slot-hours)``, GPU-hours
@@ -141,4 +142,5 @@ def status_from_proto(message: researcher_pb2.StudyInfo) -> StudyStatus:
         max_trials=budget.max_trials if budget.HasField("max_trials") else None,
         created_at=message.created_at, ended_at=message.ended_at, end_reason=message.end_reason,
         gpu_hours=message.gpu_hours, slot_hours=message.slot_hours, credits=message.credits,
+        waiting_for=message.waiting_for,
     )

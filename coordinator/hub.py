@@ -295,9 +295,29 @@ class Hub(AccessMixin, VerificationMixin, LimitsMixin):
         verification = None if best is None else self.store.verification_of(study_id, best.number)
         gpu_hours, slot_hours, credits = self.hours_used(study_id, self.clock())
         attempts = [] if best is None else self.store.attempts_of_trial(study_id, best.number)
-        return StudyView(study, spec, self.store.trial_counts(study_id), best, verification,
-                         gpu_hours, slot_hours, credits,
-                         best_node=attempts[-1].node_id if attempts else "")
+        counts = self.store.trial_counts(study_id)
+        return StudyView(study, spec, counts, best, verification, gpu_hours, slot_hours, credits,
+                         best_node=attempts[-1].node_id if attempts else "",
+                         waiting_for=self._waiting_for(study_id, spec, counts))
+
+    def _waiting_for(self, study_id: str, spec: StudySpec, counts: dict[TrialState, int]
+                     ) -> str:
+        """Why a running study runs nothing: no connected node could run its trials; "" when
+        some trial runs or some node could (it is then only waiting for a free one)."""
+        runtime = self.studies.get(study_id)
+        if runtime is None or counts[TrialState.RUNNING]:
+            return ""
+        able = [n for n, s in self.sessions.items() if not s.draining
+                and (n, study_id) not in self.declined and self._could_hold(runtime, s.inventory)]
+        if able:
+            return ""
+        need = spec.resources
+        what = (f"{need.gpus} GPU(s) with at least {need.min_gpu_memory_gb:g} GB each"
+                if need.gpus else "a CPU slot")
+        connected = len(self.sessions)
+        return (f"no connected node can run its trials: they need {what}, and none of the "
+                f"{connected} connected node(s) offers it (or takes the study)" if connected
+                else f"no node is connected (its trials need {what})")
 
     def _best(self, study: Study, spec: StudySpec) -> Trial | None:
         best: Trial | None = None

@@ -63,6 +63,7 @@ class StudyView:
     slot_hours: float = 0.0  # the same, one per attempt whatever its GPUs (CPU slots too)
     credits: float = 0.0  # the same time at the prices each attempt was leased at
     best_node: str = ""  # the node of the best trial's latest attempt
+    waiting_for: str = ""  # while it runs and no trial does: why no connected node runs them
 
 
 

@@ -57,6 +57,7 @@ def study_info_to_proto(view: StudyView) -> researcher_pb2.StudyInfo:
         owner_key_id=view.study.owner_key_id, created_at=view.study.created_at,
         ended_at=view.study.ended_at or 0.0, end_reason=view.study.end_reason or "",
         gpu_hours=view.gpu_hours, slot_hours=view.slot_hours, credits=view.credits,
+        waiting_for=view.waiting_for,
     )
     if view.best is not None:
         message.best.CopyFrom(trial_info_to_proto(view.best, view.best_node,

@@ -563,3 +563,16 @@ def test_the_progress_of_a_grid_without_a_trial_budget_counts_its_points() -> No
                          None, None, 0.0, 1.0)
     assert " done 3/? " in _progress_line(status, 0.0)
     assert " done 3/20 " in _progress_line(status, 0.0, total=20)  # before, 3/? for a grid
+
+
+def test_the_progress_line_says_why_a_study_runs_nothing() -> None:
+    from client.cli import _progress_line
+    from client.results import StudyStatus
+
+    counts = {"pending": 0, "running": 0, "completed": 0, "pruned": 0, "failed": 0}
+    why = "no node is connected (its trials need a CPU slot)"
+    waiting = StudyStatus("s1", "s", "running", "loss", "min", counts, None, 4, 0.0, 0.0,
+                          waiting_for=why)
+    assert _progress_line(waiting, 0.0).endswith(f"(waiting: {why})")
+    running = StudyStatus("s1", "s", "running", "loss", "min", counts, None, 4, 0.0, 0.0)
+    assert "waiting" not in _progress_line(running, 0.0)

@@ -416,6 +416,23 @@ def test_a_trial_that_ends_without_reporting_the_objective_fails_once_naming_wha
     assert runtime is None or {r.state for r in runtime.tuner.trials.values()} == {"failed"}
 
 
+def test_a_study_no_connected_node_can_run_says_so(hub: Hub, store: Store) -> None:
+    # before, status showed "running, 0 running, 0 pending" for ever, with no hint why
+    gpu = submit(hub, make_spec(resources={"gpus": 1, "min_gpu_memory_gb": 40}))
+    assert hub.study_view(gpu).waiting_for == "no node is connected (its trials need 1 GPU(s) " \
+        "with at least 40 GB each)"
+    connect(hub, "n1")  # CPU slots only
+    connect(hub, "g1", cpu_slots=0, gpus=[("GPU-a", 24.0)])  # too little memory
+    assert hub.study_view(gpu).waiting_for.startswith(
+        "no connected node can run its trials: they need 1 GPU(s) with at least 40 GB each, "
+        "and none of the 2 connected node(s) offers it")
+    [a] = connect(hub, "g2", cpu_slots=0, gpus=[("GPU-b", 80.0)])
+    assert store.get_attempt(a.attempt_id).node_id == "g2"
+    assert hub.study_view(gpu).waiting_for == ""  # it runs
+    hub.node_disconnected("g2")  # a node that could run it, gone
+    assert hub.study_view(gpu).waiting_for == ""  # its trial still runs there (lease held)
+
+
 def test_a_report_beyond_fidelity_max_does_not_count_and_stops_the_trial(
         hub: Hub, store: Store) -> None:
     # before, a node could report step 1000 of a study whose fidelity.max is 3, and that

@@ -52,7 +52,7 @@ class TrialCounts(_message.Message):
     def __init__(self, pending: _Optional[int] = ..., running: _Optional[int] = ..., completed: _Optional[int] = ..., pruned: _Optional[int] = ..., failed: _Optional[int] = ...) -> None: ...
 
 class StudyInfo(_message.Message):
-    __slots__ = ("study_id", "name", "state", "spec", "counts", "best", "owner_key_id", "created_at", "ended_at", "end_reason", "gpu_hours", "slot_hours", "credits")
+    __slots__ = ("study_id", "name", "state", "spec", "counts", "best", "owner_key_id", "created_at", "ended_at", "end_reason", "gpu_hours", "slot_hours", "credits", "waiting_for")
     STUDY_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -66,6 +66,7 @@ class StudyInfo(_message.Message):
     GPU_HOURS_FIELD_NUMBER: _ClassVar[int]
     SLOT_HOURS_FIELD_NUMBER: _ClassVar[int]
     CREDITS_FIELD_NUMBER: _ClassVar[int]
+    WAITING_FOR_FIELD_NUMBER: _ClassVar[int]
     study_id: str
     name: str
     state: str
@@ -79,7 +80,8 @@ class StudyInfo(_message.Message):
     gpu_hours: float
     slot_hours: float
     credits: float
-    def __init__(self, study_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[str] = ..., spec: _Optional[_Union[_common_pb2.StudySpec, _Mapping]] = ..., counts: _Optional[_Union[TrialCounts, _Mapping]] = ..., best: _Optional[_Union[TrialInfo, _Mapping]] = ..., owner_key_id: _Optional[str] = ..., created_at: _Optional[float] = ..., ended_at: _Optional[float] = ..., end_reason: _Optional[str] = ..., gpu_hours: _Optional[float] = ..., slot_hours: _Optional[float] = ..., credits: _Optional[float] = ...) -> None: ...
+    waiting_for: str
+    def __init__(self, study_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[str] = ..., spec: _Optional[_Union[_common_pb2.StudySpec, _Mapping]] = ..., counts: _Optional[_Union[TrialCounts, _Mapping]] = ..., best: _Optional[_Union[TrialInfo, _Mapping]] = ..., owner_key_id: _Optional[str] = ..., created_at: _Optional[float] = ..., ended_at: _Optional[float] = ..., end_reason: _Optional[str] = ..., gpu_hours: _Optional[float] = ..., slot_hours: _Optional[float] = ..., credits: _Optional[float] = ..., waiting_for: _Optional[str] = ...) -> None: ...
 
 class ListTrialsRequest(_message.Message):
     __slots__ = ("study_id", "include_reports", "page_token", "page_size", "paged")
