@@ -35,6 +35,7 @@ from tunefleet.space import CategoricalParam, IntParam
 from tunefleet.study import StudySpec, deadline_text, load_study_file
 from tunefleet.trial import ENV_TRIAL
 from tunefleet.v1 import common_pb2
+from tunefleet.writable import unwritable_folder
 
 __all__ = ["main"]
 
@@ -361,10 +362,10 @@ def _run_local(args: argparse.Namespace) -> int:
     check_submittable(spec, bundle_dir)  # before a key, a cluster or a state directory
     for flag, folder in (("--state-dir", args.state_dir),
                          ("--out", None if args.no_report else args.out)):
-        why = None if folder is None else _unusable_folder(folder)
+        why = None if folder is None else unwritable_folder(folder)
         if why is not None:  # said now, not after the study has run
             raise InvalidInputError(flag, str(folder), f"must be a folder this user can write "
-                                    f"to or create ({why})")
+                                    f"to or create (it {why})")
     identity, _ = researcher_identity()
     info = sys.stderr if args.json else sys.stdout  # with --json, stdout holds the JSON only
     print(f"starting an embedded coordinator and {args.local} local agent(s)", file=info,
@@ -463,22 +464,6 @@ def _state_hint(args: argparse.Namespace) -> str:
 
 
 SUBMITTED_FILES = "submitted-files.json"  # in a run's state directory: each study's files
-
-
-def _unusable_folder(path: Path) -> str | None:
-    """Why a folder cannot be written at ``path`` (made if missing), or None; creates nothing."""
-    if path.exists():
-        if not path.is_dir():
-            return "it is a file"
-        return None if os.access(path, os.W_OK | os.X_OK) else "it is not writable"
-    parent = path.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        return f"{parent} is a file"
-    if not os.access(parent, os.W_OK | os.X_OK):
-        return f"{parent} is not writable"
-    return None
 
 
 def _resume_or_submit(client: Client, identity: Identity, spec: StudySpec, bundle_dir: Path,

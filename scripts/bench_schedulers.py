@@ -35,7 +35,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from output_paths import unwritable  # noqa: E402
 from simulate.benchmarks import BENCHMARKS, FIDELITY  # noqa: E402
 from simulate.simulator import AskTell, simulate  # noqa: E402
 from simulate.tabular import TabularBenchmark  # noqa: E402
@@ -45,6 +44,7 @@ from coordinator.scheduling import (  # noqa: E402
     SEARCHER_FACTORIES,
     Tuner,
 )
+from tunefleet.writable import unwritable_file as unwritable  # noqa: E402
 
 METHODS = ("default", "random", "random2x", "optuna")
 METHOD_HELP = {

@@ -36,8 +36,7 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from output_paths import unwritable  # noqa: E402
+from tunefleet.writable import unwritable_file as unwritable
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
