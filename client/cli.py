@@ -195,6 +195,8 @@ def _budget_text(spec: StudySpec) -> str:
 
 
 RECONNECT_SECONDS = 600.0  # how long `tunefleet watch` waits for a coordinator to come back
+# what a call gets from a coordinator that is away: down, or shutting down under the call
+GONE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
 
 
 def _watch(client: Client, study_id: str, info: TextIO | None = None,
@@ -212,7 +214,7 @@ def _watch(client: Client, study_id: str, info: TextIO | None = None,
                 last = status
             return last if last is not None else client.status(study_id)
         except CoordinatorError as exc:
-            if not reconnect_for or exc.code is not grpc.StatusCode.UNAVAILABLE:
+            if not reconnect_for or exc.code not in GONE:
                 raise
             print(f"lost the coordinator ({exc.details or exc}); trying again for up to "
                   f"{reconnect_for:.0f} s", file=sys.stderr, flush=True)
@@ -229,7 +231,7 @@ def _wait_for_coordinator(client: Client, study_id: str, seconds: float) -> None
             client.status(study_id)
             return
         except CoordinatorError as exc:
-            if exc.code is not grpc.StatusCode.UNAVAILABLE or time.monotonic() >= deadline:
+            if exc.code not in GONE or time.monotonic() >= deadline:
                 raise
         time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
         pause = min(pause * 2, 10.0)
