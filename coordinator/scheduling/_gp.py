@@ -24,6 +24,8 @@ __all__ = ["GPSearcher", "Matern52GP"]
 
 _SQRT5 = math.sqrt(5.0)
 
+MAX_DUPLICATE_SKIPS = 256  # candidates passed over for being tried already, at most
+
 
 def _encode_columns(space: SearchSpace) -> list[tuple[int, int]]:
     """Per parameter: (unit-cube index, number of one-hot columns; 0 for a numeric one)."""
@@ -252,6 +254,11 @@ class GPSearcher(ModelSearcher):
         candidates = self._candidates(rng, x_unit[np.argsort(scores)[:5]])
         mean, std = self._gp.predict(encode(candidates, self._columns))
         acq = log_expected_improvement(mean, std, best)
+        # the best candidate no trial has run or is running: an unperturbed local candidate
+        # is an incumbent itself, and in a discrete space many candidates decode alike
+        for i in np.argsort(-acq, kind="stable")[:MAX_DUPLICATE_SKIPS]:
+            if not self._history.tried(self.space.to_unit(self.space.from_unit(candidates[i]))):
+                return np.asarray(candidates[i])
         return np.asarray(candidates[int(np.argmax(acq))])
 
     def _candidates(self, rng: np.random.Generator, incumbents: np.ndarray) -> np.ndarray:

@@ -87,6 +87,36 @@ def _nn_distance(points: np.ndarray) -> float:
     return float(d.min(axis=1).mean())
 
 
+@pytest.mark.parametrize(("name", "seed"), [("tpe", 1), ("gp", 0), ("gp", 1), ("gp", 2)])
+def test_a_model_never_suggests_a_configuration_already_run_or_running(name: str,
+                                                                        seed: int) -> None:
+    # before, the GP gave two running trials the same configuration (its unperturbed local
+    # candidates are incumbents themselves, and discrete parameters decode many points alike)
+    space = SearchSpace.from_mapping({
+        "lr": {"type": "float", "low": 1e-5, "high": 1e-1, "log": True},
+        "width": {"type": "int", "low": 8, "high": 512, "log": True},
+        "depth": {"type": "int", "low": 1, "high": 3},
+        "act": {"type": "categorical", "choices": ["relu", "gelu", "tanh"]},
+        "bs": {"type": "categorical", "choices": [32, 64, 128]},
+    })
+    tuner = Tuner(SEARCHER_FACTORIES[name](space, seed), FIFOScheduler())
+    seen: list[dict[str, object]] = []
+    running: list[int] = []
+    for n in range(40):
+        s = tuner.ask()
+        assert s.trial_id is not None and s.params is not None
+        assert s.params not in seen, f"trial {n} repeats {s.params}"
+        seen.append(s.params)
+        running.append(s.trial_id)
+        if len(running) == 2:  # two at once, the oldest ends
+            done = running.pop(0)
+            params = seen[done]
+            loss = abs(math.log10(float(params["lr"])) + 2.5) + abs(
+                math.log2(int(params["width"])) - 6) + int(params["depth"]) / 3
+            tuner.tell_report(done, 1, loss + (params["act"] == "gelu") + (params["bs"] == 32))
+            tuner.tell_complete(done)
+
+
 @pytest.mark.parametrize("name", ["random", "quasirandom", "tpe", "gp"])
 def test_32_pending_suggestions_stay_diverse(name: str) -> None:
     space = SearchSpace.from_mapping({
