@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from coordinator.hub import StudyView
-from coordinator.models import Trial, TrialState
+from coordinator.models import StudyState, Trial, TrialState
 from coordinator.verification import shown_state
 from tunefleet import serde
 from tunefleet.v1 import common_pb2, researcher_pb2
@@ -62,4 +62,10 @@ def study_info_to_proto(view: StudyView) -> researcher_pb2.StudyInfo:
     if view.best is not None:
         message.best.CopyFrom(trial_info_to_proto(view.best, view.best_node,
                                                   verification=view.best_verification))
+        if (view.best_verification is None and view.spec.verification.best
+                and view.study.state is not StudyState.RUNNING):
+            # a study a limit or its owner ended re-runs nothing (it would spend past it)
+            message.best.verification_detail = (
+                f"not re-run: the study ended ({view.study.end_reason or view.study.state.value})"
+                " before a re-run of its best trial on another node")
     return message

@@ -1180,6 +1180,28 @@ def test_a_deadline_stops_running_trials_and_fails_pending_ones(
     assert trial.state is TrialState.FAILED and "deadline" in (trial.error or "")
 
 
+def test_a_best_a_limit_kept_from_its_re_run_says_why_it_is_not_verified(
+    hub: Hub, store: Store, clock: Clock
+) -> None:
+    # before, best.json and `best` showed verification "none" with no word of why
+    from coordinator.views import study_info_to_proto
+
+    study = submit(hub, make_spec(budget={"deadline": clock.now + 10}))  # best = true
+    [a] = connect(hub, "n1")
+    connect(hub, "n2")
+    for step in (1, 2, 3):
+        report(hub, "n1", a.attempt_id, step, step, 0.5)
+    finish(hub, "n1", a.attempt_id)
+    clock.now += 10
+    hub.enforce_limits()
+    for attempt in store.running_attempts():  # the stopped trial ends, as its node tells
+        finish(hub, attempt.node_id, attempt.id, "stopped")
+    info = study_info_to_proto(hub.study_view(study))
+    assert info.state == "completed" and info.best.trial_id == a.trial_id
+    assert info.best.verification == "none"
+    assert info.best.verification_detail.startswith("not re-run: the study ended (deadline")
+
+
 def test_a_deadline_already_past_is_refused_and_nothing_is_stored(
     hub: Hub, store: Store, clock: Clock
 ) -> None:
