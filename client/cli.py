@@ -145,7 +145,8 @@ def _progress_line(status: StudyStatus, started: float, total: int | None = None
     not say (a grid's points)."""
     c = status.counts
     done = c["completed"] + c["pruned"] + c["failed"]
-    total = status.max_trials if status.max_trials is not None else total
+    if status.max_trials is not None:  # a grid smaller than the budget ends sooner
+        total = status.max_trials if total is None else min(total, status.max_trials)
     shown_total = "?" if total is None else total
     best = "-"
     if status.best is not None:

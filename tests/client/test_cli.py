@@ -576,3 +576,17 @@ def test_the_progress_line_says_why_a_study_runs_nothing() -> None:
     assert _progress_line(waiting, 0.0).endswith(f"(waiting: {why})")
     running = StudyStatus("s1", "s", "running", "loss", "min", counts, None, 4, 0.0, 0.0)
     assert "waiting" not in _progress_line(running, 0.0)
+
+
+def test_the_progress_total_of_a_grid_is_the_smaller_of_the_grid_and_the_budget() -> None:
+    # before, a 30-point grid with max_trials = 100 ended at "done 30/100"
+    from client.cli import _progress_line
+    from client.results import StudyStatus
+
+    counts = {"pending": 0, "running": 0, "completed": 30, "pruned": 0, "failed": 0}
+    status = StudyStatus("s1", "s", "completed", "loss", "min", counts, None, 100, 0.0, 1.0)
+    assert "done 30/30 " in _progress_line(status, 0.0, total=30)
+    assert "done 30/100 " in _progress_line(status, 0.0)  # not a grid: the budget
+    counts["completed"] = 5
+    smaller = StudyStatus("s1", "s", "running", "loss", "min", counts, None, 10, 0.0, 0.0)
+    assert "done 5/10 " in _progress_line(smaller, 0.0, total=30)  # the budget is smaller
