@@ -94,6 +94,13 @@ class Agent:
         work = config.home / "work"
         work.mkdir(parents=True, exist_ok=True)
         os.chmod(work, 0o711)
+        for left in work.iterdir():  # an agent that died left them: their accounts get reused
+            if left.is_dir() and not left.is_symlink():
+                shutil.rmtree(left, ignore_errors=True)
+            else:
+                left.unlink(missing_ok=True)
+            if left.exists():
+                log.warning("could not remove %s, left by an earlier agent", left)
         slots = self.inventory.cpu_slots + len(self.inventory.gpus)
         # per slot: a running trial, a warm runtime and one account being cleared
         self.accounts = (None if config.uid_base is None
@@ -382,18 +389,21 @@ class Agent:
             if not isinstance(exc, Exception):
                 raise
         finally:
-            shutil.rmtree(workdir, ignore_errors=True)
-            if attempt.child is not None and attempt.child.scratch is not None:
-                shutil.rmtree(attempt.child.scratch, ignore_errors=True)
             if attempt.child is not None and attempt.child.spec.account is not None and (
                 self.accounts is not None
-            ):  # cleared now (whatever of it still runs dies), ready for the next trial
-                account = attempt.child.spec.account
+            ):  # cleared first (whatever of it still runs dies, and writes no more), ready
+                account = attempt.child.spec.account  # for the next trial
                 try:
                     await asyncio.to_thread(self.accounts.release, account)
                 except OSError as exc:
                     log.warning("could not clear %s (cleared when next used): %s",
                                 account.name, exc)
+            shutil.rmtree(workdir, ignore_errors=True)
+            if attempt.child is not None and attempt.child.scratch is not None:
+                shutil.rmtree(attempt.child.scratch, ignore_errors=True)
+            if workdir.exists():
+                log.warning("attempt %d: could not remove its work directory %s",
+                            a.attempt_id, workdir)
 
     async def _start_cold(self, spec: ChildSpec) -> Child:
         """Start ``spec`` in a new child, as an account of its own when the agent has them."""

@@ -50,6 +50,43 @@ def test_every_attempt_ends_with_one_final_event(tmp_path: Path, error: Exceptio
     assert not (tmp_path / "home" / "work" / "attempt-7").exists()
 
 
+def test_work_left_by_an_agent_that_died_is_removed_at_start(tmp_path: Path) -> None:
+    # before, kept: a later trial given the same account read the earlier trial's files
+    work = tmp_path / "home" / "work"
+    (work / "attempt-16").mkdir(parents=True)
+    (work / "attempt-16" / "data.bin").write_bytes(b"another researcher's data")
+    (work / "warm-x1").mkdir()
+    make_agent(tmp_path)
+    assert list(work.iterdir()) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="accounts of their own need the tests as root")
+def test_a_daemon_writing_into_its_work_directory_cannot_keep_it(tmp_path: Path) -> None:
+    # before, the directory was removed before the account's processes were killed: a daemon
+    # still writing there kept it (and its files) for good
+    agent = Agent(AgentConfig(coordinator="127.0.0.1:1", home=tmp_path / "home", cpu_slots=1,
+                              uid_base=70700), Identity.generate())
+
+    async def unpack(digest: str, workdir: Path) -> None:
+        workdir.mkdir(parents=True)
+        (workdir / "train.py").write_text(
+            "import os, time\nfrom tunefleet import trial\ntrial.report(1, loss=1.0)\n"
+            "if os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
+            "        for i in range(100000):\n"
+            "            os.makedirs(f'd{i % 50}', exist_ok=True)\n"
+            "            open(f'd{i % 50}/f{i}', 'w').write('x' * 1000)\n"
+            "    os._exit(0)\n"
+            "time.sleep(0.5)\n")
+
+    agent.cache.unpack = unpack  # type: ignore[method-assign]
+    attempt = RunningAttempt(assignment())
+    asyncio.run(agent._run_attempt(attempt))
+    assert attempt.final is not None and attempt.final.finished.outcome == "completed"
+    assert not (tmp_path / "home" / "work" / "attempt-7").exists()
+    assert agent.accounts is not None
+    agent.accounts.close()
+
+
 def test_agent_refuses_to_run_trials_as_its_own_user_without_consent(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
