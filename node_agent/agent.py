@@ -166,7 +166,8 @@ class Agent:
                          limits=self.config.limits, run_as=self.config.run_as)
 
     async def _refill_warm(self) -> None:
-        """Start warm runtimes until every slot has one waiting (none while draining)."""
+        """Start warm runtimes until every slot has one waiting (none while draining, nor
+        once they kept dying in their preload)."""
         if self.warm is None:
             return
         async with self._warm_lock:
@@ -175,7 +176,7 @@ class Agent:
             for gpu_uuids, count in wanted:
                 shape = self._slot_shape(gpu_uuids)
                 while (self.warm.count(shape) < count and not self.draining
-                       and not self._shutdown.is_set()):
+                       and not self._shutdown.is_set() and not self.warm.given_up):
                     try:
                         await self.warm.spawn(shape)
                     except (OSError, ValueError) as exc:  # cold starts go on working

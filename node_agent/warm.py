@@ -64,6 +64,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 ENV_GO_FD = "TUNEFLEET_GO_FD"
+ENV_READY_FD = "TUNEFLEET_READY_FD"
+READY_WAIT_SECONDS = 300.0  # how long a trial waits for its warm runtime's preload
+PRELOAD_FAILURES_TO_GIVE_UP = 3  # warm runtimes dying in their preload in a row: stop making them
 
 PRELOAD_COMPANIONS: dict[str, tuple[str, ...]] = {"torch": ("torch._dynamo",)}
 """Modules preloaded with a module because its first real use imports them anyway: building any
@@ -111,6 +114,10 @@ os.environ.update(before)
 if "tempfile" in sys.modules:
     sys.modules["tempfile"].tempdir = None
 del before
+ready = int(os.environ.pop("TUNEFLEET_READY_FD"))
+os.write(ready, b"R")  # preloaded: a trial may come
+os.close(ready)
+del ready
 go = os.fdopen(int(os.environ.pop("TUNEFLEET_GO_FD")), "rb")
 path = go.readline().strip()
 go.close()
@@ -138,6 +145,16 @@ class WarmChild:
     go_w: int
     logs: tuple[IO[bytes], IO[bytes]]
     scratch: Path
+    ready_r: int = -1  # the child writes one byte here once its preload is done
+    ready: bool = False
+
+    def poll_ready(self) -> bool:
+        """Whether the child has said its preload is done (reads its byte once)."""
+        if not self.ready and self.ready_r >= 0:
+            readable, _, _ = select.select([self.ready_r], [], [], 0)
+            if readable and os.read(self.ready_r, 1) == b"R":
+                self.ready = True
+        return self.ready
 
     def matches(self, spec: ChildSpec) -> bool:
         mine = self.spec
@@ -149,7 +166,7 @@ class WarmChild:
         """End the child (it never got a trial) and free what the agent holds for it."""
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.process.pid, signal.SIGKILL)
-        for fd in (self.report_r, self.control_w, self.go_w):
+        for fd in (self.report_r, self.control_w, self.go_w, self.ready_r):
             with contextlib.suppress(OSError):
                 os.close(fd)
         for log_file in self.logs:
@@ -176,6 +193,7 @@ class WarmPool:
         self.accounts = accounts
         self.waiting: list[WarmChild] = []
         self.closed = False
+        self.failed_preloads = 0  # in a row: at PRELOAD_FAILURES_TO_GIVE_UP, no more are made
 
     async def spawn(self, template: ChildSpec) -> WarmChild:
         """Start a warm child shaped like ``template`` (its workdir and trial are ignored)."""
@@ -199,21 +217,30 @@ class WarmPool:
         if self.accounts is not None and spec.account is not None:
             self.accounts.give_back(spec.account)
 
+    @property
+    def given_up(self) -> bool:
+        """Whether warm runtimes kept dying in their preload, so none is made any more."""
+        return self.failed_preloads >= PRELOAD_FAILURES_TO_GIVE_UP
+
     async def _spawn(self, spec: ChildSpec, scratch: Path) -> WarmChild:
         go_r, go_w = os.pipe()
+        ready_r, ready_w = os.pipe()
         try:
             process, report_r, control_w, logs = await spawn_sandboxed(
                 spec, [sys.executable, "-c", _BOOT, *self.preload], cwd="/",
                 prepare=_grant_runtime_traversal,
-                env_changes={ENV_TRIAL: None, ENV_GO_FD: str(go_r)}, extra_fds=(go_r,),
+                env_changes={ENV_TRIAL: None, ENV_GO_FD: str(go_r),
+                             ENV_READY_FD: str(ready_w)}, extra_fds=(go_r, ready_w),
             )
         except BaseException:
             os.close(go_w)
+            os.close(ready_r)
             shutil.rmtree(scratch, ignore_errors=True)
             raise
         finally:
             os.close(go_r)
-        child = WarmChild(spec, process, report_r, control_w, go_w, logs, scratch)
+            os.close(ready_w)
+        child = WarmChild(spec, process, report_r, control_w, go_w, logs, scratch, ready_r)
         self.waiting.append(child)
         return child
 
@@ -226,14 +253,19 @@ class WarmPool:
         if not entry.is_file():
             raise FileNotFoundError(f"entrypoint {spec.entrypoint} is not in the bundle")
         for dead in [w for w in self.waiting if w.process.returncode is not None]:
+            if not dead.poll_ready():
+                self.failed_preloads += 1
             log.warning("a warm runtime ended before it got a trial (exit %s): %s",
                         dead.process.returncode, _tail(dead.logs[1]))
             self.waiting.remove(dead)
             self._discard(dead)
-        warm = next((w for w in self.waiting if w.matches(spec)), None)
+        matching = [w for w in self.waiting if w.matches(spec)]
+        warm = next((w for w in matching if w.poll_ready()), matching[0] if matching else None)
         if warm is None:
             return None
         self.waiting.remove(warm)
+        if not await self._preloaded(warm):
+            return None  # started cold: a failed preload is the node's, not the trial's
         if warm.spec.account is not None:  # the trial runs as the child's own account
             spec = replace(spec, account=warm.spec.account)
         try:
@@ -271,6 +303,24 @@ class WarmPool:
         child = Child(spec, warm.process, reader, warm.control_w, time.monotonic(), warm.logs)
         child.scratch = warm.scratch
         return child
+
+    async def _preloaded(self, warm: WarmChild) -> bool:
+        """Wait until ``warm`` has preloaded (a trial would wait for the import anyway); False,
+        with ``warm`` discarded, if it died first or took over :data:`READY_WAIT_SECONDS`."""
+        deadline = time.monotonic() + READY_WAIT_SECONDS
+        while not warm.poll_ready():
+            if warm.process.returncode is not None or time.monotonic() > deadline:
+                self.failed_preloads += warm.process.returncode is not None
+                log.warning("a warm runtime %s before its preload of %s was done%s: the trial "
+                            "starts cold: %s",
+                            "died" if warm.process.returncode is not None else "took too long",
+                            ", ".join(self.preload), " (no more warm runtimes are made)"
+                            if self.given_up else "", _tail(warm.logs[1]).strip()[-500:])
+                self._discard(warm)
+                return False
+            await asyncio.sleep(0.05)
+        self.failed_preloads = 0
+        return True
 
     def count(self, shape: ChildSpec) -> int:
         """How many live children of ``shape`` wait."""

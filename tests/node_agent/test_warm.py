@@ -13,7 +13,12 @@ import pytest
 
 from node_agent.runner import ChildSpec
 from node_agent.sandbox import AccountPool, SandboxLimits
-from node_agent.warm import WarmPool, default_preload, expand_preload
+from node_agent.warm import (
+    PRELOAD_FAILURES_TO_GIVE_UP,
+    WarmPool,
+    default_preload,
+    expand_preload,
+)
 
 TRIAL = (
     "import os, sys\n"
@@ -146,6 +151,8 @@ def test_a_large_order_does_not_block_and_reaches_the_trial(tmp_path: Path) -> N
 
     async def go() -> list[dict[str, float]]:
         warm = await pool.spawn(spec)
+        while not warm.poll_ready():  # preloaded (a trial waits for that)
+            await asyncio.sleep(0.05)
         os.killpg(warm.process.pid, signal.SIGSTOP)  # a child that reads nothing for now
         started = time.monotonic()
         child = await pool.take(spec)
@@ -156,6 +163,25 @@ def test_a_large_order_does_not_block_and_reaches_the_trial(tmp_path: Path) -> N
         return got
 
     assert asyncio.run(go()) == [{"n": 300_000.0}]
+
+
+def test_a_runtime_that_dies_in_its_preload_means_a_cold_start_not_a_failed_trial(
+        tmp_path: Path) -> None:
+    # before, the trial was handed the runtime while it still preloaded, and the preload's
+    # crash (torch under too small an address-space limit, say) failed the trial
+    pool = WarmPool(tmp_path / "scratch", ("json",))
+    spec = trial_spec(tmp_path)
+
+    async def go() -> list[object]:
+        taken = []
+        for _ in range(PRELOAD_FAILURES_TO_GIVE_UP):
+            warm = await pool.spawn(spec)
+            os.killpg(warm.process.pid, signal.SIGKILL)  # dies before its preload is done
+            taken.append(await pool.take(spec))
+        return taken
+
+    assert asyncio.run(go()) == [None] * PRELOAD_FAILURES_TO_GIVE_UP  # each: a cold start
+    assert pool.given_up and pool.waiting == []
 
 
 def test_a_child_that_dies_before_it_is_reaped_means_a_cold_start(tmp_path: Path) -> None:
