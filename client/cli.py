@@ -349,6 +349,10 @@ def _init(target: Path) -> None:
             f"{target} is not empty ({len(present)} "
             f"{'entry' if len(present) == 1 else 'entries'}, such as {present[0]!r}); init "
             "writes into a new or empty directory, as the study's bundle is the whole directory")
+    why = unwritable_folder(target)
+    if why is not None:
+        raise InvalidInputError("DIR", str(target), f"must be a folder this user can write to or "
+                                f"create (it {why})")
     target.mkdir(parents=True, exist_ok=True)
     template = resources.files("client.templates.digits")
     for name in files:
@@ -648,10 +652,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             with _client(args) as client:
                 _print_trials(client.trials(args.study_id, args.reports), args.format)
         elif args.command == "report":
+            target = args.out or Path("results")  # by default ./results/STUDY_ID
+            why = unwritable_folder(target)
+            if why is not None:  # said before reading the study
+                raise InvalidInputError("--out", str(target.absolute()), "must be a folder this "
+                                        f"user can write to or create (it {why})")
+            out = args.out or _results_dir(Path("."), args.study_id)
             with _client(args) as client:
                 status = client.status(args.study_id)
                 trials = client.trials(args.study_id, True)
-            _report(status, trials, args.out or _results_dir(Path("."), args.study_id))
+            _report(status, trials, out)
         elif args.command == "importance":
             with _client(args) as client:
                 metric = client.status(args.study_id).metric

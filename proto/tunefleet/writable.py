@@ -12,7 +12,7 @@ __all__ = ["uncreatable", "unwritable_file", "unwritable_folder"]
 def uncreatable(path: Path) -> str | None:
     """Why ``path``, which does not exist, could not be created with its missing folders (the
     nearest existing ancestor must be a folder this user can write to), or ``None``."""
-    parent = path.parent
+    parent = path.absolute().parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
     if not parent.is_dir():

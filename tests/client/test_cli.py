@@ -590,3 +590,14 @@ def test_the_progress_total_of_a_grid_is_the_smaller_of_the_grid_and_the_budget(
     counts["completed"] = 5
     smaller = StudyStatus("s1", "s", "running", "loss", "min", counts, None, 10, 0.0, 0.0)
     assert "done 5/10 " in _progress_line(smaller, 0.0, total=30)  # the budget is smaller
+
+
+def test_report_refuses_a_results_folder_it_cannot_write_before_reading_the_study(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # before, it read the whole study and then failed with "[Errno 13] ... 'results'"
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    assert main(["report", "abcdef123456", "--out", str(blocked), "--coordinator",
+                 "127.0.0.1:9", "--insecure"]) == 2  # no coordinator there: never asked
+    assert f"--out: got '{blocked}'; must be a folder this user can write to or create (it " \
+        "is a file)" in capsys.readouterr().err
