@@ -636,25 +636,12 @@ class Hub(AccessMixin, VerificationMixin, LimitsMixin):
     @staticmethod
     def _could_hold(runtime: StudyRuntime, inventory: node_pb2.Inventory) -> bool:
         """Whether a node of ``inventory`` runs one of the study's trials when it is free."""
-        need = runtime.spec.resources
-        if need.gpus:
-            return sum(g.memory_total_gb >= need.min_gpu_memory_gb
-                       for g in inventory.gpus) >= need.gpus
-        return inventory.cpu_slots > 0
+        return _fits(runtime, list(inventory.gpus), inventory.cpu_slots)
 
     def _with_room(self, runtime: StudyRuntime, nodes: list[str]) -> str | None:
         """The first of ``nodes`` with room for one of the study's trials now."""
-        need = runtime.spec.resources
-        for node in nodes:
-            free_gpus, free_cpu = self._free(node, self.sessions[node])
-            if need.gpus:
-                room = sum(g.memory_total_gb >= need.min_gpu_memory_gb
-                           for g in free_gpus) >= need.gpus
-            else:
-                room = free_cpu > 0
-            if room:
-                return node
-        return None
+        return next((node for node in nodes
+                     if _fits(runtime, *self._free(node, self.sessions[node]))), None)
 
     def _idle_elsewhere(self, runtime: StudyRuntime, trial: Trial, node_id: str) -> str | None:
         """For a pending trial that failed on ``node_id``: a connected node, not draining, that
@@ -929,6 +916,15 @@ class Hub(AccessMixin, VerificationMixin, LimitsMixin):
             return outbox + self.assign_all()
         return outbox + self.assign(node_id)
 
+
+
+def _fits(runtime: StudyRuntime, gpus: list[node_pb2.Gpu], cpu_slots: int) -> bool:
+    """Whether these GPUs (enough of them with the memory asked) or CPU slots run a trial of
+    the study."""
+    need = runtime.spec.resources
+    if need.gpus:
+        return sum(g.memory_total_gb >= need.min_gpu_memory_gb for g in gpus) >= need.gpus
+    return cpu_slots > 0
 
 
 def _node_event_kinds() -> tuple[str, ...]:
